@@ -1,0 +1,14 @@
+//! `irm`: the ethflow application library.
+//!
+//! * [`Flow`] — allocate, accept, read, write and deallocate flows by name.
+//! * [`proto`] — the control protocol spoken with irmd.
+//! * [`shm`] — the per-flow shared-memory rings between an application and its IPCP.
+//! * [`Error`] — one error type, numbered like the model stack.
+
+pub mod error;
+pub mod proto;
+pub mod qos;
+pub mod shm;
+
+pub use error::{Error, Result};
+pub use qos::Qos;
