@@ -1,14 +1,18 @@
 //! `irm`: the ethflow application library.
 //!
 //! * [`Flow`] — allocate, accept, read, write and deallocate flows by name.
-//! * [`proto`] — the control protocol spoken with irmd.
+//! * [`proto`] / [`ctrl`] / [`client`] — the control protocol spoken with irmd.
 //! * [`shm`] — the per-flow shared-memory rings between an application and its IPCP.
 //! * [`Error`] — one error type, numbered like the model stack.
 
+pub mod client;
+pub mod ctrl;
 pub mod error;
+pub mod flow;
 pub mod proto;
 pub mod qos;
 pub mod shm;
 
 pub use error::{Error, Result};
+pub use flow::Flow;
 pub use qos::Qos;

@@ -221,7 +221,13 @@ pub fn name_hash(name: &str) -> [u8; 32] {
 
 /// Encode an envelope.
 pub fn encode(env: &Envelope) -> Vec<u8> {
-    bincode::serialize(env).expect("control messages always serialize")
+    use bincode::Options;
+    codec().serialize(env).expect("control messages always serialize")
+}
+
+fn codec() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(MAX_MSG as u64)
 }
 
 /// Decode an envelope, refusing trailing garbage and oversize input.
@@ -230,9 +236,7 @@ pub fn decode(buf: &[u8]) -> Result<Envelope, Error> {
         return Err(Error::Invalid("control message too large".into()));
     }
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(MAX_MSG as u64)
+    codec()
         .deserialize(buf)
         .map_err(|e| Error::Invalid(format!("bad control message: {e}")))
 }

@@ -1,0 +1,192 @@
+//! The flow API: allocate a flow to a name, accept one, read and write SDUs.
+
+use crate::client::{global, Client};
+use crate::error::{Error, Result};
+use crate::proto::{FlowState, Msg, RingGeometry};
+use crate::qos::Qos;
+use crate::shm::{AppEnd, ShmMap};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a deallocation waits for irmd's acknowledgement.
+const DEALLOC_WAIT: Duration = Duration::from_secs(2);
+
+/// An allocated flow. Reads and writes go through shared memory with the IPCP;
+/// the fd ([`AsRawFd`]) becomes readable when an SDU arrives or the flow's
+/// state changes, so flows can sit in an epoll set beside sockets.
+/// Dropping it deallocates the flow.
+pub struct Flow {
+    id: u32,
+    name: String,
+    qos: Qos,
+    max_sdu: usize,
+    end: AppEnd,
+    client: Arc<Client>,
+    read_timeout: Mutex<Option<Duration>>,
+    write_timeout: Mutex<Option<Duration>>,
+    nonblocking: AtomicBool,
+    deallocated: AtomicBool,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow").field("id", &self.id).field("name", &self.name).field("max_sdu", &self.max_sdu).finish()
+    }
+}
+
+impl Flow {
+    /// Allocate a flow to the application registered as `name`. `timeout`
+    /// bounds the whole allocation; without it irmd's and the IPCP's own
+    /// bounds apply (a name nobody answers fails in about a second).
+    pub fn alloc(name: &str, qos: &Qos, timeout: Option<Duration>) -> Result<Flow> {
+        let client = global()?;
+        let msg = Msg::FlowAlloc { name: name.to_string(), qos: *qos, timeout_ms: timeout.map(|t| t.as_millis() as u64) };
+        // irmd answers within its own bounds; the margin covers a timeout it enforces.
+        let r = client.request(msg, &[], timeout.map(|t| t + Duration::from_secs(1)))?;
+        Flow::from_reply(client, r)
+    }
+
+    /// Wait for a flow to one of the names this program is bound to.
+    pub fn accept(timeout: Option<Duration>) -> Result<Flow> {
+        let client = global()?;
+        let msg = Msg::FlowAccept { timeout_ms: timeout.map(|t| t.as_millis() as u64) };
+        let r = client.request(msg, &[], timeout.map(|t| t + Duration::from_secs(1)))?;
+        Flow::from_reply(client, r)
+    }
+
+    fn from_reply(client: Arc<Client>, r: crate::ctrl::Received) -> Result<Flow> {
+        match r.env.msg {
+            Msg::FlowReady { flow_id, name, qos, max_sdu, geometry } => {
+                let fds = r.fds;
+                let flow = Flow::attach(client.clone(), flow_id, name, qos, max_sdu, geometry, fds);
+                if flow.is_err() {
+                    // We cannot use it; let irmd release it.
+                    let _ = client.notify(Msg::FlowDealloc { flow_id });
+                }
+                flow
+            }
+            Msg::Err(e) => Err(e),
+            other => Err(Error::Irmd(format!("unexpected reply: {other:?}"))),
+        }
+    }
+
+    fn attach(
+        client: Arc<Client>,
+        id: u32,
+        name: String,
+        qos: Qos,
+        max_sdu: u32,
+        geometry: RingGeometry,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Flow> {
+        let [memfd, rx_efd, tx_efd, ipcp_efd]: [OwnedFd; 4] =
+            fds.try_into().map_err(|v: Vec<OwnedFd>| Error::Irmd(format!("flow came with {} fds, expected 4", v.len())))?;
+        let map = ShmMap::map(memfd.as_fd(), geometry)?;
+        drop(memfd);
+        let end = AppEnd::new(map, rx_efd, tx_efd, ipcp_efd);
+        Ok(Flow {
+            id,
+            name,
+            qos,
+            max_sdu: max_sdu.min(geometry.slot_size) as usize,
+            end,
+            client,
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+            nonblocking: AtomicBool::new(false),
+            deallocated: AtomicBool::new(false),
+        })
+    }
+
+    /// Read one SDU (truncated to `buf` like a datagram). Blocks until one
+    /// arrives, the read timeout passes, or the flow goes down.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        let deadline = self.read_timeout().map(|t| Instant::now() + t);
+        self.end.read(buf, deadline, self.nonblocking.load(Ordering::Relaxed))
+    }
+
+    /// Write one SDU. Larger than [`Flow::max_sdu`] → `Error::MsgSize`; a full
+    /// ring blocks (or `Error::Again` when non-blocking); nothing is dropped.
+    pub fn write(&self, sdu: &[u8]) -> Result<usize> {
+        if sdu.len() > self.max_sdu {
+            return Err(Error::MsgSize { len: sdu.len(), max: self.max_sdu });
+        }
+        let deadline = self.write_timeout().map(|t| Instant::now() + t);
+        self.end.write(sdu, deadline, self.nonblocking.load(Ordering::Relaxed))
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        *self.write_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+    pub fn read_timeout(&self) -> Option<Duration> {
+        *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn write_timeout(&self) -> Option<Duration> {
+        *self.write_timeout.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn set_nonblocking(&self, nb: bool) {
+        self.nonblocking.store(nb, Ordering::Relaxed);
+    }
+    pub fn is_nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+
+    pub fn flow_id(&self) -> u32 {
+        self.id
+    }
+    /// Largest SDU this flow carries.
+    pub fn max_sdu(&self) -> usize {
+        self.max_sdu
+    }
+    pub fn qos(&self) -> Qos {
+        self.qos
+    }
+    /// The name this flow was allocated to (or accepted for).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Liveness state as the IPCP last set it.
+    pub fn state(&self) -> FlowState {
+        self.end.state()
+    }
+
+    /// Deallocate now, and wait for irmd to confirm.
+    pub fn dealloc(self) -> Result<()> {
+        self.dealloc_inner()
+    }
+
+    fn dealloc_inner(&self) -> Result<()> {
+        if self.deallocated.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let r = self.client.request(Msg::FlowDealloc { flow_id: self.id }, &[], Some(DEALLOC_WAIT))?;
+        match r.env.msg {
+            Msg::Ok => Ok(()),
+            Msg::Err(e) => Err(e),
+            other => Err(Error::Irmd(format!("unexpected reply: {other:?}"))),
+        }
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        let _ = self.dealloc_inner();
+    }
+}
+
+impl AsRawFd for Flow {
+    fn as_raw_fd(&self) -> RawFd {
+        self.end.rx_fd().as_raw_fd()
+    }
+}
+
+impl AsFd for Flow {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.end.rx_fd()
+    }
+}
