@@ -41,7 +41,8 @@ impl Eid {
 
     pub fn new(index: u32, generation: u64) -> Eid {
         debug_assert!((index as u64) <= Self::INDEX_MASK);
-        Eid(((generation & Self::MAX_GENERATION) << Self::INDEX_BITS) | (index as u64 & Self::INDEX_MASK))
+        Eid(((generation & Self::MAX_GENERATION) << Self::INDEX_BITS)
+            | (index as u64 & Self::INDEX_MASK))
     }
     pub fn index(self) -> u32 {
         (self.0 & Self::INDEX_MASK) as u32
@@ -155,4 +156,745 @@ pub enum WireError {
     BadLength,
     /// A field holds a value that is not allowed (e.g. reply code).
     BadField,
+}
+
+/// Payload bytes of a name query or name reply (a SHA-256 name hash).
+pub const NAME_PAYLOAD_LEN: usize = 32;
+/// Bytes of the QoS block inside a flow request.
+pub const QOS_LEN: usize = 4 + 8 + 1 + 4 + 4 + 1 + 4 + 8;
+/// Payload bytes of a flow request.
+pub const FLOW_REQ_LEN: usize = 8 + 32 + QOS_LEN + 4;
+/// Payload bytes of a flow reply.
+pub const FLOW_REPLY_LEN: usize = 8 + 1 + 4;
+/// Payload bytes of a keep-alive.
+pub const KEEP_ALIVE_LEN: usize = 16;
+/// Largest payload the 16-bit length field can describe.
+pub const MAX_PAYLOAD_LEN: usize = u16::MAX as usize;
+
+impl TryFrom<u8> for FrameType {
+    type Error = WireError;
+
+    fn try_from(value: u8) -> Result<Self, Self::Error> {
+        Ok(match value {
+            0 => FrameType::Data,
+            1 => FrameType::NameQuery,
+            2 => FrameType::NameReply,
+            3 => FrameType::FlowReq,
+            4 => FrameType::FlowReply,
+            5 => FrameType::Dealloc,
+            6 => FrameType::DeallocAck,
+            7 => FrameType::KeepAlive,
+            8 => FrameType::UnknownEid,
+            other => return Err(WireError::BadType(other)),
+        })
+    }
+}
+
+impl FrameType {
+    /// The payload length this type must have, or `None` if any length is valid.
+    pub fn fixed_payload_len(self) -> Option<usize> {
+        match self {
+            FrameType::Data => None,
+            FrameType::NameQuery | FrameType::NameReply => Some(NAME_PAYLOAD_LEN),
+            FrameType::FlowReq => Some(FLOW_REQ_LEN),
+            FrameType::FlowReply => Some(FLOW_REPLY_LEN),
+            FrameType::Dealloc | FrameType::DeallocAck | FrameType::UnknownEid => Some(0),
+            FrameType::KeepAlive => Some(KEEP_ALIVE_LEN),
+        }
+    }
+}
+
+impl TryFrom<u8> for ReplyCode {
+    type Error = WireError;
+
+    fn try_from(value: u8) -> Result<Self, Self::Error> {
+        Ok(match value {
+            0 => ReplyCode::Ok,
+            1 => ReplyCode::NoSuchName,
+            2 => ReplyCode::NoAcceptingProcess,
+            3 => ReplyCode::ResourceLimit,
+            _ => return Err(WireError::BadField),
+        })
+    }
+}
+
+impl From<irm::Qos> for WireQos {
+    fn from(q: irm::Qos) -> Self {
+        WireQos {
+            delay: q.delay,
+            bandwidth: q.bandwidth,
+            availability: q.availability,
+            loss: q.loss,
+            ber: q.ber,
+            in_order: q.in_order,
+            max_gap: q.max_gap,
+            timeout: q.timeout,
+        }
+    }
+}
+
+impl From<WireQos> for irm::Qos {
+    fn from(q: WireQos) -> Self {
+        irm::Qos {
+            delay: q.delay,
+            bandwidth: q.bandwidth,
+            availability: q.availability,
+            loss: q.loss,
+            ber: q.ber,
+            in_order: q.in_order,
+            max_gap: q.max_gap,
+            timeout: q.timeout,
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Truncated => f.write_str("frame truncated"),
+            WireError::BadVersion(v) => write!(f, "unsupported version {v}"),
+            WireError::BadType(t) => write!(f, "unknown frame type {t}"),
+            WireError::BadLength => f.write_str("payload length does not fit the frame type"),
+            WireError::BadField => f.write_str("field holds a value that is not allowed"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Reads big-endian fields from a slice whose length the caller already checked.
+/// Running past the end is a bug in this module, so it panics rather than erring.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.buf.split_at(N);
+        self.buf = rest;
+        head.try_into().expect("split_at gave N bytes")
+    }
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_be_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_be_bytes(self.take())
+    }
+    fn bool(&mut self) -> Result<bool, WireError> {
+        match self.u8() {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError::BadField),
+        }
+    }
+}
+
+/// Writes big-endian fields into a slice the caller sized from `buffer_len`.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let buf = std::mem::take(&mut self.buf);
+        let (head, rest) = buf.split_at_mut(bytes.len());
+        head.copy_from_slice(bytes);
+        self.buf = rest;
+    }
+    fn u8(&mut self, v: u8) {
+        self.put(&[v]);
+    }
+    fn u32(&mut self, v: u32) {
+        self.put(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.put(&v.to_be_bytes());
+    }
+}
+
+fn write_header(buf: &mut [u8], ty: FrameType, len: u16, dst: Eid, src: Eid) {
+    let mut w = Writer {
+        buf: &mut buf[..HEADER_LEN],
+    };
+    w.u8(VERSION);
+    w.u8(ty as u8);
+    w.put(&len.to_be_bytes());
+    w.u64(dst.0);
+    w.u64(src.0);
+}
+
+/// Write a data header in place, for the fast path where the SDU already sits
+/// at `buf[HEADER_LEN..]`. Panics if `buf` is shorter than [`HEADER_LEN`].
+pub fn emit_data_header(buf: &mut [u8], dst: Eid, src: Eid, len: u16) {
+    write_header(buf, FrameType::Data, len, dst, src);
+}
+
+/// A checked, zero-copy view over an ethflow header and its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderView<'a> {
+    frame_type: FrameType,
+    dst: Eid,
+    src: Eid,
+    payload: &'a [u8],
+}
+
+impl<'a> HeaderView<'a> {
+    /// Check the header of `buf` (the part after the Ethernet header): long enough,
+    /// our version, a known type, and a length that fits. Padding past the
+    /// length is cut off.
+    pub fn new_checked(buf: &'a [u8]) -> Result<HeaderView<'a>, WireError> {
+        if buf.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let mut r = Reader {
+            buf: &buf[..HEADER_LEN],
+        };
+        let version = r.u8();
+        if version != VERSION {
+            return Err(WireError::BadVersion(version));
+        }
+        let frame_type = FrameType::try_from(r.u8())?;
+        let len = u16::from_be_bytes(r.take()) as usize;
+        let dst = Eid(r.u64());
+        let src = Eid(r.u64());
+        let payload = buf[HEADER_LEN..].get(..len).ok_or(WireError::Truncated)?;
+        Ok(HeaderView {
+            frame_type,
+            dst,
+            src,
+            payload,
+        })
+    }
+
+    pub fn frame_type(&self) -> FrameType {
+        self.frame_type
+    }
+    pub fn dst(&self) -> Eid {
+        self.dst
+    }
+    pub fn src(&self) -> Eid {
+        self.src
+    }
+    /// The payload, exactly as long as the header's length field says.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+}
+
+impl<'a> Payload<'a> {
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            Payload::Data(_) => FrameType::Data,
+            Payload::NameQuery { .. } => FrameType::NameQuery,
+            Payload::NameReply { .. } => FrameType::NameReply,
+            Payload::FlowReq(_) => FrameType::FlowReq,
+            Payload::FlowReply(_) => FrameType::FlowReply,
+            Payload::Dealloc => FrameType::Dealloc,
+            Payload::DeallocAck => FrameType::DeallocAck,
+            Payload::KeepAlive(_) => FrameType::KeepAlive,
+            Payload::UnknownEid => FrameType::UnknownEid,
+        }
+    }
+
+    /// Bytes this payload takes on the wire.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Data(sdu) => sdu.len(),
+            other => other.frame_type().fixed_payload_len().unwrap_or(0),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn parse(ty: FrameType, bytes: &'a [u8]) -> Result<Payload<'a>, WireError> {
+        if let Some(expected) = ty.fixed_payload_len() {
+            if bytes.len() != expected {
+                return Err(WireError::BadLength);
+            }
+        }
+        let mut r = Reader { buf: bytes };
+        Ok(match ty {
+            FrameType::Data => Payload::Data(bytes),
+            FrameType::NameQuery => Payload::NameQuery {
+                name_hash: r.take(),
+            },
+            FrameType::NameReply => Payload::NameReply {
+                name_hash: r.take(),
+            },
+            FrameType::FlowReq => Payload::FlowReq(FlowReqRepr {
+                instance: r.u64(),
+                name_hash: r.take(),
+                qos: WireQos {
+                    delay: r.u32(),
+                    bandwidth: r.u64(),
+                    availability: r.u8(),
+                    loss: r.u32(),
+                    ber: r.u32(),
+                    in_order: r.bool()?,
+                    max_gap: r.u32(),
+                    timeout: r.u64(),
+                },
+                max_sdu: r.u32(),
+            }),
+            FrameType::FlowReply => Payload::FlowReply(FlowReplyRepr {
+                instance: r.u64(),
+                code: ReplyCode::try_from(r.u8())?,
+                max_sdu: r.u32(),
+            }),
+            FrameType::Dealloc => Payload::Dealloc,
+            FrameType::DeallocAck => Payload::DeallocAck,
+            FrameType::KeepAlive => Payload::KeepAlive(KeepAliveRepr {
+                sender_instance: r.u64(),
+                receiver_instance: r.u64(),
+            }),
+            FrameType::UnknownEid => Payload::UnknownEid,
+        })
+    }
+
+    fn emit(&self, w: &mut Writer<'_>) {
+        match self {
+            Payload::Data(sdu) => w.put(sdu),
+            Payload::NameQuery { name_hash } | Payload::NameReply { name_hash } => w.put(name_hash),
+            Payload::FlowReq(req) => {
+                w.u64(req.instance);
+                w.put(&req.name_hash);
+                let q = &req.qos;
+                w.u32(q.delay);
+                w.u64(q.bandwidth);
+                w.u8(q.availability);
+                w.u32(q.loss);
+                w.u32(q.ber);
+                w.u8(q.in_order as u8);
+                w.u32(q.max_gap);
+                w.u64(q.timeout);
+                w.u32(req.max_sdu);
+            }
+            Payload::FlowReply(rep) => {
+                w.u64(rep.instance);
+                w.u8(rep.code as u8);
+                w.u32(rep.max_sdu);
+            }
+            Payload::KeepAlive(ka) => {
+                w.u64(ka.sender_instance);
+                w.u64(ka.receiver_instance);
+            }
+            Payload::Dealloc | Payload::DeallocAck | Payload::UnknownEid => {}
+        }
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// Parse the ethflow part (after the Ethernet header). Bytes past the
+    /// header's length are padding and ignored.
+    pub fn parse(buf: &'a [u8]) -> Result<Frame<'a>, WireError> {
+        let view = HeaderView::new_checked(buf)?;
+        Ok(Frame {
+            dst: view.dst(),
+            src: view.src(),
+            payload: Payload::parse(view.frame_type(), view.payload())?,
+        })
+    }
+
+    /// `HEADER_LEN` plus the payload length.
+    pub fn buffer_len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+
+    /// Write the frame at the start of `buf` and return the bytes written.
+    ///
+    /// Panics if `buf` is shorter than [`Frame::buffer_len`], or if a data
+    /// payload is longer than [`MAX_PAYLOAD_LEN`]: both are caller bugs.
+    pub fn emit(&self, buf: &mut [u8]) -> usize {
+        let total = self.buffer_len();
+        assert!(
+            buf.len() >= total,
+            "emit: buffer of {} bytes, frame needs {total}",
+            buf.len()
+        );
+        let len = u16::try_from(self.payload.len()).expect("payload longer than 65535 bytes");
+        write_header(buf, self.frame_type(), len, self.dst, self.src);
+        self.payload.emit(&mut Writer {
+            buf: &mut buf[HEADER_LEN..total],
+        });
+        total
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut buf = vec![0; self.buffer_len()];
+        self.emit(&mut buf);
+        buf
+    }
+
+    pub fn frame_type(&self) -> FrameType {
+        self.payload.frame_type()
+    }
+}
+
+/// An Ethernet II header (no VLAN tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EthHeader {
+    pub dst: Mac,
+    pub src: Mac,
+    pub ethertype: u16,
+}
+
+impl EthHeader {
+    /// Split `buf` into its Ethernet header and the rest of the frame.
+    pub fn parse(buf: &[u8]) -> Result<(EthHeader, &[u8]), WireError> {
+        if buf.len() < ETH_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let mut r = Reader { buf };
+        let header = EthHeader {
+            dst: r.take(),
+            src: r.take(),
+            ethertype: u16::from_be_bytes(r.take()),
+        };
+        Ok((header, &buf[ETH_HEADER_LEN..]))
+    }
+
+    /// Write the header into `buf[..ETH_HEADER_LEN]`. Panics if `buf` is shorter.
+    pub fn emit(&self, buf: &mut [u8]) {
+        let mut w = Writer {
+            buf: &mut buf[..ETH_HEADER_LEN],
+        };
+        w.put(&self.dst);
+        w.put(&self.src);
+        w.put(&self.ethertype.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DST: Eid = Eid(0x0000_0102_0304_0506);
+    const SRC: Eid = Eid(0x0a0b_0c0d_0e0f_1011);
+
+    fn qos() -> WireQos {
+        WireQos {
+            delay: 100,
+            bandwidth: 1 << 40,
+            availability: 3,
+            loss: 7,
+            ber: 9,
+            in_order: true,
+            max_gap: 20,
+            timeout: 120_000,
+        }
+    }
+
+    fn every_payload(sdu: &[u8]) -> Vec<Payload<'_>> {
+        vec![
+            Payload::Data(sdu),
+            Payload::NameQuery {
+                name_hash: [0x11; 32],
+            },
+            Payload::NameReply {
+                name_hash: [0x22; 32],
+            },
+            Payload::FlowReq(FlowReqRepr {
+                instance: 42,
+                name_hash: [0x33; 32],
+                qos: qos(),
+                max_sdu: 1480,
+            }),
+            Payload::FlowReply(FlowReplyRepr {
+                instance: 43,
+                code: ReplyCode::NoAcceptingProcess,
+                max_sdu: 9000,
+            }),
+            Payload::Dealloc,
+            Payload::DeallocAck,
+            Payload::KeepAlive(KeepAliveRepr {
+                sender_instance: 1,
+                receiver_instance: u64::MAX,
+            }),
+            Payload::UnknownEid,
+        ]
+    }
+
+    #[test]
+    fn every_frame_type_round_trips() {
+        let sdu = b"hello, flow";
+        let payloads = every_payload(sdu);
+        assert_eq!(payloads.len(), 9, "one payload per frame type");
+        for payload in payloads {
+            let frame = Frame {
+                dst: DST,
+                src: SRC,
+                payload,
+            };
+            let bytes = frame.to_vec();
+            assert_eq!(bytes.len(), frame.buffer_len());
+            assert_eq!(Frame::parse(&bytes), Ok(frame), "{:?}", frame.frame_type());
+        }
+    }
+
+    #[test]
+    fn fixed_sizes_match_the_documented_layout() {
+        assert_eq!(QOS_LEN, 34);
+        assert_eq!(FLOW_REQ_LEN, 78);
+        assert_eq!(FLOW_REPLY_LEN, 13);
+        for payload in every_payload(b"") {
+            let frame = Frame {
+                dst: DST,
+                src: SRC,
+                payload,
+            };
+            let expected = frame.frame_type().fixed_payload_len().unwrap_or(0);
+            assert_eq!(frame.to_vec().len(), HEADER_LEN + expected);
+        }
+    }
+
+    #[test]
+    fn header_bytes_are_big_endian_in_documented_order() {
+        let frame = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::Data(&[0xaa, 0xbb, 0xcc]),
+        };
+        let bytes = frame.to_vec();
+        assert_eq!(&bytes[..4], &[VERSION, 0, 0, 3]);
+        assert_eq!(&bytes[4..12], &[0, 0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            &bytes[12..20],
+            &[0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11]
+        );
+        assert_eq!(&bytes[20..], &[0xaa, 0xbb, 0xcc]);
+    }
+
+    #[test]
+    fn flow_reply_layout() {
+        let frame = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::FlowReply(FlowReplyRepr {
+                instance: 0x0102,
+                code: ReplyCode::ResourceLimit,
+                max_sdu: 0x0506,
+            }),
+        };
+        let bytes = frame.to_vec();
+        assert_eq!(
+            &bytes[HEADER_LEN..],
+            &[0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 5, 6]
+        );
+    }
+
+    #[test]
+    fn padding_past_the_length_is_ignored() {
+        let frame = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::Data(&[0x5a]),
+        };
+        let mut padded = frame.to_vec();
+        padded.resize(46, 0xee);
+        let parsed = Frame::parse(&padded).unwrap();
+        assert_eq!(parsed.payload, Payload::Data(&[0x5a]));
+        assert_eq!(HeaderView::new_checked(&padded).unwrap().payload(), &[0x5a]);
+    }
+
+    #[test]
+    fn padding_after_fixed_size_payload_is_ignored() {
+        let frame = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::Dealloc,
+        };
+        let mut padded = frame.to_vec();
+        padded.resize(46, 0);
+        assert_eq!(Frame::parse(&padded), Ok(frame));
+    }
+
+    #[test]
+    fn short_header_is_truncated() {
+        let bytes = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::Dealloc,
+        }
+        .to_vec();
+        assert_eq!(
+            Frame::parse(&bytes[..HEADER_LEN - 1]),
+            Err(WireError::Truncated)
+        );
+        assert_eq!(Frame::parse(&[]), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn length_past_the_frame_is_truncated() {
+        let mut bytes = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::Data(b"abcd"),
+        }
+        .to_vec();
+        bytes[3] = 5;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn wrong_version_and_type_are_refused() {
+        let mut bytes = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::UnknownEid,
+        }
+        .to_vec();
+        bytes[0] = 2;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::BadVersion(2)));
+        bytes[0] = VERSION;
+        bytes[1] = 9;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::BadType(9)));
+    }
+
+    #[test]
+    fn wrong_length_for_fixed_type_is_bad_length() {
+        let mut bytes = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::KeepAlive(KeepAliveRepr {
+                sender_instance: 1,
+                receiver_instance: 2,
+            }),
+        }
+        .to_vec();
+        bytes[3] = 15;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::BadLength));
+    }
+
+    #[test]
+    fn bad_in_order_and_reply_code_are_bad_field() {
+        let req = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::FlowReq(FlowReqRepr {
+                instance: 1,
+                name_hash: [0; 32],
+                qos: qos(),
+                max_sdu: 1,
+            }),
+        };
+        let mut bytes = req.to_vec();
+        let in_order_at = HEADER_LEN + 8 + 32 + 4 + 8 + 1 + 4 + 4;
+        assert_eq!(bytes[in_order_at], 1);
+        bytes[in_order_at] = 2;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::BadField));
+
+        let rep = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::FlowReply(FlowReplyRepr {
+                instance: 1,
+                code: ReplyCode::Ok,
+                max_sdu: 1,
+            }),
+        };
+        let mut bytes = rep.to_vec();
+        bytes[HEADER_LEN + 8] = 4;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::BadField));
+    }
+
+    #[test]
+    fn data_header_in_place_matches_emit() {
+        let sdu = b"in place";
+        let mut buf = vec![0u8; HEADER_LEN + sdu.len()];
+        buf[HEADER_LEN..].copy_from_slice(sdu);
+        emit_data_header(&mut buf, DST, SRC, sdu.len() as u16);
+        assert_eq!(
+            buf,
+            Frame {
+                dst: DST,
+                src: SRC,
+                payload: Payload::Data(sdu)
+            }
+            .to_vec()
+        );
+        let view = HeaderView::new_checked(&buf).unwrap();
+        assert_eq!(
+            (view.frame_type(), view.dst(), view.src(), view.payload()),
+            (FrameType::Data, DST, SRC, &sdu[..])
+        );
+    }
+
+    #[test]
+    fn emit_returns_length_and_leaves_the_rest() {
+        let frame = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::DeallocAck,
+        };
+        let mut buf = [0x77u8; 64];
+        assert_eq!(frame.emit(&mut buf), HEADER_LEN);
+        assert!(buf[HEADER_LEN..].iter().all(|&b| b == 0x77));
+    }
+
+    #[test]
+    #[should_panic(expected = "emit: buffer")]
+    fn emit_into_short_buffer_is_a_caller_bug() {
+        let frame = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::Data(b"xyz"),
+        };
+        frame.emit(&mut [0u8; HEADER_LEN + 2]);
+    }
+
+    #[test]
+    fn type_and_code_conversions() {
+        for v in 0..=255u8 {
+            match FrameType::try_from(v) {
+                Ok(t) => assert_eq!(t as u8, v),
+                Err(e) => assert!(v > 8 && e == WireError::BadType(v)),
+            }
+            match ReplyCode::try_from(v) {
+                Ok(c) => assert_eq!(c as u8, v),
+                Err(e) => assert!(v > 3 && e == WireError::BadField),
+            }
+        }
+    }
+
+    #[test]
+    fn qos_converts_both_ways() {
+        let q = irm::Qos::video().with_timeout(1234);
+        let wire = WireQos::from(q);
+        assert_eq!(wire.timeout, 1234);
+        assert_eq!(wire.bandwidth, q.bandwidth);
+        assert_eq!(irm::Qos::from(wire), q);
+    }
+
+    #[test]
+    fn eth_header_round_trips() {
+        let header = EthHeader {
+            dst: BROADCAST,
+            src: [2, 0, 0, 0, 0, 1],
+            ethertype: DEFAULT_ETHERTYPE,
+        };
+        let mut buf = [0u8; ETH_HEADER_LEN + 3];
+        header.emit(&mut buf);
+        assert_eq!(&buf[12..14], &[0x88, 0xb5]);
+        let (parsed, rest) = EthHeader::parse(&buf).unwrap();
+        assert_eq!(parsed, header);
+        assert_eq!(rest.len(), 3);
+        assert_eq!(
+            EthHeader::parse(&buf[..ETH_HEADER_LEN - 1]),
+            Err(WireError::Truncated)
+        );
+    }
+
+    #[test]
+    fn eid_fields() {
+        let eid = Eid::new(0x12_3456, 0xab_cdef_0123);
+        assert_eq!(eid.index(), 0x12_3456);
+        assert_eq!(eid.generation(), 0xab_cdef_0123);
+        assert!(!eid.is_none());
+        assert!(Eid::NONE.is_none());
+    }
 }
