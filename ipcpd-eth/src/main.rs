@@ -1,1 +1,58 @@
-fn main() {}
+//! `ipcpd-eth`: spawned by irmd on `irm ipcp bootstrap type eth ...`.
+
+use clap::Parser;
+use ipcpd_eth::ipcp::{Ipcp, Options};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "ipcpd-eth", about = "ethflow Ethernet IPC process (started by irmd)", version)]
+struct Args {
+    /// IPCP name.
+    #[arg(long)]
+    name: String,
+    /// Layer name.
+    #[arg(long)]
+    layer: String,
+    /// Network interface to bind.
+    #[arg(long)]
+    dev: String,
+    /// Ethertype (hex with 0x, or decimal).
+    #[arg(long, default_value = "0x88b5", value_parser = parse_ethertype)]
+    ethertype: u16,
+    /// Backend: raw (AF_PACKET), xdp, or auto (xdp, else raw).
+    #[arg(long, default_value = "raw")]
+    backend: String,
+}
+
+fn parse_ethertype(s: &str) -> Result<u16, String> {
+    let v = match s.strip_prefix("0x") {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|_| format!("`{s}` is not a 16-bit ethertype"))?;
+    if v < 0x0600 {
+        return Err(format!("ethertype 0x{v:04x} is below 0x0600"));
+    }
+    Ok(v)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    // A dying application must never take the IPCP with it.
+    // SAFETY: setting SIGPIPE to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let opts = Options { name: args.name, layer: args.layer, dev: args.dev, ethertype: args.ethertype, backend: args.backend };
+    match Ipcp::start(opts) {
+        Ok(mut ipcp) => {
+            ipcp.run();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

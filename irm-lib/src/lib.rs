@@ -8,14 +8,11 @@
 pub mod client;
 pub mod ctrl;
 pub mod error;
-// `flow` is enabled once `shm` provides AppEnd.
-#[cfg(any())]
 pub mod flow;
 pub mod proto;
 pub mod qos;
 pub mod shm;
 
 pub use error::{Error, Result};
-#[cfg(any())]
 pub use flow::Flow;
 pub use qos::Qos;

@@ -1,1 +1,347 @@
-fn main() {}
+//! `irm`: the command-line tool that configures irmd.
+//!
+//! The argument style follows the model's tool: keyword/value pairs, e.g.
+//! `irm ipcp bootstrap type eth name eth-a layer eth dev veth0`.
+
+use clap::{Parser, Subcommand};
+use irm::client::Client;
+use irm::proto::{FlowRow, IpcpRow, Msg, NameRow, Role};
+use irm::Error;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "irm", about = "Configure the ethflow IPC Resource Manager", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Manage IPC processes.
+    Ipcp {
+        #[command(subcommand)]
+        cmd: IpcpCmd,
+    },
+    /// Manage names.
+    Name {
+        #[command(subcommand)]
+        cmd: NameCmd,
+    },
+    /// Bind a program to a name: its processes accept flows for that name.
+    Bind {
+        #[command(subcommand)]
+        cmd: BindCmd,
+    },
+    /// Undo a bind.
+    Unbind {
+        #[command(subcommand)]
+        cmd: BindCmd,
+    },
+    /// Inspect flows.
+    Flow {
+        #[command(subcommand)]
+        cmd: FlowCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IpcpCmd {
+    /// bootstrap type eth name <ipcp> layer <layer> dev <ifname> [ethertype 0x88b5] [backend raw|xdp|auto]
+    Bootstrap {
+        #[arg(num_args = 0.., allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List IPCPs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// destroy name <ipcp>
+    Destroy {
+        #[arg(num_args = 0..)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NameCmd {
+    /// register <name> layer <layer>
+    Register {
+        name: String,
+        #[arg(num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// unregister <name> layer <layer>
+    Unregister {
+        name: String,
+        #[arg(num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// List names.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BindCmd {
+    /// program <program> name <name>
+    Program {
+        program: String,
+        #[arg(num_args = 0..)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FlowCmd {
+    /// List flows.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Keyword/value pairs, checked against the keywords a command takes.
+fn pairs(args: &[String], allowed: &[&str], required: &[&str]) -> Result<BTreeMap<String, String>, String> {
+    if args.len() % 2 != 0 {
+        return Err(format!("keyword `{}` has no value", args[args.len() - 1]));
+    }
+    let mut out = BTreeMap::new();
+    for kv in args.chunks(2) {
+        let key = kv[0].as_str();
+        if !allowed.contains(&key) {
+            return Err(format!("unknown keyword `{key}` (expected one of: {})", allowed.join(", ")));
+        }
+        if out.insert(key.to_string(), kv[1].clone()).is_some() {
+            return Err(format!("keyword `{key}` given twice"));
+        }
+    }
+    for r in required {
+        if !out.contains_key(*r) {
+            return Err(format!("missing `{r} <value>`"));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_ethertype(s: &str) -> Result<u16, String> {
+    let v = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u16::from_str_radix(h, 16)
+    } else {
+        s.parse::<u16>()
+    }
+    .map_err(|_| format!("ethertype `{s}` is not a 16-bit number"))?;
+    // Values below 0x0600 are 802.3 lengths, not ethertypes.
+    if v < 0x0600 {
+        return Err(format!("ethertype 0x{v:04x} is below 0x0600 (that range means a frame length)"));
+    }
+    Ok(v)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("irm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn request(msg: Msg, wait: Duration) -> Result<Msg, String> {
+    let client = Client::connect(Role::Cli).map_err(|e| match e {
+        Error::Irmd(m) => format!("cannot reach irmd at {m} (is irmd running? IRM_SOCKET selects the socket)"),
+        other => other.to_string(),
+    })?;
+    let r = client.request(msg, &[], Some(wait)).map_err(|e| e.to_string())?;
+    match r.env.msg {
+        Msg::Err(e) => Err(e.to_string()),
+        m => Ok(m),
+    }
+}
+
+fn run(cmd: Cmd) -> Result<(), String> {
+    const WAIT: Duration = Duration::from_secs(15);
+    match cmd {
+        Cmd::Ipcp { cmd: IpcpCmd::Bootstrap { args } } => {
+            let kv = pairs(&args, &["type", "name", "layer", "dev", "ethertype", "backend"], &["type", "name", "layer", "dev"])?;
+            if kv["type"] != "eth" {
+                return Err(format!("IPCP type `{}` is not supported (only `eth`)", kv["type"]));
+            }
+            let ethertype = kv.get("ethertype").map(|s| parse_ethertype(s)).transpose()?.unwrap_or(0x88b5);
+            let backend = kv.get("backend").cloned().unwrap_or_else(|| "raw".into());
+            request(
+                Msg::IpcpBootstrap {
+                    name: kv["name"].clone(),
+                    layer: kv["layer"].clone(),
+                    dev: kv["dev"].clone(),
+                    ethertype,
+                    backend,
+                },
+                WAIT,
+            )?;
+            println!("Bootstrapped IPCP {} in layer {} on {}.", kv["name"], kv["layer"], kv["dev"]);
+        }
+        Cmd::Ipcp { cmd: IpcpCmd::List { json } } => {
+            let Msg::IpcpRows(rows) = request(Msg::IpcpList, WAIT)? else { return Err("unexpected reply".into()) };
+            print_ipcps(&rows, json);
+        }
+        Cmd::Ipcp { cmd: IpcpCmd::Destroy { args } } => {
+            let kv = pairs(&args, &["name"], &["name"])?;
+            request(Msg::IpcpDestroy { name: kv["name"].clone() }, WAIT)?;
+        }
+        Cmd::Name { cmd: NameCmd::Register { name, args } } => {
+            let kv = pairs(&args, &["layer"], &["layer"])?;
+            request(Msg::NameRegister { name, layer: kv["layer"].clone() }, WAIT)?;
+        }
+        Cmd::Name { cmd: NameCmd::Unregister { name, args } } => {
+            let kv = pairs(&args, &["layer"], &["layer"])?;
+            request(Msg::NameUnregister { name, layer: kv["layer"].clone() }, WAIT)?;
+        }
+        Cmd::Name { cmd: NameCmd::List { json } } => {
+            let Msg::NameRows(rows) = request(Msg::NameList, WAIT)? else { return Err("unexpected reply".into()) };
+            print_names(&rows, json);
+        }
+        Cmd::Bind { cmd: BindCmd::Program { program, args } } => {
+            let kv = pairs(&args, &["name"], &["name"])?;
+            request(Msg::BindProgram { prog: program, name: kv["name"].clone() }, WAIT)?;
+        }
+        Cmd::Unbind { cmd: BindCmd::Program { program, args } } => {
+            let kv = pairs(&args, &["name"], &["name"])?;
+            request(Msg::UnbindProgram { prog: program, name: kv["name"].clone() }, WAIT)?;
+        }
+        Cmd::Flow { cmd: FlowCmd::List { json } } => {
+            let Msg::FlowRows(rows) = request(Msg::FlowList, WAIT)? else { return Err("unexpected reply".into()) };
+            print_flows(&rows, json);
+        }
+    }
+    Ok(())
+}
+
+fn print_ipcps(rows: &[IpcpRow], json: bool) {
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name, "pid": r.pid, "layer": r.layer, "dev": r.dev,
+                    "ethertype": format!("0x{:04x}", r.ethertype), "state": r.state,
+                    "mac": r.info.as_ref().map(|i| mac(&i.mac)),
+                    "mtu": r.info.as_ref().map(|i| i.mtu),
+                    "max_sdu": r.info.as_ref().map(|i| i.max_sdu),
+                    "backend": r.info.as_ref().map(|i| i.backend.clone()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    println!("{:<16} {:>8} {:<10} {:<12} {:<8} {:<12} {:<18} {:>6} {:>7} {:<7}", "NAME", "PID", "LAYER", "DEV", "TYPE", "STATE", "MAC", "MTU", "MAX SDU", "BACKEND");
+    for r in rows {
+        let (m, mtu, sdu, be) = match &r.info {
+            Some(i) => (mac(&i.mac), i.mtu.to_string(), i.max_sdu.to_string(), i.backend.clone()),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:<16} {:>8} {:<10} {:<12} 0x{:04x}   {:<12} {:<18} {:>6} {:>7} {:<7}",
+            r.name, r.pid, r.layer, r.dev, r.ethertype, r.state, m, mtu, sdu, be
+        );
+    }
+}
+
+fn print_names(rows: &[NameRow], json: bool) {
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| serde_json::json!({"name": r.name, "layers": r.layers, "programs": r.programs}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    println!("{:<24} {:<24} PROGRAMS", "NAME", "LAYERS");
+    for r in rows {
+        println!("{:<24} {:<24} {}", r.name, r.layers.join(","), r.programs.join(","));
+    }
+}
+
+fn print_flows(rows: &[FlowRow], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(&flow_json(rows)).expect("json"));
+        return;
+    }
+    println!(
+        "{:>7} {:<16} {:>8} {:<12} {:<9} {:>10} {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
+        "FLOW", "NAME", "PID", "IPCP", "STATE", "TIMEOUT", "LAST RX", "TX SDUS", "TX BYTES", "RX SDUS", "RX BYTES", "DROPPED"
+    );
+    for r in rows {
+        let last = r.last_rx_ms_ago.map(|ms| format!("{:.3}s", ms as f64 / 1000.0)).unwrap_or_else(|| "never".into());
+        println!(
+            "{:>7} {:<16} {:>8} {:<12} {:<9} {:>8}ms {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
+            r.flow_id,
+            r.name,
+            r.pid,
+            r.ipcp,
+            r.state.as_str(),
+            r.timeout_ms,
+            last,
+            r.tx_sdus,
+            r.tx_bytes,
+            r.rx_sdus,
+            r.rx_bytes,
+            r.dropped
+        );
+    }
+}
+
+fn flow_json(rows: &[FlowRow]) -> serde_json::Value {
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|r| {
+                serde_json::json!({
+                    "flow_id": r.flow_id, "name": r.name, "pid": r.pid, "ipcp": r.ipcp,
+                    "state": r.state.as_str(), "timeout_ms": r.timeout_ms,
+                    "last_rx_ms_ago": r.last_rx_ms_ago,
+                    "tx_sdus": r.tx_sdus, "tx_bytes": r.tx_bytes,
+                    "rx_sdus": r.rx_sdus, "rx_bytes": r.rx_bytes, "dropped": r.dropped,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn keyword_pairs() {
+        let kv = pairs(&s(&["type", "eth", "name", "a"]), &["type", "name"], &["type"]).unwrap();
+        assert_eq!(kv["name"], "a");
+        assert!(pairs(&s(&["type"]), &["type"], &[]).unwrap_err().contains("no value"));
+        assert!(pairs(&s(&["colour", "red"]), &["type"], &[]).unwrap_err().contains("unknown keyword `colour`"));
+        assert!(pairs(&s(&["type", "eth"]), &["type", "dev"], &["dev"]).unwrap_err().contains("missing `dev"));
+        assert!(pairs(&s(&["type", "a", "type", "b"]), &["type"], &[]).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn ethertypes() {
+        assert_eq!(parse_ethertype("0x88b5"), Ok(0x88b5));
+        assert_eq!(parse_ethertype("34997"), Ok(34997));
+        assert!(parse_ethertype("0x05dc").is_err());
+        assert!(parse_ethertype("zz").is_err());
+    }
+}

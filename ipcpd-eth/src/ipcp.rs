@@ -1,0 +1,497 @@
+//! The IPCP's event loop: one thread, one epoll set over the packet socket,
+//! the irmd control socket and every flow's eventfd. The flow allocator
+//! ([`crate::fa`]) decides; this module only moves bytes and time into it and
+//! carries its actions out.
+//!
+//! The receive side never blocks on a flow: a full receive ring drops that
+//! flow's SDU (counted in its shared memory) and the loop goes on, so
+//! management frames are always read.
+
+use crate::fa::{Action, Config, FlowAllocator};
+use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
+use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
+use irm::ctrl::{CtrlSocket, Received};
+use irm::proto::{name_hash, socket_path, DownCause, Envelope, FlowState, IpcpInfo, Msg, RingGeometry, Role};
+use irm::shm::{IpcpEnd, ShmMap};
+use irm::Error;
+use log::{debug, info, warn};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+const TOKEN_SOCK: u64 = 0;
+const TOKEN_CTRL: u64 = 1;
+const TOKEN_FLOW: u64 = 1 << 32;
+/// Receive batches per loop turn before the send side gets its turn.
+const RX_ROUNDS: usize = 8;
+/// Send batches per loop turn before the receive side gets its turn.
+const TX_ROUNDS: usize = 8;
+
+pub struct Options {
+    pub name: String,
+    pub layer: String,
+    pub dev: String,
+    pub ethertype: u16,
+    pub backend: String,
+}
+
+/// One flow as the IPCP holds it.
+struct FlowIo {
+    end: IpcpEnd,
+    /// Its send ring may hold SDUs: serve it without waiting for a wake-up.
+    active: bool,
+}
+
+/// Counters of frames the IPCP refused.
+#[derive(Default, Debug)]
+struct Counters {
+    malformed: u64,
+    unknown_eid: u64,
+    rx_dropped_full: u64,
+}
+
+pub struct Ipcp {
+    opts: Options,
+    ctrl: CtrlSocket,
+    sock: RawSocket,
+    link: LinkInfo,
+    fa: FlowAllocator,
+    epoll: Epoll,
+    start: Instant,
+    flows: HashMap<u32, FlowIo>,
+    /// irmd's envelope id for each pending allocation.
+    alloc_replies: HashMap<u32, u64>,
+    active: Vec<u32>,
+    rx_bufs: Vec<Vec<u8>>,
+    rx_lens: Vec<usize>,
+    tx_bufs: Vec<Vec<u8>>,
+    /// Lengths of the frames built in `tx_bufs` this round.
+    tx_lens: [usize; BATCH],
+    counters: Counters,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Ipcp {
+    /// Connect to irmd, open the interface, and report the outcome to irmd.
+    pub fn start(opts: Options) -> Result<Ipcp, String> {
+        let path = socket_path();
+        let ctrl = CtrlSocket::connect(&path).map_err(err)?;
+        ctrl.send(
+            &Envelope { id: 1, msg: Msg::Hello { role: Role::Ipcp { name: opts.name.clone() }, pid: std::process::id() } },
+            &[],
+        )
+        .map_err(err)?;
+        match ctrl.recv().map_err(err)? {
+            Some(Received { env: Envelope { msg: Msg::Ok, .. }, .. }) => {}
+            Some(Received { env: Envelope { msg: Msg::Err(e), .. }, .. }) => return Err(format!("irmd refused us: {e}")),
+            other => return Err(format!("unexpected answer from irmd: {:?}", other.map(|r| r.env.msg))),
+        }
+        match Self::open(opts, ctrl.try_clone().map_err(err)?) {
+            Ok(ipcp) => {
+                let info = IpcpInfo {
+                    mac: ipcp.link.mac,
+                    mtu: ipcp.link.mtu,
+                    max_sdu: ipcp.max_sdu(),
+                    backend: "raw".into(),
+                };
+                ctrl.send(&Envelope { id: 0, msg: Msg::IpcpBootstrapped(Ok(info)) }, &[]).map_err(err)?;
+                Ok(ipcp)
+            }
+            Err(e) => {
+                let _ = ctrl.send(&Envelope { id: 0, msg: Msg::IpcpBootstrapped(Err(e.clone())) }, &[]);
+                Err(e)
+            }
+        }
+    }
+
+    fn open(opts: Options, ctrl: CtrlSocket) -> Result<Ipcp, String> {
+        match opts.backend.as_str() {
+            "raw" => {}
+            "auto" => info!("backend auto: the xdp backend is not part of this build; using raw."),
+            "xdp" => return Err("backend xdp is not available in this build (use backend raw or auto)".into()),
+            other => return Err(format!("unknown backend {other}")),
+        }
+        let link = link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
+        if (link.mtu as usize) <= HEADER_LEN {
+            return Err(format!("MTU {} of {} is too small", link.mtu, opts.dev));
+        }
+        let sock = RawSocket::open(link.ifindex, opts.ethertype)
+            .map_err(|e| format!("cannot open a packet socket on {}: {e} (are you root?)", opts.dev))?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
+        epoll.add(sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCK)).map_err(err)?;
+        epoll.add(ctrl.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CTRL)).map_err(err)?;
+        let max_sdu = link.mtu - HEADER_LEN as u32;
+        let instance = loop {
+            let v: u64 = rand::random();
+            if v != 0 {
+                break v;
+            }
+        };
+        let frame_room = ETH_HEADER_LEN + link.mtu as usize + 64;
+        info!(
+            "IPCP {} bootstrapped on {} (ifindex {}, MTU {}, max SDU {max_sdu}, ethertype 0x{:04x}, backend raw).",
+            opts.name, opts.dev, link.ifindex, link.mtu, opts.ethertype
+        );
+        Ok(Ipcp {
+            fa: FlowAllocator::new(Config { instance, max_sdu }),
+            opts,
+            ctrl,
+            sock,
+            link,
+            epoll,
+            start: Instant::now(),
+            flows: HashMap::new(),
+            alloc_replies: HashMap::new(),
+            active: Vec::new(),
+            rx_bufs: (0..BATCH).map(|_| vec![0u8; frame_room]).collect(),
+            rx_lens: vec![0; BATCH],
+            tx_bufs: (0..BATCH).map(|_| vec![0u8; frame_room]).collect(),
+            tx_lens: [0; BATCH],
+            counters: Counters::default(),
+        })
+    }
+
+    fn max_sdu(&self) -> u32 {
+        self.link.mtu - HEADER_LEN as u32
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Run until irmd goes away.
+    pub fn run(&mut self) {
+        let mut events = vec![EpollEvent::empty(); 256];
+        loop {
+            let timeout = if !self.active.is_empty() {
+                EpollTimeout::ZERO
+            } else {
+                match self.fa.poll_timeout() {
+                    Some(t) => {
+                        let now = self.now();
+                        let ms = t.saturating_sub(now).as_micros().div_ceil(1000).min(1000) as u16;
+                        EpollTimeout::from(ms)
+                    }
+                    None => EpollTimeout::from(1000u16),
+                }
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => {
+                    warn!("epoll failed: {e}");
+                    return;
+                }
+            };
+            let mut sock_ready = false;
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_SOCK => sock_ready = true,
+                    TOKEN_CTRL => {
+                        if !self.control() {
+                            info!("irmd closed the connection; IPCP {} exits.", self.opts.name);
+                            return;
+                        }
+                    }
+                    t if t & TOKEN_FLOW != 0 => {
+                        let id = (t & 0xffff_ffff) as u32;
+                        if let Some(f) = self.flows.get_mut(&id) {
+                            f.end.clear_tx_wakeup();
+                            if !f.active {
+                                f.active = true;
+                                self.active.push(id);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if sock_ready {
+                self.receive();
+            }
+            self.transmit();
+            let now = self.now();
+            if self.fa.poll_timeout().is_some_and(|t| t <= now) {
+                self.fa.handle_timeout(now);
+            }
+            self.carry_out_actions();
+        }
+    }
+
+    /// Read frames until none wait (bounded per turn).
+    fn receive(&mut self) {
+        for _ in 0..RX_ROUNDS {
+            let n = match self.sock.recv_batch(&mut self.rx_bufs, &mut self.rx_lens) {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!("receive failed: {e}");
+                    0
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let now = self.now();
+            for i in 0..n {
+                let frame = &self.rx_bufs[i][..self.rx_lens[i]];
+                handle_frame(
+                    &mut self.fa,
+                    &self.flows,
+                    &mut self.counters,
+                    self.link.mac,
+                    self.sock.ethertype(),
+                    now,
+                    frame,
+                );
+            }
+            self.carry_out_actions();
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Move SDUs from the flows' send rings to the wire, in batches.
+    fn transmit(&mut self) {
+        let (my_mac, ethertype) = (self.link.mac, self.sock.ethertype());
+        for _ in 0..TX_ROUNDS {
+            if self.active.is_empty() {
+                return;
+            }
+            let now = self.now();
+            let mut count = 0;
+            let mut i = 0;
+            while i < self.active.len() && count < BATCH {
+                let id = self.active[i];
+                let Some(f) = self.flows.get_mut(&id) else {
+                    self.active.swap_remove(i);
+                    continue;
+                };
+                let route = self.fa.data_tx(now, id);
+                let mut emptied = false;
+                while count < BATCH {
+                    let buf = &mut self.tx_bufs[count];
+                    let popped = f.end.pop_tx(|sdu| match route {
+                        Some((mac, dst, src)) if sdu.len() + HEADER_LEN + ETH_HEADER_LEN <= buf.len() => {
+                            EthHeader { dst: mac, src: my_mac, ethertype }.emit(buf);
+                            crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, sdu.len() as u16);
+                            let at = ETH_HEADER_LEN + HEADER_LEN;
+                            buf[at..at + sdu.len()].copy_from_slice(sdu);
+                            Some(at + sdu.len())
+                        }
+                        // Not (or no longer) established: the application sees the state; drop.
+                        _ => None,
+                    });
+                    match popped {
+                        Ok(Some(Some(len))) => {
+                            f.end.note_tx(len - ETH_HEADER_LEN - HEADER_LEN);
+                            self.tx_lens[count] = len;
+                            count += 1;
+                        }
+                        Ok(Some(None)) => {}
+                        Ok(None) => {
+                            emptied = true;
+                            break;
+                        }
+                        Err(e) => {
+                            warn!("flow {id}: bad shared memory from the application ({e}); flow down");
+                            f.end.set_state(FlowState::Down);
+                            emptied = true;
+                            break;
+                        }
+                    }
+                }
+                if emptied && f.end.arm_tx_wakeup() {
+                    f.active = false;
+                    self.active.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+            let frames: Vec<&[u8]> = (0..count).map(|k| &self.tx_bufs[k][..self.tx_lens[k]]).collect();
+            if let Err(e) = self.sock.send_batch(&frames) {
+                warn!("send failed: {e}");
+            }
+        }
+    }
+
+    /// Handle one control message from irmd. Returns false when irmd is gone.
+    fn control(&mut self) -> bool {
+        let rcv = match self.ctrl.recv() {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(e) => {
+                warn!("bad control message: {e}");
+                return true;
+            }
+        };
+        let now = self.now();
+        let Received { env, fds } = rcv;
+        match env.msg {
+            Msg::IpcpRegName { name } => {
+                self.fa.register_name(name_hash(&name));
+                info!("Registered name {name}.");
+            }
+            Msg::IpcpUnregName { name } => self.fa.unregister_name(name_hash(&name)),
+            Msg::IpcpFlowAlloc { flow_id, name, qos, geometry, timeout_ms } => match self.attach(flow_id, geometry, fds) {
+                Ok(()) => {
+                    self.alloc_replies.insert(flow_id, env.id);
+                    self.fa.alloc(now, flow_id, name_hash(&name), qos, timeout_ms);
+                }
+                Err(e) => self.reply(env.id, Msg::IpcpFlowAllocResult { flow_id, result: Err(e) }),
+            },
+            Msg::IpcpFlowAcceptResult { token, result, timeout_ms } => match result {
+                Ok((flow_id, geometry)) => {
+                    if let Err(e) = self.attach(flow_id, geometry, fds) {
+                        warn!("flow {flow_id}: {e}");
+                        let _ = self.fa.accept_result(now, token, Err(irm::proto::RefuseReason::ResourceLimit), 0);
+                    } else if self.fa.accept_result(now, token, Ok(flow_id), timeout_ms).is_none() {
+                        // The request went stale meanwhile: the flow never came up.
+                        self.flow_state(flow_id, DownCause::PeerDeallocated);
+                    }
+                }
+                Err(reason) => {
+                    let _ = self.fa.accept_result(now, token, Err(reason), 0);
+                }
+            },
+            Msg::IpcpFlowDealloc { flow_id } => {
+                self.fa.dealloc(now, flow_id);
+                self.detach(flow_id);
+                if env.id != 0 {
+                    self.reply(env.id, Msg::Ok);
+                }
+            }
+            other => debug!("ignoring control message {other:?}"),
+        }
+        self.carry_out_actions();
+        true
+    }
+
+    fn attach(&mut self, flow_id: u32, geometry: RingGeometry, fds: Vec<OwnedFd>) -> Result<(), Error> {
+        let [memfd, ipcp_efd, rx_efd, tx_efd]: [OwnedFd; 4] =
+            fds.try_into().map_err(|v: Vec<OwnedFd>| Error::Ipcp(format!("flow came with {} fds, expected 4", v.len())))?;
+        let map = ShmMap::map(memfd.as_fd(), geometry)?;
+        drop(memfd);
+        let end = IpcpEnd::new(map, ipcp_efd, rx_efd, tx_efd);
+        self.epoll
+            .add(end.ipcp_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_FLOW | flow_id as u64))
+            .map_err(|e| Error::Io(e.to_string()))?;
+        let active = !end.arm_tx_wakeup();
+        if active {
+            self.active.push(flow_id);
+        }
+        if let Some(old) = self.flows.insert(flow_id, FlowIo { end, active }) {
+            let _ = self.epoll.delete(old.end.ipcp_fd());
+        }
+        Ok(())
+    }
+
+    fn detach(&mut self, flow_id: u32) {
+        if let Some(f) = self.flows.remove(&flow_id) {
+            let _ = self.epoll.delete(f.end.ipcp_fd());
+        }
+        self.active.retain(|&x| x != flow_id);
+        self.alloc_replies.remove(&flow_id);
+    }
+
+    fn reply(&self, id: u64, msg: Msg) {
+        if let Err(e) = self.ctrl.send(&Envelope { id, msg }, &[]) {
+            warn!("cannot talk to irmd: {e}");
+        }
+    }
+
+    fn flow_state(&mut self, flow_id: u32, cause: DownCause) {
+        if let Some(f) = self.flows.get(&flow_id) {
+            f.end.set_state(match cause {
+                DownCause::Unresponsive => FlowState::Peer,
+                DownCause::Up => FlowState::Allocated,
+                _ => FlowState::Down,
+            });
+        }
+        self.reply(0, Msg::IpcpFlowState { flow_id, cause });
+    }
+
+    fn carry_out_actions(&mut self) {
+        while let Some(a) = self.fa.poll_action() {
+            match a {
+                Action::Transmit { dst, frame } => self.send_mgmt(dst, &frame),
+                Action::AllocDone { flow_id, result } => {
+                    let id = self.alloc_replies.remove(&flow_id).unwrap_or(0);
+                    if result.is_err() {
+                        self.detach(flow_id);
+                    }
+                    self.reply(id, Msg::IpcpFlowAllocResult { flow_id, result });
+                }
+                Action::FlowReqArrived { token, name_hash, qos, max_sdu } => {
+                    self.reply(0, Msg::IpcpFlowReqArrived { token, name_hash, qos, max_sdu })
+                }
+                Action::FlowState { flow_id, cause } => self.flow_state(flow_id, cause),
+            }
+        }
+    }
+
+    fn send_mgmt(&self, dst: Mac, frame: &[u8]) {
+        let mut buf = vec![0u8; ETH_HEADER_LEN + frame.len()];
+        EthHeader { dst, src: self.link.mac, ethertype: self.sock.ethertype() }.emit(&mut buf);
+        buf[ETH_HEADER_LEN..].copy_from_slice(frame);
+        if let Err(e) = self.sock.send_batch(&[&buf]) {
+            warn!("cannot send a management frame: {e}");
+        }
+    }
+}
+
+/// Parse one received frame and hand it to the flow or the flow allocator.
+fn handle_frame(
+    fa: &mut FlowAllocator,
+    flows: &HashMap<u32, FlowIo>,
+    counters: &mut Counters,
+    my_mac: Mac,
+    ethertype: u16,
+    now: Duration,
+    frame: &[u8],
+) {
+    let Ok((eth, rest)) = EthHeader::parse(frame) else {
+        counters.malformed += 1;
+        return;
+    };
+    if eth.src == my_mac || eth.ethertype != ethertype {
+        return;
+    }
+    let view = match HeaderView::new_checked(rest) {
+        Ok(v) => v,
+        Err(e) => {
+            counters.malformed += 1;
+            debug!("malformed frame from {:02x?}: {e}", eth.src);
+            return;
+        }
+    };
+    if view.frame_type() == FrameType::Data {
+        match fa.data_rx(now, eth.src, view.dst(), view.src()) {
+            Some(flow_id) => {
+                if let Some(f) = flows.get(&flow_id) {
+                    match f.end.push_rx(view.payload()) {
+                        Ok(true) => {}
+                        Ok(false) => counters.rx_dropped_full += 1,
+                        Err(e) => debug!("flow {flow_id}: {e}"),
+                    }
+                }
+            }
+            None => counters.unknown_eid += 1,
+        }
+        return;
+    }
+    match Frame::parse(rest) {
+        Ok(f) => fa.handle_frame(now, eth.src, &f),
+        Err(e) => {
+            counters.malformed += 1;
+            debug!("malformed management frame from {:02x?}: {e}", eth.src);
+        }
+    }
+}
