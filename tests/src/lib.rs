@@ -1,1 +1,27 @@
-//! Test harness
+//! Test harness for ethflow's end-to-end tests.
+//!
+//! A [`Rig`] builds hosts out of network namespaces joined by veth pairs or a
+//! bridge, runs the real `irmd` (which spawns `ipcpd-eth`) in each, runs
+//! programs inside them, keeps every log, and removes all of it on drop —
+//! also when the test panics. Tests that need root fail loudly when they
+//! cannot run, unless `ETHFLOW_SKIP_NETNS=1` is set.
+//!
+//! ```no_run
+//! use ethflow_tests::Rig;
+//! let Some(rig) = Rig::pair("example") else { return };
+//! let _server = rig.b().serve("oecho", "oecho", &["--listen"]);
+//! let done = rig.a().run_ok("oecho", &["-n", "oecho", "-m", "hi"]);
+//! assert!(done.stdout.contains("hi"));
+//! ```
+
+pub mod bins;
+pub mod clock;
+pub mod names;
+pub mod netns;
+pub mod parse;
+pub mod proc;
+pub mod procfs;
+pub mod rig;
+
+pub use proc::{Finished, Proc};
+pub use rig::{Host, Rig, RigBuilder, Topology, LAYER};
