@@ -1,1 +1,389 @@
-fn main() {}
+//! `flowtest`: flow exercises the end-to-end tests run inside namespaces,
+//! for what the shipped tools do not do (many flows at once, exact max SDU,
+//! timestamped waits for a flow to die, allocation loops).
+//!
+//! Output is one `word key=value ...` line per event (`err=` always last, it
+//! holds spaces), timestamps in CLOCK_MONOTONIC nanoseconds so a test can
+//! compare them with the instant it acted. Exit 0 = checks passed, 1 = a check
+//! failed, 2 = an ethflow call failed.
+
+use std::process::exit;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use ethflow_tests::clock::monotonic_ns;
+use ethflow_tests::procfs;
+use irm::{Error, Flow, Qos};
+
+/// Bound for each allocation and each read a check waits on.
+const STEP: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+#[command(
+    name = "flowtest",
+    about = "flow exercises for ethflow's end-to-end tests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Accept flows and echo each on its own thread until it ends.
+    Serve {
+        /// Stop after this many flows have been accepted and have ended (0 = never).
+        #[arg(long, default_value_t = 0)]
+        flows: usize,
+        /// Deallocate a flow after echoing this many SDUs (0 = when the peer does).
+        #[arg(long, default_value_t = 0)]
+        rounds: usize,
+    },
+    /// Open many flows at once, send distinct data on each, check every echo.
+    Multi {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long, default_value_t = 64)]
+        flows: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// An SDU of exactly max_sdu bytes arrives intact; one byte more is refused.
+    Maxsdu {
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// Allocate one flow; print the flow id or the error and its code (exit 2).
+    Alloc {
+        #[arg(short = 'n', long)]
+        name: String,
+        /// Bound passed to Flow::alloc (none if absent).
+        #[arg(long)]
+        alloc_timeout: Option<u64>,
+    },
+    /// Echo once, then block in read until the flow dies; print when and how.
+    Hold {
+        #[arg(short = 'n', long)]
+        name: String,
+        /// The flow's liveness timeout in ms (0 = irmd's default).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+        /// Safety bound on the blocked read, in ms.
+        #[arg(long, default_value_t = 30_000)]
+        max_wait: u64,
+    },
+    /// Echo, stay silent for `idle` ms (must not go down), echo again.
+    Idle {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long)]
+        timeout: u64,
+        #[arg(long)]
+        idle: u64,
+    },
+    /// Allocate, echo and deallocate `count` flows in a loop; check no fd leaks.
+    Churn {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+}
+
+fn main() {
+    let code = match Cli::parse().cmd {
+        Cmd::Serve { flows, rounds } => serve(flows, rounds),
+        Cmd::Multi {
+            name,
+            flows,
+            rounds,
+        } => multi(&name, flows, rounds),
+        Cmd::Maxsdu { name } => maxsdu(&name),
+        Cmd::Alloc {
+            name,
+            alloc_timeout,
+        } => alloc(&name, alloc_timeout.map(Duration::from_millis)),
+        Cmd::Hold {
+            name,
+            timeout,
+            max_wait,
+        } => hold(&name, timeout, Duration::from_millis(max_wait)),
+        Cmd::Idle {
+            name,
+            timeout,
+            idle,
+        } => stay_idle(&name, timeout, Duration::from_millis(idle)),
+        Cmd::Churn { name, count } => churn(&name, count),
+    };
+    exit(code);
+}
+
+/// Prints a failed ethflow call and returns exit code 2.
+fn irm_failed(what: &str, e: &Error) -> i32 {
+    println!("failed op={what} code={} err={e}", e.code());
+    eprintln!("flowtest: {what}: {e}");
+    2
+}
+
+/// Prints a failed check and returns exit code 1.
+fn check_failed(msg: &str) -> i32 {
+    println!("check-failed {msg}");
+    eprintln!("flowtest: {msg}");
+    1
+}
+
+fn alloc_flow(name: &str, qos: &Qos) -> Result<Flow, i32> {
+    Flow::alloc(name, qos, Some(STEP)).map_err(|e| irm_failed("alloc", &e))
+}
+
+/// Writes `sdu`, reads the echo (bounded), and checks it is the same bytes.
+fn echo_once(flow: &Flow, sdu: &[u8]) -> Result<(), i32> {
+    flow.write(sdu).map_err(|e| irm_failed("write", &e))?;
+    flow.set_read_timeout(Some(STEP));
+    let mut buf = vec![0u8; flow.max_sdu().max(sdu.len()) + 64];
+    let n = flow.read(&mut buf).map_err(|e| irm_failed("read", &e))?;
+    if buf[..n] != *sdu {
+        return Err(check_failed(&format!(
+            "echo-mismatch flow_id={} sent={} got={}",
+            flow.flow_id(),
+            sdu.len(),
+            n
+        )));
+    }
+    Ok(())
+}
+
+fn serve(flows: usize, rounds: usize) -> i32 {
+    let mut running: Vec<JoinHandle<()>> = Vec::new();
+    let mut accepted = 0;
+    while flows == 0 || accepted < flows {
+        let flow = match Flow::accept(None) {
+            Ok(f) => f,
+            Err(e) => return irm_failed("accept", &e),
+        };
+        accepted += 1;
+        println!("accepted flow_id={} n={accepted}", flow.flow_id());
+        running.retain(|h| !h.is_finished());
+        running.push(std::thread::spawn(move || echo_until_end(flow, rounds)));
+    }
+    for h in running {
+        let _ = h.join();
+    }
+    println!("served flows={accepted}");
+    0
+}
+
+/// Echoes SDUs on one flow until `rounds` are done or the flow fails.
+fn echo_until_end(flow: Flow, rounds: usize) {
+    let mut buf = vec![0u8; flow.max_sdu().max(65_536)];
+    let mut echoed = 0;
+    let end = loop {
+        if rounds != 0 && echoed == rounds {
+            break "rounds-done".to_string();
+        }
+        match flow.read(&mut buf).and_then(|n| flow.write(&buf[..n])) {
+            Ok(_) => echoed += 1,
+            Err(e) => break format!("code={} err={e}", e.code()),
+        }
+    };
+    println!(
+        "flow-ended flow_id={} echoed={echoed} {end}",
+        flow.flow_id()
+    );
+}
+
+/// Distinct content per flow and round, with varying lengths.
+fn payload(flow: usize, round: usize) -> Vec<u8> {
+    let mut p = format!("flow {flow} round {round} ").into_bytes();
+    let filler = (flow * 37 + round * 11) % 200;
+    p.extend((0..filler).map(|k| (flow * 7 + round + k) as u8));
+    p
+}
+
+fn multi(name: &str, count: usize, rounds: usize) -> i32 {
+    let mut flows = Vec::with_capacity(count);
+    for _ in 0..count {
+        match alloc_flow(name, &Qos::raw()) {
+            Ok(f) => flows.push(f),
+            Err(code) => return code,
+        }
+    }
+    let mut ids: Vec<u32> = flows.iter().map(Flow::flow_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != count {
+        return check_failed(&format!(
+            "duplicate-flow-ids distinct={} flows={count}",
+            ids.len()
+        ));
+    }
+    println!("allocated flows={count}");
+    let mut buf = vec![0u8; 65_536];
+    for round in 0..rounds {
+        // Everything is sent before anything is read: all flows carry data at once.
+        for (i, f) in flows.iter().enumerate() {
+            if let Err(e) = f.write(&payload(i, round)) {
+                return irm_failed("write", &e);
+            }
+        }
+        for (i, f) in flows.iter().enumerate() {
+            f.set_read_timeout(Some(STEP));
+            let n = match f.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => return irm_failed("read", &e),
+            };
+            if buf[..n] != payload(i, round)[..] {
+                let head = String::from_utf8_lossy(&buf[..n.min(24)]).into_owned();
+                return check_failed(&format!(
+                    "cross-talk flow={i} flow_id={} round={round} got={head:?}",
+                    f.flow_id()
+                ));
+            }
+        }
+    }
+    println!("ok flows={count} rounds={rounds}");
+    0
+}
+
+fn maxsdu(name: &str) -> i32 {
+    let flow = match alloc_flow(name, &Qos::raw()) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let max = flow.max_sdu();
+    println!("max_sdu={max}");
+    let exact: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
+    match flow.write(&exact) {
+        Ok(n) if n == max => {}
+        Ok(n) => return check_failed(&format!("short-write wrote={n} max_sdu={max}")),
+        Err(e) => return irm_failed("write-max", &e),
+    }
+    flow.set_read_timeout(Some(STEP));
+    let mut buf = vec![0u8; max + 64];
+    match flow.read(&mut buf) {
+        Ok(n) if buf[..n] == exact[..] => println!("exact-ok bytes={n}"),
+        Ok(n) => return check_failed(&format!("max-sdu-corrupted got={n} sent={max}")),
+        Err(e) => return irm_failed("read-max", &e),
+    }
+    match flow.write(&vec![0u8; max + 1]) {
+        Err(e) if e.code() == libc::EMSGSIZE => {
+            println!("oversize-refused code={} err={e}", e.code())
+        }
+        Err(e) => return check_failed(&format!("oversize-wrong-error code={} err={e}", e.code())),
+        Ok(n) => return check_failed(&format!("oversize-accepted wrote={n} max_sdu={max}")),
+    }
+    // Refusing one SDU must not hurt the flow.
+    if let Err(code) = echo_once(&flow, b"after the refused SDU") {
+        return code;
+    }
+    println!("ok max_sdu={max}");
+    0
+}
+
+fn alloc(name: &str, timeout: Option<Duration>) -> i32 {
+    let start = Instant::now();
+    let result = Flow::alloc(name, &Qos::raw(), timeout);
+    let ms = start.elapsed().as_millis();
+    match result {
+        Ok(f) => {
+            println!("allocated flow_id={} elapsed_ms={ms}", f.flow_id());
+            0
+        }
+        Err(e) => {
+            println!("error code={} elapsed_ms={ms} err={e}", e.code());
+            eprintln!("flowtest: {e}");
+            2
+        }
+    }
+}
+
+fn hold(name: &str, timeout_ms: u64, max_wait: Duration) -> i32 {
+    let flow = match alloc_flow(name, &Qos::raw().with_timeout(timeout_ms)) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if let Err(code) = echo_once(&flow, b"hold") {
+        return code;
+    }
+    flow.set_read_timeout(Some(max_wait));
+    println!("ready flow_id={} t_ns={}", flow.flow_id(), monotonic_ns());
+    let mut buf = vec![0u8; flow.max_sdu().max(64)];
+    let result = flow.read(&mut buf);
+    let t_ns = monotonic_ns();
+    let e = match result {
+        Ok(n) => return check_failed(&format!("unexpected-data bytes={n}")),
+        Err(e) => e,
+    };
+    println!("ended t_ns={t_ns} code={} err={e}", e.code());
+    // Writes on a dead flow must fail too, with the same cause.
+    match flow.write(b"after") {
+        Err(w) => println!("write code={} err={w}", w.code()),
+        Ok(n) => println!("write code=0 err=accepted {n} bytes"),
+    }
+    match e {
+        Error::FlowDown | Error::FlowPeer => 0,
+        _ => 1,
+    }
+}
+
+fn stay_idle(name: &str, timeout_ms: u64, idle: Duration) -> i32 {
+    let flow = match alloc_flow(name, &Qos::raw().with_timeout(timeout_ms)) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if let Err(code) = echo_once(&flow, b"before idle") {
+        return code;
+    }
+    println!("idle flow_id={} ms={}", flow.flow_id(), idle.as_millis());
+    flow.set_read_timeout(Some(idle));
+    let mut buf = vec![0u8; flow.max_sdu().max(64)];
+    match flow.read(&mut buf) {
+        Err(Error::TimedOut | Error::Again) => {}
+        Err(e) => return check_failed(&format!("went-down code={} err={e}", e.code())),
+        Ok(n) => return check_failed(&format!("unexpected-data bytes={n}")),
+    }
+    if let Err(code) = echo_once(&flow, b"after idle") {
+        return code;
+    }
+    println!("ok idle_ms={}", idle.as_millis());
+    0
+}
+
+fn churn(name: &str, count: usize) -> i32 {
+    let me = std::process::id() as i32;
+    // One flow first, so lazily opened resources (the irmd connection) exist.
+    let warm = match alloc_flow(name, &Qos::raw()) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if let Err(code) = echo_once(&warm, b"warm-up") {
+        return code;
+    }
+    drop(warm);
+    let (fds_before, maps_before) = (procfs::fd_count(me), procfs::memfd_mappings(me));
+    let start = Instant::now();
+    for i in 0..count {
+        let flow = match alloc_flow(name, &Qos::raw()) {
+            Ok(f) => f,
+            Err(code) => {
+                println!("iteration-failed i={i}");
+                return code;
+            }
+        };
+        if let Err(code) = echo_once(&flow, format!("churn {i}").as_bytes()) {
+            println!("iteration-failed i={i}");
+            return code;
+        }
+    }
+    let (fds_after, maps_after) = (procfs::fd_count(me), procfs::memfd_mappings(me));
+    println!(
+        "churn count={count} elapsed_ms={} fds_before={fds_before} fds_after={fds_after} \
+         memfd_maps_before={maps_before} memfd_maps_after={maps_after}",
+        start.elapsed().as_millis()
+    );
+    if fds_after > fds_before || maps_after > maps_before {
+        return check_failed("leak in the application (fds or memfd mappings grew)");
+    }
+    0
+}
