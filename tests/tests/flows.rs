@@ -1,0 +1,319 @@
+//! End-to-end: named flows over raw Ethernet between namespaces (issue 3).
+//! Each test builds its own rig; rigs in this process run one at a time.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ethflow_tests::parse::{kv, kv_num, ping_stats};
+use ethflow_tests::{bins, proc, Rig};
+
+/// ethflow's header, per docs/wire.md: max SDU = MTU - 20.
+const ETHFLOW_HEADER: usize = 20;
+
+/// Errors from docs/DESIGN numbering.
+const EIRMD: i32 = 1002;
+const ENAME: i32 = 1007;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn oecho_across_namespaces() {
+    let Some(rig) = Rig::pair("oecho_across_namespaces") else {
+        return;
+    };
+    let _server = rig.b().serve("oecho", "oecho", &["--listen"]);
+    let done = rig
+        .a()
+        .run_ok("oecho", &["-n", "oecho", "-m", "hello across namespaces"]);
+    assert!(
+        done.stdout.contains("hello across namespaces"),
+        "{}",
+        done.describe()
+    );
+    for h in rig.hosts() {
+        h.expect_log("Flow on flow_id", Duration::from_secs(5));
+        let ipcps = h.irm_ok(&["ipcp", "list"]);
+        assert!(
+            ipcps.contains(h.ipcp_name()),
+            "host {}: `irm ipcp list` lacks its IPCP:\n{ipcps}",
+            h.name()
+        );
+    }
+    let names = rig.b().irm_ok(&["name", "list"]);
+    assert!(
+        names.contains("oecho"),
+        "`irm name list` lacks oecho:\n{names}"
+    );
+}
+
+#[test]
+fn oping_200_pings_without_loss() {
+    let Some(rig) = Rig::pair("oping_200_pings_without_loss") else {
+        return;
+    };
+    let _server = rig.b().serve("oping", "oping", &["--listen"]);
+    let done = rig
+        .a()
+        .run("oping", &["-n", "oping", "-c", "200", "-i", "5"], LONG);
+    done.assert_success();
+    let stats = ping_stats(&done.stdout).unwrap_or_else(|e| panic!("{e}: {}", done.describe()));
+    assert_eq!(
+        (stats.transmitted, stats.received),
+        (200, 200),
+        "{}",
+        done.stdout
+    );
+    assert_eq!(stats.loss_percent, 0.0);
+    let mut seqs: Vec<u64> = stats.replies.iter().map(|r| r.0).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 200, "one reply line per ping expected");
+    let rtt = stats.rtt.expect("rtt line");
+    assert!(
+        rtt[0] <= rtt[1] && rtt[1] <= rtt[2],
+        "rtt min/avg/max out of order: {rtt:?}"
+    );
+
+    // The same path with plain ICMP, for comparison in reports (not asserted).
+    let ping = rig.a().run(
+        "ping",
+        &["-q", "-c", "200", "-i", "0.005", rig.b().ip4()],
+        LONG,
+    );
+    let icmp = ping
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("rtt"))
+        .unwrap_or("no rtt line");
+    println!("oping rtt min/avg/max/mdev = {rtt:?} ms; ping {icmp}");
+}
+
+#[test]
+fn sixty_four_flows_at_once_without_cross_talk() {
+    let Some(rig) = Rig::pair("sixty_four_flows_at_once_without_cross_talk") else {
+        return;
+    };
+    let server = rig.b().serve(
+        "flowtest",
+        "flowtest",
+        &["serve", "--flows", "64", "--rounds", "3"],
+    );
+    let client = rig.a().run(
+        "flowtest",
+        &["multi", "-n", "flowtest", "--flows", "64", "--rounds", "3"],
+        LONG,
+    );
+    client.assert_success();
+    assert!(
+        client.stdout.contains("ok flows=64"),
+        "{}",
+        client.describe()
+    );
+    let served = server.wait(Duration::from_secs(20));
+    served.assert_success();
+    let done = served
+        .stdout
+        .lines()
+        .filter(|l| l.contains("flow-ended") && l.contains("rounds-done"))
+        .count();
+    assert_eq!(
+        done, 64,
+        "server did not finish every flow:\n{}",
+        served.stdout
+    );
+    for h in rig.hosts() {
+        if let Err(left) = h.wait_no_flows(Duration::from_secs(5)) {
+            panic!("host {}: flows left after deallocation: {left:?}", h.name());
+        }
+    }
+}
+
+fn max_sdu_case(test: &str, mtu: Option<u32>) {
+    let mut builder = Rig::builder(test);
+    if let Some(mtu) = mtu {
+        builder = builder.mtu(mtu);
+    }
+    let Some(rig) = builder.build() else { return };
+    let _server = rig
+        .b()
+        .serve("flowtest", "flowtest", &["serve", "--rounds", "2"]);
+    let done = rig.a().run("flowtest", &["maxsdu", "-n", "flowtest"], LONG);
+    done.assert_success();
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ok "))
+        .expect("ok line");
+    let max: usize = kv_num(line, "max_sdu");
+    assert_eq!(
+        max,
+        mtu.unwrap_or(1500) as usize - ETHFLOW_HEADER,
+        "max SDU must follow the MTU"
+    );
+    assert!(done.stdout.contains("exact-ok"), "{}", done.stdout);
+    let refused = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("oversize-refused"))
+        .expect("refusal line");
+    assert_eq!(
+        kv(refused, "code"),
+        Some(libc::EMSGSIZE.to_string().as_str())
+    );
+}
+
+#[test]
+fn max_sdu_arrives_intact_and_one_more_byte_is_refused() {
+    max_sdu_case("max_sdu_arrives_intact_and_one_more_byte_is_refused", None);
+}
+
+#[test]
+fn max_sdu_follows_a_jumbo_mtu() {
+    max_sdu_case("max_sdu_follows_a_jumbo_mtu", Some(9000));
+}
+
+#[test]
+fn alloc_to_an_unregistered_name_fails_fast() {
+    let Some(rig) = Rig::pair("alloc_to_an_unregistered_name_fails_fast") else {
+        return;
+    };
+    // Something is registered, just not this name.
+    let _server = rig.b().serve("oecho", "oecho", &["--listen"]);
+    let done = rig.a().run(
+        "flowtest",
+        &["alloc", "-n", "nobody-has-this-name"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        done.code(),
+        Some(2),
+        "allocation to an unknown name must fail: {}",
+        done.describe()
+    );
+    assert!(
+        done.elapsed < Duration::from_secs(3),
+        "took {:?}: {}",
+        done.elapsed,
+        done.describe()
+    );
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .expect("error line");
+    assert_eq!(kv_num::<i32>(line, "code"), ENAME, "{line}");
+
+    let tool = rig.a().run(
+        "oecho",
+        &["-n", "nobody-has-this-name"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        !tool.success(),
+        "oecho to an unknown name must fail: {}",
+        tool.describe()
+    );
+    assert!(
+        tool.elapsed < Duration::from_secs(3),
+        "oecho took {:?}",
+        tool.elapsed
+    );
+    assert_eq!(
+        tool.stderr.trim().lines().count(),
+        1,
+        "one clear error line expected: {}",
+        tool.describe()
+    );
+}
+
+/// Runs one of our programs outside any namespace with IRM_SOCKET at `socket`.
+fn run_without_irmd(
+    dir: &std::path::Path,
+    socket: &std::path::Path,
+    program: &str,
+    args: &[&str],
+) -> proc::Finished {
+    let mut cmd = Command::new(bins::path(program));
+    cmd.args(args).env("IRM_SOCKET", socket);
+    proc::run(cmd, dir, program, Duration::from_secs(10))
+}
+
+#[test]
+fn alloc_without_irmd_names_the_socket() {
+    // No namespace needed: nothing listens at this path, so nothing is sent anywhere.
+    let dir = std::env::temp_dir().join(format!("ethflow-noirmd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket: PathBuf = dir.join("no-irmd-here.sock");
+    let shown = socket.to_string_lossy().into_owned();
+
+    let done = run_without_irmd(&dir, &socket, "flowtest", &["alloc", "-n", "oecho"]);
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.elapsed < Duration::from_secs(3),
+        "took {:?}",
+        done.elapsed
+    );
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .expect("error line");
+    assert_eq!(kv_num::<i32>(line, "code"), EIRMD, "{line}");
+    assert!(
+        line.contains(&shown),
+        "error does not name the socket: {line}"
+    );
+
+    for (program, args) in [
+        ("oecho", &["-n", "oecho"][..]),
+        ("irm", &["ipcp", "list"][..]),
+    ] {
+        let done = run_without_irmd(&dir, &socket, program, args);
+        assert!(
+            !done.success(),
+            "{program} without irmd must fail: {}",
+            done.describe()
+        );
+        assert!(
+            done.stderr.contains(&shown),
+            "{program} does not name the socket: {}",
+            done.describe()
+        );
+        assert_eq!(
+            done.stderr.trim().lines().count(),
+            1,
+            "{program}: one line expected: {}",
+            done.describe()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bridge_with_three_hosts_a_flow_between_each_pair() {
+    let Some(rig) = Rig::builder("bridge_with_three_hosts_a_flow_between_each_pair")
+        .bridge()
+        .hosts(3)
+        .build()
+    else {
+        return;
+    };
+    let _servers: Vec<_> = rig
+        .hosts()
+        .iter()
+        .map(|h| h.serve("oecho", &format!("echo-{}", h.name()), &["--listen"]))
+        .collect();
+    for from in rig.hosts() {
+        for to in rig.hosts().iter().filter(|t| t.name() != from.name()) {
+            let msg = format!("from {} to {}", from.name(), to.name());
+            let done = from.run(
+                "oecho",
+                &["-n", &format!("echo-{}", to.name()), "-m", &msg],
+                Duration::from_secs(20),
+            );
+            done.assert_success();
+            assert!(done.stdout.contains(&msg), "{msg}: {}", done.describe());
+        }
+    }
+}
