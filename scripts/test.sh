@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: unit and property tests of all crates, then the end-to-end
+# tests, which start the real daemons in network namespaces (root needed;
+# without root they fail loudly unless ETHFLOW_SKIP_NETNS=1).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+# The end-to-end tests run the binaries of the profile they were built with
+# (target/debug here): build them all first, so irmd, ipcpd-eth, oecho...
+# are fresh next to the test executables.
+cargo build --workspace --all-targets
+
+# Unit and property tests in parallel; the namespace tests one at a time,
+# since their timing assertions must not compete for the machine's cores.
+cargo test --workspace --exclude ethflow-tests
+cargo test -p ethflow-tests -- --test-threads=1
