@@ -653,6 +653,10 @@ impl Registry {
         let Some(i) = self.ipcps.get_mut(name) else { return };
         let reply = i.boot_reply.take();
         match result {
+            Ok(info) if i.info.is_some() => {
+                info!("IPCP {name}: MTU now {}, max SDU {}.", info.mtu, info.max_sdu);
+                i.info = Some(info);
+            }
             Ok(info) => {
                 let mac = info.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
                 info!(
