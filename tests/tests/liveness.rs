@@ -200,6 +200,51 @@ fn all_frames_lost() {
 }
 
 #[test]
+fn flow_recovers_when_frames_resume() {
+    const TIMEOUT_MS: u64 = 500;
+    let Some(rig) = Rig::builder("flow_recovers_when_frames_resume")
+        .bridge()
+        .hosts(2)
+        .build()
+    else {
+        return;
+    };
+    let _server = rig
+        .b()
+        .serve("flowtest", "flowtest", &["serve", "--tolerate-peer"]);
+    let client = rig.a().spawn(
+        "flowtest",
+        &[
+            "recover",
+            "-n",
+            "flowtest",
+            "--timeout",
+            &TIMEOUT_MS.to_string(),
+        ],
+    );
+    client.wait_for_stdout("ready", Duration::from_secs(10));
+    rig.block_host(1);
+    client.wait_for_stdout("peer t_ns", Duration::from_secs(5));
+    let t_resume = monotonic_ns();
+    rig.unblock_host(1);
+    let done = client.wait(Duration::from_secs(10));
+    done.assert_success();
+    let up = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("up "))
+        .expect("up line");
+    let ms = ms_between(t_resume, kv_num(up, "t_ns"));
+    println!("recovery: back up {ms:.1} ms after frames resumed");
+    // The peer's next keep-alive (due within timeout/4) brings it back.
+    assert!(
+        ms <= (TIMEOUT_MS / 4 + 100) as f64,
+        "flow came back up after {ms:.1} ms"
+    );
+    assert!(done.stdout.contains("ok recovered"), "{}", done.describe());
+}
+
+#[test]
 fn irmd_default_timeout_applies() {
     // No timeout in the QoS: irmd's --flow-timeout is the flow's timeout.
     let Some(rig) = Rig::builder("irmd_default_timeout_applies")

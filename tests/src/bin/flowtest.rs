@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use ethflow_tests::clock::monotonic_ns;
 use ethflow_tests::procfs;
+use irm::proto::FlowState;
 use irm::{Error, Flow, Qos};
 
 /// Bound for each allocation and each read a check waits on.
@@ -39,6 +40,9 @@ enum Cmd {
         /// Deallocate a flow after echoing this many SDUs (0 = when the peer does).
         #[arg(long, default_value_t = 0)]
         rounds: usize,
+        /// Keep a flow whose peer went silent (EFLOWPEER), waiting for it to recover.
+        #[arg(long)]
+        tolerate_peer: bool,
     },
     /// Open many flows at once, send distinct data on each, check every echo.
     Multi {
@@ -73,6 +77,17 @@ enum Cmd {
         #[arg(long, default_value_t = 30_000)]
         max_wait: u64,
     },
+    /// Echo, wait for the peer to go silent (EFLOWPEER), then for the flow to
+    /// come back up, and echo again.
+    Recover {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long)]
+        timeout: u64,
+        /// Bound on each wait, in ms.
+        #[arg(long, default_value_t = 30_000)]
+        max_wait: u64,
+    },
     /// Echo, stay silent for `idle` ms (must not go down), echo again.
     Idle {
         #[arg(short = 'n', long)]
@@ -93,7 +108,11 @@ enum Cmd {
 
 fn main() {
     let code = match Cli::parse().cmd {
-        Cmd::Serve { flows, rounds } => serve(flows, rounds),
+        Cmd::Serve {
+            flows,
+            rounds,
+            tolerate_peer,
+        } => serve(flows, rounds, tolerate_peer),
         Cmd::Multi {
             name,
             flows,
@@ -114,6 +133,11 @@ fn main() {
             timeout,
             idle,
         } => stay_idle(&name, timeout, Duration::from_millis(idle)),
+        Cmd::Recover {
+            name,
+            timeout,
+            max_wait,
+        } => recover(&name, timeout, Duration::from_millis(max_wait)),
         Cmd::Churn { name, count } => churn(&name, count),
     };
     exit(code);
@@ -154,7 +178,7 @@ fn echo_once(flow: &Flow, sdu: &[u8]) -> Result<(), i32> {
     Ok(())
 }
 
-fn serve(flows: usize, rounds: usize) -> i32 {
+fn serve(flows: usize, rounds: usize, tolerate_peer: bool) -> i32 {
     let mut running: Vec<JoinHandle<()>> = Vec::new();
     let mut accepted = 0;
     while flows == 0 || accepted < flows {
@@ -165,7 +189,9 @@ fn serve(flows: usize, rounds: usize) -> i32 {
         accepted += 1;
         println!("accepted flow_id={} n={accepted}", flow.flow_id());
         running.retain(|h| !h.is_finished());
-        running.push(std::thread::spawn(move || echo_until_end(flow, rounds)));
+        running.push(std::thread::spawn(move || {
+            echo_until_end(flow, rounds, tolerate_peer)
+        }));
     }
     for h in running {
         let _ = h.join();
@@ -174,8 +200,9 @@ fn serve(flows: usize, rounds: usize) -> i32 {
     0
 }
 
-/// Echoes SDUs on one flow until `rounds` are done or the flow fails.
-fn echo_until_end(flow: Flow, rounds: usize) {
+/// Echoes SDUs on one flow until `rounds` are done or the flow fails
+/// (an unresponsive peer only counts as failure unless `tolerate_peer`).
+fn echo_until_end(flow: Flow, rounds: usize, tolerate_peer: bool) {
     let mut buf = vec![0u8; flow.max_sdu().max(65_536)];
     let mut echoed = 0;
     let end = loop {
@@ -184,6 +211,11 @@ fn echo_until_end(flow: Flow, rounds: usize) {
         }
         match flow.read(&mut buf).and_then(|n| flow.write(&buf[..n])) {
             Ok(_) => echoed += 1,
+            Err(Error::FlowPeer) if tolerate_peer => {
+                println!("flow-peer flow_id={}", flow.flow_id());
+                // Reads fail at once while the peer is silent: poll gently.
+                std::thread::sleep(Duration::from_millis(20));
+            }
             Err(e) => break format!("code={} err={e}", e.code()),
         }
     };
@@ -325,6 +357,37 @@ fn hold(name: &str, timeout_ms: u64, max_wait: Duration) -> i32 {
         Error::FlowDown | Error::FlowPeer => 0,
         _ => 1,
     }
+}
+
+fn recover(name: &str, timeout_ms: u64, max_wait: Duration) -> i32 {
+    let flow = match alloc_flow(name, &Qos::raw().with_timeout(timeout_ms)) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if let Err(code) = echo_once(&flow, b"before the silence") {
+        return code;
+    }
+    flow.set_read_timeout(Some(max_wait));
+    println!("ready flow_id={} t_ns={}", flow.flow_id(), monotonic_ns());
+    let mut buf = vec![0u8; flow.max_sdu().max(64)];
+    match flow.read(&mut buf) {
+        Err(Error::FlowPeer) => println!("peer t_ns={}", monotonic_ns()),
+        Err(e) => return check_failed(&format!("not-peer code={} err={e}", e.code())),
+        Ok(n) => return check_failed(&format!("unexpected-data bytes={n}")),
+    }
+    let deadline = Instant::now() + max_wait;
+    while flow.state() != FlowState::Allocated {
+        if Instant::now() >= deadline {
+            return check_failed(&format!("never-up state={}", flow.state().as_str()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("up t_ns={}", monotonic_ns());
+    if let Err(code) = echo_once(&flow, b"after the silence") {
+        return code;
+    }
+    println!("ok recovered");
+    0
 }
 
 fn stay_idle(name: &str, timeout_ms: u64, idle: Duration) -> i32 {
