@@ -8,6 +8,7 @@
 //! management frames are always read.
 
 use crate::fa::{Action, Config, FlowAllocator};
+use crate::link::{LinkEvent, LinkMonitor};
 use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
 use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
 use irm::ctrl::{CtrlSocket, Received};
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;
+const TOKEN_LINK: u64 = 2;
 const TOKEN_FLOW: u64 = 1 << 32;
 /// Receive batches per loop turn before the send side gets its turn.
 const RX_ROUNDS: usize = 8;
@@ -56,6 +58,7 @@ pub struct Ipcp {
     ctrl: CtrlSocket,
     sock: RawSocket,
     link: LinkInfo,
+    link_monitor: LinkMonitor,
     fa: FlowAllocator,
     epoll: Epoll,
     start: Instant,
@@ -121,7 +124,14 @@ impl Ipcp {
         }
         let sock = RawSocket::open(link.ifindex, opts.ethertype)
             .map_err(|e| format!("cannot open a packet socket on {}: {e} (are you root?)", opts.dev))?;
+        let link_monitor = LinkMonitor::open(link.ifindex as u32).map_err(|e| format!("cannot watch the link: {e}"))?;
+        // Re-read after subscribing, so no change slips between the two.
+        let link = link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
+        if !link.up {
+            warn!("interface {} is down or has no carrier; flows will fail until it is up.", opts.dev);
+        }
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
+        epoll.add(link_monitor.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LINK)).map_err(err)?;
         epoll.add(sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCK)).map_err(err)?;
         epoll.add(ctrl.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CTRL)).map_err(err)?;
         let max_sdu = link.mtu - HEADER_LEN as u32;
@@ -142,6 +152,7 @@ impl Ipcp {
             ctrl,
             sock,
             link,
+            link_monitor,
             epoll,
             start: Instant::now(),
             flows: HashMap::new(),
@@ -153,6 +164,58 @@ impl Ipcp {
             tx_lens: [0; BATCH],
             counters: Counters::default(),
         })
+    }
+
+    /// Carrier or MTU changed, or the interface went away.
+    fn link_changed(&mut self) {
+        let now = self.now();
+        for ev in self.link_monitor.poll_events() {
+            match ev {
+                LinkEvent::Down { mtu } => {
+                    if self.link.up {
+                        warn!("link {} is down: every flow over it is down.", self.opts.dev);
+                        self.fa.link_down(now);
+                    }
+                    self.link.up = false;
+                    if let Some(m) = mtu {
+                        self.mtu_changed(m);
+                    }
+                }
+                LinkEvent::Gone => {
+                    warn!("interface {} is gone: every flow over it is down.", self.opts.dev);
+                    if self.link.up {
+                        self.fa.link_down(now);
+                    }
+                    self.link.up = false;
+                }
+                LinkEvent::Up { mtu } => {
+                    if !self.link.up {
+                        info!("link {} is up again.", self.opts.dev);
+                    }
+                    self.link.up = true;
+                    if let Some(m) = mtu {
+                        self.mtu_changed(m);
+                    }
+                }
+            }
+        }
+        self.carry_out_actions();
+    }
+
+    /// New flows get the new maximum SDU; irmd hears of it for their rings.
+    fn mtu_changed(&mut self, mtu: u32) {
+        if mtu == self.link.mtu || (mtu as usize) <= HEADER_LEN {
+            return;
+        }
+        info!("MTU of {} changed from {} to {mtu}.", self.opts.dev, self.link.mtu);
+        self.link.mtu = mtu;
+        self.fa.set_max_sdu(self.max_sdu());
+        let room = ETH_HEADER_LEN + mtu as usize + 64;
+        for b in self.rx_bufs.iter_mut().chain(self.tx_bufs.iter_mut()) {
+            b.resize(room, 0);
+        }
+        let info = IpcpInfo { mac: self.link.mac, mtu, max_sdu: self.max_sdu(), backend: "raw".into() };
+        self.reply(0, Msg::IpcpBootstrapped(Ok(info)));
     }
 
     fn max_sdu(&self) -> u32 {
@@ -191,6 +254,7 @@ impl Ipcp {
             for ev in &events[..n] {
                 match ev.data() {
                     TOKEN_SOCK => sock_ready = true,
+                    TOKEN_LINK => self.link_changed(),
                     TOKEN_CTRL => {
                         if !self.control() {
                             info!("irmd closed the connection; IPCP {} exits.", self.opts.name);

@@ -4,3 +4,7 @@
 //! * [`wire`] — frame formats (checked parsing, emitting).
 
 pub mod wire;
+pub mod fa;
+pub mod ipcp;
+pub mod link;
+pub mod raw;

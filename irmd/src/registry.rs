@@ -518,7 +518,7 @@ fn kill_pid(pid: u32) {
 /// Create a flow's shared memory and eventfds, and irmd's own view of its header.
 fn make_flow_memory(geometry: RingGeometry) -> irm::Result<(FlowFds, Monitor)> {
     let fds = shm::create(geometry)?;
-    let map = ShmMap::map(fds.memfd.as_fd(), geometry)?;
+    let map = ShmMap::map_header(fds.memfd.as_fd(), geometry)?;
     let monitor = Monitor::new(map, fds.rx_efd.try_clone()?, fds.tx_efd.try_clone()?);
     Ok((fds, monitor))
 }
