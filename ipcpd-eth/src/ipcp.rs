@@ -336,39 +336,8 @@ impl Ipcp {
                     continue;
                 };
                 let route = self.fa.data_tx(now, id);
-                let mut emptied = false;
-                while count < BATCH {
-                    let buf = &mut self.tx_bufs[count];
-                    let popped = f.end.pop_tx(|sdu| match route {
-                        Some((mac, dst, src)) if sdu.len() + HEADER_LEN + ETH_HEADER_LEN <= buf.len() => {
-                            EthHeader { dst: mac, src: my_mac, ethertype }.emit(buf);
-                            crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, sdu.len() as u16);
-                            let at = ETH_HEADER_LEN + HEADER_LEN;
-                            buf[at..at + sdu.len()].copy_from_slice(sdu);
-                            Some(at + sdu.len())
-                        }
-                        // Not (or no longer) established: the application sees the state; drop.
-                        _ => None,
-                    });
-                    match popped {
-                        Ok(Some(Some(len))) => {
-                            f.end.note_tx(len - ETH_HEADER_LEN - HEADER_LEN);
-                            self.tx_lens[count] = len;
-                            count += 1;
-                        }
-                        Ok(Some(None)) => {}
-                        Ok(None) => {
-                            emptied = true;
-                            break;
-                        }
-                        Err(e) => {
-                            warn!("flow {id}: bad shared memory from the application ({e}); flow down");
-                            f.end.set_state(FlowState::Down);
-                            emptied = true;
-                            break;
-                        }
-                    }
-                }
+                let emptied =
+                    fill_batch(id, &f.end, route, &mut self.tx_bufs, &mut self.tx_lens, &mut count, my_mac, ethertype);
                 if emptied && f.end.arm_tx_wakeup() {
                     f.active = false;
                     self.active.swap_remove(i);
@@ -376,13 +345,40 @@ impl Ipcp {
                     i += 1;
                 }
             }
-            if count == 0 {
-                continue;
+            self.send_built(count);
+        }
+    }
+
+    /// Send what is still in a flow's send ring (before it is deallocated:
+    /// an application's last SDUs must reach the peer before the DEALLOC).
+    fn flush_flow(&mut self, id: u32) {
+        let (my_mac, ethertype) = (self.link.mac, self.sock.ethertype());
+        let now = self.now();
+        let route = self.fa.data_tx(now, id);
+        let Some(f) = self.flows.get(&id) else { return };
+        let max_rounds = f.end.geometry().slots as usize / BATCH + 2;
+        for _ in 0..max_rounds {
+            let mut count = 0;
+            let emptied = fill_batch(id, &f.end, route, &mut self.tx_bufs, &mut self.tx_lens, &mut count, my_mac, ethertype);
+            if count > 0 {
+                let frames: Vec<&[u8]> = (0..count).map(|k| &self.tx_bufs[k][..self.tx_lens[k]]).collect();
+                if let Err(e) = self.sock.send_batch(&frames) {
+                    warn!("send failed: {e}");
+                }
             }
-            let frames: Vec<&[u8]> = (0..count).map(|k| &self.tx_bufs[k][..self.tx_lens[k]]).collect();
-            if let Err(e) = self.sock.send_batch(&frames) {
-                warn!("send failed: {e}");
+            if emptied {
+                break;
             }
+        }
+    }
+
+    fn send_built(&mut self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let frames: Vec<&[u8]> = (0..count).map(|k| &self.tx_bufs[k][..self.tx_lens[k]]).collect();
+        if let Err(e) = self.sock.send_batch(&frames) {
+            warn!("send failed: {e}");
         }
     }
 
@@ -426,6 +422,7 @@ impl Ipcp {
                 }
             },
             Msg::IpcpFlowDealloc { flow_id } => {
+                self.flush_flow(flow_id);
                 self.fa.dealloc(now, flow_id);
                 self.detach(flow_id);
                 if env.id != 0 {
@@ -509,6 +506,51 @@ impl Ipcp {
             warn!("cannot send a management frame: {e}");
         }
     }
+}
+
+/// Move SDUs from one flow's send ring into frames `tx_bufs[*count..]`, until
+/// the batch is full or the ring is empty. Returns whether the ring was emptied.
+#[allow(clippy::too_many_arguments)]
+fn fill_batch(
+    id: u32,
+    end: &IpcpEnd,
+    route: Option<(Mac, crate::wire::Eid, crate::wire::Eid)>,
+    tx_bufs: &mut [Vec<u8>],
+    tx_lens: &mut [usize; BATCH],
+    count: &mut usize,
+    my_mac: Mac,
+    ethertype: u16,
+) -> bool {
+    while *count < BATCH {
+        let buf = &mut tx_bufs[*count];
+        let popped = end.pop_tx(|sdu| match route {
+            Some((mac, dst, src)) if sdu.len() + HEADER_LEN + ETH_HEADER_LEN <= buf.len() => {
+                EthHeader { dst: mac, src: my_mac, ethertype }.emit(buf);
+                crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, sdu.len() as u16);
+                let at = ETH_HEADER_LEN + HEADER_LEN;
+                buf[at..at + sdu.len()].copy_from_slice(sdu);
+                Some(at + sdu.len())
+            }
+            // Not (or no longer) established, or larger than the link now
+            // carries: the application sees the flow's state; drop.
+            _ => None,
+        });
+        match popped {
+            Ok(Some(Some(len))) => {
+                end.note_tx(len - ETH_HEADER_LEN - HEADER_LEN);
+                tx_lens[*count] = len;
+                *count += 1;
+            }
+            Ok(Some(None)) => {}
+            Ok(None) => return true,
+            Err(e) => {
+                warn!("flow {id}: bad shared memory from the application ({e}); flow down");
+                end.set_state(FlowState::Down);
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Parse one received frame and hand it to the flow or the flow allocator.
