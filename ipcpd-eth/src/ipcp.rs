@@ -9,6 +9,7 @@
 
 use crate::fa::{Action, Config, FlowAllocator};
 use crate::link::{LinkEvent, LinkMonitor};
+use crate::backend::FrameIo;
 use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
 use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
 use irm::ctrl::{CtrlSocket, Received};
@@ -41,6 +42,8 @@ pub struct Options {
 /// One flow as the IPCP holds it.
 struct FlowIo {
     end: IpcpEnd,
+    /// Our endpoint id, once the flow allocator gave one.
+    eid: Option<crate::wire::Eid>,
     /// Its send ring may hold SDUs: serve it without waiting for a wake-up.
     active: bool,
 }
@@ -56,7 +59,8 @@ struct Counters {
 pub struct Ipcp {
     opts: Options,
     ctrl: CtrlSocket,
-    sock: RawSocket,
+    sock: Box<dyn FrameIo>,
+    ethertype: u16,
     link: LinkInfo,
     link_monitor: LinkMonitor,
     fa: FlowAllocator,
@@ -99,7 +103,7 @@ impl Ipcp {
                     mac: ipcp.link.mac,
                     mtu: ipcp.link.mtu,
                     max_sdu: ipcp.max_sdu(),
-                    backend: "raw".into(),
+                    backend: ipcp.sock.name(),
                 };
                 ctrl.send(&Envelope { id: 0, msg: Msg::IpcpBootstrapped(Ok(info)) }, &[]).map_err(err)?;
                 Ok(ipcp)
@@ -112,18 +116,27 @@ impl Ipcp {
     }
 
     fn open(opts: Options, ctrl: CtrlSocket) -> Result<Ipcp, String> {
-        match opts.backend.as_str() {
-            "raw" => {}
-            "auto" => info!("backend auto: the xdp backend is not part of this build; using raw."),
-            "xdp" => return Err("backend xdp is not available in this build (use backend raw or auto)".into()),
-            other => return Err(format!("unknown backend {other}")),
-        }
         let link = link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
         if (link.mtu as usize) <= HEADER_LEN {
             return Err(format!("MTU {} of {} is too small", link.mtu, opts.dev));
         }
-        let sock = RawSocket::open(link.ifindex, opts.ethertype)
-            .map_err(|e| format!("cannot open a packet socket on {}: {e} (are you root?)", opts.dev))?;
+        let open_raw = || -> Result<Box<dyn FrameIo>, String> {
+            let s = RawSocket::open(link.ifindex, opts.ethertype)
+                .map_err(|e| format!("cannot open a packet socket on {}: {e} (are you root?)", opts.dev))?;
+            Ok(Box::new(s))
+        };
+        let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
+            "raw" => open_raw()?,
+            "xdp" => crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu)?,
+            "auto" => match crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("backend auto: xdp unavailable ({e}); falling back to raw.");
+                    open_raw()?
+                }
+            },
+            other => return Err(format!("unknown backend {other} (raw, xdp, auto)")),
+        };
         let link_monitor = LinkMonitor::open(link.ifindex as u32).map_err(|e| format!("cannot watch the link: {e}"))?;
         // Re-read after subscribing, so no change slips between the two.
         let link = link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
@@ -132,7 +145,7 @@ impl Ipcp {
         }
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
         epoll.add(link_monitor.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LINK)).map_err(err)?;
-        epoll.add(sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCK)).map_err(err)?;
+        epoll.add(sock.rx_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCK)).map_err(err)?;
         epoll.add(ctrl.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CTRL)).map_err(err)?;
         let max_sdu = link.mtu - HEADER_LEN as u32;
         let instance = loop {
@@ -143,11 +156,17 @@ impl Ipcp {
         };
         let frame_room = ETH_HEADER_LEN + link.mtu as usize + 64;
         info!(
-            "IPCP {} bootstrapped on {} (ifindex {}, MTU {}, max SDU {max_sdu}, ethertype 0x{:04x}, backend raw).",
-            opts.name, opts.dev, link.ifindex, link.mtu, opts.ethertype
+            "IPCP {} bootstrapped on {} (ifindex {}, MTU {}, max SDU {max_sdu}, ethertype 0x{:04x}, backend {}).",
+            opts.name,
+            opts.dev,
+            link.ifindex,
+            link.mtu,
+            opts.ethertype,
+            sock.name()
         );
         Ok(Ipcp {
             fa: FlowAllocator::new(Config { instance, max_sdu }),
+            ethertype: opts.ethertype,
             opts,
             ctrl,
             sock,
@@ -214,7 +233,7 @@ impl Ipcp {
         for b in self.rx_bufs.iter_mut().chain(self.tx_bufs.iter_mut()) {
             b.resize(room, 0);
         }
-        let info = IpcpInfo { mac: self.link.mac, mtu, max_sdu: self.max_sdu(), backend: "raw".into() };
+        let info = IpcpInfo { mac: self.link.mac, mtu, max_sdu: self.max_sdu(), backend: self.sock.name() };
         self.reply(0, Msg::IpcpBootstrapped(Ok(info)));
     }
 
@@ -307,7 +326,7 @@ impl Ipcp {
                     &self.flows,
                     &mut self.counters,
                     self.link.mac,
-                    self.sock.ethertype(),
+                    self.ethertype,
                     now,
                     frame,
                 );
@@ -321,7 +340,7 @@ impl Ipcp {
 
     /// Move SDUs from the flows' send rings to the wire, in batches.
     fn transmit(&mut self) {
-        let (my_mac, ethertype) = (self.link.mac, self.sock.ethertype());
+        let (my_mac, ethertype) = (self.link.mac, self.ethertype);
         for _ in 0..TX_ROUNDS {
             if self.active.is_empty() {
                 return;
@@ -352,7 +371,7 @@ impl Ipcp {
     /// Send what is still in a flow's send ring (before it is deallocated:
     /// an application's last SDUs must reach the peer before the DEALLOC).
     fn flush_flow(&mut self, id: u32) {
-        let (my_mac, ethertype) = (self.link.mac, self.sock.ethertype());
+        let (my_mac, ethertype) = (self.link.mac, self.ethertype);
         let now = self.now();
         let route = self.fa.data_tx(now, id);
         let Some(f) = self.flows.get(&id) else { return };
@@ -403,7 +422,8 @@ impl Ipcp {
             Msg::IpcpFlowAlloc { flow_id, name, qos, geometry, timeout_ms } => match self.attach(flow_id, geometry, fds) {
                 Ok(()) => {
                     self.alloc_replies.insert(flow_id, env.id);
-                    self.fa.alloc(now, flow_id, name_hash(&name), qos, timeout_ms);
+                    let eid = self.fa.alloc(now, flow_id, name_hash(&name), qos, timeout_ms);
+                    self.set_eid(flow_id, eid);
                 }
                 Err(e) => self.reply(env.id, Msg::IpcpFlowAllocResult { flow_id, result: Err(e) }),
             },
@@ -412,9 +432,12 @@ impl Ipcp {
                     if let Err(e) = self.attach(flow_id, geometry, fds) {
                         warn!("flow {flow_id}: {e}");
                         let _ = self.fa.accept_result(now, token, Err(irm::proto::RefuseReason::ResourceLimit), 0);
-                    } else if self.fa.accept_result(now, token, Ok(flow_id), timeout_ms).is_none() {
-                        // The request went stale meanwhile: the flow never came up.
-                        self.flow_state(flow_id, DownCause::PeerDeallocated);
+                    } else {
+                        match self.fa.accept_result(now, token, Ok(flow_id), timeout_ms) {
+                            Some((eid, _)) => self.set_eid(flow_id, eid),
+                            // The request went stale meanwhile: the flow never came up.
+                            None => self.flow_state(flow_id, DownCause::PeerDeallocated),
+                        }
                     }
                 }
                 Err(reason) => {
@@ -448,15 +471,29 @@ impl Ipcp {
         if active {
             self.active.push(flow_id);
         }
-        if let Some(old) = self.flows.insert(flow_id, FlowIo { end, active }) {
+        if let Some(old) = self.flows.insert(flow_id, FlowIo { end, eid: None, active }) {
             let _ = self.epoll.delete(old.end.ipcp_fd());
+            if let Some(e) = old.eid {
+                self.sock.endpoint_removed(e);
+            }
         }
         Ok(())
+    }
+
+    /// Record the flow's endpoint id and tell the backend it is live.
+    fn set_eid(&mut self, flow_id: u32, eid: crate::wire::Eid) {
+        if let Some(f) = self.flows.get_mut(&flow_id) {
+            f.eid = Some(eid);
+            self.sock.endpoint_added(eid);
+        }
     }
 
     fn detach(&mut self, flow_id: u32) {
         if let Some(f) = self.flows.remove(&flow_id) {
             let _ = self.epoll.delete(f.end.ipcp_fd());
+            if let Some(e) = f.eid {
+                self.sock.endpoint_removed(e);
+            }
         }
         self.active.retain(|&x| x != flow_id);
         self.alloc_replies.remove(&flow_id);
@@ -498,9 +535,9 @@ impl Ipcp {
         }
     }
 
-    fn send_mgmt(&self, dst: Mac, frame: &[u8]) {
+    fn send_mgmt(&mut self, dst: Mac, frame: &[u8]) {
         let mut buf = vec![0u8; ETH_HEADER_LEN + frame.len()];
-        EthHeader { dst, src: self.link.mac, ethertype: self.sock.ethertype() }.emit(&mut buf);
+        EthHeader { dst, src: self.link.mac, ethertype: self.ethertype }.emit(&mut buf);
         buf[ETH_HEADER_LEN..].copy_from_slice(frame);
         if let Err(e) = self.sock.send_batch(&[&buf]) {
             warn!("cannot send a management frame: {e}");

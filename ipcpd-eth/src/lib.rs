@@ -8,3 +8,5 @@ pub mod fa;
 pub mod ipcp;
 pub mod link;
 pub mod raw;
+pub mod backend;
+pub mod xdp;

@@ -202,3 +202,18 @@ impl AsFd for RawSocket {
         self.fd.as_fd()
     }
 }
+
+impl crate::backend::FrameIo for RawSocket {
+    fn name(&self) -> String {
+        "raw".into()
+    }
+    fn rx_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        RawSocket::recv_batch(self, bufs, lens)
+    }
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        RawSocket::send_batch(self, frames)
+    }
+}

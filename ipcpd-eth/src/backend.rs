@@ -1,0 +1,28 @@
+//! What the IPCP's event loop needs from an Ethernet backend: batched frame
+//! receive and send, a pollable fd, and (for in-driver filtering) to hear which
+//! endpoint ids are live.
+
+use crate::wire::Eid;
+use std::io;
+use std::os::fd::BorrowedFd;
+
+/// Frames in and out of one interface.
+pub trait FrameIo {
+    /// Short name for logs and `irm ipcp list` (`raw`, `xdp (native)`, ...).
+    fn name(&self) -> String;
+    /// The fd that becomes readable when frames wait.
+    fn rx_fd(&self) -> BorrowedFd<'_>;
+    /// Receive up to `bufs.len()` whole Ethernet frames without blocking;
+    /// `lens[i]` gets each length. Returns how many arrived (0 = none waiting).
+    fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize>;
+    /// Send whole Ethernet frames; returns how many went out.
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize>;
+    /// A local endpoint became live (frames for it must be delivered).
+    fn endpoint_added(&mut self, _eid: Eid) {}
+    /// A local endpoint is gone (frames for it may be dropped early).
+    fn endpoint_removed(&mut self, _eid: Eid) {}
+    /// Frames the backend dropped before the IPCP saw them, if it counts them.
+    fn early_drops(&self) -> Option<u64> {
+        None
+    }
+}
