@@ -7,13 +7,15 @@
 //! flow's SDU (counted in its shared memory) and the loop goes on, so
 //! management frames are always read.
 
+use crate::backend::FrameIo;
 use crate::fa::{Action, Config, FlowAllocator};
 use crate::link::{LinkEvent, LinkMonitor};
-use crate::backend::FrameIo;
 use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
 use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
 use irm::ctrl::{CtrlSocket, Received};
-use irm::proto::{name_hash, socket_path, DownCause, Envelope, FlowState, IpcpInfo, Msg, RingGeometry, Role};
+use irm::proto::{
+    name_hash, socket_path, DownCause, Envelope, FlowState, IpcpInfo, Msg, RingGeometry, Role,
+};
 use irm::shm::{IpcpEnd, ShmMap};
 use irm::Error;
 use log::{debug, info, warn};
@@ -37,6 +39,7 @@ pub struct Options {
     pub dev: String,
     pub ethertype: u16,
     pub backend: String,
+    pub busy_poll: Duration,
 }
 
 /// One flow as the IPCP holds it.
@@ -88,14 +91,35 @@ impl Ipcp {
         let path = socket_path();
         let ctrl = CtrlSocket::connect(&path).map_err(err)?;
         ctrl.send(
-            &Envelope { id: 1, msg: Msg::Hello { role: Role::Ipcp { name: opts.name.clone() }, pid: std::process::id() } },
+            &Envelope {
+                id: 1,
+                msg: Msg::Hello {
+                    role: Role::Ipcp {
+                        name: opts.name.clone(),
+                    },
+                    pid: std::process::id(),
+                },
+            },
             &[],
         )
         .map_err(err)?;
         match ctrl.recv().map_err(err)? {
-            Some(Received { env: Envelope { msg: Msg::Ok, .. }, .. }) => {}
-            Some(Received { env: Envelope { msg: Msg::Err(e), .. }, .. }) => return Err(format!("irmd refused us: {e}")),
-            other => return Err(format!("unexpected answer from irmd: {:?}", other.map(|r| r.env.msg))),
+            Some(Received {
+                env: Envelope { msg: Msg::Ok, .. },
+                ..
+            }) => {}
+            Some(Received {
+                env: Envelope {
+                    msg: Msg::Err(e), ..
+                },
+                ..
+            }) => return Err(format!("irmd refused us: {e}")),
+            other => {
+                return Err(format!(
+                    "unexpected answer from irmd: {:?}",
+                    other.map(|r| r.env.msg)
+                ))
+            }
         }
         match Self::open(opts, ctrl.try_clone().map_err(err)?) {
             Ok(ipcp) => {
@@ -105,24 +129,42 @@ impl Ipcp {
                     max_sdu: ipcp.max_sdu(),
                     backend: ipcp.sock.name(),
                 };
-                ctrl.send(&Envelope { id: 0, msg: Msg::IpcpBootstrapped(Ok(info)) }, &[]).map_err(err)?;
+                ctrl.send(
+                    &Envelope {
+                        id: 0,
+                        msg: Msg::IpcpBootstrapped(Ok(info)),
+                    },
+                    &[],
+                )
+                .map_err(err)?;
                 Ok(ipcp)
             }
             Err(e) => {
-                let _ = ctrl.send(&Envelope { id: 0, msg: Msg::IpcpBootstrapped(Err(e.clone())) }, &[]);
+                let _ = ctrl.send(
+                    &Envelope {
+                        id: 0,
+                        msg: Msg::IpcpBootstrapped(Err(e.clone())),
+                    },
+                    &[],
+                );
                 Err(e)
             }
         }
     }
 
     fn open(opts: Options, ctrl: CtrlSocket) -> Result<Ipcp, String> {
-        let link = link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
+        let link =
+            link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
         if (link.mtu as usize) <= HEADER_LEN {
             return Err(format!("MTU {} of {} is too small", link.mtu, opts.dev));
         }
         let open_raw = || -> Result<Box<dyn FrameIo>, String> {
-            let s = RawSocket::open(link.ifindex, opts.ethertype)
-                .map_err(|e| format!("cannot open a packet socket on {}: {e} (are you root?)", opts.dev))?;
+            let s = RawSocket::open(link.ifindex, opts.ethertype).map_err(|e| {
+                format!(
+                    "cannot open a packet socket on {}: {e} (are you root?)",
+                    opts.dev
+                )
+            })?;
             Ok(Box::new(s))
         };
         let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
@@ -137,16 +179,36 @@ impl Ipcp {
             },
             other => return Err(format!("unknown backend {other} (raw, xdp, auto)")),
         };
-        let link_monitor = LinkMonitor::open(link.ifindex as u32).map_err(|e| format!("cannot watch the link: {e}"))?;
+        let link_monitor = LinkMonitor::open(link.ifindex as u32)
+            .map_err(|e| format!("cannot watch the link: {e}"))?;
         // Re-read after subscribing, so no change slips between the two.
-        let link = link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
+        let link =
+            link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
         if !link.up {
-            warn!("interface {} is down or has no carrier; flows will fail until it is up.", opts.dev);
+            warn!(
+                "interface {} is down or has no carrier; flows will fail until it is up.",
+                opts.dev
+            );
         }
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
-        epoll.add(link_monitor.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LINK)).map_err(err)?;
-        epoll.add(sock.rx_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCK)).map_err(err)?;
-        epoll.add(ctrl.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CTRL)).map_err(err)?;
+        epoll
+            .add(
+                link_monitor.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LINK),
+            )
+            .map_err(err)?;
+        epoll
+            .add(
+                sock.rx_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCK),
+            )
+            .map_err(err)?;
+        epoll
+            .add(
+                ctrl.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CTRL),
+            )
+            .map_err(err)?;
         let max_sdu = link.mtu - HEADER_LEN as u32;
         let instance = loop {
             let v: u64 = rand::random();
@@ -192,7 +254,10 @@ impl Ipcp {
             match ev {
                 LinkEvent::Down { mtu } => {
                     if self.link.up {
-                        warn!("link {} is down: every flow over it is down.", self.opts.dev);
+                        warn!(
+                            "link {} is down: every flow over it is down.",
+                            self.opts.dev
+                        );
                         self.fa.link_down(now);
                     }
                     self.link.up = false;
@@ -201,7 +266,10 @@ impl Ipcp {
                     }
                 }
                 LinkEvent::Gone => {
-                    warn!("interface {} is gone: every flow over it is down.", self.opts.dev);
+                    warn!(
+                        "interface {} is gone: every flow over it is down.",
+                        self.opts.dev
+                    );
                     if self.link.up {
                         self.fa.link_down(now);
                     }
@@ -226,14 +294,22 @@ impl Ipcp {
         if mtu == self.link.mtu || (mtu as usize) <= HEADER_LEN {
             return;
         }
-        info!("MTU of {} changed from {} to {mtu}.", self.opts.dev, self.link.mtu);
+        info!(
+            "MTU of {} changed from {} to {mtu}.",
+            self.opts.dev, self.link.mtu
+        );
         self.link.mtu = mtu;
         self.fa.set_max_sdu(self.max_sdu());
         let room = ETH_HEADER_LEN + mtu as usize + 64;
         for b in self.rx_bufs.iter_mut().chain(self.tx_bufs.iter_mut()) {
             b.resize(room, 0);
         }
-        let info = IpcpInfo { mac: self.link.mac, mtu, max_sdu: self.max_sdu(), backend: self.sock.name() };
+        let info = IpcpInfo {
+            mac: self.link.mac,
+            mtu,
+            max_sdu: self.max_sdu(),
+            backend: self.sock.name(),
+        };
         self.reply(0, Msg::IpcpBootstrapped(Ok(info)));
     }
 
@@ -248,8 +324,11 @@ impl Ipcp {
     /// Run until irmd goes away.
     pub fn run(&mut self) {
         let mut events = vec![EpollEvent::empty(); 256];
+        let mut last_work = Instant::now();
         loop {
-            let timeout = if !self.active.is_empty() {
+            let spinning =
+                !self.opts.busy_poll.is_zero() && last_work.elapsed() < self.opts.busy_poll;
+            let timeout = if !self.active.is_empty() || spinning {
                 EpollTimeout::ZERO
             } else {
                 match self.fa.poll_timeout() {
@@ -269,16 +348,18 @@ impl Ipcp {
                     return;
                 }
             };
-            let mut sock_ready = false;
+            if n > 0 || !self.active.is_empty() {
+                last_work = Instant::now();
+            }
+            // While spinning, look at the socket even without an event.
+            let mut sock_ready = spinning;
             for ev in &events[..n] {
                 match ev.data() {
                     TOKEN_SOCK => sock_ready = true,
                     TOKEN_LINK => self.link_changed(),
-                    TOKEN_CTRL => {
-                        if !self.control() {
-                            info!("irmd closed the connection; IPCP {} exits.", self.opts.name);
-                            return;
-                        }
+                    TOKEN_CTRL if !self.control() => {
+                        info!("irmd closed the connection; IPCP {} exits.", self.opts.name);
+                        return;
                     }
                     t if t & TOKEN_FLOW != 0 => {
                         let id = (t & 0xffff_ffff) as u32;
@@ -355,8 +436,16 @@ impl Ipcp {
                     continue;
                 };
                 let route = self.fa.data_tx(now, id);
-                let emptied =
-                    fill_batch(id, &f.end, route, &mut self.tx_bufs, &mut self.tx_lens, &mut count, my_mac, ethertype);
+                let emptied = fill_batch(
+                    id,
+                    &f.end,
+                    route,
+                    &mut self.tx_bufs,
+                    &mut self.tx_lens,
+                    &mut count,
+                    my_mac,
+                    ethertype,
+                );
                 if emptied && f.end.arm_tx_wakeup() {
                     f.active = false;
                     self.active.swap_remove(i);
@@ -378,9 +467,20 @@ impl Ipcp {
         let max_rounds = f.end.geometry().slots as usize / BATCH + 2;
         for _ in 0..max_rounds {
             let mut count = 0;
-            let emptied = fill_batch(id, &f.end, route, &mut self.tx_bufs, &mut self.tx_lens, &mut count, my_mac, ethertype);
+            let emptied = fill_batch(
+                id,
+                &f.end,
+                route,
+                &mut self.tx_bufs,
+                &mut self.tx_lens,
+                &mut count,
+                my_mac,
+                ethertype,
+            );
             if count > 0 {
-                let frames: Vec<&[u8]> = (0..count).map(|k| &self.tx_bufs[k][..self.tx_lens[k]]).collect();
+                let frames: Vec<&[u8]> = (0..count)
+                    .map(|k| &self.tx_bufs[k][..self.tx_lens[k]])
+                    .collect();
                 if let Err(e) = self.sock.send_batch(&frames) {
                     warn!("send failed: {e}");
                 }
@@ -395,7 +495,9 @@ impl Ipcp {
         if count == 0 {
             return;
         }
-        let frames: Vec<&[u8]> = (0..count).map(|k| &self.tx_bufs[k][..self.tx_lens[k]]).collect();
+        let frames: Vec<&[u8]> = (0..count)
+            .map(|k| &self.tx_bufs[k][..self.tx_lens[k]])
+            .collect();
         if let Err(e) = self.sock.send_batch(&frames) {
             warn!("send failed: {e}");
         }
@@ -419,19 +521,42 @@ impl Ipcp {
                 info!("Registered name {name}.");
             }
             Msg::IpcpUnregName { name } => self.fa.unregister_name(name_hash(&name)),
-            Msg::IpcpFlowAlloc { flow_id, name, qos, geometry, timeout_ms } => match self.attach(flow_id, geometry, fds) {
+            Msg::IpcpFlowAlloc {
+                flow_id,
+                name,
+                qos,
+                geometry,
+                timeout_ms,
+            } => match self.attach(flow_id, geometry, fds) {
                 Ok(()) => {
                     self.alloc_replies.insert(flow_id, env.id);
-                    let eid = self.fa.alloc(now, flow_id, name_hash(&name), qos, timeout_ms);
+                    let eid = self
+                        .fa
+                        .alloc(now, flow_id, name_hash(&name), qos, timeout_ms);
                     self.set_eid(flow_id, eid);
                 }
-                Err(e) => self.reply(env.id, Msg::IpcpFlowAllocResult { flow_id, result: Err(e) }),
+                Err(e) => self.reply(
+                    env.id,
+                    Msg::IpcpFlowAllocResult {
+                        flow_id,
+                        result: Err(e),
+                    },
+                ),
             },
-            Msg::IpcpFlowAcceptResult { token, result, timeout_ms } => match result {
+            Msg::IpcpFlowAcceptResult {
+                token,
+                result,
+                timeout_ms,
+            } => match result {
                 Ok((flow_id, geometry)) => {
                     if let Err(e) = self.attach(flow_id, geometry, fds) {
                         warn!("flow {flow_id}: {e}");
-                        let _ = self.fa.accept_result(now, token, Err(irm::proto::RefuseReason::ResourceLimit), 0);
+                        let _ = self.fa.accept_result(
+                            now,
+                            token,
+                            Err(irm::proto::RefuseReason::ResourceLimit),
+                            0,
+                        );
                     } else {
                         match self.fa.accept_result(now, token, Ok(flow_id), timeout_ms) {
                             Some((eid, _)) => self.set_eid(flow_id, eid),
@@ -458,20 +583,37 @@ impl Ipcp {
         true
     }
 
-    fn attach(&mut self, flow_id: u32, geometry: RingGeometry, fds: Vec<OwnedFd>) -> Result<(), Error> {
+    fn attach(
+        &mut self,
+        flow_id: u32,
+        geometry: RingGeometry,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), Error> {
         let [memfd, ipcp_efd, rx_efd, tx_efd]: [OwnedFd; 4] =
-            fds.try_into().map_err(|v: Vec<OwnedFd>| Error::Ipcp(format!("flow came with {} fds, expected 4", v.len())))?;
+            fds.try_into().map_err(|v: Vec<OwnedFd>| {
+                Error::Ipcp(format!("flow came with {} fds, expected 4", v.len()))
+            })?;
         let map = ShmMap::map(memfd.as_fd(), geometry)?;
         drop(memfd);
         let end = IpcpEnd::new(map, ipcp_efd, rx_efd, tx_efd);
         self.epoll
-            .add(end.ipcp_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_FLOW | flow_id as u64))
+            .add(
+                end.ipcp_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_FLOW | flow_id as u64),
+            )
             .map_err(|e| Error::Io(e.to_string()))?;
         let active = !end.arm_tx_wakeup();
         if active {
             self.active.push(flow_id);
         }
-        if let Some(old) = self.flows.insert(flow_id, FlowIo { end, eid: None, active }) {
+        if let Some(old) = self.flows.insert(
+            flow_id,
+            FlowIo {
+                end,
+                eid: None,
+                active,
+            },
+        ) {
             let _ = self.epoll.delete(old.end.ipcp_fd());
             if let Some(e) = old.eid {
                 self.sock.endpoint_removed(e);
@@ -527,9 +669,20 @@ impl Ipcp {
                     }
                     self.reply(id, Msg::IpcpFlowAllocResult { flow_id, result });
                 }
-                Action::FlowReqArrived { token, name_hash, qos, max_sdu } => {
-                    self.reply(0, Msg::IpcpFlowReqArrived { token, name_hash, qos, max_sdu })
-                }
+                Action::FlowReqArrived {
+                    token,
+                    name_hash,
+                    qos,
+                    max_sdu,
+                } => self.reply(
+                    0,
+                    Msg::IpcpFlowReqArrived {
+                        token,
+                        name_hash,
+                        qos,
+                        max_sdu,
+                    },
+                ),
                 Action::FlowState { flow_id, cause } => self.flow_state(flow_id, cause),
             }
         }
@@ -537,7 +690,12 @@ impl Ipcp {
 
     fn send_mgmt(&mut self, dst: Mac, frame: &[u8]) {
         let mut buf = vec![0u8; ETH_HEADER_LEN + frame.len()];
-        EthHeader { dst, src: self.link.mac, ethertype: self.ethertype }.emit(&mut buf);
+        EthHeader {
+            dst,
+            src: self.link.mac,
+            ethertype: self.ethertype,
+        }
+        .emit(&mut buf);
         buf[ETH_HEADER_LEN..].copy_from_slice(frame);
         if let Err(e) = self.sock.send_batch(&[&buf]) {
             warn!("cannot send a management frame: {e}");
@@ -562,8 +720,18 @@ fn fill_batch(
         let buf = &mut tx_bufs[*count];
         let popped = end.pop_tx(|sdu| match route {
             Some((mac, dst, src)) if sdu.len() + HEADER_LEN + ETH_HEADER_LEN <= buf.len() => {
-                EthHeader { dst: mac, src: my_mac, ethertype }.emit(buf);
-                crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, sdu.len() as u16);
+                EthHeader {
+                    dst: mac,
+                    src: my_mac,
+                    ethertype,
+                }
+                .emit(buf);
+                crate::wire::emit_data_header(
+                    &mut buf[ETH_HEADER_LEN..],
+                    dst,
+                    src,
+                    sdu.len() as u16,
+                );
                 let at = ETH_HEADER_LEN + HEADER_LEN;
                 buf[at..at + sdu.len()].copy_from_slice(sdu);
                 Some(at + sdu.len())

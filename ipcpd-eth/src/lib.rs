@@ -1,12 +1,11 @@
-
 //! `ipcpd-eth`: the Layer-2 IPC process of ethflow.
 //!
 //! * [`wire`] — frame formats (checked parsing, emitting).
 
-pub mod wire;
+pub mod backend;
 pub mod fa;
 pub mod ipcp;
 pub mod link;
 pub mod raw;
-pub mod backend;
+pub mod wire;
 pub mod xdp;

@@ -34,7 +34,11 @@ impl LinkMonitor {
         let mut sock = Socket::new(NETLINK_ROUTE)?;
         sock.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
         sock.set_non_blocking(true)?;
-        Ok(LinkMonitor { sock, ifindex, buf: vec![0u8; 64 * 1024] })
+        Ok(LinkMonitor {
+            sock,
+            ifindex,
+            buf: vec![0u8; 64 * 1024],
+        })
     }
 
     /// Drain pending notifications; returns the events about our interface.
@@ -67,10 +71,14 @@ pub fn parse_datagram(mut data: &[u8], ifindex: u32, out: &mut Vec<LinkEvent>) {
         }
         if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len]) {
             match msg.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) if m.header.index == ifindex => {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m))
+                    if m.header.index == ifindex =>
+                {
                     out.push(link_event(&m))
                 }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) if m.header.index == ifindex => {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m))
+                    if m.header.index == ifindex =>
+                {
                     out.push(LinkEvent::Gone)
                 }
                 _ => {}
@@ -83,7 +91,13 @@ pub fn parse_datagram(mut data: &[u8], ifindex: u32, out: &mut Vec<LinkEvent>) {
 }
 
 fn link_event(m: &LinkMessage) -> LinkEvent {
-    let mtu = m.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(v) = a { Some(*v) } else { None });
+    let mtu = m.attributes.iter().find_map(|a| {
+        if let LinkAttribute::Mtu(v) = a {
+            Some(*v)
+        } else {
+            None
+        }
+    });
     let f = m.header.flags;
     if f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp) {
         LinkEvent::Up { mtu }

@@ -5,7 +5,11 @@ use ipcpd_eth::ipcp::{Ipcp, Options};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "ipcpd-eth", about = "ethflow Ethernet IPC process (started by irmd)", version)]
+#[command(
+    name = "ipcpd-eth",
+    about = "ethflow Ethernet IPC process (started by irmd)",
+    version
+)]
 struct Args {
     /// IPCP name.
     #[arg(long)]
@@ -22,6 +26,10 @@ struct Args {
     /// Backend: raw (AF_PACKET), xdp, or auto (xdp, else raw).
     #[arg(long, default_value = "raw")]
     backend: String,
+    /// Spin up to this many microseconds for new work before sleeping (lower
+    /// latency for a core's worth of CPU); 0 = always sleep.
+    #[arg(long, default_value_t = 0)]
+    busy_poll: u32,
 }
 
 fn parse_ethertype(s: &str) -> Result<u16, String> {
@@ -44,7 +52,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let opts = Options { name: args.name, layer: args.layer, dev: args.dev, ethertype: args.ethertype, backend: args.backend };
+    let opts = Options {
+        name: args.name,
+        layer: args.layer,
+        dev: args.dev,
+        ethertype: args.ethertype,
+        backend: args.backend,
+        busy_poll: std::time::Duration::from_micros(args.busy_poll as u64),
+    };
     match Ipcp::start(opts) {
         Ok(mut ipcp) => {
             ipcp.run();

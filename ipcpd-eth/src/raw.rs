@@ -26,14 +26,21 @@ pub struct RawSocket {
 
 /// Look up an interface by name: index, MAC, MTU, whether it is running.
 pub fn link_info(dev: &str) -> io::Result<LinkInfo> {
-    let cname = std::ffi::CString::new(dev).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    let cname = std::ffi::CString::new(dev)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
     if dev.is_empty() || dev.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name `{dev}`")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name `{dev}`"),
+        ));
     }
     // SAFETY: cname is a valid NUL-terminated string.
     let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) } as i32;
     if ifindex == 0 {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no such interface: {dev}")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no such interface: {dev}"),
+        ));
     }
     // SAFETY: plain socket() call; the fd is owned right away.
     let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -53,7 +60,9 @@ pub fn link_info(dev: &str) -> io::Result<LinkInfo> {
             return Err(io::Error::last_os_error());
         }
         let d = ifr.ifr_ifru.ifru_hwaddr.sa_data;
-        [d[0] as u8, d[1] as u8, d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8]
+        [
+            d[0] as u8, d[1] as u8, d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8,
+        ]
     };
     // SAFETY: as above.
     let mtu = unsafe {
@@ -70,7 +79,12 @@ pub fn link_info(dev: &str) -> io::Result<LinkInfo> {
         ifr.ifr_ifru.ifru_flags as i32
     };
     let up = flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0;
-    Ok(LinkInfo { ifindex, mac, mtu, up })
+    Ok(LinkInfo {
+        ifindex,
+        mac,
+        mtu,
+        up,
+    })
 }
 
 fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, val: i32) -> io::Result<()> {
@@ -119,12 +133,19 @@ impl RawSocket {
         // Skip the qdisc: lower latency and cost; the IPCP does its own pacing.
         let _ = setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
         // Big buffers absorb bursts while the IPCP is busy elsewhere (FORCE works as root).
-        for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
             if setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, force, 8 << 20).is_err() {
                 let _ = setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, plain, 8 << 20);
             }
         }
-        Ok(RawSocket { fd, ifindex, ethertype })
+        Ok(RawSocket {
+            fd,
+            ifindex,
+            ethertype,
+        })
     }
 
     pub fn ethertype(&self) -> u16 {
@@ -135,18 +156,29 @@ impl RawSocket {
     /// frame's length. Returns how many arrived (0 when none are waiting).
     pub fn recv_batch(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         let n = bufs.len().min(lens.len()).min(BATCH);
-        let mut iov: [libc::iovec; BATCH] =
-            [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+        let mut iov: [libc::iovec; BATCH] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
         // SAFETY: mmsghdr is plain old data; zero is valid.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..n {
-            iov[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void, iov_len: bufs[i].len() };
+            iov[i] = libc::iovec {
+                iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void,
+                iov_len: bufs[i].len(),
+            };
             hdrs[i].msg_hdr.msg_iov = &mut iov[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: hdrs[..n] point at iovecs over live, writable buffers of the stated sizes.
         let r = unsafe {
-            libc::recvmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -169,13 +201,18 @@ impl RawSocket {
         let mut sent = 0;
         while sent < frames.len() {
             let n = (frames.len() - sent).min(BATCH);
-            let mut iov: [libc::iovec; BATCH] =
-                [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+            let mut iov: [libc::iovec; BATCH] = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH];
             // SAFETY: mmsghdr is plain old data; zero is valid.
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for i in 0..n {
                 let f = frames[sent + i];
-                iov[i] = libc::iovec { iov_base: f.as_ptr() as *mut libc::c_void, iov_len: f.len() };
+                iov[i] = libc::iovec {
+                    iov_base: f.as_ptr() as *mut libc::c_void,
+                    iov_len: f.len(),
+                };
                 hdrs[i].msg_hdr.msg_iov = &mut iov[i];
                 hdrs[i].msg_hdr.msg_iovlen = 1;
             }

@@ -30,7 +30,11 @@ static GLOBAL: Mutex<Option<Arc<Client>>> = Mutex::new(None);
 pub fn program_name() -> String {
     std::env::args_os()
         .next()
-        .and_then(|a| std::path::Path::new(&a).file_name().map(|f| f.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -42,7 +46,9 @@ pub fn global() -> Result<Arc<Client>> {
             return Ok(c.clone());
         }
     }
-    let c = Client::connect(Role::App { prog: program_name() })?;
+    let c = Client::connect(Role::App {
+        prog: program_name(),
+    })?;
     *g = Some(c.clone());
     Ok(c)
 }
@@ -65,7 +71,14 @@ impl Client {
             .name("irm-ctrl".into())
             .spawn(move || reader_loop(reader, weak))
             .map_err(|e| Error::Io(e.to_string()))?;
-        let r = client.request(Msg::Hello { role, pid: std::process::id() }, &[], Some(Duration::from_secs(10)))?;
+        let r = client.request(
+            Msg::Hello {
+                role,
+                pid: std::process::id(),
+            },
+            &[],
+            Some(Duration::from_secs(10)),
+        )?;
         match r.env.msg {
             Msg::Ok => Ok(client),
             Msg::Err(e) => Err(e),
@@ -84,10 +97,20 @@ impl Client {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
         if let Err(e) = self.sock.send(&Envelope { id, msg }, fds) {
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            return Err(if self.closed.load(Ordering::Acquire) { self.gone() } else { e });
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(if self.closed.load(Ordering::Acquire) {
+                self.gone()
+            } else {
+                e
+            });
         }
         let got = match timeout {
             Some(t) => rx.recv_timeout(t).map_err(|e| match e {
@@ -97,7 +120,10 @@ impl Client {
             None => rx.recv().map_err(|_| self.gone()),
         };
         if got.is_err() {
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
         got
     }
@@ -118,7 +144,11 @@ fn reader_loop(sock: CtrlSocket, client: std::sync::Weak<Client>) {
         let Some(c) = client.upgrade() else { return };
         match got {
             Ok(Some(r)) => {
-                let waiter = c.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&r.env.id);
+                let waiter = c
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&r.env.id);
                 match waiter {
                     Some(w) => {
                         let _ = w.send(r);

@@ -32,7 +32,11 @@ pub struct Flow {
 
 impl std::fmt::Debug for Flow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flow").field("id", &self.id).field("name", &self.name).field("max_sdu", &self.max_sdu).finish()
+        f.debug_struct("Flow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("max_sdu", &self.max_sdu)
+            .finish()
     }
 }
 
@@ -42,7 +46,11 @@ impl Flow {
     /// bounds apply (a name nobody answers fails in about a second).
     pub fn alloc(name: &str, qos: &Qos, timeout: Option<Duration>) -> Result<Flow> {
         let client = global()?;
-        let msg = Msg::FlowAlloc { name: name.to_string(), qos: *qos, timeout_ms: timeout.map(|t| t.as_millis() as u64) };
+        let msg = Msg::FlowAlloc {
+            name: name.to_string(),
+            qos: *qos,
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+        };
         // irmd answers within its own bounds; the margin covers a timeout it enforces.
         let r = client.request(msg, &[], timeout.map(|t| t + Duration::from_secs(1)))?;
         Flow::from_reply(client, r)
@@ -51,14 +59,22 @@ impl Flow {
     /// Wait for a flow to one of the names this program is bound to.
     pub fn accept(timeout: Option<Duration>) -> Result<Flow> {
         let client = global()?;
-        let msg = Msg::FlowAccept { timeout_ms: timeout.map(|t| t.as_millis() as u64) };
+        let msg = Msg::FlowAccept {
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+        };
         let r = client.request(msg, &[], timeout.map(|t| t + Duration::from_secs(1)))?;
         Flow::from_reply(client, r)
     }
 
     fn from_reply(client: Arc<Client>, r: crate::ctrl::Received) -> Result<Flow> {
         match r.env.msg {
-            Msg::FlowReady { flow_id, name, qos, max_sdu, geometry } => {
+            Msg::FlowReady {
+                flow_id,
+                name,
+                qos,
+                max_sdu,
+                geometry,
+            } => {
                 let fds = r.fds;
                 let flow = Flow::attach(client.clone(), flow_id, name, qos, max_sdu, geometry, fds);
                 if flow.is_err() {
@@ -82,7 +98,9 @@ impl Flow {
         fds: Vec<OwnedFd>,
     ) -> Result<Flow> {
         let [memfd, rx_efd, tx_efd, ipcp_efd]: [OwnedFd; 4] =
-            fds.try_into().map_err(|v: Vec<OwnedFd>| Error::Irmd(format!("flow came with {} fds, expected 4", v.len())))?;
+            fds.try_into().map_err(|v: Vec<OwnedFd>| {
+                Error::Irmd(format!("flow came with {} fds, expected 4", v.len()))
+            })?;
         let map = ShmMap::map(memfd.as_fd(), geometry)?;
         drop(memfd);
         let end = AppEnd::new(map, rx_efd, tx_efd, ipcp_efd);
@@ -104,17 +122,22 @@ impl Flow {
     /// arrives, the read timeout passes, or the flow goes down.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
         let deadline = self.read_timeout().map(|t| Instant::now() + t);
-        self.end.read(buf, deadline, self.nonblocking.load(Ordering::Relaxed))
+        self.end
+            .read(buf, deadline, self.nonblocking.load(Ordering::Relaxed))
     }
 
     /// Write one SDU. Larger than [`Flow::max_sdu`] → `Error::MsgSize`; a full
     /// ring blocks (or `Error::Again` when non-blocking); nothing is dropped.
     pub fn write(&self, sdu: &[u8]) -> Result<usize> {
         if sdu.len() > self.max_sdu {
-            return Err(Error::MsgSize { len: sdu.len(), max: self.max_sdu });
+            return Err(Error::MsgSize {
+                len: sdu.len(),
+                max: self.max_sdu,
+            });
         }
         let deadline = self.write_timeout().map(|t| Instant::now() + t);
-        self.end.write(sdu, deadline, self.nonblocking.load(Ordering::Relaxed))
+        self.end
+            .write(sdu, deadline, self.nonblocking.load(Ordering::Relaxed))
     }
 
     pub fn set_read_timeout(&self, t: Option<Duration>) {
@@ -164,7 +187,11 @@ impl Flow {
         if self.deallocated.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let r = self.client.request(Msg::FlowDealloc { flow_id: self.id }, &[], Some(DEALLOC_WAIT))?;
+        let r = self.client.request(
+            Msg::FlowDealloc { flow_id: self.id },
+            &[],
+            Some(DEALLOC_WAIT),
+        )?;
         match r.env.msg {
             Msg::Ok => Ok(()),
             Msg::Err(e) => Err(e),

@@ -145,51 +145,117 @@ impl DownCause {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Msg {
     // ---- any client → irmd ----
-    Hello { role: Role, pid: u32 },
+    Hello {
+        role: Role,
+        pid: u32,
+    },
 
     // ---- app → irmd ----
-    FlowAlloc { name: String, qos: Qos, timeout_ms: Option<u64> },
-    FlowAccept { timeout_ms: Option<u64> },
-    FlowDealloc { flow_id: u32 },
+    FlowAlloc {
+        name: String,
+        qos: Qos,
+        timeout_ms: Option<u64>,
+    },
+    FlowAccept {
+        timeout_ms: Option<u64>,
+    },
+    FlowDealloc {
+        flow_id: u32,
+    },
 
     // ---- cli → irmd ----
-    IpcpBootstrap { name: String, layer: String, dev: String, ethertype: u16, backend: String },
+    IpcpBootstrap {
+        name: String,
+        layer: String,
+        dev: String,
+        ethertype: u16,
+        backend: String,
+        /// Spin this long (µs) for work before the IPCP sleeps; 0 = never spin.
+        busy_poll_us: u32,
+    },
     IpcpList,
-    IpcpDestroy { name: String },
-    NameRegister { name: String, layer: String },
-    NameUnregister { name: String, layer: String },
+    IpcpDestroy {
+        name: String,
+    },
+    NameRegister {
+        name: String,
+        layer: String,
+    },
+    NameUnregister {
+        name: String,
+        layer: String,
+    },
     NameList,
-    BindProgram { prog: String, name: String },
-    UnbindProgram { prog: String, name: String },
+    BindProgram {
+        prog: String,
+        name: String,
+    },
+    UnbindProgram {
+        prog: String,
+        name: String,
+    },
     FlowList,
 
     // ---- irmd → client replies ----
     Ok,
     Err(Error),
     /// A flow for the application; fds: [memfd, rx_efd, tx_efd, ipcp_efd-less].
-    FlowReady { flow_id: u32, name: String, qos: Qos, max_sdu: u32, geometry: RingGeometry },
+    FlowReady {
+        flow_id: u32,
+        name: String,
+        qos: Qos,
+        max_sdu: u32,
+        geometry: RingGeometry,
+    },
     IpcpRows(Vec<IpcpRow>),
     NameRows(Vec<NameRow>),
     FlowRows(Vec<FlowRow>),
 
     // ---- irmd → IPCP ----
     /// Register / unregister a name in the IPCP's directory.
-    IpcpRegName { name: String },
-    IpcpUnregName { name: String },
+    IpcpRegName {
+        name: String,
+    },
+    IpcpUnregName {
+        name: String,
+    },
     /// Allocate a flow to `name`; fds: [memfd, ipcp_efd, rx_efd, tx_efd].
-    IpcpFlowAlloc { flow_id: u32, name: String, qos: Qos, geometry: RingGeometry, timeout_ms: u64 },
+    IpcpFlowAlloc {
+        flow_id: u32,
+        name: String,
+        qos: Qos,
+        geometry: RingGeometry,
+        timeout_ms: u64,
+    },
     /// Answer to `IpcpFlowReqArrived`: accepted (fds as above) or refused.
-    IpcpFlowAcceptResult { token: u64, result: Result<(u32, RingGeometry), RefuseReason>, timeout_ms: u64 },
-    IpcpFlowDealloc { flow_id: u32 },
+    IpcpFlowAcceptResult {
+        token: u64,
+        result: Result<(u32, RingGeometry), RefuseReason>,
+        timeout_ms: u64,
+    },
+    IpcpFlowDealloc {
+        flow_id: u32,
+    },
 
     // ---- IPCP → irmd ----
     IpcpBootstrapped(Result<IpcpInfo, String>),
     /// Reply (by envelope id) to `IpcpFlowAlloc`: max SDU or the error.
-    IpcpFlowAllocResult { flow_id: u32, result: Result<u32, Error> },
+    IpcpFlowAllocResult {
+        flow_id: u32,
+        result: Result<u32, Error>,
+    },
     /// A remote peer asks for a flow to a name registered here.
-    IpcpFlowReqArrived { token: u64, name_hash: [u8; 32], qos: Qos, max_sdu: u32 },
+    IpcpFlowReqArrived {
+        token: u64,
+        name_hash: [u8; 32],
+        qos: Qos,
+        max_sdu: u32,
+    },
     /// A flow changed liveness state.
-    IpcpFlowState { flow_id: u32, cause: DownCause },
+    IpcpFlowState {
+        flow_id: u32,
+        cause: DownCause,
+    },
 }
 
 /// Why a flow request was refused (carried on the wire too).
@@ -222,12 +288,16 @@ pub fn name_hash(name: &str) -> [u8; 32] {
 /// Encode an envelope.
 pub fn encode(env: &Envelope) -> Vec<u8> {
     use bincode::Options;
-    codec().serialize(env).expect("control messages always serialize")
+    codec()
+        .serialize(env)
+        .expect("control messages always serialize")
 }
 
 fn codec() -> impl bincode::Options {
     use bincode::Options;
-    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(MAX_MSG as u64)
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(MAX_MSG as u64)
 }
 
 /// Decode an envelope, refusing trailing garbage and oversize input.
@@ -247,11 +317,22 @@ mod tests {
 
     #[test]
     fn envelope_round_trip() {
-        let env = Envelope { id: 7, msg: Msg::FlowAlloc { name: "oecho".into(), qos: Qos::voice(), timeout_ms: Some(3) } };
+        let env = Envelope {
+            id: 7,
+            msg: Msg::FlowAlloc {
+                name: "oecho".into(),
+                qos: Qos::voice(),
+                timeout_ms: Some(3),
+            },
+        };
         let back = decode(&encode(&env)).unwrap();
         assert_eq!(back.id, 7);
         match back.msg {
-            Msg::FlowAlloc { name, qos, timeout_ms } => {
+            Msg::FlowAlloc {
+                name,
+                qos,
+                timeout_ms,
+            } => {
                 assert_eq!(name, "oecho");
                 assert_eq!(qos, Qos::voice());
                 assert_eq!(timeout_ms, Some(3));

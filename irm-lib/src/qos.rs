@@ -27,22 +27,70 @@ pub struct Qos {
 
 impl Qos {
     pub const fn raw() -> Qos {
-        Qos { delay: u32::MAX, bandwidth: 0, availability: 0, loss: 1, ber: 1, in_order: false, max_gap: u32::MAX, timeout: 0 }
+        Qos {
+            delay: u32::MAX,
+            bandwidth: 0,
+            availability: 0,
+            loss: 1,
+            ber: 1,
+            in_order: false,
+            max_gap: u32::MAX,
+            timeout: 0,
+        }
     }
     pub const fn best_effort() -> Qos {
-        Qos { delay: u32::MAX, bandwidth: 0, availability: 0, loss: 1, ber: 0, in_order: true, max_gap: u32::MAX, timeout: 0 }
+        Qos {
+            delay: u32::MAX,
+            bandwidth: 0,
+            availability: 0,
+            loss: 1,
+            ber: 0,
+            in_order: true,
+            max_gap: u32::MAX,
+            timeout: 0,
+        }
     }
     pub const fn video() -> Qos {
-        Qos { delay: 100, bandwidth: 100_000_000, availability: 3, loss: 1, ber: 0, in_order: true, max_gap: 100, timeout: 0 }
+        Qos {
+            delay: 100,
+            bandwidth: 100_000_000,
+            availability: 3,
+            loss: 1,
+            ber: 0,
+            in_order: true,
+            max_gap: 100,
+            timeout: 0,
+        }
     }
     pub const fn voice() -> Qos {
-        Qos { delay: 50, bandwidth: 100_000, availability: 5, loss: 1, ber: 0, in_order: true, max_gap: 20, timeout: 0 }
+        Qos {
+            delay: 50,
+            bandwidth: 100_000,
+            availability: 5,
+            loss: 1,
+            ber: 0,
+            in_order: true,
+            max_gap: 20,
+            timeout: 0,
+        }
     }
     pub const fn data() -> Qos {
-        Qos { delay: 1000, bandwidth: 0, availability: 0, loss: 0, ber: 0, in_order: true, max_gap: 2000, timeout: 0 }
+        Qos {
+            delay: 1000,
+            bandwidth: 0,
+            availability: 0,
+            loss: 0,
+            ber: 0,
+            in_order: true,
+            max_gap: 2000,
+            timeout: 0,
+        }
     }
     pub const fn raw_safe() -> Qos {
-        Qos { ber: 0, ..Qos::raw() }
+        Qos {
+            ber: 0,
+            ..Qos::raw()
+        }
     }
     pub const fn raw_crypt() -> Qos {
         Qos::raw()

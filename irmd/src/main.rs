@@ -30,7 +30,10 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     if !args.ring_slots.is_power_of_two() || !(2..=65536).contains(&args.ring_slots) {
-        eprintln!("irmd: --ring-slots must be a power of two between 2 and 65536, got {}", args.ring_slots);
+        eprintln!(
+            "irmd: --ring-slots must be a power of two between 2 and 65536, got {}",
+            args.ring_slots
+        );
         std::process::exit(2);
     }
     // A dying client must never take the daemon with it.
@@ -47,7 +50,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    info!("irmd listening on {path} (default flow timeout {} ms).", args.flow_timeout);
+    info!(
+        "irmd listening on {path} (default flow timeout {} ms).",
+        args.flow_timeout
+    );
     install_exit_handler(path.clone());
     let shared = Arc::new(Shared::new(args.flow_timeout, args.ring_slots));
     let _ = registry::SHARED.set(shared.clone());
@@ -65,7 +71,10 @@ fn main() {
         match listener.accept() {
             Ok(sock) => {
                 let shared = shared.clone();
-                if let Err(e) = std::thread::Builder::new().name("conn".into()).spawn(move || shared.serve(sock)) {
+                if let Err(e) = std::thread::Builder::new()
+                    .name("conn".into())
+                    .spawn(move || shared.serve(sock))
+                {
                     error!("cannot start a connection thread: {e}");
                 }
             }
@@ -79,7 +88,10 @@ fn main() {
 
 /// Many flows mean many fds (each flow holds a few eventfds here).
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit write to/read from a valid rlimit struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {

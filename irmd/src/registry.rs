@@ -6,8 +6,8 @@
 use crate::spawn::{spawn_ipcp, IpcpArgs};
 use irm::ctrl::{CtrlSocket, Received};
 use irm::proto::{
-    name_hash, DownCause, Envelope, FlowRow, FlowState, IpcpInfo, IpcpRow, Msg, NameRow, RefuseReason, RingGeometry,
-    Role,
+    name_hash, DownCause, Envelope, FlowRow, FlowState, IpcpInfo, IpcpRow, Msg, NameRow,
+    RefuseReason, RingGeometry, Role,
 };
 use irm::shm::{self, FlowFds, Monitor, ShmMap};
 use irm::{Error, Qos};
@@ -66,10 +66,17 @@ struct NameEntry {
 
 enum Phase {
     /// Waiting for the IPCP's answer; the app gets the fds then.
-    Allocating { reply_to: (Arc<Conn>, u64), fds: FlowFds, deadline: Option<Instant> },
+    Allocating {
+        reply_to: (Arc<Conn>, u64),
+        fds: FlowFds,
+        deadline: Option<Instant>,
+    },
     Allocated,
     /// The app deallocated; waiting for the IPCP's acknowledgement.
-    Deallocating { reply_to: Option<(Arc<Conn>, u64)>, by_pid: u32 },
+    Deallocating {
+        reply_to: Option<(Arc<Conn>, u64)>,
+        by_pid: u32,
+    },
 }
 
 struct FlowRec {
@@ -130,7 +137,14 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(default_timeout_ms: u64, ring_slots: u32) -> Shared {
-        Shared { reg: Mutex::new(Registry { next_req: 1, ..Default::default() }), default_timeout_ms, ring_slots }
+        Shared {
+            reg: Mutex::new(Registry {
+                next_req: 1,
+                ..Default::default()
+            }),
+            default_timeout_ms,
+            ring_slots,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -151,7 +165,12 @@ impl Shared {
         let mut conn = {
             let mut r = self.lock();
             r.next_conn += 1;
-            Arc::new(Conn { id: r.next_conn, pid, role: None, sock: send })
+            Arc::new(Conn {
+                id: r.next_conn,
+                pid,
+                role: None,
+                sock: send,
+            })
         };
         loop {
             match sock.recv() {
@@ -162,7 +181,10 @@ impl Shared {
                                 id: conn.id,
                                 pid,
                                 role: Some(role.clone()),
-                                sock: conn.sock.try_clone().unwrap_or_else(|_| sock.try_clone().expect("clone socket")),
+                                sock: conn
+                                    .sock
+                                    .try_clone()
+                                    .unwrap_or_else(|_| sock.try_clone().expect("clone socket")),
                             });
                         }
                     }
@@ -185,24 +207,54 @@ impl Shared {
         let mut r = self.lock();
         match env.msg {
             Msg::Hello { role, .. } => r.hello(conn, id, role),
-            _ if conn.role.is_none() => conn.send(id, Msg::Err(Error::Invalid("say hello first".into()))),
+            _ if conn.role.is_none() => {
+                conn.send(id, Msg::Err(Error::Invalid("say hello first".into())))
+            }
 
             // ---- applications ----
-            Msg::FlowAlloc { name, qos, timeout_ms } => self.flow_alloc(&mut r, conn, id, name, qos, timeout_ms),
+            Msg::FlowAlloc {
+                name,
+                qos,
+                timeout_ms,
+            } => self.flow_alloc(&mut r, conn, id, name, qos, timeout_ms),
             Msg::FlowAccept { timeout_ms } => {
                 let Some(Role::App { prog }) = conn.role.clone() else {
-                    return conn.send(id, Msg::Err(Error::Invalid("only applications accept flows".into())));
+                    return conn.send(
+                        id,
+                        Msg::Err(Error::Invalid("only applications accept flows".into())),
+                    );
                 };
                 let deadline = timeout_ms.map(|t| Instant::now() + Duration::from_millis(t));
-                r.accepts.push(PendingAccept { conn: conn.clone(), req: id, prog, deadline });
+                r.accepts.push(PendingAccept {
+                    conn: conn.clone(),
+                    req: id,
+                    prog,
+                    deadline,
+                });
                 self.match_incoming(&mut r);
             }
             Msg::FlowDealloc { flow_id } => r.flow_dealloc(conn, id, flow_id),
 
             // ---- the CLI ----
-            Msg::IpcpBootstrap { name, layer, dev, ethertype, backend } => {
-                r.bootstrap(conn, id, name, layer, dev, ethertype, backend)
-            }
+            Msg::IpcpBootstrap {
+                name,
+                layer,
+                dev,
+                ethertype,
+                backend,
+                busy_poll_us,
+            } => r.bootstrap(
+                conn,
+                id,
+                IpcpArgs {
+                    name: &name,
+                    layer: &layer,
+                    dev: &dev,
+                    ethertype,
+                    backend: &backend,
+                    busy_poll_us,
+                },
+            ),
             Msg::IpcpList => {
                 let rows = r.ipcps.values().map(ipcp_row).collect();
                 conn.send(id, Msg::IpcpRows(rows));
@@ -226,7 +278,11 @@ impl Shared {
                 if prog.is_empty() || name.is_empty() {
                     return conn.send(id, Msg::Err(Error::Invalid("empty program or name".into())));
                 }
-                r.names.entry(name.clone()).or_default().programs.insert(prog.clone());
+                r.names
+                    .entry(name.clone())
+                    .or_default()
+                    .programs
+                    .insert(prog.clone());
                 info!("Bound program {prog} to name {name}.");
                 conn.send(id, Msg::Ok);
                 self.match_incoming(&mut r);
@@ -245,9 +301,12 @@ impl Shared {
             // ---- IPCPs ----
             Msg::IpcpBootstrapped(result) => r.bootstrapped(conn, result),
             Msg::IpcpFlowAllocResult { flow_id, result } => r.alloc_result(id, flow_id, result),
-            Msg::IpcpFlowReqArrived { token, name_hash, qos, max_sdu } => {
-                self.flow_req_arrived(&mut r, conn, token, name_hash, qos, max_sdu)
-            }
+            Msg::IpcpFlowReqArrived {
+                token,
+                name_hash,
+                qos,
+                max_sdu,
+            } => self.flow_req_arrived(&mut r, conn, token, name_hash, qos, max_sdu),
             Msg::IpcpFlowState { flow_id, cause } => r.flow_state(flow_id, cause),
             Msg::Ok => r.ipcp_ack(id),
             Msg::Err(e) => {
@@ -257,7 +316,13 @@ impl Shared {
                     warn!("process {} reported: {e}", conn.pid)
                 }
             }
-            other => conn.send(id, Msg::Err(Error::Invalid(format!("unexpected message {}", msg_name(&other))))),
+            other => conn.send(
+                id,
+                Msg::Err(Error::Invalid(format!(
+                    "unexpected message {}",
+                    msg_name(&other)
+                ))),
+            ),
         }
         drop(fds);
     }
@@ -275,13 +340,32 @@ impl Shared {
             return conn.send(id, Msg::Err(Error::Name("empty name".into())));
         }
         // Any operational IPCP can reach the name: Ethernet layers resolve by broadcast.
-        let Some(ipcp) = r.ipcps.values().find(|i| i.info.is_some() && i.conn.is_some()) else {
-            return conn.send(id, Msg::Err(Error::Ipcp("no IPCP is bootstrapped; run `irm ipcp bootstrap ...`".into())));
+        let Some(ipcp) = r
+            .ipcps
+            .values()
+            .find(|i| i.info.is_some() && i.conn.is_some())
+        else {
+            return conn.send(
+                id,
+                Msg::Err(Error::Ipcp(
+                    "no IPCP is bootstrapped; run `irm ipcp bootstrap ...`".into(),
+                )),
+            );
         };
-        let (ipcp_name, ipcp_conn, max_sdu) =
-            (ipcp.name.clone(), ipcp.conn.clone().expect("checked"), ipcp.info.as_ref().expect("checked").max_sdu);
-        let timeout = if qos.timeout == 0 { self.default_timeout_ms } else { qos.timeout };
-        let geometry = RingGeometry { slots: self.ring_slots, slot_size: max_sdu.max(1) };
+        let (ipcp_name, ipcp_conn, max_sdu) = (
+            ipcp.name.clone(),
+            ipcp.conn.clone().expect("checked"),
+            ipcp.info.as_ref().expect("checked").max_sdu,
+        );
+        let timeout = if qos.timeout == 0 {
+            self.default_timeout_ms
+        } else {
+            qos.timeout
+        };
+        let geometry = RingGeometry {
+            slots: self.ring_slots,
+            slot_size: max_sdu.max(1),
+        };
         let (fds, monitor) = match make_flow_memory(geometry) {
             Ok(x) => x,
             Err(e) => return conn.send(id, Msg::Err(e)),
@@ -290,7 +374,13 @@ impl Shared {
         let req = r.new_req();
         ipcp_conn.send_fds(
             req,
-            Msg::IpcpFlowAlloc { flow_id, name: name.clone(), qos, geometry, timeout_ms: timeout },
+            Msg::IpcpFlowAlloc {
+                flow_id,
+                name: name.clone(),
+                qos,
+                geometry,
+                timeout_ms: timeout,
+            },
             &[&fds.memfd, &fds.ipcp_efd, &fds.rx_efd, &fds.tx_efd],
         );
         r.waits.insert(req, IpcpWait::Alloc);
@@ -308,7 +398,11 @@ impl Shared {
                 max_sdu,
                 geometry,
                 monitor,
-                phase: Phase::Allocating { reply_to: (conn.clone(), id), fds, deadline },
+                phase: Phase::Allocating {
+                    reply_to: (conn.clone(), id),
+                    fds,
+                    deadline,
+                },
             },
         );
     }
@@ -322,12 +416,20 @@ impl Shared {
         qos: Qos,
         max_sdu: u32,
     ) {
-        let Some(ipcp) = r.ipcps.values().find(|i| i.conn.as_ref().map(|c| c.id) == Some(conn.id)) else {
+        let Some(ipcp) = r
+            .ipcps
+            .values()
+            .find(|i| i.conn.as_ref().map(|c| c.id) == Some(conn.id))
+        else {
             return;
         };
         let ipcp_name = ipcp.name.clone();
         let layer = ipcp.layer.clone();
-        let name = r.names.iter().find(|(n, e)| e.layers.contains(&layer) && name_hash(n) == hash).map(|(n, _)| n.clone());
+        let name = r
+            .names
+            .iter()
+            .find(|(n, e)| e.layers.contains(&layer) && name_hash(n) == hash)
+            .map(|(n, _)| n.clone());
         let Some(name) = name else {
             return refuse(conn, token, RefuseReason::NoSuchName);
         };
@@ -341,9 +443,20 @@ impl Shared {
         });
         self.match_incoming(r);
         // Nobody accepting now and no instance that could: refuse at once rather than wait.
-        if let Some(pos) = r.incoming.iter().position(|i| i.token == token && i.ipcp == ipcp_name) {
-            let progs = r.names.get(&name).map(|e| e.programs.clone()).unwrap_or_default();
-            let live = r.conns.values().any(|c| matches!(&c.role, Some(Role::App { prog }) if progs.contains(prog)));
+        if let Some(pos) = r
+            .incoming
+            .iter()
+            .position(|i| i.token == token && i.ipcp == ipcp_name)
+        {
+            let progs = r
+                .names
+                .get(&name)
+                .map(|e| e.programs.clone())
+                .unwrap_or_default();
+            let live = r
+                .conns
+                .values()
+                .any(|c| matches!(&c.role, Some(Role::App { prog }) if progs.contains(prog)));
             if !live {
                 r.incoming.remove(pos);
                 refuse(conn, token, RefuseReason::NoAcceptingProcess);
@@ -355,7 +468,11 @@ impl Shared {
     fn match_incoming(&self, r: &mut Registry) {
         let mut i = 0;
         while i < r.incoming.len() {
-            let progs = r.names.get(&r.incoming[i].name).map(|e| e.programs.clone()).unwrap_or_default();
+            let progs = r
+                .names
+                .get(&r.incoming[i].name)
+                .map(|e| e.programs.clone())
+                .unwrap_or_default();
             let Some(apos) = r.accepts.iter().position(|a| progs.contains(&a.prog)) else {
                 i += 1;
                 continue;
@@ -372,10 +489,22 @@ impl Shared {
             r.accepts.push(acc);
             return;
         };
-        let ipcp_max = r.ipcps.get(&inc.ipcp).and_then(|i| i.info.as_ref()).map(|i| i.max_sdu).unwrap_or(inc.max_sdu);
+        let ipcp_max = r
+            .ipcps
+            .get(&inc.ipcp)
+            .and_then(|i| i.info.as_ref())
+            .map(|i| i.max_sdu)
+            .unwrap_or(inc.max_sdu);
         let max_sdu = ipcp_max.min(inc.max_sdu).max(1);
-        let timeout = if inc.qos.timeout == 0 { self.default_timeout_ms } else { inc.qos.timeout };
-        let geometry = RingGeometry { slots: self.ring_slots, slot_size: ipcp_max.max(1) };
+        let timeout = if inc.qos.timeout == 0 {
+            self.default_timeout_ms
+        } else {
+            inc.qos.timeout
+        };
+        let geometry = RingGeometry {
+            slots: self.ring_slots,
+            slot_size: ipcp_max.max(1),
+        };
         let (fds, monitor) = match make_flow_memory(geometry) {
             Ok(x) => x,
             Err(e) => {
@@ -388,12 +517,22 @@ impl Shared {
         let flow_id = r.new_flow_id();
         ipcp_conn.send_fds(
             0,
-            Msg::IpcpFlowAcceptResult { token: inc.token, result: Ok((flow_id, geometry)), timeout_ms: timeout },
+            Msg::IpcpFlowAcceptResult {
+                token: inc.token,
+                result: Ok((flow_id, geometry)),
+                timeout_ms: timeout,
+            },
             &[&fds.memfd, &fds.ipcp_efd, &fds.rx_efd, &fds.tx_efd],
         );
         acc.conn.send_fds(
             acc.req,
-            Msg::FlowReady { flow_id, name: inc.name.clone(), qos: inc.qos, max_sdu, geometry },
+            Msg::FlowReady {
+                flow_id,
+                name: inc.name.clone(),
+                qos: inc.qos,
+                max_sdu,
+                geometry,
+            },
             &[&fds.memfd, &fds.rx_efd, &fds.tx_efd, &fds.ipcp_efd],
         );
         info!("Flow on flow_id {flow_id} allocated.");
@@ -423,7 +562,12 @@ impl Shared {
         match &conn.role {
             Some(Role::Ipcp { name }) => r.ipcp_gone(name, conn.id),
             Some(Role::App { .. }) => {
-                let owned: Vec<u32> = r.flows.values().filter(|f| f.owner == conn.id).map(|f| f.id).collect();
+                let owned: Vec<u32> = r
+                    .flows
+                    .values()
+                    .filter(|f| f.owner == conn.id)
+                    .map(|f| f.id)
+                    .collect();
                 for id in owned {
                     r.release_flow(id, None, conn.pid);
                 }
@@ -460,7 +604,9 @@ impl Shared {
         let expired: Vec<u32> = r
             .flows
             .values()
-            .filter(|f| matches!(&f.phase, Phase::Allocating { deadline: Some(d), .. } if *d <= now))
+            .filter(
+                |f| matches!(&f.phase, Phase::Allocating { deadline: Some(d), .. } if *d <= now),
+            )
             .map(|f| f.id)
             .collect();
         for id in expired {
@@ -482,7 +628,12 @@ impl Shared {
         for name in late {
             if let Some(mut i) = r.ipcps.remove(&name) {
                 if let Some((c, req, _)) = i.boot_reply.take() {
-                    c.send(req, Msg::Err(Error::Ipcp(format!("IPCP {name} did not report within {BOOTSTRAP_WAIT:?}"))));
+                    c.send(
+                        req,
+                        Msg::Err(Error::Ipcp(format!(
+                            "IPCP {name} did not report within {BOOTSTRAP_WAIT:?}"
+                        ))),
+                    );
                 }
                 kill_pid(i.pid);
             }
@@ -492,12 +643,19 @@ impl Shared {
     /// The spawned IPCP process exited (reaped by its waiter thread).
     pub fn ipcp_exited(&self, name: &str, pid: u32, status: std::process::ExitStatus) {
         let mut r = self.lock();
-        let Some(i) = r.ipcps.get_mut(name) else { return };
+        let Some(i) = r.ipcps.get_mut(name) else {
+            return;
+        };
         if i.pid != pid {
             return;
         }
         if let Some((c, req, _)) = i.boot_reply.take() {
-            c.send(req, Msg::Err(Error::Ipcp(format!("ipcpd-eth for {name} exited ({status}) before it bootstrapped"))));
+            c.send(
+                req,
+                Msg::Err(Error::Ipcp(format!(
+                    "ipcpd-eth for {name} exited ({status}) before it bootstrapped"
+                ))),
+            );
         }
         if i.conn.is_none() {
             r.ipcps.remove(name);
@@ -506,12 +664,22 @@ impl Shared {
 }
 
 fn refuse(ipcp: &Conn, token: u64, reason: RefuseReason) {
-    ipcp.send(0, Msg::IpcpFlowAcceptResult { token, result: Err(reason), timeout_ms: 0 });
+    ipcp.send(
+        0,
+        Msg::IpcpFlowAcceptResult {
+            token,
+            result: Err(reason),
+            timeout_ms: 0,
+        },
+    );
 }
 
 fn kill_pid(pid: u32) {
     if pid > 0 {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 
@@ -530,15 +698,21 @@ fn ipcp_row(i: &Ipcp) -> IpcpRow {
         layer: i.layer.clone(),
         dev: i.dev.clone(),
         ethertype: i.ethertype,
-        state: if i.info.is_some() { "operational".into() } else { "booting".into() },
+        state: if i.info.is_some() {
+            "operational".into()
+        } else {
+            "booting".into()
+        },
         info: i.info.clone(),
     }
 }
 
 fn flow_row(f: &FlowRec) -> FlowRow {
     let st = f.monitor.stats();
-    let now_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     FlowRow {
         flow_id: f.id,
         name: f.name.clone(),
@@ -546,7 +720,8 @@ fn flow_row(f: &FlowRec) -> FlowRow {
         ipcp: f.ipcp.clone(),
         state: st.state,
         timeout_ms: f.timeout_ms,
-        last_rx_ms_ago: (st.last_rx_unix_ms != 0).then(|| now_ms.saturating_sub(st.last_rx_unix_ms)),
+        last_rx_ms_ago: (st.last_rx_unix_ms != 0)
+            .then(|| now_ms.saturating_sub(st.last_rx_unix_ms)),
         tx_sdus: st.tx_sdus,
         tx_bytes: st.tx_bytes,
         rx_sdus: st.rx_sdus,
@@ -589,10 +764,21 @@ impl Registry {
             }
             Role::Ipcp { name } => {
                 let Some(i) = self.ipcps.get_mut(name) else {
-                    return conn.send(id, Msg::Err(Error::Ipcp(format!("no IPCP {name} was started by this irmd"))));
+                    return conn.send(
+                        id,
+                        Msg::Err(Error::Ipcp(format!(
+                            "no IPCP {name} was started by this irmd"
+                        ))),
+                    );
                 };
                 if i.pid != conn.pid || i.conn.is_some() {
-                    return conn.send(id, Msg::Err(Error::Ipcp(format!("IPCP {name} is process {}, not {}", i.pid, conn.pid))));
+                    return conn.send(
+                        id,
+                        Msg::Err(Error::Ipcp(format!(
+                            "IPCP {name} is process {}, not {}",
+                            i.pid, conn.pid
+                        ))),
+                    );
                 }
                 i.conn = Some(conn.clone());
                 self.conns.insert(conn.id, conn.clone());
@@ -601,27 +787,60 @@ impl Registry {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn bootstrap(&mut self, conn: &Arc<Conn>, id: u64, name: String, layer: String, dev: String, ethertype: u16, backend: String) {
+    fn bootstrap(&mut self, conn: &Arc<Conn>, id: u64, a: IpcpArgs) {
+        let IpcpArgs {
+            name,
+            layer,
+            dev,
+            ethertype,
+            backend,
+            ..
+        } = a;
         if name.is_empty() || layer.is_empty() || dev.is_empty() {
-            return conn.send(id, Msg::Err(Error::Invalid("name, layer and dev must not be empty".into())));
-        }
-        if self.ipcps.contains_key(&name) {
-            return conn.send(id, Msg::Err(Error::Ipcp(format!("an IPCP named {name} already exists"))));
-        }
-        if let Some(other) = self.ipcps.values().find(|i| i.dev == dev && i.ethertype == ethertype) {
             return conn.send(
                 id,
-                Msg::Err(Error::Ipcp(format!("IPCP {} already runs on {dev} with ethertype 0x{ethertype:04x}", other.name))),
+                Msg::Err(Error::Invalid(
+                    "name, layer and dev must not be empty".into(),
+                )),
             );
         }
-        if !matches!(backend.as_str(), "raw" | "xdp" | "auto") {
-            return conn.send(id, Msg::Err(Error::Invalid(format!("unknown backend {backend} (raw, xdp, auto)"))));
+        if self.ipcps.contains_key(name) {
+            return conn.send(
+                id,
+                Msg::Err(Error::Ipcp(format!("an IPCP named {name} already exists"))),
+            );
         }
-        let child = match spawn_ipcp(&IpcpArgs { name: &name, layer: &layer, dev: &dev, ethertype, backend: &backend }) {
+        if let Some(other) = self
+            .ipcps
+            .values()
+            .find(|i| i.dev == dev && i.ethertype == ethertype)
+        {
+            return conn.send(
+                id,
+                Msg::Err(Error::Ipcp(format!(
+                    "IPCP {} already runs on {dev} with ethertype 0x{ethertype:04x}",
+                    other.name
+                ))),
+            );
+        }
+        if !matches!(backend, "raw" | "xdp" | "auto") {
+            return conn.send(
+                id,
+                Msg::Err(Error::Invalid(format!(
+                    "unknown backend {backend} (raw, xdp, auto)"
+                ))),
+            );
+        }
+        let child = match spawn_ipcp(&a) {
             Ok(c) => c,
-            Err(e) => return conn.send(id, Msg::Err(Error::Ipcp(format!("cannot start ipcpd-eth: {e}")))),
+            Err(e) => {
+                return conn.send(
+                    id,
+                    Msg::Err(Error::Ipcp(format!("cannot start ipcpd-eth: {e}"))),
+                )
+            }
         };
+        let (name, layer, dev) = (name.to_string(), layer.to_string(), dev.to_string());
         let pid = child.id();
         info!("Created IPCP {name} (process {pid}) for layer {layer} on {dev}.");
         self.ipcps.insert(
@@ -649,24 +868,40 @@ impl Registry {
     }
 
     fn bootstrapped(&mut self, conn: &Arc<Conn>, result: Result<IpcpInfo, String>) {
-        let Some(Role::Ipcp { name }) = &conn.role else { return };
-        let Some(i) = self.ipcps.get_mut(name) else { return };
+        let Some(Role::Ipcp { name }) = &conn.role else {
+            return;
+        };
+        let Some(i) = self.ipcps.get_mut(name) else {
+            return;
+        };
         let reply = i.boot_reply.take();
         match result {
             Ok(info) if i.info.is_some() => {
-                info!("IPCP {name}: MTU now {}, max SDU {}.", info.mtu, info.max_sdu);
+                info!(
+                    "IPCP {name}: MTU now {}, max SDU {}.",
+                    info.mtu, info.max_sdu
+                );
                 i.info = Some(info);
             }
             Ok(info) => {
-                let mac = info.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+                let mac = info
+                    .mac
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":");
                 info!(
                     "Bootstrapped IPCP {name} in layer {} on {} ({mac}, MTU {}, max SDU {}, backend {}).",
                     i.layer, i.dev, info.mtu, info.max_sdu, info.backend
                 );
                 i.info = Some(info);
                 let layer = i.layer.clone();
-                let names: Vec<String> =
-                    self.names.iter().filter(|(_, e)| e.layers.contains(&layer)).map(|(n, _)| n.clone()).collect();
+                let names: Vec<String> = self
+                    .names
+                    .iter()
+                    .filter(|(_, e)| e.layers.contains(&layer))
+                    .map(|(n, _)| n.clone())
+                    .collect();
                 for n in names {
                     conn.send(0, Msg::IpcpRegName { name: n });
                 }
@@ -694,23 +929,41 @@ impl Registry {
     }
 
     fn ipcp_gone(&mut self, name: &str, conn_id: ConnId) {
-        let Some(i) = self.ipcps.get(name) else { return };
+        let Some(i) = self.ipcps.get(name) else {
+            return;
+        };
         if i.conn.as_ref().map(|c| c.id) != Some(conn_id) {
             return;
         }
         let i = self.ipcps.remove(name).expect("present");
-        warn!("IPCP {name} (process {}) is gone; its flows are down.", i.pid);
+        warn!(
+            "IPCP {name} (process {}) is gone; its flows are down.",
+            i.pid
+        );
         if let Some((c, req, _)) = i.boot_reply {
-            c.send(req, Msg::Err(Error::Ipcp(format!("IPCP {name} died while bootstrapping"))));
+            c.send(
+                req,
+                Msg::Err(Error::Ipcp(format!("IPCP {name} died while bootstrapping"))),
+            );
         }
         self.incoming.retain(|x| x.ipcp != name);
-        let ids: Vec<u32> = self.flows.values().filter(|f| f.ipcp == name).map(|f| f.id).collect();
+        let ids: Vec<u32> = self
+            .flows
+            .values()
+            .filter(|f| f.ipcp == name)
+            .map(|f| f.id)
+            .collect();
         for id in ids {
-            let Some(f) = self.flows.get_mut(&id) else { continue };
+            let Some(f) = self.flows.get_mut(&id) else {
+                continue;
+            };
             f.monitor.set_state(FlowState::Down);
             match std::mem::replace(&mut f.phase, Phase::Allocated) {
                 Phase::Allocating { reply_to, .. } => {
-                    reply_to.0.send(reply_to.1, Msg::Err(Error::Ipcp(format!("IPCP {name} died"))));
+                    reply_to.0.send(
+                        reply_to.1,
+                        Msg::Err(Error::Ipcp(format!("IPCP {name} died"))),
+                    );
                     self.flows.remove(&id);
                 }
                 Phase::Deallocating { reply_to, by_pid } => {
@@ -729,12 +982,25 @@ impl Registry {
         if name.is_empty() {
             return conn.send(id, Msg::Err(Error::Name("empty name".into())));
         }
-        let targets: Vec<Arc<Conn>> =
-            self.ipcps.values().filter(|i| i.layer == layer).filter_map(|i| i.conn.clone()).collect();
+        let targets: Vec<Arc<Conn>> = self
+            .ipcps
+            .values()
+            .filter(|i| i.layer == layer)
+            .filter_map(|i| i.conn.clone())
+            .collect();
         if !self.ipcps.values().any(|i| i.layer == layer) {
-            return conn.send(id, Msg::Err(Error::Ipcp(format!("layer {layer} is unknown: no IPCP is bootstrapped in it"))));
+            return conn.send(
+                id,
+                Msg::Err(Error::Ipcp(format!(
+                    "layer {layer} is unknown: no IPCP is bootstrapped in it"
+                ))),
+            );
         }
-        self.names.entry(name.clone()).or_default().layers.insert(layer.clone());
+        self.names
+            .entry(name.clone())
+            .or_default()
+            .layers
+            .insert(layer.clone());
         for t in targets {
             t.send(0, Msg::IpcpRegName { name: name.clone() });
         }
@@ -744,7 +1010,10 @@ impl Registry {
 
     fn name_unregister(&mut self, conn: &Arc<Conn>, id: u64, name: String, layer: String) {
         let Some(e) = self.names.get_mut(&name) else {
-            return conn.send(id, Msg::Err(Error::Name(format!("{name} is not registered"))));
+            return conn.send(
+                id,
+                Msg::Err(Error::Name(format!("{name} is not registered"))),
+            );
         };
         e.layers.remove(&layer);
         for i in self.ipcps.values().filter(|i| i.layer == layer) {
@@ -757,9 +1026,15 @@ impl Registry {
 
     fn alloc_result(&mut self, req: u64, flow_id: u32, result: Result<u32, Error>) {
         self.waits.remove(&req);
-        let Some(f) = self.flows.get_mut(&flow_id) else { return };
-        let Phase::Allocating { .. } = f.phase else { return };
-        let Phase::Allocating { reply_to, fds, .. } = std::mem::replace(&mut f.phase, Phase::Allocated) else {
+        let Some(f) = self.flows.get_mut(&flow_id) else {
+            return;
+        };
+        let Phase::Allocating { .. } = f.phase else {
+            return;
+        };
+        let Phase::Allocating { reply_to, fds, .. } =
+            std::mem::replace(&mut f.phase, Phase::Allocated)
+        else {
             unreachable!()
         };
         match result {
@@ -772,7 +1047,13 @@ impl Registry {
                 }
                 reply_to.0.send_fds(
                     reply_to.1,
-                    Msg::FlowReady { flow_id, name: f.name.clone(), qos: f.qos, max_sdu: f.max_sdu, geometry: f.geometry },
+                    Msg::FlowReady {
+                        flow_id,
+                        name: f.name.clone(),
+                        qos: f.qos,
+                        max_sdu: f.max_sdu,
+                        geometry: f.geometry,
+                    },
                     &[&fds.memfd, &fds.rx_efd, &fds.tx_efd, &fds.ipcp_efd],
                 );
                 info!("Flow on flow_id {flow_id} allocated.");
@@ -797,7 +1078,9 @@ impl Registry {
     /// The application side let go of a flow: tell the IPCP, and answer
     /// `reply_to` once it confirms.
     fn release_flow(&mut self, flow_id: u32, reply_to: Option<(Arc<Conn>, u64)>, by_pid: u32) {
-        let Some(f) = self.flows.get_mut(&flow_id) else { return };
+        let Some(f) = self.flows.get_mut(&flow_id) else {
+            return;
+        };
         if let Phase::Deallocating { .. } = f.phase {
             if let Some((c, req)) = reply_to {
                 c.send(req, Msg::Ok);
@@ -805,18 +1088,27 @@ impl Registry {
             return;
         }
         info!("Partial deallocation of flow_id {flow_id} by process {by_pid}.");
-        let ipcp = self.ipcps.get(&f.ipcp).and_then(|i| i.conn.clone().map(|c| (c, i.pid)));
+        let ipcp = self
+            .ipcps
+            .get(&f.ipcp)
+            .and_then(|i| i.conn.clone().map(|c| (c, i.pid)));
         match ipcp {
             Some((c, ipcp_pid)) => {
                 self.next_req += 1;
                 let req = self.next_req;
-                f.phase = Phase::Deallocating { reply_to, by_pid: ipcp_pid };
+                f.phase = Phase::Deallocating {
+                    reply_to,
+                    by_pid: ipcp_pid,
+                };
                 c.send(req, Msg::IpcpFlowDealloc { flow_id });
                 self.waits.insert(req, IpcpWait::Dealloc(flow_id));
             }
             None => {
                 self.flows.remove(&flow_id);
-                info!("Completed deallocation of flow_id {flow_id} by process {}.", std::process::id());
+                info!(
+                    "Completed deallocation of flow_id {flow_id} by process {}.",
+                    std::process::id()
+                );
                 if let Some((c, req)) = reply_to {
                     c.send(req, Msg::Ok);
                 }

@@ -22,6 +22,7 @@ pub struct IpcpArgs<'a> {
     pub dev: &'a str,
     pub ethertype: u16,
     pub backend: &'a str,
+    pub busy_poll_us: u32,
 }
 
 /// Spawn the IPCP; it inherits `IRM_SOCKET` and our stderr (its log lines show
@@ -38,6 +39,8 @@ pub fn spawn_ipcp(a: &IpcpArgs) -> std::io::Result<Child> {
         .arg(format!("0x{:04x}", a.ethertype))
         .arg("--backend")
         .arg(a.backend)
+        .arg("--busy-poll")
+        .arg(a.busy_poll_us.to_string())
         .env("IRM_SOCKET", irm::proto::socket_path())
         .stdin(Stdio::null())
         .spawn()

@@ -20,7 +20,10 @@ mod tests {
     #[test]
     fn describes_liveness_errors_like_the_model() {
         assert_eq!(describe(&Error::FlowDown), "flow down (EFLOWDOWN, -1005)");
-        assert_eq!(describe(&Error::FlowPeer), "peer unresponsive (EFLOWPEER, -1006)");
+        assert_eq!(
+            describe(&Error::FlowPeer),
+            "peer unresponsive (EFLOWPEER, -1006)"
+        );
         assert!(describe(&Error::Name("x".into())).ends_with("(-1007)"));
     }
 }

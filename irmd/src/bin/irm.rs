@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "irm", about = "Configure the ethflow IPC Resource Manager", version)]
+#[command(
+    name = "irm",
+    about = "Configure the ethflow IPC Resource Manager",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -49,7 +53,7 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum IpcpCmd {
-    /// bootstrap type eth name <ipcp> layer <layer> dev <ifname> [ethertype 0x88b5] [backend raw|xdp|auto]
+    /// bootstrap type eth name <ipcp> layer <layer> dev <ifname> [ethertype 0x88b5] [backend raw|xdp|auto] [busy-poll <µs>]
     Bootstrap {
         #[arg(num_args = 0.., allow_hyphen_values = true)]
         args: Vec<String>,
@@ -107,15 +111,22 @@ enum FlowCmd {
 }
 
 /// Keyword/value pairs, checked against the keywords a command takes.
-fn pairs(args: &[String], allowed: &[&str], required: &[&str]) -> Result<BTreeMap<String, String>, String> {
-    if args.len() % 2 != 0 {
+fn pairs(
+    args: &[String],
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<BTreeMap<String, String>, String> {
+    if !args.len().is_multiple_of(2) {
         return Err(format!("keyword `{}` has no value", args[args.len() - 1]));
     }
     let mut out = BTreeMap::new();
     for kv in args.chunks(2) {
         let key = kv[0].as_str();
         if !allowed.contains(&key) {
-            return Err(format!("unknown keyword `{key}` (expected one of: {})", allowed.join(", ")));
+            return Err(format!(
+                "unknown keyword `{key}` (expected one of: {})",
+                allowed.join(", ")
+            ));
         }
         if out.insert(key.to_string(), kv[1].clone()).is_some() {
             return Err(format!("keyword `{key}` given twice"));
@@ -138,7 +149,9 @@ fn parse_ethertype(s: &str) -> Result<u16, String> {
     .map_err(|_| format!("ethertype `{s}` is not a 16-bit number"))?;
     // Values below 0x0600 are 802.3 lengths, not ethertypes.
     if v < 0x0600 {
-        return Err(format!("ethertype 0x{v:04x} is below 0x0600 (that range means a frame length)"));
+        return Err(format!(
+            "ethertype 0x{v:04x} is below 0x0600 (that range means a frame length)"
+        ));
     }
     Ok(v)
 }
@@ -156,10 +169,14 @@ fn main() -> ExitCode {
 
 fn request(msg: Msg, wait: Duration) -> Result<Msg, String> {
     let client = Client::connect(Role::Cli).map_err(|e| match e {
-        Error::Irmd(m) => format!("cannot reach irmd at {m} (is irmd running? IRM_SOCKET selects the socket)"),
+        Error::Irmd(m) => {
+            format!("cannot reach irmd at {m} (is irmd running? IRM_SOCKET selects the socket)")
+        }
         other => other.to_string(),
     })?;
-    let r = client.request(msg, &[], Some(wait)).map_err(|e| e.to_string())?;
+    let r = client
+        .request(msg, &[], Some(wait))
+        .map_err(|e| e.to_string())?;
     match r.env.msg {
         Msg::Err(e) => Err(e.to_string()),
         m => Ok(m),
@@ -169,13 +186,40 @@ fn request(msg: Msg, wait: Duration) -> Result<Msg, String> {
 fn run(cmd: Cmd) -> Result<(), String> {
     const WAIT: Duration = Duration::from_secs(15);
     match cmd {
-        Cmd::Ipcp { cmd: IpcpCmd::Bootstrap { args } } => {
-            let kv = pairs(&args, &["type", "name", "layer", "dev", "ethertype", "backend"], &["type", "name", "layer", "dev"])?;
+        Cmd::Ipcp {
+            cmd: IpcpCmd::Bootstrap { args },
+        } => {
+            let kv = pairs(
+                &args,
+                &[
+                    "type",
+                    "name",
+                    "layer",
+                    "dev",
+                    "ethertype",
+                    "backend",
+                    "busy-poll",
+                ],
+                &["type", "name", "layer", "dev"],
+            )?;
             if kv["type"] != "eth" {
-                return Err(format!("IPCP type `{}` is not supported (only `eth`)", kv["type"]));
+                return Err(format!(
+                    "IPCP type `{}` is not supported (only `eth`)",
+                    kv["type"]
+                ));
             }
-            let ethertype = kv.get("ethertype").map(|s| parse_ethertype(s)).transpose()?.unwrap_or(0x88b5);
+            let ethertype = kv
+                .get("ethertype")
+                .map(|s| parse_ethertype(s))
+                .transpose()?
+                .unwrap_or(0x88b5);
             let backend = kv.get("backend").cloned().unwrap_or_else(|| "raw".into());
+            let busy_poll_us = match kv.get("busy-poll") {
+                Some(v) => v
+                    .parse::<u32>()
+                    .map_err(|_| format!("busy-poll `{v}` is not a number of microseconds"))?,
+                None => 0,
+            };
             request(
                 Msg::IpcpBootstrap {
                     name: kv["name"].clone(),
@@ -183,41 +227,96 @@ fn run(cmd: Cmd) -> Result<(), String> {
                     dev: kv["dev"].clone(),
                     ethertype,
                     backend,
+                    busy_poll_us,
                 },
                 WAIT,
             )?;
-            println!("Bootstrapped IPCP {} in layer {} on {}.", kv["name"], kv["layer"], kv["dev"]);
+            println!(
+                "Bootstrapped IPCP {} in layer {} on {}.",
+                kv["name"], kv["layer"], kv["dev"]
+            );
         }
-        Cmd::Ipcp { cmd: IpcpCmd::List { json } } => {
-            let Msg::IpcpRows(rows) = request(Msg::IpcpList, WAIT)? else { return Err("unexpected reply".into()) };
+        Cmd::Ipcp {
+            cmd: IpcpCmd::List { json },
+        } => {
+            let Msg::IpcpRows(rows) = request(Msg::IpcpList, WAIT)? else {
+                return Err("unexpected reply".into());
+            };
             print_ipcps(&rows, json);
         }
-        Cmd::Ipcp { cmd: IpcpCmd::Destroy { args } } => {
+        Cmd::Ipcp {
+            cmd: IpcpCmd::Destroy { args },
+        } => {
             let kv = pairs(&args, &["name"], &["name"])?;
-            request(Msg::IpcpDestroy { name: kv["name"].clone() }, WAIT)?;
+            request(
+                Msg::IpcpDestroy {
+                    name: kv["name"].clone(),
+                },
+                WAIT,
+            )?;
         }
-        Cmd::Name { cmd: NameCmd::Register { name, args } } => {
+        Cmd::Name {
+            cmd: NameCmd::Register { name, args },
+        } => {
             let kv = pairs(&args, &["layer"], &["layer"])?;
-            request(Msg::NameRegister { name, layer: kv["layer"].clone() }, WAIT)?;
+            request(
+                Msg::NameRegister {
+                    name,
+                    layer: kv["layer"].clone(),
+                },
+                WAIT,
+            )?;
         }
-        Cmd::Name { cmd: NameCmd::Unregister { name, args } } => {
+        Cmd::Name {
+            cmd: NameCmd::Unregister { name, args },
+        } => {
             let kv = pairs(&args, &["layer"], &["layer"])?;
-            request(Msg::NameUnregister { name, layer: kv["layer"].clone() }, WAIT)?;
+            request(
+                Msg::NameUnregister {
+                    name,
+                    layer: kv["layer"].clone(),
+                },
+                WAIT,
+            )?;
         }
-        Cmd::Name { cmd: NameCmd::List { json } } => {
-            let Msg::NameRows(rows) = request(Msg::NameList, WAIT)? else { return Err("unexpected reply".into()) };
+        Cmd::Name {
+            cmd: NameCmd::List { json },
+        } => {
+            let Msg::NameRows(rows) = request(Msg::NameList, WAIT)? else {
+                return Err("unexpected reply".into());
+            };
             print_names(&rows, json);
         }
-        Cmd::Bind { cmd: BindCmd::Program { program, args } } => {
+        Cmd::Bind {
+            cmd: BindCmd::Program { program, args },
+        } => {
             let kv = pairs(&args, &["name"], &["name"])?;
-            request(Msg::BindProgram { prog: program, name: kv["name"].clone() }, WAIT)?;
+            request(
+                Msg::BindProgram {
+                    prog: program,
+                    name: kv["name"].clone(),
+                },
+                WAIT,
+            )?;
         }
-        Cmd::Unbind { cmd: BindCmd::Program { program, args } } => {
+        Cmd::Unbind {
+            cmd: BindCmd::Program { program, args },
+        } => {
             let kv = pairs(&args, &["name"], &["name"])?;
-            request(Msg::UnbindProgram { prog: program, name: kv["name"].clone() }, WAIT)?;
+            request(
+                Msg::UnbindProgram {
+                    prog: program,
+                    name: kv["name"].clone(),
+                },
+                WAIT,
+            )?;
         }
-        Cmd::Flow { cmd: FlowCmd::List { json } } => {
-            let Msg::FlowRows(rows) = request(Msg::FlowList, WAIT)? else { return Err("unexpected reply".into()) };
+        Cmd::Flow {
+            cmd: FlowCmd::List { json },
+        } => {
+            let Msg::FlowRows(rows) = request(Msg::FlowList, WAIT)? else {
+                return Err("unexpected reply".into());
+            };
             print_flows(&rows, json);
         }
     }
@@ -242,10 +341,18 @@ fn print_ipcps(rows: &[IpcpRow], json: bool) {
         println!("{}", serde_json::Value::Array(v));
         return;
     }
-    println!("{:<16} {:>8} {:<10} {:<12} {:<8} {:<12} {:<18} {:>6} {:>7} {:<7}", "NAME", "PID", "LAYER", "DEV", "TYPE", "STATE", "MAC", "MTU", "MAX SDU", "BACKEND");
+    println!(
+        "{:<16} {:>8} {:<10} {:<12} {:<8} {:<12} {:<18} {:>6} {:>7} {:<7}",
+        "NAME", "PID", "LAYER", "DEV", "TYPE", "STATE", "MAC", "MTU", "MAX SDU", "BACKEND"
+    );
     for r in rows {
         let (m, mtu, sdu, be) = match &r.info {
-            Some(i) => (mac(&i.mac), i.mtu.to_string(), i.max_sdu.to_string(), i.backend.clone()),
+            Some(i) => (
+                mac(&i.mac),
+                i.mtu.to_string(),
+                i.max_sdu.to_string(),
+                i.backend.clone(),
+            ),
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         println!(
@@ -259,14 +366,21 @@ fn print_names(rows: &[NameRow], json: bool) {
     if json {
         let v: Vec<_> = rows
             .iter()
-            .map(|r| serde_json::json!({"name": r.name, "layers": r.layers, "programs": r.programs}))
+            .map(
+                |r| serde_json::json!({"name": r.name, "layers": r.layers, "programs": r.programs}),
+            )
             .collect();
         println!("{}", serde_json::Value::Array(v));
         return;
     }
     println!("{:<24} {:<24} PROGRAMS", "NAME", "LAYERS");
     for r in rows {
-        println!("{:<24} {:<24} {}", r.name, r.layers.join(","), r.programs.join(","));
+        println!(
+            "{:<24} {:<24} {}",
+            r.name,
+            r.layers.join(","),
+            r.programs.join(",")
+        );
     }
 }
 
@@ -277,10 +391,24 @@ fn print_flows(rows: &[FlowRow], json: bool) {
     }
     println!(
         "{:>7} {:<16} {:>8} {:<12} {:<9} {:>10} {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
-        "FLOW", "NAME", "PID", "IPCP", "STATE", "TIMEOUT", "LAST RX", "TX SDUS", "TX BYTES", "RX SDUS", "RX BYTES", "DROPPED"
+        "FLOW",
+        "NAME",
+        "PID",
+        "IPCP",
+        "STATE",
+        "TIMEOUT",
+        "LAST RX",
+        "TX SDUS",
+        "TX BYTES",
+        "RX SDUS",
+        "RX BYTES",
+        "DROPPED"
     );
     for r in rows {
-        let last = r.last_rx_ms_ago.map(|ms| format!("{:.3}s", ms as f64 / 1000.0)).unwrap_or_else(|| "never".into());
+        let last = r
+            .last_rx_ms_ago
+            .map(|ms| format!("{:.3}s", ms as f64 / 1000.0))
+            .unwrap_or_else(|| "never".into());
         println!(
             "{:>7} {:<16} {:>8} {:<12} {:<9} {:>8}ms {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
             r.flow_id,
@@ -316,7 +444,10 @@ fn flow_json(rows: &[FlowRow]) -> serde_json::Value {
 }
 
 fn mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -329,12 +460,25 @@ mod tests {
 
     #[test]
     fn keyword_pairs() {
-        let kv = pairs(&s(&["type", "eth", "name", "a"]), &["type", "name"], &["type"]).unwrap();
+        let kv = pairs(
+            &s(&["type", "eth", "name", "a"]),
+            &["type", "name"],
+            &["type"],
+        )
+        .unwrap();
         assert_eq!(kv["name"], "a");
-        assert!(pairs(&s(&["type"]), &["type"], &[]).unwrap_err().contains("no value"));
-        assert!(pairs(&s(&["colour", "red"]), &["type"], &[]).unwrap_err().contains("unknown keyword `colour`"));
-        assert!(pairs(&s(&["type", "eth"]), &["type", "dev"], &["dev"]).unwrap_err().contains("missing `dev"));
-        assert!(pairs(&s(&["type", "a", "type", "b"]), &["type"], &[]).unwrap_err().contains("twice"));
+        assert!(pairs(&s(&["type"]), &["type"], &[])
+            .unwrap_err()
+            .contains("no value"));
+        assert!(pairs(&s(&["colour", "red"]), &["type"], &[])
+            .unwrap_err()
+            .contains("unknown keyword `colour`"));
+        assert!(pairs(&s(&["type", "eth"]), &["type", "dev"], &["dev"])
+            .unwrap_err()
+            .contains("missing `dev"));
+        assert!(pairs(&s(&["type", "a", "type", "b"]), &["type"], &[])
+            .unwrap_err()
+            .contains("twice"));
     }
 
     #[test]

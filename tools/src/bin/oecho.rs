@@ -32,7 +32,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let r = if args.listen { server(&args) } else { client(&args) };
+    let r = if args.listen {
+        server(&args)
+    } else {
+        client(&args)
+    };
     match r {
         Ok(code) => code,
         Err(e) => {
@@ -55,7 +59,10 @@ fn server(args: &Args) -> Result<ExitCode, String> {
         flow.set_read_timeout(Some(Duration::from_secs(10)));
         match flow.read(&mut buf) {
             Ok(n) => {
-                println!("Message from client is {}.", String::from_utf8_lossy(&buf[..n]));
+                println!(
+                    "Message from client is {}.",
+                    String::from_utf8_lossy(&buf[..n])
+                );
                 if let Err(e) = flow.write(&buf[..n]) {
                     println!("Echo on flow {} failed: {}", flow.flow_id(), describe(&e));
                 }
@@ -75,7 +82,8 @@ fn server(args: &Args) -> Result<ExitCode, String> {
                             flow.flow_id(),
                             start.elapsed().as_secs_f64(),
                             match e {
-                                Error::FlowDown => "client deallocated or flow down (EFLOWDOWN, -1005)".to_string(),
+                                Error::FlowDown =>
+                                    "client deallocated or flow down (EFLOWDOWN, -1005)".to_string(),
                                 other => describe(&other),
                             }
                         );
@@ -91,10 +99,13 @@ fn server(args: &Args) -> Result<ExitCode, String> {
 fn client(args: &Args) -> Result<ExitCode, String> {
     let flow = Flow::alloc(&args.name, &qos(args), Some(Duration::from_secs(10)))
         .map_err(|e| format!("cannot allocate a flow to {}: {}", args.name, describe(&e)))?;
-    flow.write(args.message.as_bytes()).map_err(|e| format!("write failed: {}", describe(&e)))?;
+    flow.write(args.message.as_bytes())
+        .map_err(|e| format!("write failed: {}", describe(&e)))?;
     let mut buf = vec![0u8; 65536];
     flow.set_read_timeout(Some(Duration::from_secs(10)));
-    let n = flow.read(&mut buf).map_err(|e| format!("no reply: {}", describe(&e)))?;
+    let n = flow
+        .read(&mut buf)
+        .map_err(|e| format!("no reply: {}", describe(&e)))?;
     println!("{}", String::from_utf8_lossy(&buf[..n]));
     if !args.wait_down {
         return Ok(ExitCode::SUCCESS);
@@ -110,7 +121,11 @@ fn client(args: &Args) -> Result<ExitCode, String> {
         }
         Err(e) => {
             println!("second read failed after {secs:.3} s: {}", describe(&e));
-            Ok(if matches!(e, Error::FlowDown | Error::FlowPeer) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if matches!(e, Error::FlowDown | Error::FlowPeer) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

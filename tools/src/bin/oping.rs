@@ -85,14 +85,27 @@ fn client(args: &Args) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot allocate a flow to {}: {}", args.name, describe(&e)))?,
     );
     if args.size as usize > flow.max_sdu() {
-        return Err(format!("size {} exceeds the flow's maximum SDU of {}", args.size, flow.max_sdu()));
+        return Err(format!(
+            "size {} exceeds the flow's maximum SDU of {}",
+            args.size,
+            flow.max_sdu()
+        ));
     }
-    println!("Pinging {} with {} bytes of data ({} packets):\n", args.name, args.size, args.count);
+    println!(
+        "Pinging {} with {} bytes of data ({} packets):\n",
+        args.name, args.size, args.count
+    );
     let start = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (flow, tally, done, quiet, name) = (flow.clone(), tally.clone(), done.clone(), args.quiet, args.name.clone());
+        let (flow, tally, done, quiet, name) = (
+            flow.clone(),
+            tally.clone(),
+            done.clone(),
+            args.quiet,
+            args.name.clone(),
+        );
         std::thread::spawn(move || -> Option<irm::Error> {
             let mut buf = vec![0u8; 65536];
             flow.set_read_timeout(Some(Duration::from_millis(100)));
@@ -149,7 +162,11 @@ fn client(args: &Args) -> Result<ExitCode, String> {
     done.store(true, Ordering::Release);
     let read_err = reader.join().unwrap_or(None);
     let t = tally.lock().expect("tally");
-    let loss = if sent == 0 { 100.0 } else { 100.0 * (sent - t.received.min(sent)) as f64 / sent as f64 };
+    let loss = if sent == 0 {
+        100.0
+    } else {
+        100.0 * (sent - t.received.min(sent)) as f64 / sent as f64
+    };
     println!("\n--- {} ping statistics ---", args.name);
     println!(
         "{sent} packets transmitted, {} received, {loss:.0}% packet loss, time: {:.3} ms",
@@ -168,5 +185,9 @@ fn client(args: &Args) -> Result<ExitCode, String> {
         eprintln!("oping: flow failed: {}", describe(&e));
         return Ok(ExitCode::FAILURE);
     }
-    Ok(if t.received == sent { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if t.received == sent {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
