@@ -1,0 +1,968 @@
+//! The flow allocator in virtual time: two allocators wired back to back (each
+//! one's Transmit actions parsed and delivered to the other, with optional
+//! loss), a clock that jumps from deadline to deadline, and assertions on the
+//! exact frames and state changes.
+
+use std::time::{Duration, Instant};
+
+use ipcpd_eth::fa::{Action, Config, FlowAllocator};
+use ipcpd_eth::wire::{Eid, Frame, FrameType, Mac, Payload, BROADCAST};
+use irm::proto::{name_hash, DownCause, RefuseReason};
+
+const MAC_A: Mac = [2, 0, 0, 0, 0, 0xa];
+const MAC_B: Mac = [2, 0, 0, 0, 0, 0xb];
+const A: usize = 0;
+const B: usize = 1;
+const INSTANCE_A: u64 = 0xaaaa;
+const INSTANCE_B: u64 = 0xbbbb;
+/// First flow id the accepting side's "irmd" hands out.
+const B_FIRST_FLOW: u32 = 100;
+const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// How the simulated irmd answers FlowReqArrived.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Accept,
+    Refuse(RefuseReason),
+    Hold,
+}
+
+struct Sent {
+    at: Duration,
+    kind: FrameType,
+}
+
+struct Node {
+    mac: Mac,
+    fa: FlowAllocator,
+    answer: Answer,
+    next_flow_id: u32,
+    held: Vec<u64>,
+    /// Every action except Transmit, with its time.
+    events: Vec<(Duration, Action)>,
+    sent: Vec<Sent>,
+    /// Data frames received: (time, what data_rx returned).
+    data: Vec<(Duration, Option<u32>)>,
+}
+
+impl Node {
+    fn new(mac: Mac, instance: u64, max_sdu: u32) -> Node {
+        Node {
+            mac,
+            fa: FlowAllocator::new(Config { instance, max_sdu }),
+            answer: Answer::Accept,
+            next_flow_id: B_FIRST_FLOW,
+            held: Vec::new(),
+            events: Vec::new(),
+            sent: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+}
+
+type DropRule = Box<dyn FnMut(usize, &Frame<'_>) -> bool>;
+
+struct Net {
+    now: Duration,
+    nodes: [Node; 2],
+    /// (sender, frame) → true to lose the frame.
+    drop: DropRule,
+    /// Slowest handle_timeout call seen, for the scaling test.
+    slowest_timeout: Duration,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            now: ms(1000),
+            nodes: [
+                Node::new(MAC_A, INSTANCE_A, 1480),
+                Node::new(MAC_B, INSTANCE_B, 1480),
+            ],
+            drop: Box::new(|_, _| false),
+            slowest_timeout: Duration::ZERO,
+        }
+    }
+
+    /// Drain both allocators until nothing is left to do at this instant.
+    fn pump(&mut self) {
+        for _round in 0..1_000_000 {
+            let mut wire: Vec<(usize, Mac, Vec<u8>)> = Vec::new();
+            for i in 0..2 {
+                let now = self.now;
+                let node = &mut self.nodes[i];
+                while let Some(action) = node.fa.poll_action() {
+                    match action {
+                        Action::Transmit { dst, frame } => {
+                            let kind = Frame::parse(&frame)
+                                .expect("allocator emits valid frames")
+                                .frame_type();
+                            node.sent.push(Sent { at: now, kind });
+                            wire.push((i, dst, frame));
+                        }
+                        Action::FlowReqArrived { token, .. } => {
+                            node.events.push((now, action));
+                            match node.answer {
+                                Answer::Accept => {
+                                    let id = node.next_flow_id;
+                                    node.next_flow_id += 1;
+                                    assert!(node.fa.accept_result(now, token, Ok(id), 0).is_some());
+                                }
+                                Answer::Refuse(reason) => {
+                                    assert!(node
+                                        .fa
+                                        .accept_result(now, token, Err(reason), 0)
+                                        .is_none());
+                                }
+                                Answer::Hold => node.held.push(token),
+                            }
+                        }
+                        other => node.events.push((now, other)),
+                    }
+                }
+            }
+            if wire.is_empty() {
+                return;
+            }
+            for (from, dst, bytes) in wire {
+                self.deliver(from, dst, &bytes);
+            }
+        }
+        panic!("the allocators never went quiet");
+    }
+
+    fn deliver(&mut self, from: usize, dst: Mac, bytes: &[u8]) {
+        let to = 1 - from;
+        if dst != self.nodes[to].mac && dst != BROADCAST {
+            return;
+        }
+        let frame = Frame::parse(bytes).expect("valid frame");
+        if (self.drop)(from, &frame) {
+            return;
+        }
+        let (now, src_mac) = (self.now, self.nodes[from].mac);
+        let node = &mut self.nodes[to];
+        if let Payload::Data(_) = frame.payload {
+            let got = node.fa.data_rx(now, src_mac, frame.dst, frame.src);
+            node.data.push((now, got));
+        } else {
+            node.fa.handle_frame(now, src_mac, &frame);
+        }
+    }
+
+    /// Run every deadline up to and including `t`, then stop the clock at `t`.
+    fn advance_to(&mut self, t: Duration) {
+        for step in 0..1_000_000 {
+            let next = [A, B]
+                .iter()
+                .filter_map(|&i| self.nodes[i].fa.poll_timeout())
+                .min();
+            match next {
+                Some(deadline) if deadline <= t => {
+                    // handle_timeout runs everything due: a deadline that
+                    // does not move past it would spin forever.
+                    assert!(
+                        step == 0 || deadline > self.now,
+                        "deadline {deadline:?} stuck at {:?}",
+                        self.now
+                    );
+                    self.now = self.now.max(deadline);
+                    for i in [A, B] {
+                        let started = Instant::now();
+                        self.nodes[i].fa.handle_timeout(self.now);
+                        self.slowest_timeout = self.slowest_timeout.max(started.elapsed());
+                    }
+                    self.pump();
+                }
+                _ => {
+                    self.now = self.now.max(t);
+                    return;
+                }
+            }
+        }
+        panic!("a deadline never went away");
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.advance_to(t);
+    }
+
+    fn alloc(&mut self, from: usize, flow_id: u32, name: &str, timeout_ms: u64) -> Eid {
+        let now = self.now;
+        let qos = irm::Qos::raw().with_timeout(timeout_ms);
+        let eid = self.nodes[from]
+            .fa
+            .alloc(now, flow_id, name_hash(name), qos, timeout_ms);
+        self.pump();
+        eid
+    }
+
+    fn dealloc(&mut self, at: usize, flow_id: u32) {
+        let now = self.now;
+        self.nodes[at].fa.dealloc(now, flow_id);
+        self.pump();
+    }
+
+    /// Send one SDU on `flow_id` from node `from`; false if the flow cannot send.
+    fn send_data(&mut self, from: usize, flow_id: u32) -> bool {
+        let now = self.now;
+        let Some((mac, remote, local)) = self.nodes[from].fa.data_tx(now, flow_id) else {
+            return false;
+        };
+        let bytes = Frame {
+            dst: remote,
+            src: local,
+            payload: Payload::Data(b"sdu"),
+        }
+        .to_vec();
+        self.deliver(from, mac, &bytes);
+        self.pump();
+        true
+    }
+
+    fn alloc_result(&self, at: usize, flow_id: u32) -> Option<(Duration, Result<u32, irm::Error>)> {
+        self.nodes[at].events.iter().find_map(|(t, a)| match a {
+            Action::AllocDone {
+                flow_id: id,
+                result,
+            } if *id == flow_id => Some((*t, result.clone())),
+            _ => None,
+        })
+    }
+
+    fn states(&self, at: usize, flow_id: u32) -> Vec<(Duration, DownCause)> {
+        self.nodes[at]
+            .events
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::FlowState { flow_id: id, cause } if *id == flow_id => Some((*t, *cause)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn all_states(&self, at: usize) -> usize {
+        self.nodes[at]
+            .events
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::FlowState { .. }))
+            .count()
+    }
+
+    fn flow_reqs_arrived(&self, at: usize) -> usize {
+        self.nodes[at]
+            .events
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::FlowReqArrived { .. }))
+            .count()
+    }
+
+    fn sent(&self, at: usize, kind: FrameType, from: Duration, to: Duration) -> Vec<Duration> {
+        self.nodes[at]
+            .sent
+            .iter()
+            .filter(|s| s.kind == kind && s.at >= from && s.at <= to)
+            .map(|s| s.at)
+            .collect()
+    }
+
+    fn count_sent(&self, at: usize, kind: FrameType) -> usize {
+        self.nodes[at]
+            .sent
+            .iter()
+            .filter(|s| s.kind == kind)
+            .count()
+    }
+}
+
+/// A (flow 1) allocates a flow to "srv" on B (which accepts it as flow 100).
+fn connected(timeout_ms: u64) -> Net {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    let eid = net.alloc(A, 1, "srv", timeout_ms);
+    assert!(!eid.is_none());
+    let (_, result) = net.alloc_result(A, 1).expect("allocation answered at once");
+    assert_eq!(result, Ok(1480));
+    net
+}
+
+fn is_type(frame: &Frame<'_>, kind: FrameType) -> bool {
+    frame.frame_type() == kind
+}
+
+// ---- allocation ----
+
+#[test]
+fn alloc_resolves_the_name_and_agrees_on_the_smaller_max_sdu() {
+    let mut net = Net::new();
+    net.nodes[B] = Node::new(MAC_B, INSTANCE_B, 1400);
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    let eid = net.alloc(A, 7, "srv", 3000);
+    assert!(!eid.is_none());
+
+    assert_eq!(net.alloc_result(A, 7).map(|(_, r)| r), Some(Ok(1400)));
+    let arrived = net.nodes[B].events.iter().find_map(|(_, a)| match a {
+        Action::FlowReqArrived {
+            name_hash: h,
+            qos,
+            max_sdu,
+            ..
+        } => Some((*h, *qos, *max_sdu)),
+        _ => None,
+    });
+    assert_eq!(
+        arrived,
+        Some((name_hash("srv"), irm::Qos::raw().with_timeout(3000), 1400))
+    );
+    for (node, kinds) in [
+        (A, [FrameType::NameQuery, FrameType::FlowReq]),
+        (B, [FrameType::NameReply, FrameType::FlowReply]),
+    ] {
+        let sent: Vec<FrameType> = net.nodes[node].sent.iter().map(|s| s.kind).collect();
+        assert_eq!(sent, kinds, "node {node}");
+    }
+    assert_eq!(
+        (net.nodes[A].fa.flow_count(), net.nodes[B].fa.flow_count()),
+        (1, 1)
+    );
+
+    // Data both ways, and A's route names the eid alloc() returned.
+    let (mac, _, local) = net.nodes[A].fa.data_tx(net.now, 7).unwrap();
+    assert_eq!((mac, local), (MAC_B, eid));
+    assert!(net.send_data(A, 7));
+    assert!(net.send_data(B, B_FIRST_FLOW));
+    assert_eq!(net.nodes[B].data.last().unwrap().1, Some(B_FIRST_FLOW));
+    assert_eq!(net.nodes[A].data.last().unwrap().1, Some(7));
+}
+
+#[test]
+fn refusals_carry_their_reason() {
+    let cases = [
+        (
+            RefuseReason::NoSuchName,
+            irm::Error::Name("no such name".into()),
+        ),
+        (
+            RefuseReason::NoAcceptingProcess,
+            irm::Error::Refused("no accepting process".into()),
+        ),
+        (
+            RefuseReason::ResourceLimit,
+            irm::Error::Refused("resource limit".into()),
+        ),
+    ];
+    for (reason, expected) in cases {
+        let mut net = Net::new();
+        net.nodes[B].fa.register_name(name_hash("srv"));
+        net.nodes[B].answer = Answer::Refuse(reason);
+        let start = net.now;
+        net.alloc(A, 1, "srv", 1000);
+        assert_eq!(
+            net.alloc_result(A, 1),
+            Some((start, Err(expected))),
+            "{reason:?}"
+        );
+        assert_eq!(
+            (net.nodes[A].fa.flow_count(), net.nodes[B].fa.flow_count()),
+            (0, 0)
+        );
+        // A refused allocation leaves nothing behind: no timers, no traffic.
+        net.advance(ms(10_000));
+        assert_eq!(net.count_sent(A, FrameType::FlowReq), 1);
+        assert_eq!(net.nodes[A].fa.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn unanswered_name_query_fails_at_750_ms() {
+    let mut net = Net::new();
+    let start = net.now;
+    let eid = net.alloc(A, 1, "nobody", 1000);
+    assert!(!eid.is_none(), "the eid is handed out at once");
+    net.advance(ms(749));
+    assert_eq!(net.alloc_result(A, 1), None);
+    net.advance(ms(5_000));
+
+    let (at, result) = net.alloc_result(A, 1).expect("allocation failed");
+    assert_eq!(at - start, ms(750));
+    assert_eq!(
+        result,
+        Err(irm::Error::Name("no IPCP answered for this name".into()))
+    );
+    let queries: Vec<Duration> = net
+        .sent(A, FrameType::NameQuery, start, net.now)
+        .iter()
+        .map(|t| *t - start)
+        .collect();
+    assert_eq!(queries, [ms(0), ms(50), ms(150), ms(350)]);
+    assert_eq!(net.nodes[A].fa.flow_count(), 0);
+}
+
+#[test]
+fn allocations_waiting_on_one_name_share_its_query() {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    net.drop = Box::new(|from, f| from == B && is_type(f, FrameType::NameReply));
+    net.alloc(A, 1, "srv", 1000);
+    net.alloc(A, 2, "srv", 1000);
+    assert_eq!(net.count_sent(A, FrameType::NameQuery), 1);
+    net.drop = Box::new(|_, _| false);
+    net.advance(ms(50));
+    assert!(matches!(net.alloc_result(A, 1), Some((_, Ok(1480)))));
+    assert!(matches!(net.alloc_result(A, 2), Some((_, Ok(1480)))));
+    assert_eq!(net.count_sent(A, FrameType::NameQuery), 2);
+}
+
+#[test]
+fn stale_cache_entry_is_requeried_once() {
+    let mut net = connected(1000);
+    net.nodes[B].fa.unregister_name(name_hash("srv"));
+    net.advance(ms(10));
+    let start = net.now;
+    net.alloc(A, 2, "srv", 1000);
+    // The cached MAC said NO_SUCH_NAME: A asks the segment again, nobody answers.
+    assert_eq!(
+        net.sent(A, FrameType::FlowReq, start, start + ms(1)).len(),
+        1
+    );
+    assert_eq!(
+        net.sent(A, FrameType::NameQuery, start, start + ms(1))
+            .len(),
+        1
+    );
+    net.advance(ms(2000));
+    let (at, result) = net.alloc_result(A, 2).unwrap();
+    assert_eq!(at - start, ms(750));
+    assert_eq!(
+        result,
+        Err(irm::Error::Name("no IPCP answered for this name".into()))
+    );
+
+    // Re-registered: the requery finds B again, and B's NO_SUCH_NAME after a
+    // fresh answer is final.
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    net.nodes[B].answer = Answer::Refuse(RefuseReason::NoSuchName);
+    net.alloc(A, 3, "srv", 1000);
+    assert_eq!(
+        net.alloc_result(A, 3).unwrap().1,
+        Err(irm::Error::Name("no such name".into()))
+    );
+}
+
+#[test]
+fn flow_req_is_retransmitted_then_the_allocation_fails() {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    net.drop = Box::new(|from, f| from == A && is_type(f, FrameType::FlowReq));
+    let start = net.now;
+    net.alloc(A, 1, "srv", 1000);
+    net.advance(ms(5000));
+    let (at, result) = net.alloc_result(A, 1).unwrap();
+    assert_eq!(at - start, ms(600));
+    assert_eq!(result, Err(irm::Error::Ipcp("no flow reply".into())));
+    let reqs: Vec<Duration> = net
+        .sent(A, FrameType::FlowReq, start, net.now)
+        .iter()
+        .map(|t| *t - start)
+        .collect();
+    assert_eq!(reqs, [0, 100, 200, 300, 400, 500].map(ms));
+    // The cache entry was dropped: the next allocation asks the segment.
+    net.drop = Box::new(|_, _| false);
+    let queries = net.count_sent(A, FrameType::NameQuery);
+    net.alloc(A, 2, "srv", 1000);
+    assert_eq!(net.count_sent(A, FrameType::NameQuery), queries + 1);
+    assert!(matches!(net.alloc_result(A, 2), Some((_, Ok(_)))));
+}
+
+#[test]
+fn duplicate_flow_req_does_not_create_a_second_flow() {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    let mut replies_lost = 0;
+    net.drop = Box::new(move |from, f| {
+        let lose = from == B && is_type(f, FrameType::FlowReply) && replies_lost < 1;
+        replies_lost += lose as u32;
+        lose
+    });
+    let start = net.now;
+    net.alloc(A, 1, "srv", 1000);
+    // The responder starts sending before its lost reply is repeated: the
+    // pending flow accepts the data.
+    assert!(net.send_data(B, B_FIRST_FLOW));
+    assert_eq!(net.nodes[A].data, [(start, Some(1))]);
+    net.advance(ms(1000));
+    assert_eq!(net.alloc_result(A, 1).unwrap(), (start + ms(100), Ok(1480)));
+    assert_eq!(net.flow_reqs_arrived(B), 1);
+    assert_eq!(net.nodes[B].fa.flow_count(), 1);
+    assert_eq!(net.count_sent(B, FrameType::FlowReply), 2);
+}
+
+#[test]
+fn flow_req_retransmissions_are_ignored_while_irmd_decides() {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    net.nodes[B].answer = Answer::Hold;
+    let start = net.now;
+    net.alloc(A, 1, "srv", 1000);
+    net.advance(ms(250));
+    assert_eq!(net.count_sent(A, FrameType::FlowReq), 3);
+    assert_eq!(net.flow_reqs_arrived(B), 1);
+    assert_eq!(net.count_sent(B, FrameType::FlowReply), 0);
+    let token = net.nodes[B].held[0];
+    let (local, max_sdu) = net.nodes[B]
+        .fa
+        .accept_result(net.now, token, Ok(100), 1000)
+        .unwrap();
+    assert!(!local.is_none());
+    assert_eq!(max_sdu, 1480);
+    net.pump();
+    assert_eq!(net.alloc_result(A, 1).unwrap(), (start + ms(250), Ok(1480)));
+    // A token is good for one answer only.
+    assert_eq!(
+        net.nodes[B].fa.accept_result(net.now, token, Ok(101), 1000),
+        None
+    );
+}
+
+#[test]
+fn late_acceptance_of_an_abandoned_request_is_torn_down() {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    net.nodes[B].answer = Answer::Hold;
+    net.alloc(A, 1, "srv", 1000);
+    net.advance(ms(1000));
+    assert!(net.alloc_result(A, 1).unwrap().1.is_err());
+    let token = net.nodes[B].held[0];
+    assert!(net.nodes[B]
+        .fa
+        .accept_result(net.now, token, Ok(100), 1000)
+        .is_some());
+    net.pump();
+    assert_eq!(net.states(B, 100), [(net.now, DownCause::UnknownEndpoint)]);
+}
+
+// ---- keep-alive and expiry ----
+
+#[test]
+fn keepalive_once_per_quarter_timeout_per_peer() {
+    let mut net = connected(1000);
+    let start = net.now;
+    net.advance(ms(10_000));
+    for node in [A, B] {
+        let kas = net.sent(node, FrameType::KeepAlive, start, net.now);
+        assert_eq!(kas.len(), 40, "node {node}: {kas:?}");
+        assert!(
+            kas.windows(2).all(|w| w[1] - w[0] == ms(250)),
+            "node {node}: {kas:?}"
+        );
+    }
+    assert_eq!(net.all_states(A) + net.all_states(B), 0);
+}
+
+#[test]
+fn no_keepalive_while_data_flows() {
+    let mut net = connected(1000);
+    let start = net.now;
+    for _ in 0..100 {
+        net.advance(ms(100));
+        assert!(net.send_data(A, 1));
+    }
+    assert_eq!(net.sent(A, FrameType::KeepAlive, start, net.now), []);
+    // B only receives, so it keeps A informed with its keep-alives.
+    assert_eq!(net.sent(B, FrameType::KeepAlive, start, net.now).len(), 40);
+    assert_eq!(net.all_states(A) + net.all_states(B), 0);
+}
+
+#[test]
+fn keepalive_cadence_follows_the_shortest_timeout() {
+    let mut net = connected(1000);
+    net.alloc(A, 2, "srv", 400);
+    let start = net.now;
+    net.advance(ms(1000));
+    assert_eq!(net.sent(A, FrameType::KeepAlive, start, net.now).len(), 10);
+    net.dealloc(A, 2);
+    // The window is inclusive: skip the keep-alive sent at this very instant.
+    let start = net.now + Duration::from_nanos(1);
+    net.advance(ms(1000));
+    assert_eq!(net.sent(A, FrameType::KeepAlive, start, net.now).len(), 4);
+}
+
+/// Silence B and check A's flow goes PEER exactly `timeout` after B was last
+/// heard, exactly once, and comes back Up when B is heard again.
+fn check_expiry(timeout_ms: u64) {
+    let timeout = ms(timeout_ms);
+    let mut net = connected(timeout_ms);
+    // Ten timeouts with both sides alive: keep-alives hold the flow up.
+    let start = net.now;
+    net.advance(timeout * 10);
+    assert_eq!(net.all_states(A) + net.all_states(B), 0);
+    let kas = net.sent(A, FrameType::KeepAlive, start, net.now).len();
+    assert!((39..=40).contains(&kas), "{kas} keep-alives in 10 timeouts");
+
+    net.drop = Box::new(|from, _| from == B);
+    let heard = net.nodes[A].fa.last_heard(1).unwrap();
+    let just_before = heard + timeout - ms(1).min(timeout / 2);
+    net.advance_to(just_before);
+    assert_eq!(net.states(A, 1), [], "PEER too early");
+    net.advance_to(heard + timeout);
+    assert_eq!(
+        net.states(A, 1),
+        [(heard + timeout, DownCause::Unresponsive)]
+    );
+    assert!(net.send_data(A, 1), "a PEER flow may still send");
+    net.advance(timeout * 10);
+    assert_eq!(net.states(A, 1).len(), 1, "PEER is reported once");
+    assert_eq!(net.states(B, B_FIRST_FLOW), [], "A kept talking to B");
+
+    net.drop = Box::new(|_, _| false);
+    let back = net.now;
+    net.advance(timeout);
+    let states = net.states(A, 1);
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[1].1, DownCause::Up);
+    assert!(
+        states[1].0 - back <= timeout / 4,
+        "Up at the next keep-alive"
+    );
+}
+
+#[test]
+fn expiry_is_exact_with_a_one_second_timeout() {
+    check_expiry(1000);
+}
+
+#[test]
+fn expiry_is_exact_with_a_one_millisecond_timeout() {
+    check_expiry(1);
+}
+
+#[test]
+fn expiry_is_exact_with_a_ten_year_timeout() {
+    check_expiry(10 * YEAR_MS);
+}
+
+#[test]
+fn largest_timeout_does_not_overflow() {
+    let mut net = connected(u64::MAX);
+    net.advance(ms(100 * YEAR_MS));
+    assert!(net.nodes[A].fa.poll_timeout().is_some());
+    assert_eq!(net.all_states(A) + net.all_states(B), 0);
+}
+
+#[test]
+fn flows_with_different_timeouts_expire_in_order() {
+    let mut net = connected(1000);
+    net.alloc(A, 2, "srv", 300);
+    net.alloc(A, 3, "srv", 3000);
+    net.drop = Box::new(|from, _| from == B);
+    let heard = net.nodes[A].fa.last_heard(1).unwrap();
+    net.advance(ms(5000));
+    assert_eq!(
+        net.states(A, 2),
+        [(heard + ms(300), DownCause::Unresponsive)]
+    );
+    assert_eq!(
+        net.states(A, 1),
+        [(heard + ms(1000), DownCause::Unresponsive)]
+    );
+    assert_eq!(
+        net.states(A, 3),
+        [(heard + ms(3000), DownCause::Unresponsive)]
+    );
+}
+
+#[test]
+fn hundred_thousand_idle_flows_cost_one_keepalive_per_interval() {
+    const FLOWS: u32 = 100_000;
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    for id in 1..=FLOWS {
+        net.alloc(A, id, "srv", 1000);
+    }
+    assert_eq!(net.nodes[A].fa.flow_count(), FLOWS as usize);
+    assert_eq!(net.nodes[B].fa.flow_count(), FLOWS as usize);
+    let ok = net.nodes[A]
+        .events
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::AllocDone { result: Ok(_), .. }))
+        .count();
+    assert_eq!(ok, FLOWS as usize);
+
+    net.advance(ms(1));
+    net.slowest_timeout = Duration::ZERO;
+    let start = net.now;
+    net.advance(ms(10_000));
+    for node in [A, B] {
+        let kas = net.sent(node, FrameType::KeepAlive, start, net.now);
+        assert_eq!(kas.len(), 40, "node {node}");
+        let everything = net.nodes[node]
+            .sent
+            .iter()
+            .filter(|s| s.at >= start)
+            .count();
+        assert_eq!(everything, 40, "node {node} sent only keep-alives");
+    }
+    assert_eq!(net.all_states(A) + net.all_states(B), 0);
+    // A keep-alive round is O(peers): far below the cost of visiting 100 000
+    // flows (tens of ms unoptimised), even on a loaded test machine.
+    assert!(
+        net.slowest_timeout < ms(5),
+        "handle_timeout took {:?}",
+        net.slowest_timeout
+    );
+
+    // All of them expire together, and recover together.
+    net.drop = Box::new(|from, _| from == B);
+    net.advance(ms(2000));
+    assert_eq!(net.all_states(A), FLOWS as usize);
+    net.drop = Box::new(|_, _| false);
+    net.advance(ms(1000));
+    assert_eq!(net.all_states(A), 2 * FLOWS as usize);
+}
+
+// ---- deallocation, restart, stale endpoints, link loss ----
+
+#[test]
+fn dealloc_takes_the_peer_down_in_one_exchange() {
+    let mut net = connected(1000);
+    let t = net.now;
+    net.dealloc(A, 1);
+    assert_eq!(
+        net.states(B, B_FIRST_FLOW),
+        [(t, DownCause::PeerDeallocated)]
+    );
+    assert_eq!(net.nodes[A].fa.flow_count(), 0);
+    assert_eq!(
+        net.nodes[B].fa.data_tx(net.now, B_FIRST_FLOW),
+        None,
+        "DOWN flows do not send"
+    );
+    net.advance(ms(2000));
+    assert_eq!(
+        net.count_sent(A, FrameType::Dealloc),
+        1,
+        "the ACK stopped retransmission"
+    );
+    assert_eq!(net.count_sent(B, FrameType::DeallocAck), 1);
+    // The DOWN flow keeps its slot until B's side lets go, then says nothing.
+    assert_eq!(net.nodes[B].fa.flow_count(), 1);
+    net.dealloc(B, B_FIRST_FLOW);
+    assert_eq!(net.nodes[B].fa.flow_count(), 0);
+    assert_eq!(net.count_sent(B, FrameType::Dealloc), 0);
+    assert_eq!(net.nodes[A].fa.poll_timeout(), None);
+    assert_eq!(net.nodes[B].fa.poll_timeout(), None);
+}
+
+#[test]
+fn lost_dealloc_is_retransmitted() {
+    let mut net = connected(1000);
+    let mut lost = 0;
+    net.drop = Box::new(move |from, f| {
+        let lose = from == A && is_type(f, FrameType::Dealloc) && lost < 2;
+        lost += lose as u32;
+        lose
+    });
+    let t = net.now;
+    net.dealloc(A, 1);
+    net.advance(ms(2000));
+    assert_eq!(
+        net.states(B, B_FIRST_FLOW),
+        [(t + ms(60), DownCause::PeerDeallocated)]
+    );
+    assert_eq!(net.count_sent(A, FrameType::Dealloc), 3);
+}
+
+#[test]
+fn dealloc_gives_up_after_five_retransmissions() {
+    let mut net = connected(1000);
+    net.drop = Box::new(|from, f| from == A && is_type(f, FrameType::Dealloc));
+    let t = net.now;
+    net.dealloc(A, 1);
+    net.advance(ms(5000));
+    let sends: Vec<Duration> = net
+        .sent(A, FrameType::Dealloc, t, net.now)
+        .iter()
+        .map(|s| *s - t)
+        .collect();
+    assert_eq!(sends, [0, 20, 60, 140, 300, 620].map(ms));
+}
+
+#[test]
+fn lost_dealloc_ack_is_answered_again() {
+    let mut net = connected(1000);
+    let mut lost = 0;
+    net.drop = Box::new(move |from, f| {
+        let lose = from == B && is_type(f, FrameType::DeallocAck) && lost < 1;
+        lost += lose as u32;
+        lose
+    });
+    net.dealloc(A, 1);
+    net.advance(ms(2000));
+    assert_eq!(net.count_sent(A, FrameType::Dealloc), 2);
+    assert_eq!(net.count_sent(B, FrameType::DeallocAck), 2);
+    assert_eq!(net.states(B, B_FIRST_FLOW).len(), 1);
+}
+
+#[test]
+fn peer_restart_is_found_by_the_next_keepalive_exchange() {
+    let mut net = connected(1000);
+    net.advance(ms(100));
+    // B's IPCP restarts: same MAC, new instance nonce, no memory of the flow.
+    net.nodes[B] = Node::new(MAC_B, 0xb2b2, 1480);
+    let t = net.now;
+    net.advance(ms(1000));
+    let states = net.states(A, 1);
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].1, DownCause::PeerRestarted);
+    assert!(states[0].0 - t <= ms(250), "within one keep-alive interval");
+    assert_eq!(
+        net.count_sent(B, FrameType::KeepAlive),
+        1,
+        "one answer to the stale keep-alive"
+    );
+    // Nothing live to keep alive any more.
+    let quiet = net.now;
+    net.advance(ms(5000));
+    assert_eq!(net.sent(A, FrameType::KeepAlive, quiet, net.now), []);
+}
+
+#[test]
+fn restarted_requester_takes_old_flows_down_when_it_asks_again() {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    net.alloc(A, 1, "srv", 1000);
+    net.nodes[A] = Node::new(MAC_A, 0xa2a2, 1480);
+    net.alloc(A, 1, "srv", 1000);
+    assert!(matches!(net.alloc_result(A, 1), Some((_, Ok(_)))));
+    assert_eq!(
+        net.states(B, B_FIRST_FLOW),
+        [(net.now, DownCause::PeerRestarted)]
+    );
+    assert_eq!(net.states(B, B_FIRST_FLOW + 1), []);
+}
+
+#[test]
+fn stale_generation_data_gets_unknown_eid_and_goes_down() {
+    let mut net = connected(1000);
+    let (_, old_remote, _) = net.nodes[A].fa.data_tx(net.now, 1).unwrap();
+    // B lets go of its flow but every DEALLOC is lost: A does not know.
+    net.drop = Box::new(|from, f| from == B && is_type(f, FrameType::Dealloc));
+    net.dealloc(B, B_FIRST_FLOW);
+    // Past B's last retransmission (620 ms), before A's flow would expire.
+    net.advance(ms(700));
+    net.drop = Box::new(|_, _| false);
+    // A new flow reuses B's only slot with a new generation.
+    net.alloc(A, 2, "srv", 1000);
+    let (_, new_remote, _) = net.nodes[A].fa.data_tx(net.now, 2).unwrap();
+    assert_eq!(new_remote.index(), old_remote.index());
+    assert_ne!(new_remote.generation(), old_remote.generation());
+
+    let t = net.now;
+    assert!(net.send_data(A, 1));
+    assert_eq!(
+        net.nodes[B].data.last(),
+        Some(&(t, None)),
+        "stale frame not delivered to the new flow"
+    );
+    assert_eq!(net.states(A, 1), [(t, DownCause::UnknownEndpoint)]);
+    assert!(net.send_data(A, 2));
+    assert_eq!(net.nodes[B].data.last(), Some(&(t, Some(B_FIRST_FLOW + 1))));
+    assert_eq!(net.states(A, 2), []);
+}
+
+#[test]
+fn unknown_eid_about_another_endpoint_does_not_kill_a_flow() {
+    let mut net = connected(1000);
+    let (_, remote, local) = net.nodes[A].fa.data_tx(net.now, 1).unwrap();
+    let now = net.now;
+    let forged = [
+        Frame {
+            dst: local,
+            src: Eid(remote.0 ^ (1 << 30)),
+            payload: Payload::UnknownEid,
+        },
+        Frame {
+            dst: Eid(local.0 ^ (1 << 30)),
+            src: remote,
+            payload: Payload::UnknownEid,
+        },
+        Frame {
+            dst: local,
+            src: remote,
+            payload: Payload::Dealloc,
+        },
+    ];
+    net.nodes[A]
+        .fa
+        .handle_frame(now, [2, 0, 0, 0, 0, 0xc], &forged[0]);
+    net.nodes[A].fa.handle_frame(now, MAC_B, &forged[0]);
+    net.nodes[A].fa.handle_frame(now, MAC_B, &forged[1]);
+    net.nodes[A]
+        .fa
+        .handle_frame(now, [2, 0, 0, 0, 0, 0xc], &forged[2]);
+    net.pump();
+    assert_eq!(net.states(A, 1), []);
+    net.nodes[A].fa.handle_frame(now, MAC_B, &forged[2]);
+    net.pump();
+    assert_eq!(net.states(A, 1), [(now, DownCause::PeerDeallocated)]);
+}
+
+#[test]
+fn unknown_eid_replies_are_rate_limited() {
+    let mut net = connected(1000);
+    let now = net.now;
+    let stray = MAC_A;
+    for i in 0..1000u64 {
+        let got = net.nodes[B]
+            .fa
+            .data_rx(now, stray, Eid::new(5, 999), Eid(i + 1));
+        assert_eq!(got, None);
+    }
+    let mut replies = 0;
+    while let Some(a) = net.nodes[B].fa.poll_action() {
+        if let Action::Transmit { frame, .. } = a {
+            replies += is_type(&Frame::parse(&frame).unwrap(), FrameType::UnknownEid) as usize;
+        }
+    }
+    assert_eq!(replies, 10, "burst of 10");
+    for i in 0..1000u64 {
+        net.nodes[B]
+            .fa
+            .data_rx(now + ms(1000), stray, Eid::new(5, 999), Eid(i + 1));
+    }
+    let replies = std::iter::from_fn(|| net.nodes[B].fa.poll_action()).count();
+    assert_eq!(replies, 10, "refilled at 100/s, capped at the burst");
+}
+
+#[test]
+fn link_down_takes_flows_down_and_fails_pending_allocations() {
+    let mut net = connected(1000);
+    net.nodes[B].answer = Answer::Hold;
+    net.alloc(A, 2, "srv", 1000);
+    net.alloc(A, 3, "nobody", 1000);
+    assert_eq!(net.alloc_result(A, 2), None);
+    let t = net.now;
+    net.nodes[A].fa.link_down(t);
+    net.pump();
+    assert_eq!(net.states(A, 1), [(t, DownCause::LinkDown)]);
+    for id in [2, 3] {
+        assert_eq!(
+            net.alloc_result(A, id),
+            Some((t, Err(irm::Error::Ipcp("link down".into()))))
+        );
+    }
+    assert_eq!(
+        net.nodes[A].fa.flow_count(),
+        1,
+        "the DOWN flow waits for its dealloc"
+    );
+    assert_eq!(net.nodes[A].fa.poll_timeout(), None, "nothing left to send");
+    net.dealloc(A, 1);
+    assert_eq!(net.count_sent(A, FrameType::Dealloc), 0);
+    assert_eq!(net.nodes[A].fa.flow_count(), 0);
+}
