@@ -25,4 +25,13 @@ pub trait FrameIo {
     fn early_drops(&self) -> Option<u64> {
         None
     }
+    /// Every counter the backend keeps, by name (for logs and `irm ipcp list`).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+    /// The largest MTU the backend carries, when it has a limit of its own
+    /// (the IPCP's max SDU must then follow the smaller of it and the link's).
+    fn max_mtu(&self) -> Option<u32> {
+        None
+    }
 }

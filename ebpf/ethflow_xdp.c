@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0
+/*
+ * ethflow's XDP program: the first filter of the `xdp` backend of ipcpd-eth.
+ *
+ * It runs on every frame the interface receives, before the kernel builds a
+ * socket buffer for it (native mode) or right after (SKB mode):
+ *
+ *   - not our ethertype          -> XDP_PASS (the rest of the stack sees it)
+ *   - too short, bad version,
+ *     length beyond the frame    -> drop, count C_DROP_MALFORMED
+ *   - management (type != DATA)  -> the AF_XDP socket of this rx queue
+ *   - DATA for a live endpoint   -> the AF_XDP socket of this rx queue
+ *   - DATA for an unknown eid    -> drop, count C_DROP_UNKNOWN_EID; except a
+ *     few per sender MAC (token bucket), which go up so the IPCP can answer
+ *     UNKNOWN_EID and the sender learns its flow is gone (C_PASS_UNKNOWN_EID)
+ *
+ * The IPCP keeps `live_eids` in step with flow allocation. Keys are the 8
+ * bytes of the destination eid exactly as they are on the wire (big endian),
+ * so the program compares bytes and never swaps them.
+ *
+ * Frame layout (docs/wire.md): Ethernet header (14 bytes), then version u8,
+ * type u8, payload length u16 BE, dst eid u64 BE, src eid u64 BE, payload.
+ *
+ * Built by ipcpd-eth/build.rs with clang -O2 -g -target bpf; loaded by aya.
+ * No libbpf headers: the few helper declarations are below.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/types.h>
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+
+/* Helper calls: the number is the helper's id in the kernel's ABI. */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
+				   __u64 flags) = (void *)BPF_FUNC_map_update_elem;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
+
+/* Set by the loader before the program is loaded (aya override_global). */
+volatile const __u16 ethertype = 0x88B5;		/* host byte order */
+volatile const __u32 unknown_eid_burst = 10;		/* frames per sender MAC ... */
+volatile const __u64 unknown_eid_refill_ns = 10000000; /* ... plus one per this */
+
+#define ETHFLOW_VERSION 1
+#define TYPE_DATA 0
+
+/* Indices into `counters`; the loader reads them by the same numbers. */
+enum {
+	C_DROP_UNKNOWN_EID = 0,
+	C_DROP_MALFORMED = 1,
+	C_PASS_UNKNOWN_EID = 2,
+	C_REDIRECT_DATA = 3,
+	C_REDIRECT_MGMT = 4,
+	C_DROP_NO_SOCKET = 5,
+	C_COUNT = 6,
+};
+
+struct ethflow_hdr {
+	__u8 version;
+	__u8 type;
+	__be16 len;
+	__u8 dst[8];
+	__u8 src[8];
+} __attribute__((packed));
+
+/* A sender's budget of unknown-eid frames passed up to the IPCP. */
+struct limiter {
+	__u64 refilled_ns;
+	__u32 tokens;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, __u8);
+	__uint(max_entries, 1 << 20);
+	/* Flows come and go one at a time: allocate entries on insert. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} live_eids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, C_COUNT);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 64); /* the loader sets it to the rx queue count */
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __u64); /* sender MAC in the low 6 bytes */
+	__type(value, struct limiter);
+	__uint(max_entries, 4096);
+} unknown_eid_limiters SEC(".maps");
+
+static __attribute__((always_inline)) void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+
+	if (c)
+		*c += 1; /* per CPU: no atomics needed */
+}
+
+static __attribute__((always_inline)) int drop(__u32 idx)
+{
+	count(idx);
+	return XDP_DROP;
+}
+
+/* To the AF_XDP socket bound to the queue the frame came in on. */
+static __attribute__((always_inline)) int to_socket(struct xdp_md *ctx, __u32 idx)
+{
+	/* The low bits of flags are the action when the queue has no socket. */
+	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP) != XDP_REDIRECT)
+		return drop(C_DROP_NO_SOCKET);
+	count(idx);
+	return XDP_REDIRECT;
+}
+
+/*
+ * Token bucket per sender MAC, the same shape as the flow allocator's
+ * limiter for UNKNOWN_EID replies. Updates race between CPUs; the worst a
+ * race does is pass a frame or two more, which the IPCP limits again.
+ */
+static __attribute__((always_inline)) int unknown_eid_may_pass(const __u8 *mac)
+{
+	__u64 key = 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct limiter *l;
+	__u64 earned;
+	__u32 room;
+
+	__builtin_memcpy(&key, mac, ETH_ALEN);
+	l = bpf_map_lookup_elem(&unknown_eid_limiters, &key);
+	if (!l) {
+		struct limiter fresh = { .refilled_ns = now, .tokens = unknown_eid_burst - 1 };
+
+		bpf_map_update_elem(&unknown_eid_limiters, &key, &fresh, BPF_ANY);
+		return 1;
+	}
+	earned = (now - l->refilled_ns) / unknown_eid_refill_ns;
+	room = unknown_eid_burst - l->tokens;
+	if (earned >= room) {
+		l->tokens = unknown_eid_burst;
+		l->refilled_ns = now;
+	} else if (earned > 0) {
+		l->tokens += earned;
+		l->refilled_ns += earned * unknown_eid_refill_ns;
+	}
+	if (l->tokens == 0)
+		return 0;
+	l->tokens -= 1;
+	return 1;
+}
+
+SEC("xdp")
+int ethflow_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct ethflow_hdr *h;
+	__u64 frame_len, dst;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS; /* not even Ethernet: not ours to judge */
+	if (eth->h_proto != __builtin_bswap16(ethertype))
+		return XDP_PASS;
+
+	h = (void *)(eth + 1);
+	if ((void *)(h + 1) > data_end || h->version != ETHFLOW_VERSION)
+		return drop(C_DROP_MALFORMED);
+	/* Ethernet pads short frames, so the frame may be longer; never shorter. */
+	frame_len = data_end - data;
+	if (sizeof(*eth) + sizeof(*h) + __builtin_bswap16(h->len) > frame_len)
+		return drop(C_DROP_MALFORMED);
+
+	/* Management frames never meet the live-endpoint filter: allocation,
+	 * keep-alives and deallocation must get through whatever else floods. */
+	if (h->type != TYPE_DATA)
+		return to_socket(ctx, C_REDIRECT_MGMT);
+
+	__builtin_memcpy(&dst, h->dst, sizeof(dst));
+	if (bpf_map_lookup_elem(&live_eids, &dst))
+		return to_socket(ctx, C_REDIRECT_DATA);
+	if (unknown_eid_may_pass(eth->h_source))
+		return to_socket(ctx, C_PASS_UNKNOWN_EID);
+	return drop(C_DROP_UNKNOWN_EID);
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,244 @@
+//! The `xdp` backend: an XDP program on the interface filters the IPCP's
+//! frames in the driver (frames for endpoints that do not exist are dropped
+//! there) and hands the rest to one AF_XDP socket per receive queue; frames
+//! go out through the socket of queue 0.
+//!
+//! * [`program`] — the eBPF side: load, attach (native, else SKB mode), maps.
+//! * [`xsk`] — one AF_XDP socket with its UMEM and rings (own code over
+//!   libc; see docs/decisions/0005-af-xdp.md).
+//! * [`ring`] — the kernel-shared rings.
+//!
+//! Dropping the backend detaches the program (its bpf_link closes) and closes
+//! the sockets; a crash does the same, since both are only file descriptors.
+
+pub mod program;
+pub mod ring;
+pub mod xsk;
+
+use crate::backend::FrameIo;
+use crate::wire::Eid;
+use log::{info, warn};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use program::{Counter, Mode, Program};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use xsk::Xsk;
+
+/// The largest MTU the backend carries: an Ethernet frame must fit one UMEM
+/// chunk after the kernel's headroom (3840 bytes), minus the Ethernet header.
+pub const MAX_MTU: u32 = xsk::MAX_FRAME as u32 - 14;
+
+/// Open the XDP backend on an interface (see the module docs).
+pub fn open(dev: &str, ifindex: i32, ethertype: u16, mtu: u32) -> Result<Box<dyn FrameIo>, String> {
+    let ifindex = u32::try_from(ifindex).map_err(|_| format!("bad interface index {ifindex}"))?;
+    Ok(Box::new(XdpBackend::open(dev, ifindex, ethertype, mtu)?))
+}
+
+pub struct XdpBackend {
+    // The program first: dropping it stops the redirects before the sockets close.
+    program: Program,
+    queues: Vec<Xsk>,
+    /// With several queues, one epoll fd over all their sockets is the rx fd.
+    poll: Option<Epoll>,
+    /// The queue `recv_batch` starts at (turns, so no queue starves another).
+    next_queue: usize,
+    name: String,
+    dev: String,
+}
+
+/// The number of receive queues of `dev`, from sysfs (1 if it cannot tell).
+pub fn rx_queue_count(dev: &str) -> u32 {
+    let Ok(dir) = std::fs::read_dir(format!("/sys/class/net/{dev}/queues")) else {
+        return 1;
+    };
+    let n = dir
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    (n as u32).max(1)
+}
+
+impl XdpBackend {
+    pub fn open(dev: &str, ifindex: u32, ethertype: u16, mtu: u32) -> Result<XdpBackend, String> {
+        if mtu > MAX_MTU {
+            return Err(format!(
+                "backend xdp carries MTUs up to {MAX_MTU} (one 4 KiB AF_XDP frame per Ethernet frame); \
+                 {dev} has MTU {mtu}: lower the MTU or use backend raw"
+            ));
+        }
+        raise_memlock_limit();
+        let n_queues = rx_queue_count(dev);
+        let (mut program, why) = Program::attach(ifindex, ethertype, n_queues, None)
+            .map_err(|e| format!("XDP on {dev}: {e}"))?;
+        let mut queues = Vec::new();
+        let mut copy_reason = None;
+        for q in 0..n_queues {
+            // Zero-copy needs the driver's support, which only native mode uses.
+            let zc = if program.mode() == Mode::Native && copy_reason.is_none() {
+                Xsk::open(ifindex, q, true)
+                    .map_err(|e| copy_reason = Some(format!("zero-copy refused: {e}")))
+                    .ok()
+            } else {
+                None
+            };
+            let sock = match zc {
+                Some(s) => s,
+                None => Xsk::open(ifindex, q, false).map_err(|e| {
+                    format!("cannot open an AF_XDP socket on queue {q} of {dev}: {e}")
+                })?,
+            };
+            program.set_socket(q, sock.as_fd())?;
+            queues.push(sock);
+        }
+        if program.mode() == Mode::Skb {
+            copy_reason = Some("SKB mode copies".into());
+        }
+        let poll = if queues.len() > 1 {
+            let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?;
+            for (i, q) in queues.iter().enumerate() {
+                ep.add(q.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+                    .map_err(|e| e.to_string())?;
+            }
+            Some(ep)
+        } else {
+            None
+        };
+        let copy = if queues.iter().all(Xsk::zero_copy) {
+            "zero-copy"
+        } else {
+            "copy"
+        };
+        info!(
+            "backend xdp on {dev}: program attached in {why}; {} AF_XDP socket(s), {copy} mode{}.",
+            queues.len(),
+            copy_reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+        Ok(XdpBackend {
+            name: format!("xdp ({}, {copy})", program.mode().name()),
+            program,
+            queues,
+            poll,
+            next_queue: 0,
+            dev: dev.to_string(),
+        })
+    }
+
+    /// Every counter of the program and the sockets.
+    pub fn all_counters(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = Counter::ALL
+            .iter()
+            .map(|&c| (c.name(), self.program.counter(c)))
+            .collect();
+        let mut sum = xsk::XskStats::default();
+        let mut too_big = 0;
+        for q in &self.queues {
+            if let Ok(s) = q.stats() {
+                sum.rx_dropped += s.rx_dropped;
+                sum.rx_ring_full += s.rx_ring_full;
+                sum.rx_fill_ring_empty += s.rx_fill_ring_empty;
+                sum.tx_invalid += s.tx_invalid;
+            }
+            too_big += q.tx_too_big;
+        }
+        out.extend([
+            ("xsk_rx_dropped", sum.rx_dropped),
+            ("xsk_rx_ring_full", sum.rx_ring_full),
+            ("xsk_rx_fill_ring_empty", sum.rx_fill_ring_empty),
+            ("xsk_tx_invalid", sum.tx_invalid),
+            ("xsk_tx_too_big", too_big),
+        ]);
+        out
+    }
+}
+
+impl FrameIo for XdpBackend {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn rx_fd(&self) -> BorrowedFd<'_> {
+        match &self.poll {
+            Some(ep) => ep.0.as_fd(),
+            None => self.queues[0].as_fd(),
+        }
+    }
+
+    fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        let n_queues = self.queues.len();
+        let mut got = 0;
+        for i in 0..n_queues {
+            let q = (self.next_queue + i) % n_queues;
+            got += self.queues[q].recv(&mut bufs[got..], &mut lens[got..]);
+            if got == bufs.len().min(lens.len()) {
+                break;
+            }
+        }
+        self.next_queue = (self.next_queue + 1) % n_queues;
+        Ok(got)
+    }
+
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        self.queues[0].send(frames)
+    }
+
+    fn endpoint_added(&mut self, eid: Eid) {
+        if let Err(e) = self.program.add_endpoint(eid) {
+            warn!("xdp on {}: cannot mark endpoint {:#x} live ({e}); its frames are dropped in the driver.", self.dev, eid.0);
+        }
+    }
+
+    fn endpoint_removed(&mut self, eid: Eid) {
+        if let Err(e) = self.program.remove_endpoint(eid) {
+            warn!(
+                "xdp on {}: cannot remove endpoint {:#x} ({e}).",
+                self.dev, eid.0
+            );
+        }
+    }
+
+    fn early_drops(&self) -> Option<u64> {
+        let p = &self.program;
+        Some(
+            p.counter(Counter::DropUnknownEid)
+                + p.counter(Counter::DropMalformed)
+                + p.counter(Counter::DropNoSocket),
+        )
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.all_counters()
+    }
+
+    fn max_mtu(&self) -> Option<u32> {
+        Some(MAX_MTU)
+    }
+}
+
+impl Drop for XdpBackend {
+    fn drop(&mut self) {
+        let counters: Vec<String> = self
+            .all_counters()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        info!(
+            "backend xdp on {}: detaching; {}.",
+            self.dev,
+            counters.join(" ")
+        );
+    }
+}
+
+/// UMEM and (before kernel 5.11) BPF maps count against RLIMIT_MEMLOCK; root
+/// may lift it. Best effort: without CAP_SYS_RESOURCE the open fails later
+/// with its own error.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
+    }
+}

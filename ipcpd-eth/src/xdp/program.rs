@@ -1,0 +1,233 @@
+//! The XDP program in the kernel (`ebpf/ethflow_xdp.c`, built by build.rs):
+//! loaded with the IPCP's ethertype, attached through a bpf_link (so it goes
+//! away with the IPCP, crash included), and its maps: live endpoints,
+//! per-CPU counters, the AF_XDP socket of each receive queue.
+
+use crate::wire::Eid;
+use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use std::os::fd::AsRawFd;
+
+#[cfg(ethflow_xdp_program)]
+fn object() -> Result<&'static [u8], String> {
+    // aya parses the ELF in place: it must be 8-byte aligned.
+    Ok(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/ethflow_xdp.o"
+    )))
+}
+
+#[cfg(not(ethflow_xdp_program))]
+fn object() -> Result<&'static [u8], String> {
+    Err(env!("ETHFLOW_XDP_MISSING").to_string())
+}
+
+/// Unknown-eid DATA frames passed up per sender MAC, as a burst and then
+/// one per interval: the same budget the flow allocator has for its
+/// UNKNOWN_EID replies, so every reply it may send gets its frame.
+const UNKNOWN_EID_BURST: u32 = 10;
+const UNKNOWN_EID_REFILL_NS: u64 = 10_000_000;
+
+/// Counter slots of the program's `counters` map (same numbers as the C enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    DropUnknownEid = 0,
+    DropMalformed = 1,
+    PassUnknownEid = 2,
+    RedirectData = 3,
+    RedirectMgmt = 4,
+    DropNoSocket = 5,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 6] = [
+        Counter::DropUnknownEid,
+        Counter::DropMalformed,
+        Counter::PassUnknownEid,
+        Counter::RedirectData,
+        Counter::RedirectMgmt,
+        Counter::DropNoSocket,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::DropUnknownEid => "xdp_drop_unknown_eid",
+            Counter::DropMalformed => "xdp_drop_malformed",
+            Counter::PassUnknownEid => "xdp_pass_unknown_eid",
+            Counter::RedirectData => "xdp_redirect_data",
+            Counter::RedirectMgmt => "xdp_redirect_mgmt",
+            Counter::DropNoSocket => "xdp_drop_no_socket",
+        }
+    }
+}
+
+/// Where the program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In the driver, before an skb exists.
+    Native,
+    /// In the kernel's generic receive path (works on any interface).
+    Skb,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Skb => "skb",
+        }
+    }
+}
+
+pub struct Program {
+    live_eids: HashMap<MapData, u64, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    xsks: XskMap<MapData>,
+    mode: Mode,
+    /// Owns the program and its link: dropping it detaches the program.
+    _ebpf: Ebpf,
+}
+
+/// An error and every cause under it, on one line.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// The map key of an eid: its 8 bytes as on the wire, so the program compares
+/// the frame's bytes as they are.
+fn key(eid: Eid) -> u64 {
+    u64::from_ne_bytes(eid.0.to_be_bytes())
+}
+
+impl Program {
+    /// Load the program for `ethertype` with room for `queues` sockets and
+    /// attach it to `ifindex`: native mode, or SKB mode when native is refused.
+    /// `skb_reason` says why native was not even tried (None = try it).
+    pub fn attach(
+        ifindex: u32,
+        ethertype: u16,
+        queues: u32,
+        skip_native: Option<String>,
+    ) -> Result<(Program, String), String> {
+        let object = object()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("ethertype", &ethertype, true)
+            .override_global("unknown_eid_burst", &UNKNOWN_EID_BURST, true)
+            .override_global("unknown_eid_refill_ns", &UNKNOWN_EID_REFILL_NS, true)
+            .map_max_entries("xsks", queues.max(1))
+            .load(object)
+            .map_err(|e| {
+                format!(
+                    "cannot load the XDP program's maps: {} (root and a BPF-enabled kernel needed)",
+                    describe(&e)
+                )
+            })?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("ethflow_xdp")
+            .ok_or("the XDP object has no program ethflow_xdp")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| describe(&e))?;
+        prog.load()
+            .map_err(|e| format!("the kernel refused the XDP program: {}", describe(&e)))?;
+        let (mode, why) = match skip_native {
+            Some(reason) => {
+                prog.attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|e| format!("cannot attach XDP in SKB mode: {}", describe(&e)))?;
+                (Mode::Skb, format!("SKB mode because {reason}"))
+            }
+            None => match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+                Ok(_) => (Mode::Native, "native mode (in the driver)".to_string()),
+                Err(native) => {
+                    let native = native_refusal(&native);
+                    prog.attach_to_if_index(ifindex, XdpMode::Skb).map_err(|e| {
+                        format!("cannot attach XDP: native mode refused ({native}), SKB mode refused ({})", describe(&e))
+                    })?;
+                    (
+                        Mode::Skb,
+                        format!("SKB mode because native mode was refused: {native}"),
+                    )
+                }
+            },
+        };
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or(format!("the XDP object has no map {name}"))
+        };
+        let live_eids =
+            HashMap::try_from(take(&mut ebpf, "live_eids")?).map_err(|e| describe(&e))?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, "counters")?).map_err(|e| describe(&e))?;
+        let xsks = XskMap::try_from(take(&mut ebpf, "xsks")?).map_err(|e| describe(&e))?;
+        Ok((
+            Program {
+                live_eids,
+                counters,
+                xsks,
+                mode,
+                _ebpf: ebpf,
+            },
+            why,
+        ))
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Frames arriving on `queue` go to `socket` from now on.
+    pub fn set_socket(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), String> {
+        self.xsks.set(queue, socket, 0).map_err(|e| {
+            format!(
+                "cannot register the AF_XDP socket of queue {queue}: {}",
+                describe(&e)
+            )
+        })
+    }
+
+    pub fn add_endpoint(&mut self, eid: Eid) -> Result<(), String> {
+        self.live_eids
+            .insert(key(eid), 1, 0)
+            .map_err(|e| describe(&e))
+    }
+
+    pub fn remove_endpoint(&mut self, eid: Eid) -> Result<(), String> {
+        self.live_eids.remove(&key(eid)).map_err(|e| describe(&e))
+    }
+
+    /// One counter, summed over the CPUs.
+    pub fn counter(&self, c: Counter) -> u64 {
+        match self.counters.get(&(c as u32), 0) {
+            Ok(per_cpu) => per_cpu.iter().copied().fold(0u64, u64::wrapping_add),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// Why native mode was refused, with the likely cause for the errors we know.
+fn native_refusal(e: &aya::programs::ProgramError) -> String {
+    let text = describe(e);
+    let errno =
+        std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source()).find_map(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+        });
+    match errno {
+        Some(libc::ERANGE) => format!("{text} (the MTU is above what the driver's XDP takes)"),
+        Some(libc::EOPNOTSUPP) => format!("{text} (the driver has no native XDP)"),
+        Some(libc::EBUSY) | Some(libc::EEXIST) => {
+            format!("{text} (another XDP program is attached)")
+        }
+        _ => text,
+    }
+}

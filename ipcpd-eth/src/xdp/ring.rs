@@ -1,0 +1,191 @@
+//! One AF_XDP ring, mapped from the kernel: a power-of-two array of entries
+//! with a producer and a consumer index. Each ring has exactly one producer
+//! and one consumer, one of them the kernel; the indices run freely and are
+//! masked on access. The side that writes entries publishes its index with
+//! release ordering; the other side reads it with acquire ordering.
+//!
+//! [`ProdRing`] is a ring we fill (fill ring, tx ring), [`ConsRing`] one we
+//! drain (rx ring, completion ring).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+
+/// The mapping and the pointers into it.
+struct Ring<T> {
+    map: *mut libc::c_void,
+    map_len: usize,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    flags: *const AtomicU32,
+    entries: *mut T,
+    mask: u32,
+}
+
+impl<T: Copy> Ring<T> {
+    /// Map the ring at page offset `pgoff` of `fd`, laid out as `off` says.
+    fn map(
+        fd: BorrowedFd<'_>,
+        pgoff: u64,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+    ) -> io::Result<Ring<T>> {
+        assert!(size.is_power_of_two(), "ring sizes are powers of two");
+        let map_len = off.desc as usize + size as usize * std::mem::size_of::<T>();
+        // SAFETY: a fresh shared mapping of the socket's ring; the kernel checks
+        // offset and length, and we only keep the result if it succeeded.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                pgoff as libc::off_t,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let at = |o: u64| map.cast::<u8>().wrapping_add(o as usize);
+        Ok(Ring {
+            map,
+            map_len,
+            producer: at(off.producer).cast(),
+            consumer: at(off.consumer).cast(),
+            flags: at(off.flags).cast(),
+            entries: at(off.desc).cast(),
+            mask: size - 1,
+        })
+    }
+
+    fn producer(&self) -> &AtomicU32 {
+        // SAFETY: the kernel placed an aligned u32 at this offset of the live
+        // mapping, which lasts as long as `self`; it is only accessed atomically.
+        unsafe { &*self.producer }
+    }
+
+    fn consumer(&self) -> &AtomicU32 {
+        // SAFETY: as for `producer`.
+        unsafe { &*self.consumer }
+    }
+
+    fn needs_wakeup(&self) -> bool {
+        // The flag is read after our index store: keep the two in that order.
+        fence(Ordering::SeqCst);
+        // SAFETY: as for `producer`.
+        unsafe { &*self.flags }.load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
+    }
+
+    fn slot(&self, idx: u32) -> *mut T {
+        // `mask` keeps the index inside the `size` entries the mapping holds.
+        self.entries.wrapping_add((idx & self.mask) as usize)
+    }
+
+    fn size(&self) -> u32 {
+        self.mask + 1
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; nothing points into it after.
+        unsafe {
+            libc::munmap(self.map, self.map_len);
+        }
+    }
+}
+
+/// A ring we produce into: write entries, then [`ProdRing::submit`] them.
+pub struct ProdRing<T> {
+    ring: Ring<T>,
+    /// Next index to write (ahead of the published producer until submit).
+    next: u32,
+}
+
+impl<T: Copy> ProdRing<T> {
+    pub fn map(
+        fd: BorrowedFd<'_>,
+        pgoff: u64,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+    ) -> io::Result<Self> {
+        let ring = Ring::map(fd, pgoff, off, size)?;
+        let next = ring.producer().load(Ordering::Relaxed);
+        Ok(ProdRing { ring, next })
+    }
+
+    /// Entries that can still be written.
+    pub fn free(&self) -> u32 {
+        let consumed = self.ring.consumer().load(Ordering::Acquire);
+        self.ring.size() - self.next.wrapping_sub(consumed)
+    }
+
+    /// Write one entry (not yet visible to the kernel). False when full.
+    pub fn push(&mut self, entry: T) -> bool {
+        if self.free() == 0 {
+            return false;
+        }
+        // SAFETY: the slot is inside the mapping and the kernel does not read it
+        // until the producer index passes it, which only `submit` does.
+        unsafe { self.ring.slot(self.next).write(entry) };
+        self.next = self.next.wrapping_add(1);
+        true
+    }
+
+    /// Publish every entry written so far.
+    pub fn submit(&mut self) {
+        self.ring.producer().store(self.next, Ordering::Release);
+    }
+
+    /// Entries published that the kernel has not consumed yet.
+    pub fn pending(&self) -> u32 {
+        self.next
+            .wrapping_sub(self.ring.consumer().load(Ordering::Acquire))
+    }
+
+    /// The kernel asks for a syscall before it looks at this ring again.
+    pub fn needs_wakeup(&self) -> bool {
+        self.ring.needs_wakeup()
+    }
+}
+
+/// A ring we consume from: [`ConsRing::peek`] entries, then release them.
+pub struct ConsRing<T> {
+    ring: Ring<T>,
+    /// Next index to read (the published consumer index, until release).
+    next: u32,
+}
+
+impl<T: Copy> ConsRing<T> {
+    pub fn map(
+        fd: BorrowedFd<'_>,
+        pgoff: u64,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+    ) -> io::Result<Self> {
+        let ring = Ring::map(fd, pgoff, off, size)?;
+        let next = ring.consumer().load(Ordering::Relaxed);
+        Ok(ConsRing { ring, next })
+    }
+
+    /// Entries the kernel has published that we have not released.
+    pub fn available(&self) -> u32 {
+        // At most `size`: the kernel never produces past our consumer index.
+        let produced = self.ring.producer().load(Ordering::Acquire);
+        produced.wrapping_sub(self.next).min(self.ring.size())
+    }
+
+    /// The `i`-th available entry (`i < available()`).
+    pub fn peek(&self, i: u32) -> T {
+        // SAFETY: the slot is inside the mapping, and the kernel published it
+        // (acquire in `available`) and will not rewrite it until we release it.
+        unsafe { self.ring.slot(self.next.wrapping_add(i)).read() }
+    }
+
+    /// Hand `n` entries back to the kernel.
+    pub fn release(&mut self, n: u32) {
+        self.next = self.next.wrapping_add(n);
+        self.ring.consumer().store(self.next, Ordering::Release);
+    }
+}

@@ -1,0 +1,397 @@
+//! One AF_XDP socket bound to one receive queue, with its own UMEM.
+//!
+//! The UMEM is one anonymous mapping cut into [`FRAME_SIZE`] chunks: the
+//! first [`RX_FRAMES`] chunks receive (they live in the fill ring, the kernel
+//! or the rx ring), the next [`TX_FRAMES`] send (they live in `tx_free`, the
+//! tx ring, the kernel or the completion ring). Each ring is as large as the
+//! set of chunks that can be in it, so a push never finds a ring full.
+//!
+//! Frames are copied between the UMEM and the IPCP's buffers; the kernel's
+//! own copy mode (veth, SKB mode) copies once more on its side.
+
+use super::ring::{ConsRing, ProdRing};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Bytes per UMEM chunk: one page, the largest chunk copy mode takes.
+pub const FRAME_SIZE: u32 = 4096;
+/// Receive chunks. A fill ring of 4096 lost nothing on veth where 2048 lost frames.
+pub const RX_FRAMES: u32 = 4096;
+/// Transmit chunks.
+pub const TX_FRAMES: u32 = 2048;
+/// What the kernel keeps free in front of a received frame (XDP_PACKET_HEADROOM).
+const KERNEL_HEADROOM: u32 = 256;
+/// The largest Ethernet frame (without FCS) one chunk receives.
+pub const MAX_FRAME: usize = (FRAME_SIZE - KERNEL_HEADROOM) as usize;
+/// How long `send` waits for a transmit chunk when all are in flight.
+const TX_WAIT: Duration = Duration::from_millis(200);
+/// sendto calls per `send`, at most: copy mode sends 32 frames per call.
+const KICK_ROUNDS: usize = 2 * (TX_FRAMES as usize / 32);
+
+/// The anonymous memory the socket's frames live in.
+struct Umem {
+    base: *mut u8,
+    len: usize,
+}
+
+impl Umem {
+    fn new(len: usize) -> io::Result<Umem> {
+        // SAFETY: a fresh private anonymous mapping; checked before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Umem {
+            base: base.cast(),
+            len,
+        })
+    }
+
+    /// The bytes at `addr..addr+len`, if that lies inside one chunk.
+    fn chunk_bytes(&self, addr: u64, len: usize) -> Option<*mut u8> {
+        let start = usize::try_from(addr).ok()?;
+        let chunk_end = (start / FRAME_SIZE as usize + 1) * FRAME_SIZE as usize;
+        (start.checked_add(len)? <= chunk_end.min(self.len)).then(|| self.base.wrapping_add(start))
+    }
+}
+
+impl Drop for Umem {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+        }
+    }
+}
+
+/// Counters the kernel keeps for the socket (XDP_STATISTICS).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct XskStats {
+    pub rx_dropped: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty: u64,
+    pub tx_invalid: u64,
+}
+
+pub struct Xsk {
+    // Rings first: they are unmapped before the socket closes.
+    rx: ConsRing<libc::xdp_desc>,
+    tx: ProdRing<libc::xdp_desc>,
+    fill: ProdRing<u64>,
+    comp: ConsRing<u64>,
+    fd: OwnedFd,
+    umem: Umem,
+    tx_free: Vec<u64>,
+    zero_copy: bool,
+    /// Frames refused by `send` because they exceed a chunk.
+    pub tx_too_big: u64,
+}
+
+fn setsockopt<T>(fd: BorrowedFd<'_>, name: i32, val: &T) -> io::Result<()> {
+    // SAFETY: `val` is a live value whose exact size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            name,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Read an XDP socket option into `val` (a libc struct of plain integers).
+fn getsockopt<T>(fd: BorrowedFd<'_>, name: i32, val: &mut T) -> io::Result<()> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `val`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            name,
+            (val as *mut T).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else if len as usize != std::mem::size_of::<T>() {
+        Err(io::Error::other(format!(
+            "kernel answered XDP option {name} with {len} bytes (too old a kernel?)"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+impl Xsk {
+    /// Create the socket and its UMEM and bind it to `queue` of `ifindex`:
+    /// zero-copy when asked (the driver must offer it), else copy mode.
+    pub fn open(ifindex: u32, queue: u32, zero_copy: bool) -> io::Result<Xsk> {
+        // SAFETY: plain socket() call; the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is fresh and nobody else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let umem = Umem::new(((RX_FRAMES + TX_FRAMES) * FRAME_SIZE) as usize)?;
+        let reg = libc::xdp_umem_reg {
+            addr: umem.base as u64,
+            len: umem.len as u64,
+            chunk_size: FRAME_SIZE,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        setsockopt(fd.as_fd(), libc::XDP_UMEM_REG, &reg)?;
+        setsockopt(fd.as_fd(), libc::XDP_UMEM_FILL_RING, &RX_FRAMES)?;
+        setsockopt(fd.as_fd(), libc::XDP_UMEM_COMPLETION_RING, &TX_FRAMES)?;
+        setsockopt(fd.as_fd(), libc::XDP_RX_RING, &RX_FRAMES)?;
+        setsockopt(fd.as_fd(), libc::XDP_TX_RING, &TX_FRAMES)?;
+        // SAFETY: xdp_mmap_offsets is plain integers; all-zero is a valid value.
+        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+        getsockopt(fd.as_fd(), libc::XDP_MMAP_OFFSETS, &mut off)?;
+        let b = fd.as_fd();
+        let rx = ConsRing::map(b, libc::XDP_PGOFF_RX_RING as u64, &off.rx, RX_FRAMES)?;
+        let tx = ProdRing::map(b, libc::XDP_PGOFF_TX_RING as u64, &off.tx, TX_FRAMES)?;
+        let mut fill = ProdRing::map(b, libc::XDP_UMEM_PGOFF_FILL_RING, &off.fr, RX_FRAMES)?;
+        let comp = ConsRing::map(b, libc::XDP_UMEM_PGOFF_COMPLETION_RING, &off.cr, TX_FRAMES)?;
+        // The kernel receives into whatever the fill ring offers once bound.
+        for i in 0..RX_FRAMES {
+            fill.push(u64::from(i * FRAME_SIZE));
+        }
+        fill.submit();
+        let mode = if zero_copy {
+            libc::XDP_ZEROCOPY
+        } else {
+            libc::XDP_COPY
+        };
+        let sxdp = libc::sockaddr_xdp {
+            sxdp_family: libc::AF_XDP as u16,
+            sxdp_flags: mode | libc::XDP_USE_NEED_WAKEUP,
+            sxdp_ifindex: ifindex,
+            sxdp_queue_id: queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        // SAFETY: sxdp is a valid sockaddr_xdp and its size is passed.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sxdp as *const libc::sockaddr_xdp).cast(),
+                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tx_free = (RX_FRAMES..RX_FRAMES + TX_FRAMES)
+            .rev()
+            .map(|i| u64::from(i * FRAME_SIZE))
+            .collect();
+        Ok(Xsk {
+            rx,
+            tx,
+            fill,
+            comp,
+            fd,
+            umem,
+            tx_free,
+            zero_copy,
+            tx_too_big: 0,
+        })
+    }
+
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Copy up to `bufs.len()` received frames out and give their chunks back
+    /// to the kernel. A frame larger than its buffer is cut to the buffer
+    /// (the parser then refuses it by its length field).
+    pub fn recv(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
+        let n = self.rx.available().min(bufs.len().min(lens.len()) as u32);
+        for i in 0..n {
+            let desc = self.rx.peek(i);
+            let (buf, len) = (&mut bufs[i as usize], &mut lens[i as usize]);
+            *len = 0;
+            let take = (desc.len as usize).min(buf.len());
+            if let Some(src) = self.umem.chunk_bytes(desc.addr, desc.len as usize) {
+                // SAFETY: `src..src+take` lies inside one UMEM chunk that the
+                // kernel handed us in the rx ring and does not touch until it is
+                // back in the fill ring; `buf` is a distinct Vec of at least `take`.
+                unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), take) };
+                *len = take;
+                self.fill
+                    .push(desc.addr - desc.addr % u64::from(FRAME_SIZE));
+            }
+        }
+        if n > 0 {
+            self.rx.release(n);
+            self.fill.submit();
+            if self.fill.needs_wakeup() {
+                self.kick_rx();
+            }
+        }
+        self.reap_completions();
+        n as usize
+    }
+
+    /// Queue whole Ethernet frames on the tx ring and make the kernel send
+    /// them. Waits (bounded) when every transmit chunk is in flight.
+    pub fn send(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        self.reap_completions();
+        let mut sent = 0;
+        for frame in frames {
+            if frame.len() > FRAME_SIZE as usize {
+                self.tx_too_big += 1;
+                continue;
+            }
+            let addr = match self.tx_free.pop() {
+                Some(a) => a,
+                None => {
+                    self.tx.submit();
+                    match self.wait_for_tx_chunk()? {
+                        Some(a) => a,
+                        None => break,
+                    }
+                }
+            };
+            let dst = self
+                .umem
+                .chunk_bytes(addr, frame.len())
+                .expect("tx chunks lie inside the UMEM");
+            // SAFETY: the chunk is ours (taken from tx_free, not in any ring)
+            // and holds `frame.len()` bytes (checked above against FRAME_SIZE).
+            unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, frame.len()) };
+            let desc = libc::xdp_desc {
+                addr,
+                len: frame.len() as u32,
+                options: 0,
+            };
+            // Never full: the ring has a slot for every transmit chunk.
+            let pushed = self.tx.push(desc);
+            debug_assert!(pushed, "tx ring smaller than the transmit chunks");
+            sent += 1;
+        }
+        self.tx.submit();
+        self.kick_tx()?;
+        Ok(sent)
+    }
+
+    /// Move completed transmit chunks back to `tx_free`.
+    fn reap_completions(&mut self) {
+        let n = self.comp.available();
+        for i in 0..n {
+            let addr = self.comp.peek(i);
+            // Only chunks from the transmit part go back (the kernel returns
+            // what we gave it, but a bad address must not become a buffer).
+            let first_tx = u64::from(RX_FRAMES * FRAME_SIZE);
+            if addr >= first_tx && addr < self.umem.len as u64 {
+                self.tx_free.push(addr - addr % u64::from(FRAME_SIZE));
+            }
+        }
+        if n > 0 {
+            self.comp.release(n);
+        }
+    }
+
+    /// Every transmit chunk is in flight: push the kernel until one completes.
+    fn wait_for_tx_chunk(&mut self) -> io::Result<Option<u64>> {
+        let deadline = Instant::now() + TX_WAIT;
+        loop {
+            self.kick_tx()?;
+            self.reap_completions();
+            if let Some(a) = self.tx_free.pop() {
+                return Ok(Some(a));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+
+    /// Make the kernel send what the tx ring holds. In copy mode every send
+    /// needs a syscall and one call sends a bounded batch, so call until the
+    /// ring is drained; in zero-copy mode one wake-up starts the driver.
+    fn kick_tx(&mut self) -> io::Result<()> {
+        for _ in 0..KICK_ROUNDS {
+            if self.tx.pending() == 0 || !self.tx.needs_wakeup() {
+                return Ok(());
+            }
+            // SAFETY: a zero-length sendto on our own socket; no buffer is read.
+            let r = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    // Batch budget used up, completion ring or device busy: go on.
+                    Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)
+                    | Some(libc::EINTR) => self.reap_completions(),
+                    _ => return Err(e),
+                }
+            }
+            if self.zero_copy {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The driver stopped looking at the fill ring until told (zero-copy).
+    fn kick_rx(&self) {
+        // SAFETY: a zero-length non-blocking recvfrom on our own socket.
+        unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
+    pub fn stats(&self) -> io::Result<XskStats> {
+        // SAFETY: xdp_statistics is plain integers; all-zero is a valid value.
+        let mut s: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        getsockopt(self.fd.as_fd(), libc::XDP_STATISTICS, &mut s)?;
+        Ok(XskStats {
+            rx_dropped: s.rx_dropped,
+            rx_ring_full: s.rx_ring_full,
+            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
+            tx_invalid: s.tx_invalid_descs,
+        })
+    }
+}
+
+impl AsFd for Xsk {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
