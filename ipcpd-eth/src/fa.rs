@@ -453,6 +453,16 @@ impl FlowAllocator {
         let pending = self.accepts.remove(&token)?;
         self.inbound.remove(&pending.key);
         let (mac, remote, instance) = pending.key;
+        let known = self
+            .peer_by_mac
+            .get(&mac)
+            .and_then(|&p| self.peers[p].as_ref());
+        if known.is_some_and(|peer| peer.instance != 0 && peer.instance != instance) {
+            // The requester restarted while irmd decided: nobody is left to
+            // answer, and recording its old nonce would take the new run's
+            // flows down.
+            return None;
+        }
         let flow_id = match result {
             Ok(flow_id) if !self.by_flow_id.contains_key(&flow_id) => flow_id,
             Ok(_) => {
@@ -1070,13 +1080,13 @@ impl FlowAllocator {
             self.stray_flow_reply(now, mac, frame, rep);
             return;
         };
+        if rep.code == ReplyCode::Ok && frame.src.is_none() {
+            return; // An OK without an endpoint is malformed: keep retrying.
+        }
         self.note_instance(p, rep.instance);
         let index = frame.dst.index();
         self.requesting.remove(&index);
         let Some(reason) = refuse_reason(rep.code) else {
-            if frame.src.is_none() {
-                return; // An OK without an endpoint: malformed, keep retrying.
-            }
             let flow = self.slots[index as usize]
                 .flow
                 .as_mut()

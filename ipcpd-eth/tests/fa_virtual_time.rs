@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use ipcpd_eth::fa::{Action, Config, FlowAllocator};
-use ipcpd_eth::wire::{Eid, Frame, FrameType, Mac, Payload, BROADCAST};
+use ipcpd_eth::wire::{Eid, FlowReplyRepr, Frame, FrameType, Mac, Payload, ReplyCode, BROADCAST};
 use irm::proto::{name_hash, DownCause, RefuseReason};
 
 const MAC_A: Mac = [2, 0, 0, 0, 0, 0xa];
@@ -530,6 +530,33 @@ fn flow_req_retransmissions_are_ignored_while_irmd_decides() {
 }
 
 #[test]
+fn malformed_flow_reply_does_not_stall_the_request() {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    net.nodes[B].answer = Answer::Hold;
+    let start = net.now;
+    let eid = net.alloc(A, 1, "srv", 1000);
+    let bogus = Frame {
+        dst: eid,
+        src: Eid::NONE,
+        payload: Payload::FlowReply(FlowReplyRepr {
+            instance: INSTANCE_B,
+            code: ReplyCode::Ok,
+            max_sdu: 1480,
+        }),
+    };
+    net.nodes[A].fa.handle_frame(start, MAC_B, &bogus);
+    net.advance(ms(1000));
+    assert_eq!(
+        net.alloc_result(A, 1),
+        Some((
+            start + ms(600),
+            Err(irm::Error::Ipcp("no flow reply".into()))
+        ))
+    );
+}
+
+#[test]
 fn late_acceptance_of_an_abandoned_request_is_torn_down() {
     let mut net = Net::new();
     net.nodes[B].fa.register_name(name_hash("srv"));
@@ -847,6 +874,36 @@ fn restarted_requester_takes_old_flows_down_when_it_asks_again() {
 }
 
 #[test]
+fn request_from_a_run_that_restarted_meanwhile_is_dropped() {
+    let mut net = Net::new();
+    net.nodes[B].fa.register_name(name_hash("srv"));
+    net.alloc(A, 1, "srv", 1000);
+    net.nodes[B].answer = Answer::Hold;
+    net.alloc(A, 2, "srv", 1000);
+    // A restarts while B's irmd decides on flow 2, then asks again.
+    net.nodes[A] = Node::new(MAC_A, 0xa2a2, 1480);
+    net.nodes[B].answer = Answer::Accept;
+    net.alloc(A, 1, "srv", 1000);
+    assert!(matches!(net.alloc_result(A, 1), Some((_, Ok(_)))));
+    let old_token = net.nodes[B].held[0];
+    let now = net.now;
+    assert_eq!(
+        net.nodes[B].fa.accept_result(now, old_token, Ok(555), 1000),
+        None
+    );
+    net.pump();
+    assert_eq!(
+        net.states(B, B_FIRST_FLOW),
+        [(now, DownCause::PeerRestarted)]
+    );
+    assert_eq!(
+        net.states(B, B_FIRST_FLOW + 1),
+        [],
+        "the new run's flow lives on"
+    );
+}
+
+#[test]
 fn stale_generation_data_gets_unknown_eid_and_goes_down() {
     let mut net = connected(1000);
     let (_, old_remote, _) = net.nodes[A].fa.data_tx(net.now, 1).unwrap();
@@ -861,6 +918,21 @@ fn stale_generation_data_gets_unknown_eid_and_goes_down() {
     let (_, new_remote, _) = net.nodes[A].fa.data_tx(net.now, 2).unwrap();
     assert_eq!(new_remote.index(), old_remote.index());
     assert_ne!(new_remote.generation(), old_remote.generation());
+
+    // Even with the right source eid, the old generation does not match.
+    let (_, _, new_local) = net.nodes[A].fa.data_tx(net.now, 2).unwrap();
+    let now = net.now;
+    assert_eq!(
+        net.nodes[B].fa.data_rx(now, MAC_A, old_remote, new_local),
+        None
+    );
+    assert_eq!(
+        net.nodes[B].fa.data_rx(now, MAC_A, new_remote, new_local),
+        Some(B_FIRST_FLOW + 1)
+    );
+    net.pump();
+    // B's UNKNOWN_EID names the stale eid, which is not flow 2's peer.
+    assert_eq!(net.states(A, 2), []);
 
     let t = net.now;
     assert!(net.send_data(A, 1));
