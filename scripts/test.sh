@@ -18,5 +18,12 @@ cargo build --workspace --all-targets
 
 # Unit and property tests in parallel; the namespace tests one at a time,
 # since their timing assertions must not compete for the machine's cores.
-cargo test --workspace --exclude ethflow-tests
-cargo test -p ethflow-tests -- --test-threads=1
+# Both always run (and every test binary, --no-fail-fast), so one report
+# shows every failure; the exit status says whether any happened.
+status=0
+cargo test --workspace --exclude ethflow-tests --no-fail-fast || status=1
+cargo test -p ethflow-tests --no-fail-fast -- --test-threads=1 || status=1
+if [ "$status" -ne 0 ]; then
+    echo "test.sh: some tests failed (see above)" >&2
+fi
+exit "$status"
