@@ -35,7 +35,10 @@ use crate::wire::{
 /// Waits after each NAME_QUERY; when the last one ends the allocation fails.
 const NAME_QUERY_WAITS_MS: [u64; 4] = [50, 100, 200, 400];
 const FLOW_REQ_INTERVAL: Duration = Duration::from_millis(100);
-const FLOW_REQ_RETRANSMITS: u32 = 5;
+/// Retransmissions of a FLOW_REQ (every FLOW_REQ_INTERVAL): 2.6 s in all, longer than
+/// irmd waits for a bound program to call accept (2 s), so a busy server is not
+/// mistaken for a dead one.
+const FLOW_REQ_RETRANSMITS: u32 = 25;
 /// Waits after each DEALLOC; after the last one the sender gives up.
 const DEALLOC_WAITS_MS: [u64; 5] = [20, 40, 80, 160, 320];
 /// At most one answer to a stale-instance keep-alive per MAC per this gap.
@@ -686,6 +689,21 @@ impl FlowAllocator {
     /// Flows held, in any phase (pending, live, or DOWN and not yet freed).
     pub fn flow_count(&self) -> usize {
         self.by_flow_id.len()
+    }
+
+    /// Flow ids of every flow with the peer at `mac`, in any phase.
+    pub fn flows_of_peer(&self, mac: Mac) -> Vec<u32> {
+        let Some(peer) = self
+            .peer_by_mac
+            .get(&mac)
+            .and_then(|&p| self.peers[p].as_ref())
+        else {
+            return Vec::new();
+        };
+        peer.flows
+            .iter()
+            .filter_map(|&i| self.slots[i as usize].flow.as_ref().map(|f| f.flow_id))
+            .collect()
     }
 
     /// When a frame last came from the flow's peer (None if it has none yet).

@@ -799,7 +799,18 @@ fn handle_frame(
         return;
     }
     match Frame::parse(rest) {
-        Ok(f) => fa.handle_frame(now, eth.src, &f),
+        Ok(f) => {
+            fa.handle_frame(now, eth.src, &f);
+            // A keep-alive is news from the peer for every flow with it
+            // (`irm flow list` shows the time since the last frame).
+            if f.frame_type() == FrameType::KeepAlive {
+                for id in fa.flows_of_peer(eth.src) {
+                    if let Some(flow) = flows.get(&id) {
+                        flow.end.touch_last_rx();
+                    }
+                }
+            }
+        }
         Err(e) => {
             counters.malformed += 1;
             debug!("malformed management frame from {:02x?}: {e}", eth.src);
