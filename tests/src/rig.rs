@@ -384,6 +384,21 @@ impl Rig {
     }
 }
 
+/// Waits until `path` exists (a socket, a file), at most `timeout`, giving up
+/// early once `alive()` says the process that should create it has died.
+pub fn wait_for_path(path: &Path, timeout: Duration, alive: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if path.exists() {
+            return true;
+        }
+        if !alive() || Instant::now() >= deadline {
+            return path.exists();
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 fn still_running(child: &SharedChild) -> bool {
     let mut c = child.lock().unwrap_or_else(|e| e.into_inner());
     matches!(c.try_wait(), Ok(None))
@@ -540,6 +555,13 @@ impl Host {
     pub fn kill_irmd(&self) {
         if let Some(p) = self.irmd.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             p.kill();
+        }
+    }
+
+    /// Sends `sig` to this host's irmd (SIGSTOP, SIGKILL...).
+    pub fn signal_irmd(&self, sig: Signal) {
+        if let Some(p) = self.irmd.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            p.signal(sig);
         }
     }
 
