@@ -102,6 +102,13 @@ pub fn netns_pids(ns: &str) -> Vec<i32> {
 }
 
 /// A veth pair with one end in each namespace, both up.
+///
+/// Joining two fresh namespaces, both ends get ifindex 2. The kernel's
+/// linkwatch then treats them like a physical NIC (ifindex == iflink) and
+/// batches their carrier events to one run per second, so a carrier loss can
+/// reach rtnetlink up to 1 s late — as on real hardware. Rigs keep it that way
+/// on purpose: the liveness tests then hold the IPCP to NIC conditions.
+/// (`ip link add NAME index N ...` would make the events immediate.)
 pub fn add_veth(ns_a: &str, if_a: &str, ns_b: &str, if_b: &str, mtu: Option<u32>) {
     ip(&[
         "link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b, "netns", ns_b,
