@@ -15,14 +15,17 @@ const DEALLOC_WAIT: Duration = Duration::from_secs(2);
 
 /// An allocated flow. Reads and writes go through shared memory with the IPCP;
 /// the fd ([`AsRawFd`]) becomes readable when an SDU arrives or the flow's
-/// state changes, so flows can sit in an epoll set beside sockets.
+/// state changes, so flows can sit in an epoll set beside sockets; to watch
+/// many flows from one thread, use a [`crate::FlowSet`].
 /// Dropping it deallocates the flow.
 pub struct Flow {
     id: u32,
     name: String,
     qos: Qos,
     max_sdu: usize,
-    end: AppEnd,
+    /// Shared with a [`crate::FlowSet`] watching the flow, which must keep
+    /// the rx fd open until it has taken it out of its epoll set.
+    end: Arc<AppEnd>,
     client: Arc<Client>,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
@@ -103,7 +106,7 @@ impl Flow {
             })?;
         let map = ShmMap::map(memfd.as_fd(), geometry)?;
         drop(memfd);
-        let end = AppEnd::new(map, rx_efd, tx_efd, ipcp_efd);
+        let end = Arc::new(AppEnd::new(map, rx_efd, tx_efd, ipcp_efd));
         Ok(Flow {
             id,
             name,
@@ -178,6 +181,11 @@ impl Flow {
         self.end.state()
     }
 
+    /// The shared-memory end, for [`crate::FlowSet`].
+    pub(crate) fn app_end(&self) -> &Arc<AppEnd> {
+        &self.end
+    }
+
     /// Deallocate now, and wait for irmd to confirm.
     pub fn dealloc(self) -> Result<()> {
         self.dealloc_inner()
@@ -187,6 +195,8 @@ impl Flow {
         if self.deallocated.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // An event set watching the flow reports DEALLOC and lets go of it.
+        self.end.close_watch();
         let r = self.client.request(
             Msg::FlowDealloc { flow_id: self.id },
             &[],

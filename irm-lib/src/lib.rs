@@ -1,6 +1,7 @@
 //! `irm`: the ethflow application library.
 //!
 //! * [`Flow`] — allocate, accept, read, write and deallocate flows by name.
+//! * [`FlowSet`] — one thread watches many flows: PKT, DOWN, PEER, UP, DEALLOC.
 //! * [`proto`] / [`ctrl`] / [`client`] — the control protocol spoken with irmd.
 //! * [`shm`] — the per-flow shared-memory rings between an application and its IPCP.
 //! * [`Error`] — one error type, numbered like the model stack.
@@ -9,10 +10,12 @@ pub mod client;
 pub mod ctrl;
 pub mod error;
 pub mod flow;
+pub mod fqueue;
 pub mod proto;
 pub mod qos;
 pub mod shm;
 
 pub use error::{Error, Result};
 pub use flow::Flow;
+pub use fqueue::{EventKind, FlowEvent, FlowSet, Interest};
 pub use qos::Qos;

@@ -19,6 +19,17 @@
 //! wake-up. A writer blocked on a full tx ring uses `producer_waiting` the same
 //! way. State changes always signal both application eventfds.
 //!
+//! **Watchers.** An event set (`irm::FlowSet`) may watch a flow's rx fd
+//! besides its reader. The rx sleeping flag then has two owners: the reader
+//! arms it with `READER_ARMED` only if it is clear and clears only its own
+//! value, the watcher arms it with `WATCHER_ARMED`, and only the producer
+//! clears a watcher's arm (by signalling). The watcher never drains the rx
+//! eventfd (it uses edge-triggered epoll), so it never eats a blocked reader's
+//! wake-up; a reader that drains a non-zero count passes it on to the watcher
+//! ([`RxWatch::notice`]), so the watcher never loses one either. A watcher
+//! that wants only state changes is told only when the state differs from
+//! the one it last saw, so busy blocking readers do not keep waking it.
+//!
 //! **Trust.** Nobody trusts the application. The IPCP keeps its own copies of
 //! the indices it owns (tx tail, rx head), takes the geometry from irmd's
 //! message, bounds-checks every index and length it reads from the mapping,
@@ -28,7 +39,7 @@
 //! refuses an unsealed or too-small memfd.
 //!
 //! **Layout** (identical in every process; all numbers little-endian native):
-//! page 0 is the [`Header`] (identity, state word, counters, one control block
+//! page 0 is the `Header` (identity, state word, counters, one control block
 //! per ring, every hot word on its own 128-byte line); then the tx slots, then
 //! the rx slots, each ring starting on a page boundary. A slot is a `u32`
 //! length, 4 bytes of padding (so data is 8-aligned) and `slot_size` data
@@ -40,7 +51,7 @@ use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -493,6 +504,36 @@ pub struct Stats {
 }
 
 // ---------------------------------------------------------------------------
+// Watchers
+// ---------------------------------------------------------------------------
+
+/// What a flow tells the event set watching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchNotice {
+    /// The flow's reader consumed an rx wake-up that may have announced
+    /// something to the watcher: look at the flow again.
+    Wakeup,
+    /// This process is deallocating the flow.
+    Closed,
+}
+
+/// An event set watching a flow's rx fd besides its reader
+/// ([`AppEnd::set_watch`]). `notice` is called from the reader's thread,
+/// with the reader's lock held: it must be quick and must not call back
+/// into the flow.
+pub trait RxWatch: Send + Sync + std::fmt::Debug {
+    fn notice(&self, notice: WatchNotice);
+}
+
+/// What [`AppEnd::watch_check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxReadiness {
+    /// SDUs are waiting in the rx ring (always false when not asked for).
+    pub has_data: bool,
+    pub state: FlowState,
+}
+
+// ---------------------------------------------------------------------------
 // Eventfds
 // ---------------------------------------------------------------------------
 
@@ -501,10 +542,11 @@ fn signal(efd: BorrowedFd<'_>) {
     let _ = nix::unistd::write(efd, &1u64.to_ne_bytes());
 }
 
-fn drain(efd: BorrowedFd<'_>) {
+/// Clear the counter; true if it was non-zero (a wake-up was consumed).
+fn drain(efd: BorrowedFd<'_>) -> bool {
     let mut b = [0u8; 8];
     // EAGAIN: nothing pending, which is fine.
-    let _ = nix::unistd::read(efd.as_raw_fd(), &mut b);
+    matches!(nix::unistd::read(efd.as_raw_fd(), &mut b), Ok(8))
 }
 
 /// Wait until `efd` is readable (true) or `deadline` passes (false).
@@ -522,6 +564,25 @@ fn wait_readable(efd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool>
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The application's reader armed the rx sleeping flag.
+const READER_ARMED: u32 = 1;
+/// A watcher (event set) armed the rx sleeping flag.
+const WATCHER_ARMED: u32 = 2;
+
+/// The rx reader's arm: never overwrites a watcher's arm, which stays until
+/// the producer clears it with a signal (that wakes the reader just as well).
+fn arm_reader(flag: &AtomicU32) {
+    let _ = flag.compare_exchange(0, READER_ARMED, Ordering::Relaxed, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+}
+
+/// Clear the reader's own arm only; a watcher's arm must survive reads.
+fn disarm_reader(flag: &AtomicU32) {
+    if flag.load(Ordering::Relaxed) == READER_ARMED {
+        let _ = flag.compare_exchange(READER_ARMED, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -688,7 +749,21 @@ pub struct AppEnd {
     ipcp_efd: OwnedFd,
     rx: Mutex<Consumer>,
     tx: Mutex<Producer>,
+    /// The event set watching this flow, if any.
+    watch: Mutex<Option<Watch>>,
+    /// The state word the watcher last saw ([`NOT_SEEN`]: none yet).
+    watch_seen: AtomicU32,
 }
+
+#[derive(Debug)]
+struct Watch {
+    watcher: Arc<dyn RxWatch>,
+    /// Tell it of every consumed wake-up, not only of state changes.
+    wants_data: bool,
+}
+
+/// `watch_seen` when no state is known to be seen: readers always tell.
+const NOT_SEEN: u32 = u32::MAX;
 
 impl AppEnd {
     /// # Panics
@@ -704,6 +779,8 @@ impl AppEnd {
             ipcp_efd,
             rx,
             tx,
+            watch: Mutex::new(None),
+            watch_seen: AtomicU32::new(NOT_SEEN),
         }
     }
 
@@ -772,7 +849,7 @@ impl AppEnd {
         loop {
             if rx.has_data(&self.map)? {
                 let n = self.copy_out(&mut rx, buf);
-                disarm(&ctrl.consumer_sleeping);
+                disarm_reader(&ctrl.consumer_sleeping);
                 return Ok(n);
             }
             if let Some(e) = state_error(self.map.state()) {
@@ -785,8 +862,8 @@ impl AppEnd {
             }
             if !armed {
                 // Drain before arming: a signal that arrives after this is kept.
-                drain(self.rx_efd.as_fd());
-                arm(&ctrl.consumer_sleeping);
+                self.drain_rx();
+                arm_reader(&ctrl.consumer_sleeping);
                 armed = true;
                 continue; // re-check ring and state after the fence
             }
@@ -820,8 +897,8 @@ impl AppEnd {
     /// flow allocated); false if an SDU or a state change is already there.
     pub fn arm_rx_wakeup(&self) -> bool {
         let mut rx = lock(&self.rx);
-        drain(self.rx_efd.as_fd());
-        arm(&self.map.ctrl(Dir::Rx).consumer_sleeping);
+        self.drain_rx();
+        arm_reader(&self.map.ctrl(Dir::Rx).consumer_sleeping);
         !matches!(rx.has_data(&self.map), Ok(true) | Err(_))
             && self.map.state() == FlowState::Allocated
     }
@@ -829,6 +906,103 @@ impl AppEnd {
     /// The flow's state as last set by the IPCP or irmd.
     pub fn state(&self) -> FlowState {
         self.map.state()
+    }
+
+    /// Drain rx_efd; a wake-up consumed here may have been meant for the
+    /// watcher, so pass it on — unless the watcher wants state changes only
+    /// and the state is the one it saw last. (The drained signals announced
+    /// states stored before the drain, so the load below sees them; the
+    /// watcher's side of this is in [`AppEnd::watch_check`].)
+    fn drain_rx(&self) {
+        if !drain(self.rx_efd.as_fd()) {
+            return;
+        }
+        let watcher = lock(&self.watch)
+            .as_ref()
+            .map(|w| (w.watcher.clone(), w.wants_data));
+        if let Some((w, wants_data)) = watcher {
+            let now = self.map.header().state.load(Ordering::SeqCst);
+            if wants_data || now != self.watch_seen.load(Ordering::SeqCst) {
+                w.notice(WatchNotice::Wakeup);
+            }
+        }
+    }
+
+    /// Start being watched by `w` (an event set), which wants to hear of
+    /// data too (`wants_data`) or only of state changes. One watcher at a
+    /// time: a second is refused.
+    pub fn set_watch(&self, w: Arc<dyn RxWatch>, wants_data: bool) -> Result<()> {
+        let mut slot = lock(&self.watch);
+        if slot.is_some() {
+            return Err(Error::Invalid("the flow is already in an event set".into()));
+        }
+        self.watch_seen.store(NOT_SEEN, Ordering::SeqCst);
+        *slot = Some(Watch {
+            watcher: w,
+            wants_data,
+        });
+        Ok(())
+    }
+
+    /// Stop being watched by `w` (no effect if another or no watcher is set).
+    pub fn clear_watch(&self, w: &Arc<dyn RxWatch>) {
+        let mut slot = lock(&self.watch);
+        if slot
+            .as_ref()
+            .is_some_and(|cur| std::ptr::addr_eq(Arc::as_ptr(&cur.watcher), Arc::as_ptr(w)))
+        {
+            *slot = None;
+        }
+    }
+
+    /// The flow is being deallocated by this process: tell the watcher
+    /// ([`WatchNotice::Closed`]) and forget it.
+    pub fn close_watch(&self) {
+        let watch = lock(&self.watch).take();
+        if let Some(w) = watch {
+            w.watcher.notice(WatchNotice::Closed);
+        }
+    }
+
+    /// For a watcher: what the flow holds now. With `arm_data`, first arm
+    /// the rx wake-up for the watcher (fenced), so an SDU published after
+    /// this look signals rx_efd. Takes no lock (a reader blocked in
+    /// [`AppEnd::read`] holds the rx one) and never drains rx_efd.
+    pub fn watch_check(&self, arm_data: bool) -> RxReadiness {
+        let ctrl = self.map.ctrl(Dir::Rx);
+        let has_data = arm_data && {
+            ctrl.consumer_sleeping
+                .store(WATCHER_ARMED, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            // The reader publishes its tail after every SDU, so at rest the
+            // shared tail is its tail. A corrupt head also counts as data:
+            // the reader's next read reports the corruption.
+            ctrl.head.load(Ordering::Acquire) != ctrl.tail.load(Ordering::Relaxed)
+        };
+        RxReadiness {
+            has_data,
+            state: word_to_state(self.note_seen_state()),
+        }
+    }
+
+    /// Load the state word and publish it as seen, until a load after the
+    /// publication agrees. A reader that drains a signal and compares its
+    /// state with `watch_seen` then either sees what this look reports, or
+    /// a state this look has not loaded — and tells the watcher.
+    fn note_seen_state(&self) -> u32 {
+        let word = &self.map.header().state;
+        let mut now = word.load(Ordering::SeqCst);
+        for _ in 0..4 {
+            self.watch_seen.store(now, Ordering::SeqCst);
+            let again = word.load(Ordering::SeqCst);
+            if again == now {
+                return now;
+            }
+            now = again;
+        }
+        // Still changing: let every reader's drain tell the watcher.
+        self.watch_seen.store(NOT_SEEN, Ordering::SeqCst);
+        now
     }
 
     /// The pollable fd: readable on a new SDU or a state change.
@@ -1132,6 +1306,125 @@ mod tests {
     fn readable(fd: BorrowedFd<'_>) -> bool {
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         ppoll(&mut fds, Some(TimeSpec::from(Duration::ZERO)), None).unwrap() == 1
+    }
+
+    /// Records the notices a flow gives its watcher.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<WatchNotice>>);
+
+    impl RxWatch for Recorder {
+        fn notice(&self, n: WatchNotice) {
+            self.0.lock().unwrap().push(n);
+        }
+    }
+
+    fn rx_flag(app: &AppEnd) -> u32 {
+        app.map
+            .ctrl(Dir::Rx)
+            .consumer_sleeping
+            .load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn reader_arm_and_disarm_leave_a_watcher_arm_alone() {
+        let f = flow(geom(4, 16));
+        // Reader alone: an empty read arms, a successful read disarms.
+        assert_eq!(read_nb(&f.app), Err(Error::Again));
+        assert_eq!(rx_flag(&f.app), READER_ARMED);
+        f.ipcp.push_rx(b"a").unwrap();
+        assert_eq!(rx_flag(&f.app), 0, "the producer clears the arm it signals");
+        assert!(readable(f.app.rx_fd()));
+        assert_eq!(read_nb(&f.app).unwrap(), b"a");
+        // A watcher's arm: reads neither replace nor clear it.
+        let seen = f.app.watch_check(true);
+        assert_eq!((seen.has_data, seen.state), (false, FlowState::Allocated));
+        assert_eq!(rx_flag(&f.app), WATCHER_ARMED);
+        assert_eq!(read_nb(&f.app), Err(Error::Again));
+        assert_eq!(rx_flag(&f.app), WATCHER_ARMED);
+        f.ipcp.push_rx(b"b").unwrap();
+        f.ipcp.push_rx(b"c").unwrap();
+        assert_eq!(rx_flag(&f.app), 0);
+        assert!(f.app.watch_check(true).has_data);
+        assert_eq!(read_nb(&f.app).unwrap(), b"b");
+        assert_eq!(
+            rx_flag(&f.app),
+            WATCHER_ARMED,
+            "a read cleared the watcher's arm"
+        );
+        // Without arm_data the watcher only reads the state word.
+        f.ipcp.set_state(FlowState::Peer);
+        let seen = f.app.watch_check(false);
+        assert_eq!((seen.has_data, seen.state), (false, FlowState::Peer));
+    }
+
+    #[test]
+    fn a_state_only_watcher_hears_only_of_states_it_has_not_seen() {
+        let f = flow(geom(4, 16));
+        let rec = Arc::new(Recorder::default());
+        f.app.set_watch(rec.clone(), false).unwrap();
+        let cycle = || {
+            // A reader's sleep/wake cycle: arm, SDU signals, read, drain.
+            assert_eq!(read_nb(&f.app), Err(Error::Again));
+            f.ipcp.push_rx(b"a").unwrap();
+            assert_eq!(read_nb(&f.app).unwrap(), b"a");
+            assert_eq!(read_nb(&f.app), Err(Error::Again));
+        };
+        // Before the watcher's first look every consumed wake-up is passed on.
+        cycle();
+        assert_eq!(rec.0.lock().unwrap().len(), 1);
+        // Once it has seen ALLOCATED, data wake-ups are not its business.
+        assert_eq!(f.app.watch_check(false).state, FlowState::Allocated);
+        for _ in 0..3 {
+            cycle();
+        }
+        assert_eq!(rec.0.lock().unwrap().len(), 1);
+        // A state it has not seen is passed on.
+        f.ipcp.set_state(FlowState::Down);
+        assert!(!f.app.arm_rx_wakeup());
+        assert_eq!(*rec.0.lock().unwrap(), [WatchNotice::Wakeup; 2]);
+        // Seen now: the next drained signal of the same state is not.
+        assert_eq!(f.app.watch_check(false).state, FlowState::Down);
+        f.ipcp.set_state(FlowState::Down);
+        assert!(!f.app.arm_rx_wakeup());
+        assert_eq!(rec.0.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_reader_passes_consumed_wakeups_to_its_watcher() {
+        let f = flow(geom(4, 16));
+        let rec = Arc::new(Recorder::default());
+        let w: Arc<dyn RxWatch> = rec.clone();
+        f.app.set_watch(w.clone(), true).unwrap();
+        assert!(f
+            .app
+            .set_watch(Arc::new(Recorder::default()), true)
+            .is_err());
+        // Nothing pending: an empty read drains nothing and tells nobody.
+        assert_eq!(read_nb(&f.app), Err(Error::Again));
+        assert!(rec.0.lock().unwrap().is_empty());
+        // A state change the reader's drain eats (PEER and back) is passed on.
+        f.ipcp.set_state(FlowState::Peer);
+        f.ipcp.set_state(FlowState::Allocated);
+        assert_eq!(read_nb(&f.app), Err(Error::Again));
+        assert!(!readable(f.app.rx_fd()));
+        assert_eq!(*rec.0.lock().unwrap(), [WatchNotice::Wakeup]);
+        // So is one eaten by arm_rx_wakeup.
+        f.ipcp.set_state(FlowState::Allocated);
+        assert!(f.app.arm_rx_wakeup());
+        assert_eq!(rec.0.lock().unwrap().len(), 2);
+        // Clearing someone else's watcher does nothing; closing tells ours.
+        f.app
+            .clear_watch(&(Arc::new(Recorder::default()) as Arc<dyn RxWatch>));
+        f.app.close_watch();
+        assert_eq!(rec.0.lock().unwrap().last(), Some(&WatchNotice::Closed));
+        // Gone: no more notices, and a new watcher may come.
+        f.ipcp.set_state(FlowState::Allocated);
+        assert_eq!(read_nb(&f.app), Err(Error::Again));
+        assert_eq!(rec.0.lock().unwrap().len(), 3);
+        f.app.set_watch(w.clone(), true).unwrap();
+        f.app.clear_watch(&w);
+        f.app.close_watch();
+        assert_eq!(rec.0.lock().unwrap().len(), 3);
     }
 
     #[test]
