@@ -32,6 +32,9 @@ struct Args {
     /// Flow liveness timeout in ms (default: irmd's).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
+    /// Print one JSON object (counts, RTT min/median/p99/max and percentiles in µs) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -91,10 +94,12 @@ fn client(args: &Args) -> Result<ExitCode, String> {
             flow.max_sdu()
         ));
     }
-    println!(
-        "Pinging {} with {} bytes of data ({} packets):\n",
-        args.name, args.size, args.count
-    );
+    if !args.json {
+        println!(
+            "Pinging {} with {} bytes of data ({} packets):\n",
+            args.name, args.size, args.count
+        );
+    }
     let start = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let done = Arc::new(AtomicBool::new(false));
@@ -103,7 +108,7 @@ fn client(args: &Args) -> Result<ExitCode, String> {
             flow.clone(),
             tally.clone(),
             done.clone(),
-            args.quiet,
+            args.quiet || args.json,
             args.name.clone(),
         );
         std::thread::spawn(move || -> Option<irm::Error> {
@@ -167,7 +172,24 @@ fn client(args: &Args) -> Result<ExitCode, String> {
     } else {
         100.0 * (sent - t.received.min(sent)) as f64 / sent as f64
     };
-    println!("\n--- {} ping statistics ---", args.name);
+    if args.json {
+        println!("{}", rtt_json(args.size, sent, t.received, &t.rtts_ms));
+    } else {
+        print_summary(&args.name, sent, &t, loss, start);
+    }
+    if let Some(e) = failure.or(read_err) {
+        eprintln!("oping: flow failed: {}", describe(&e));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if t.received == sent {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_summary(name: &str, sent: u64, t: &Tally, loss: f64, start: Instant) {
+    println!("\n--- {name} ping statistics ---");
     println!(
         "{sent} packets transmitted, {} received, {loss:.0}% packet loss, time: {:.3} ms",
         t.received,
@@ -181,13 +203,49 @@ fn client(args: &Args) -> Result<ExitCode, String> {
         let mdev = (t.rtts_ms.iter().map(|x| (x - avg) * (x - avg)).sum::<f64>() / n).sqrt();
         println!("rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms");
     }
-    if let Some(e) = failure.or(read_err) {
-        eprintln!("oping: flow failed: {}", describe(&e));
-        return Ok(ExitCode::FAILURE);
+}
+
+/// The `q`-quantile (0..=1) of sorted samples; nearest rank.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
     }
-    Ok(if t.received == sent {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// One run as JSON, RTTs in µs: the shape every RTT tool of scripts/bench.sh prints.
+fn rtt_json(size: u64, sent: u64, received: u64, rtts_ms: &[f64]) -> serde_json::Value {
+    let mut us: Vec<f64> = rtts_ms.iter().map(|ms| ms * 1e3).collect();
+    us.sort_by(f64::total_cmp);
+    let avg = if us.is_empty() { 0.0 } else { us.iter().sum::<f64>() / us.len() as f64 };
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    serde_json::json!({
+        "kind": "oping",
+        "size": size,
+        "sent": sent,
+        "received": received,
+        "min_us": round(quantile(&us, 0.0)),
+        "median_us": round(quantile(&us, 0.5)),
+        "p99_us": round(quantile(&us, 0.99)),
+        "max_us": round(quantile(&us, 1.0)),
+        "avg_us": round(avg),
+        "percentiles_us": (0..=100).map(|p| round(quantile(&us, p as f64 / 100.0))).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_summary_has_the_quantiles_in_microseconds() {
+        let rtts_ms: Vec<f64> = (1..=100).rev().map(|i| i as f64 / 1000.0).collect();
+        let j = rtt_json(64, 100, 100, &rtts_ms);
+        assert_eq!(j["min_us"], 1.0);
+        assert_eq!(j["median_us"], 50.0);
+        assert_eq!(j["p99_us"], 99.0);
+        assert_eq!(j["max_us"], 100.0);
+        assert_eq!(j["percentiles_us"].as_array().map(Vec::len), Some(101));
+        assert_eq!(rtt_json(64, 3, 0, &[])["median_us"], 0.0);
+    }
 }
