@@ -103,6 +103,9 @@ fn irmd() -> &'static FakeIrmd {
                 thread::spawn(move || irmd.serve(sock));
             }
         });
+        // Connect now, then unlink the path: nothing is left in /tmp.
+        irm::client::global().unwrap();
+        let _ = std::fs::remove_file(&path);
         irmd
     })
 }
