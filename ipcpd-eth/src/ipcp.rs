@@ -9,7 +9,7 @@
 
 use crate::backend::FrameIo;
 use crate::fa::{Action, Config, FlowAllocator};
-use crate::link::{LinkEvent, LinkMonitor};
+use crate::link::{CarrierProbe, LinkEvent, LinkMonitor};
 use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
 use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
 use irm::ctrl::{CtrlSocket, Received};
@@ -30,6 +30,8 @@ const TOKEN_LINK: u64 = 2;
 const TOKEN_FLOW: u64 = 1 << 32;
 /// Receive batches per loop turn before the send side gets its turn.
 const RX_ROUNDS: usize = 8;
+/// How often the carrier is probed (netlink may announce a loss a second late).
+const CARRIER_PROBE: Duration = Duration::from_millis(20);
 /// Send batches per loop turn before the receive side gets its turn.
 const TX_ROUNDS: usize = 8;
 
@@ -66,6 +68,8 @@ pub struct Ipcp {
     ethertype: u16,
     link: LinkInfo,
     link_monitor: LinkMonitor,
+    carrier: CarrierProbe,
+    next_probe: Instant,
     fa: FlowAllocator,
     epoll: Epoll,
     start: Instant,
@@ -190,6 +194,8 @@ impl Ipcp {
                 opts.dev
             );
         }
+        let carrier =
+            CarrierProbe::new(&opts.dev).map_err(|e| format!("cannot probe {}: {e}", opts.dev))?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
         epoll
             .add(
@@ -234,6 +240,8 @@ impl Ipcp {
             sock,
             link,
             link_monitor,
+            carrier,
+            next_probe: Instant::now(),
             epoll,
             start: Instant::now(),
             flows: HashMap::new(),
@@ -289,6 +297,26 @@ impl Ipcp {
         self.carry_out_actions();
     }
 
+    /// Catch a carrier loss before linkwatch announces it.
+    fn probe_carrier(&mut self) {
+        self.next_probe = Instant::now() + CARRIER_PROBE;
+        let up = self.carrier.carrier().unwrap_or(false);
+        if up == self.link.up {
+            return;
+        }
+        if up {
+            info!("link {} has carrier again.", self.opts.dev);
+        } else {
+            warn!(
+                "link {} lost its carrier: every flow over it is down.",
+                self.opts.dev
+            );
+            self.fa.link_down(self.now());
+        }
+        self.link.up = up;
+        self.carry_out_actions();
+    }
+
     /// New flows get the new maximum SDU; irmd hears of it for their rings.
     fn mtu_changed(&mut self, mtu: u32) {
         if mtu == self.link.mtu || (mtu as usize) <= HEADER_LEN {
@@ -334,10 +362,14 @@ impl Ipcp {
                 match self.fa.poll_timeout() {
                     Some(t) => {
                         let now = self.now();
-                        let ms = t.saturating_sub(now).as_micros().div_ceil(1000).min(1000) as u16;
+                        let ms = t
+                            .saturating_sub(now)
+                            .min(CARRIER_PROBE)
+                            .as_micros()
+                            .div_ceil(1000) as u16;
                         EpollTimeout::from(ms)
                     }
-                    None => EpollTimeout::from(1000u16),
+                    None => EpollTimeout::from(CARRIER_PROBE.as_millis() as u16),
                 }
             };
             let n = match self.epoll.wait(&mut events, timeout) {
@@ -378,6 +410,9 @@ impl Ipcp {
                 self.receive();
             }
             self.transmit();
+            if Instant::now() >= self.next_probe {
+                self.probe_carrier();
+            }
             let now = self.now();
             if self.fa.poll_timeout().is_some_and(|t| t <= now) {
                 self.fa.handle_timeout(now);
@@ -391,6 +426,8 @@ impl Ipcp {
         for _ in 0..RX_ROUNDS {
             let n = match self.sock.recv_batch(&mut self.rx_bufs, &mut self.rx_lens) {
                 Ok(n) => n,
+                // The link went down: the link monitor reports it.
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => 0,
                 Err(e) => {
                     warn!("receive failed: {e}");
                     0
@@ -698,7 +735,11 @@ impl Ipcp {
         .emit(&mut buf);
         buf[ETH_HEADER_LEN..].copy_from_slice(frame);
         if let Err(e) = self.sock.send_batch(&[&buf]) {
-            warn!("cannot send a management frame: {e}");
+            if self.link.up {
+                warn!("cannot send a management frame: {e}");
+            } else {
+                debug!("link down, management frame not sent: {e}");
+            }
         }
     }
 }
