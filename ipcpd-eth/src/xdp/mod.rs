@@ -68,7 +68,8 @@ impl XdpBackend {
         }
         raise_memlock_limit();
         let n_queues = rx_queue_count(dev);
-        let (mut program, why) = Program::attach(ifindex, ethertype, n_queues, None)
+        let want = program::Want::from_env()?;
+        let (mut program, why) = Program::attach(ifindex, ethertype, n_queues, want)
             .map_err(|e| format!("XDP on {dev}: {e}"))?;
         let mut queues = Vec::new();
         let mut copy_reason = None;

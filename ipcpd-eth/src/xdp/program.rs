@@ -62,6 +62,31 @@ impl Counter {
     }
 }
 
+/// The environment variable that picks the mode: `native`, `skb`, or unset
+/// (native, else SKB). For benchmarks and for drivers whose native XDP is
+/// slower than SKB mode (veth: native mode copies the frame once more).
+pub const MODE_ENV: &str = "ETHFLOW_XDP_MODE";
+
+/// Which attach modes to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    NativeElseSkb,
+    Native,
+    Skb,
+}
+
+impl Want {
+    /// From [`MODE_ENV`].
+    pub fn from_env() -> Result<Want, String> {
+        match std::env::var(MODE_ENV).as_deref() {
+            Err(_) | Ok("") | Ok("auto") => Ok(Want::NativeElseSkb),
+            Ok("native") => Ok(Want::Native),
+            Ok("skb") => Ok(Want::Skb),
+            Ok(other) => Err(format!("{MODE_ENV}={other}: expected native, skb or auto")),
+        }
+    }
+}
+
 /// Where the program runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -112,13 +137,13 @@ fn key(eid: Eid) -> u64 {
 
 impl Program {
     /// Load the program for `ethertype` with room for `queues` sockets and
-    /// attach it to `ifindex`: native mode, or SKB mode when native is refused.
-    /// `skb_reason` says why native was not even tried (None = try it).
+    /// attach it to `ifindex` as `want` says. Returns it and a sentence saying
+    /// which mode is active and why.
     pub fn attach(
         ifindex: u32,
         ethertype: u16,
         queues: u32,
-        skip_native: Option<String>,
+        want: Want,
     ) -> Result<(Program, String), String> {
         let object = object()?;
         let mut ebpf = EbpfLoader::new()
@@ -140,25 +165,36 @@ impl Program {
             .map_err(|e: aya::programs::ProgramError| describe(&e))?;
         prog.load()
             .map_err(|e| format!("the kernel refused the XDP program: {}", describe(&e)))?;
-        let (mode, why) = match skip_native {
-            Some(reason) => {
-                prog.attach_to_if_index(ifindex, XdpMode::Skb)
-                    .map_err(|e| format!("cannot attach XDP in SKB mode: {}", describe(&e)))?;
-                (Mode::Skb, format!("SKB mode because {reason}"))
-            }
-            None => match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
-                Ok(_) => (Mode::Native, "native mode (in the driver)".to_string()),
-                Err(native) => {
-                    let native = native_refusal(&native);
-                    prog.attach_to_if_index(ifindex, XdpMode::Skb).map_err(|e| {
-                        format!("cannot attach XDP: native mode refused ({native}), SKB mode refused ({})", describe(&e))
-                    })?;
-                    (
-                        Mode::Skb,
-                        format!("SKB mode because native mode was refused: {native}"),
-                    )
+        let native = match want {
+            Want::Skb => None,
+            Want::Native | Want::NativeElseSkb => {
+                match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+                    Ok(_) => Some(Ok(())),
+                    Err(e) => Some(Err(native_refusal(&e))),
                 }
-            },
+            }
+        };
+        let (mode, why) = match (want, native) {
+            (_, Some(Ok(()))) => (Mode::Native, "native mode (in the driver)".to_string()),
+            (Want::Native, Some(Err(native))) => {
+                return Err(format!(
+                    "native mode refused ({native}) and {MODE_ENV}=native"
+                ))
+            }
+            (_, native) => {
+                let why = match native {
+                    Some(Err(refused)) => format!("native mode was refused: {refused}"),
+                    _ => format!("{MODE_ENV}=skb"),
+                };
+                prog.attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|e| {
+                        format!(
+                            "cannot attach XDP in SKB mode ({}), and {why}",
+                            describe(&e)
+                        )
+                    })?;
+                (Mode::Skb, format!("SKB mode because {why}"))
+            }
         };
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)

@@ -150,6 +150,19 @@ impl Xsk {
         }
         // SAFETY: fd is fresh and nobody else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Copy mode makes an skb per sent frame, charged to the socket's send
+        // buffer until the peer consumes it: room for every transmit chunk.
+        let sndbuf: libc::c_int = 8 << 20;
+        // SAFETY: sndbuf lives across the call and its size is passed.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&sndbuf as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let umem = Umem::new(((RX_FRAMES + TX_FRAMES) * FRAME_SIZE) as usize)?;
         let reg = libc::xdp_umem_reg {
             addr: umem.base as u64,
