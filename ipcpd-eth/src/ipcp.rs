@@ -56,10 +56,27 @@ struct FlowIo {
 /// Counters of frames the IPCP refused.
 #[derive(Default, Debug)]
 struct Counters {
+    rx_frames: u64,
+    tx_frames: u64,
     malformed: u64,
     unknown_eid: u64,
     rx_dropped_full: u64,
 }
+
+impl Counters {
+    fn named(&self) -> Vec<(String, u64)> {
+        vec![
+            ("rx_frames".into(), self.rx_frames),
+            ("tx_frames".into(), self.tx_frames),
+            ("malformed".into(), self.malformed),
+            ("unknown_eid".into(), self.unknown_eid),
+            ("rx_ring_full".into(), self.rx_dropped_full),
+        ]
+    }
+}
+
+/// How often changed counters are reported to irmd.
+const COUNTER_REPORT: Duration = Duration::from_secs(1);
 
 pub struct Ipcp {
     opts: Options,
@@ -83,6 +100,9 @@ pub struct Ipcp {
     /// Lengths of the frames built in `tx_bufs` this round.
     tx_lens: [usize; BATCH],
     counters: Counters,
+    /// What irmd last heard, and when it may hear again.
+    reported: Vec<(String, u64)>,
+    next_report: Instant,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -186,7 +206,7 @@ impl Ipcp {
         let link_monitor = LinkMonitor::open(link.ifindex as u32)
             .map_err(|e| format!("cannot watch the link: {e}"))?;
         // Re-read after subscribing, so no change slips between the two.
-        let link =
+        let mut link =
             link_info(&opts.dev).map_err(|e| format!("cannot use interface {}: {e}", opts.dev))?;
         if !link.up {
             warn!(
@@ -215,6 +235,16 @@ impl Ipcp {
                 EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CTRL),
             )
             .map_err(err)?;
+        if let Some(limit) = sock.max_mtu() {
+            if limit < link.mtu {
+                warn!(
+                    "backend {} carries frames up to MTU {limit}, below the link's {}: max SDU follows {limit}.",
+                    sock.name(),
+                    link.mtu
+                );
+                link.mtu = limit;
+            }
+        }
         let max_sdu = link.mtu - HEADER_LEN as u32;
         let instance = loop {
             let v: u64 = rand::random();
@@ -252,6 +282,8 @@ impl Ipcp {
             tx_bufs: (0..BATCH).map(|_| vec![0u8; frame_room]).collect(),
             tx_lens: [0; BATCH],
             counters: Counters::default(),
+            reported: Vec::new(),
+            next_report: Instant::now(),
         })
     }
 
@@ -297,6 +329,19 @@ impl Ipcp {
         self.carry_out_actions();
     }
 
+    /// Tell irmd the frame counters (for `irm ipcp list`) when they changed.
+    fn report_counters(&mut self) {
+        self.next_report = Instant::now() + COUNTER_REPORT;
+        let mut now = self.counters.named();
+        for (k, v) in self.sock.counters() {
+            now.push((k.to_string(), v));
+        }
+        if now != self.reported {
+            self.reported = now.clone();
+            self.reply(0, Msg::IpcpCounters(now));
+        }
+    }
+
     /// Catch a carrier loss before linkwatch announces it.
     fn probe_carrier(&mut self) {
         self.next_probe = Instant::now() + CARRIER_PROBE;
@@ -319,6 +364,7 @@ impl Ipcp {
 
     /// New flows get the new maximum SDU; irmd hears of it for their rings.
     fn mtu_changed(&mut self, mtu: u32) {
+        let mtu = self.sock.max_mtu().map_or(mtu, |limit| mtu.min(limit));
         if mtu == self.link.mtu || (mtu as usize) <= HEADER_LEN {
             return;
         }
@@ -413,6 +459,9 @@ impl Ipcp {
             if Instant::now() >= self.next_probe {
                 self.probe_carrier();
             }
+            if Instant::now() >= self.next_report {
+                self.report_counters();
+            }
             let now = self.now();
             if self.fa.poll_timeout().is_some_and(|t| t <= now) {
                 self.fa.handle_timeout(now);
@@ -436,6 +485,7 @@ impl Ipcp {
             if n == 0 {
                 break;
             }
+            self.counters.rx_frames += n as u64;
             let now = self.now();
             for i in 0..n {
                 let frame = &self.rx_bufs[i][..self.rx_lens[i]];
@@ -518,8 +568,9 @@ impl Ipcp {
                 let frames: Vec<&[u8]> = (0..count)
                     .map(|k| &self.tx_bufs[k][..self.tx_lens[k]])
                     .collect();
-                if let Err(e) = self.sock.send_batch(&frames) {
-                    warn!("send failed: {e}");
+                match self.sock.send_batch(&frames) {
+                    Ok(k) => self.counters.tx_frames += k as u64,
+                    Err(e) => warn!("send failed: {e}"),
                 }
             }
             if emptied {
@@ -535,8 +586,9 @@ impl Ipcp {
         let frames: Vec<&[u8]> = (0..count)
             .map(|k| &self.tx_bufs[k][..self.tx_lens[k]])
             .collect();
-        if let Err(e) = self.sock.send_batch(&frames) {
-            warn!("send failed: {e}");
+        match self.sock.send_batch(&frames) {
+            Ok(k) => self.counters.tx_frames += k as u64,
+            Err(e) => warn!("send failed: {e}"),
         }
     }
 
@@ -734,7 +786,11 @@ impl Ipcp {
         }
         .emit(&mut buf);
         buf[ETH_HEADER_LEN..].copy_from_slice(frame);
-        if let Err(e) = self.sock.send_batch(&[&buf]) {
+        let sent = self.sock.send_batch(&[&buf]);
+        if let Ok(k) = sent {
+            self.counters.tx_frames += k as u64;
+        }
+        if let Err(e) = sent {
             if self.link.up {
                 warn!("cannot send a management frame: {e}");
             } else {

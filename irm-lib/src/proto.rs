@@ -64,6 +64,8 @@ pub struct IpcpRow {
     pub ethertype: u16,
     pub state: String,
     pub info: Option<IpcpInfo>,
+    /// Frame counters the IPCP last reported (name, value).
+    pub counters: Vec<(String, u64)>,
 }
 
 /// One row of `irm name list`.
@@ -256,6 +258,8 @@ pub enum Msg {
         flow_id: u32,
         cause: DownCause,
     },
+    /// The IPCP's frame counters (sent when they change, at most once a second).
+    IpcpCounters(Vec<(String, u64)>),
 }
 
 /// Why a flow request was refused (carried on the wire too).

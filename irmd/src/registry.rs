@@ -54,6 +54,7 @@ struct Ipcp {
     pid: u32,
     conn: Option<Arc<Conn>>,
     info: Option<IpcpInfo>,
+    counters: Vec<(String, u64)>,
     /// The CLI request waiting for the bootstrap outcome.
     boot_reply: Option<(Arc<Conn>, u64, Instant)>,
 }
@@ -308,6 +309,13 @@ impl Shared {
                 max_sdu,
             } => self.flow_req_arrived(&mut r, conn, token, name_hash, qos, max_sdu),
             Msg::IpcpFlowState { flow_id, cause } => r.flow_state(flow_id, cause),
+            Msg::IpcpCounters(counters) => {
+                if let Some(Role::Ipcp { name }) = &conn.role {
+                    if let Some(i) = r.ipcps.get_mut(name) {
+                        i.counters = counters;
+                    }
+                }
+            }
             Msg::Ok => r.ipcp_ack(id),
             Msg::Err(e) => {
                 if r.waits.contains_key(&id) {
@@ -704,6 +712,7 @@ fn ipcp_row(i: &Ipcp) -> IpcpRow {
             "booting".into()
         },
         info: i.info.clone(),
+        counters: i.counters.clone(),
     }
 }
 
@@ -853,6 +862,7 @@ impl Registry {
                 pid,
                 conn: None,
                 info: None,
+                counters: Vec::new(),
                 boot_reply: Some((conn.clone(), id, Instant::now() + BOOTSTRAP_WAIT)),
             },
         );

@@ -335,6 +335,7 @@ fn print_ipcps(rows: &[IpcpRow], json: bool) {
                     "mtu": r.info.as_ref().map(|i| i.mtu),
                     "max_sdu": r.info.as_ref().map(|i| i.max_sdu),
                     "backend": r.info.as_ref().map(|i| i.backend.clone()),
+                    "counters": r.counters.iter().cloned().collect::<BTreeMap<String, u64>>(),
                 })
             })
             .collect();
@@ -359,6 +360,10 @@ fn print_ipcps(rows: &[IpcpRow], json: bool) {
             "{:<16} {:>8} {:<10} {:<12} 0x{:04x}   {:<12} {:<18} {:>6} {:>7} {:<7}",
             r.name, r.pid, r.layer, r.dev, r.ethertype, r.state, m, mtu, sdu, be
         );
+        if !r.counters.is_empty() {
+            let c: Vec<String> = r.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{:>16}   counters: {}", "", c.join(" "));
+        }
     }
 }
 
