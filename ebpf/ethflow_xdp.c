@@ -11,7 +11,7 @@
  *   - management (type != DATA)  -> the AF_XDP socket of this rx queue
  *   - DATA for a live endpoint   -> the AF_XDP socket of this rx queue
  *   - DATA for an unknown eid    -> drop, count C_DROP_UNKNOWN_EID; except a
- *     few per sender MAC (token bucket), which go up so the IPCP can answer
+ *     few per sender MAC and CPU (token bucket), which go up so the IPCP can answer
  *     UNKNOWN_EID and the sender learns its flow is gone (C_PASS_UNKNOWN_EID)
  *
  * The IPCP keeps `live_eids` in step with flow allocation. Keys are the 8
@@ -34,10 +34,8 @@
 
 /* Helper calls: the number is the helper's id in the kernel's ABI. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
-static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
-				   __u64 flags) = (void *)BPF_FUNC_map_update_elem;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
-static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
+static __u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)BPF_FUNC_ktime_get_coarse_ns;
 
 /* Set by the loader before the program is loaded (aya override_global). */
 volatile const __u16 ethertype = 0x88B5;		/* host byte order */
@@ -96,11 +94,18 @@ struct {
 	__uint(max_entries, 64); /* the loader sets it to the rx queue count */
 } xsks SEC(".maps");
 
+/*
+ * Budgets per CPU and per hash of the sender MAC: an array lookup, no hash
+ * map to update under a flood, no cache line shared between CPUs. MACs that
+ * share a slot share its budget, which only ever passes fewer frames.
+ */
+#define LIMITER_SLOTS 256
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, __u64); /* sender MAC in the low 6 bytes */
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
 	__type(value, struct limiter);
-	__uint(max_entries, 4096);
+	__uint(max_entries, LIMITER_SLOTS);
 } unknown_eid_limiters SEC(".maps");
 
 static __attribute__((always_inline)) void count(__u32 idx)
@@ -128,25 +133,28 @@ static __attribute__((always_inline)) int to_socket(struct xdp_md *ctx, __u32 id
 }
 
 /*
- * Token bucket per sender MAC, the same shape as the flow allocator's
- * limiter for UNKNOWN_EID replies. Updates race between CPUs; the worst a
- * race does is pass a frame or two more, which the IPCP limits again.
+ * Token bucket per sender MAC (slot), the same shape as the flow allocator's
+ * limiter for UNKNOWN_EID replies. The coarse clock (a tick, a few ms) is
+ * fine for a 10 ms refill and costs far less than the precise one.
  */
 static __attribute__((always_inline)) int unknown_eid_may_pass(const __u8 *mac)
 {
 	__u64 key = 0;
-	__u64 now = bpf_ktime_get_ns();
+	__u32 slot;
 	struct limiter *l;
-	__u64 earned;
+	__u64 now, earned;
 	__u32 room;
 
 	__builtin_memcpy(&key, mac, ETH_ALEN);
-	l = bpf_map_lookup_elem(&unknown_eid_limiters, &key);
-	if (!l) {
-		struct limiter fresh = { .refilled_ns = now, .tokens = unknown_eid_burst - 1 };
-
-		bpf_map_update_elem(&unknown_eid_limiters, &key, &fresh, BPF_ANY);
-		return 1;
+	slot = (key * 0x9E3779B97F4A7C15ULL) >> 56; /* Fibonacci hash: 0..255 */
+	l = bpf_map_lookup_elem(&unknown_eid_limiters, &slot);
+	if (!l)
+		return 0;
+	now = bpf_ktime_get_coarse_ns();
+	if (l->refilled_ns == 0) {
+		/* First frame of this slot on this CPU: a full bucket. */
+		l->refilled_ns = now;
+		l->tokens = unknown_eid_burst;
 	}
 	earned = (now - l->refilled_ns) / unknown_eid_refill_ns;
 	room = unknown_eid_burst - l->tokens;
