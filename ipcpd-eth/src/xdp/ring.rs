@@ -189,3 +189,97 @@ impl<T: Copy> ConsRing<T> {
         self.ring.consumer().store(self.next, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A memfd stands in for the kernel's side: the same pages mapped twice,
+    //! once as the ring we produce into and once as the ring that consumes.
+
+    use super::*;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+    const OFF: libc::xdp_ring_offset = libc::xdp_ring_offset {
+        producer: 0,
+        consumer: 64,
+        desc: 256,
+        flags: 128,
+    };
+
+    fn shared_ring(size: u32, start: u32) -> OwnedFd {
+        // SAFETY: memfd_create with a valid name; the fd is owned at once.
+        let fd = unsafe { libc::memfd_create(c"ring".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: fd is fresh and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let len = OFF.desc as usize + size as usize * 8;
+        let mut bytes = vec![0u8; len];
+        bytes[..4].copy_from_slice(&start.to_ne_bytes());
+        bytes[64..68].copy_from_slice(&start.to_ne_bytes());
+        // SAFETY: writes `len` bytes from a live buffer into our memfd.
+        let written = unsafe { libc::pwrite(fd.as_raw_fd(), bytes.as_ptr().cast(), len, 0) };
+        assert_eq!(written, len as isize);
+        fd
+    }
+
+    #[test]
+    fn entries_pass_in_order_and_the_ring_never_overfills() {
+        let fd = shared_ring(8, 0);
+        let mut prod = ProdRing::<u64>::map(fd.as_fd(), 0, &OFF, 8).unwrap();
+        let mut cons = ConsRing::<u64>::map(fd.as_fd(), 0, &OFF, 8).unwrap();
+        assert_eq!(prod.free(), 8);
+        for i in 0..8 {
+            assert!(prod.push(100 + i));
+        }
+        assert!(!prod.push(999), "a full ring takes no more");
+        assert_eq!(cons.available(), 0, "nothing is visible before submit");
+        prod.submit();
+        assert_eq!((cons.available(), prod.pending()), (8, 8));
+        assert_eq!(
+            (0..8).map(|i| cons.peek(i)).collect::<Vec<_>>(),
+            (100..108).collect::<Vec<_>>()
+        );
+        cons.release(3);
+        assert_eq!((prod.free(), prod.pending(), cons.available()), (3, 5, 5));
+    }
+
+    #[test]
+    fn indices_wrap_around_u32() {
+        let start = u32::MAX - 2;
+        let fd = shared_ring(4, start);
+        let mut prod = ProdRing::<u64>::map(fd.as_fd(), 0, &OFF, 4).unwrap();
+        let mut cons = ConsRing::<u64>::map(fd.as_fd(), 0, &OFF, 4).unwrap();
+        for round in 0..5u64 {
+            for i in 0..3 {
+                assert!(prod.push(round * 10 + i));
+            }
+            prod.submit();
+            assert_eq!(cons.available(), 3);
+            for i in 0..3 {
+                assert_eq!(cons.peek(i as u32), round * 10 + i);
+            }
+            cons.release(3);
+            assert_eq!((prod.free(), cons.available()), (4, 0));
+        }
+    }
+
+    #[test]
+    fn a_producer_index_out_of_range_is_capped_at_the_ring_size() {
+        let fd = shared_ring(4, 0);
+        let cons = ConsRing::<u64>::map(fd.as_fd(), 0, &OFF, 4).unwrap();
+        let bad = 1000u32.to_ne_bytes();
+        // SAFETY: writes 4 bytes from a live buffer into our memfd.
+        unsafe { libc::pwrite(fd.as_raw_fd(), bad.as_ptr().cast(), 4, 0) };
+        assert_eq!(cons.available(), 4);
+    }
+
+    #[test]
+    fn the_wakeup_flag_is_read() {
+        let fd = shared_ring(4, 0);
+        let prod = ProdRing::<u64>::map(fd.as_fd(), 0, &OFF, 4).unwrap();
+        assert!(!prod.needs_wakeup());
+        let flag = libc::XDP_RING_NEED_WAKEUP.to_ne_bytes();
+        // SAFETY: writes 4 bytes from a live buffer into our memfd.
+        unsafe { libc::pwrite(fd.as_raw_fd(), flag.as_ptr().cast(), 4, 128) };
+        assert!(prod.needs_wakeup());
+    }
+}

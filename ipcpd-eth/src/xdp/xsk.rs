@@ -59,9 +59,9 @@ impl Umem {
 
     /// The bytes at `addr..addr+len`, if that lies inside one chunk.
     fn chunk_bytes(&self, addr: u64, len: usize) -> Option<*mut u8> {
-        let start = usize::try_from(addr).ok()?;
+        let start = usize::try_from(addr).ok().filter(|&s| s < self.len)?;
         let chunk_end = (start / FRAME_SIZE as usize + 1) * FRAME_SIZE as usize;
-        (start.checked_add(len)? <= chunk_end.min(self.len)).then(|| self.base.wrapping_add(start))
+        (start + len <= chunk_end.min(self.len)).then(|| self.base.wrapping_add(start))
     }
 }
 
@@ -406,5 +406,34 @@ impl Xsk {
 impl AsFd for Xsk {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn umem_bytes_stay_inside_one_chunk() {
+        let umem = Umem::new(3 * FRAME_SIZE as usize).unwrap();
+        let f = u64::from(FRAME_SIZE);
+        assert!(umem.chunk_bytes(0, FRAME_SIZE as usize).is_some());
+        assert!(
+            umem.chunk_bytes(f + 256, MAX_FRAME).is_some(),
+            "a received frame after the headroom fits"
+        );
+        assert!(
+            umem.chunk_bytes(f + 257, MAX_FRAME).is_none(),
+            "crossing into the next chunk"
+        );
+        assert!(umem.chunk_bytes(2 * f, FRAME_SIZE as usize).is_some());
+        assert!(umem.chunk_bytes(3 * f, 1).is_none(), "past the end");
+        assert!(umem.chunk_bytes(u64::MAX, 1).is_none());
+    }
+
+    #[test]
+    fn the_largest_frame_is_a_page_less_the_kernel_headroom() {
+        assert_eq!(MAX_FRAME, 3840);
+        assert_eq!(super::super::MAX_MTU, 3826);
     }
 }
