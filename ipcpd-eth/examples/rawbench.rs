@@ -35,7 +35,10 @@ const TICK: Duration = Duration::from_millis(100);
 const MIN_PAYLOAD: usize = 24;
 
 #[derive(Parser)]
-#[command(name = "rawbench", about = "raw AF_PACKET and UDP yardsticks for ethflow's benchmark")]
+#[command(
+    name = "rawbench",
+    about = "raw AF_PACKET and UDP yardsticks for ethflow's benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -143,7 +146,9 @@ enum Cmd {
 fn parse_ethertype(s: &str) -> Result<u16, String> {
     match s.strip_prefix("0x") {
         Some(h) => u16::from_str_radix(h, 16).map_err(|e| e.to_string()),
-        None => s.parse().map_err(|e: std::num::ParseIntError| e.to_string()),
+        None => s
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string()),
     }
 }
 
@@ -161,11 +166,41 @@ fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 
 fn main() {
     let r = match Cli::parse().cmd {
-        Cmd::Recv { dev, mode, size, wait, max, ethertype } => recv(&dev, mode, size, wait, max, ethertype),
-        Cmd::Send { dev, peer, mode, size, seconds, ethertype } => send(&dev, peer, mode, size, seconds, ethertype),
-        Cmd::Ping { dev, peer, size, count, interval_us, ethertype } => ping(&dev, peer, size, count, interval_us, ethertype),
-        Cmd::Pong { dev, seconds, ethertype } => pong(&dev, seconds, ethertype),
-        Cmd::UdpPing { to, size, count, interval_us } => udp_ping(to, size, count, interval_us),
+        Cmd::Recv {
+            dev,
+            mode,
+            size,
+            wait,
+            max,
+            ethertype,
+        } => recv(&dev, mode, size, wait, max, ethertype),
+        Cmd::Send {
+            dev,
+            peer,
+            mode,
+            size,
+            seconds,
+            ethertype,
+        } => send(&dev, peer, mode, size, seconds, ethertype),
+        Cmd::Ping {
+            dev,
+            peer,
+            size,
+            count,
+            interval_us,
+            ethertype,
+        } => ping(&dev, peer, size, count, interval_us, ethertype),
+        Cmd::Pong {
+            dev,
+            seconds,
+            ethertype,
+        } => pong(&dev, seconds, ethertype),
+        Cmd::UdpPing {
+            to,
+            size,
+            count,
+            interval_us,
+        } => udp_ping(to, size, count, interval_us),
         Cmd::UdpPong { bind, seconds } => udp_pong(bind, seconds),
     };
     if let Err(e) = r {
@@ -205,7 +240,11 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, val: &T) -> io::Result<()>
 impl PacketSocket {
     /// Bound to `dev` and `ethertype`, outgoing frames not looped back to us,
     /// qdisc bypassed and big buffers, as the IPCP sets its own.
-    fn open(dev: &str, ethertype: u16, before_bind: impl FnOnce(&OwnedFd) -> io::Result<()>) -> io::Result<Self> {
+    fn open(
+        dev: &str,
+        ethertype: u16,
+        before_bind: impl FnOnce(&OwnedFd) -> io::Result<()>,
+    ) -> io::Result<Self> {
         let link = link_info(dev)?;
         // SAFETY: plain socket(); protocol 0 = nothing arrives until bound.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -219,7 +258,10 @@ impl PacketSocket {
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
             let _ = setsockopt(&fd, libc::SOL_SOCKET, opt, &(8i32 << 20));
         }
-        let tick = libc::timeval { tv_sec: 0, tv_usec: TICK.as_micros() as libc::suseconds_t };
+        let tick = libc::timeval {
+            tv_sec: 0,
+            tv_usec: TICK.as_micros() as libc::suseconds_t,
+        };
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tick)?;
         before_bind(&fd)?;
         // SAFETY: sockaddr_ll is plain old data; zero is valid.
@@ -238,7 +280,11 @@ impl PacketSocket {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(PacketSocket { fd, mac: link.mac, mtu: link.mtu as usize })
+        Ok(PacketSocket {
+            fd,
+            mac: link.mac,
+            mtu: link.mtu as usize,
+        })
     }
 
     /// A frame of ethflow's length for an SDU of `size` bytes, kind byte first.
@@ -261,7 +307,14 @@ impl PacketSocket {
     /// One frame; blocks at most TICK. Ok(None) on timeout.
     fn recv_one(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: buf is live and writable for its length.
-        let r = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        let r = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
         if r < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
@@ -274,7 +327,14 @@ impl PacketSocket {
 
     fn send_one(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: frame is live for its length; the kernel only reads it.
-        let r = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), 0) };
+        let r = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+            )
+        };
         if r < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -285,7 +345,10 @@ impl PacketSocket {
     /// `n` copies of `frame` in one sendmmsg; returns how many the kernel took.
     fn send_many(&self, frame: &[u8], n: usize) -> io::Result<usize> {
         let n = n.min(BATCH);
-        let mut iov = libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() };
+        let mut iov = libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: frame.len(),
+        };
         // SAFETY: mmsghdr is plain old data; zero is valid.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for h in hdrs.iter_mut().take(n) {
@@ -304,8 +367,14 @@ impl PacketSocket {
     /// Up to BATCH frames into `bufs`; waits at most TICK for the first.
     fn recv_many(&self, bufs: &mut [Vec<u8>], lens: &mut [usize; BATCH]) -> io::Result<usize> {
         let n = bufs.len().min(BATCH);
-        let mut iov: Vec<libc::iovec> =
-            bufs.iter_mut().take(n).map(|b| libc::iovec { iov_base: b.as_mut_ptr() as *mut libc::c_void, iov_len: b.len() }).collect();
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .take(n)
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
         // SAFETY: mmsghdr is plain old data; zero is valid.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
@@ -314,7 +383,13 @@ impl PacketSocket {
         }
         // SAFETY: hdrs[..n] point at iovecs over live, writable buffers.
         let r = unsafe {
-            libc::recvmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -348,7 +423,12 @@ struct RxRing {
 
 impl RxRing {
     fn setup(fd: &OwnedFd) -> io::Result<()> {
-        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &(libc::tpacket_versions::TPACKET_V3 as i32))?;
+        setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            &(libc::tpacket_versions::TPACKET_V3 as i32),
+        )?;
         let req = libc::tpacket_req3 {
             tp_block_size: RING_BLOCK_SIZE,
             tp_block_nr: RING_BLOCKS,
@@ -365,19 +445,31 @@ impl RxRing {
         let len = (RING_BLOCK_SIZE * RING_BLOCKS) as usize;
         // SAFETY: maps the ring the kernel set up for this socket; checked below.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(RxRing { base: p as *mut u8, len, next: 0 })
+        Ok(RxRing {
+            base: p as *mut u8,
+            len,
+            next: 0,
+        })
     }
 
     /// Hand each frame of the next ready block to `f`; false if none is ready.
     fn drain_block(&mut self, mut f: impl FnMut(&[u8])) -> bool {
         // SAFETY: block `next` lies inside the mapping; the kernel wrote a
         // tpacket_block_desc at its start.
-        let block = unsafe { self.base.add((self.next * RING_BLOCK_SIZE) as usize) } as *mut libc::tpacket_block_desc;
+        let block = unsafe { self.base.add((self.next * RING_BLOCK_SIZE) as usize) }
+            as *mut libc::tpacket_block_desc;
         // SAFETY: as above; block_status is read volatile since the kernel writes it.
         let status = unsafe { std::ptr::read_volatile(&(*block).hdr.bh1.block_status) };
         if status & libc::TP_STATUS_USER == 0 {
@@ -398,7 +490,10 @@ impl RxRing {
                 let start = off + (*p).tp_mac as usize;
                 let len = (*p).tp_snaplen as usize;
                 if start + len <= RING_BLOCK_SIZE as usize {
-                    f(std::slice::from_raw_parts((block as *const u8).add(start), len));
+                    f(std::slice::from_raw_parts(
+                        (block as *const u8).add(start),
+                        len,
+                    ));
                 }
                 let next = (*p).tp_next_offset as usize;
                 if next == 0 {
@@ -422,7 +517,11 @@ impl Drop for RxRing {
 }
 
 fn poll_in(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
-    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     let r = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
     if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
@@ -454,7 +553,9 @@ impl Count {
                 self.last = Some(now);
             }
             Some(&KIND_END) if f.len() >= ETH_HEADER_LEN + 16 => {
-                let b: [u8; 8] = f[ETH_HEADER_LEN + 8..ETH_HEADER_LEN + 16].try_into().expect("8 bytes");
+                let b: [u8; 8] = f[ETH_HEADER_LEN + 8..ETH_HEADER_LEN + 16]
+                    .try_into()
+                    .expect("8 bytes");
                 self.sent = Some(u64::from_be_bytes(b));
             }
             _ => {}
@@ -473,9 +574,22 @@ impl Count {
     }
 }
 
-fn recv(dev: &str, mode: Mode, size: usize, wait: f64, max: f64, ethertype: u16) -> Result<(), String> {
-    let sock =
-        PacketSocket::open(dev, ethertype, |fd| if mode == Mode::Mmap { RxRing::setup(fd) } else { Ok(()) }).map_err(|e| e.to_string())?;
+fn recv(
+    dev: &str,
+    mode: Mode,
+    size: usize,
+    wait: f64,
+    max: f64,
+    ethertype: u16,
+) -> Result<(), String> {
+    let sock = PacketSocket::open(dev, ethertype, |fd| {
+        if mode == Mode::Mmap {
+            RxRing::setup(fd)
+        } else {
+            Ok(())
+        }
+    })
+    .map_err(|e| e.to_string())?;
     let (wait, max) = (Duration::from_secs_f64(wait), Duration::from_secs_f64(max));
     let started = Instant::now();
     let mut c = Count::default();
@@ -493,7 +607,9 @@ fn recv(dev: &str, mode: Mode, size: usize, wait: f64, max: f64, ethertype: u16)
             let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; room]).collect();
             let mut lens = [0usize; BATCH];
             while !c.done(Instant::now(), started, wait, max) {
-                let n = sock.recv_many(&mut bufs, &mut lens).map_err(|e| e.to_string())?;
+                let n = sock
+                    .recv_many(&mut bufs, &mut lens)
+                    .map_err(|e| e.to_string())?;
                 let now = Instant::now();
                 for i in 0..n {
                     c.frame(&bufs[i][..lens[i].min(room)], now);
@@ -517,10 +633,18 @@ fn recv(dev: &str, mode: Mode, size: usize, wait: f64, max: f64, ethertype: u16)
         (Some(f), Some(l)) => (l - f).as_secs_f64(),
         _ => 0.0,
     };
-    let pps = if window > 0.0 { c.frames as f64 / window } else { 0.0 };
+    let pps = if window > 0.0 {
+        c.frames as f64 / window
+    } else {
+        0.0
+    };
     let sent = c.sent.unwrap_or(0);
     let lost = sent.saturating_sub(c.frames);
-    let loss_pct = if sent > 0 { 100.0 * lost as f64 / sent as f64 } else { 0.0 };
+    let loss_pct = if sent > 0 {
+        100.0 * lost as f64 / sent as f64
+    } else {
+        0.0
+    };
     println!(
         "{{\"mode\":\"{}\",\"size\":{size},\"sent\":{},\"received\":{},\"lost\":{lost},\"loss_pct\":{loss_pct:.3},\"sdus_per_s\":{pps:.1},\"mbit_per_s\":{:.3},\"window_s\":{window:.6}}}",
         mode.name(),
@@ -531,9 +655,18 @@ fn recv(dev: &str, mode: Mode, size: usize, wait: f64, max: f64, ethertype: u16)
     Ok(())
 }
 
-fn send(dev: &str, peer: [u8; 6], mode: Mode, size: usize, seconds: f64, ethertype: u16) -> Result<(), String> {
+fn send(
+    dev: &str,
+    peer: [u8; 6],
+    mode: Mode,
+    size: usize,
+    seconds: f64,
+    ethertype: u16,
+) -> Result<(), String> {
     let sock = PacketSocket::open(dev, ethertype, |_| Ok(())).map_err(|e| e.to_string())?;
-    let frame = sock.frame(peer, ethertype, size, KIND_DATA).map_err(|e| e.to_string())?;
+    let frame = sock
+        .frame(peer, ethertype, size, KIND_DATA)
+        .map_err(|e| e.to_string())?;
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut sent = 0u64;
     while Instant::now() < until {
@@ -551,13 +684,19 @@ fn send(dev: &str, peer: [u8; 6], mode: Mode, size: usize, seconds: f64, etherty
     }
     // Let the receiver drain, then tell it the total (a few times: it may be busy).
     std::thread::sleep(Duration::from_millis(300));
-    let mut end = sock.frame(peer, ethertype, 0, KIND_END).map_err(|e| e.to_string())?;
+    let mut end = sock
+        .frame(peer, ethertype, 0, KIND_END)
+        .map_err(|e| e.to_string())?;
     end[ETH_HEADER_LEN + 8..ETH_HEADER_LEN + 16].copy_from_slice(&sent.to_be_bytes());
     for _ in 0..5 {
-        sock.send_one(&end).map_err(|e| format!("cannot send the end marker: {e}"))?;
+        sock.send_one(&end)
+            .map_err(|e| format!("cannot send the end marker: {e}"))?;
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("rawbench: sent {sent} frames in {seconds} s ({})", mode.name());
+    eprintln!(
+        "rawbench: sent {sent} frames in {seconds} s ({})",
+        mode.name()
+    );
     Ok(())
 }
 
@@ -571,9 +710,12 @@ fn print_rtts(kind: &str, size: usize, sent: u64, mut rtts_us: Vec<f64>) -> Resu
         return Err("no reply received".into());
     }
     rtts_us.sort_by(f64::total_cmp);
-    let q = |p: f64| rtts_us[((p * rtts_us.len() as f64).ceil() as usize).clamp(1, rtts_us.len()) - 1];
+    let q =
+        |p: f64| rtts_us[((p * rtts_us.len() as f64).ceil() as usize).clamp(1, rtts_us.len()) - 1];
     let avg = rtts_us.iter().sum::<f64>() / rtts_us.len() as f64;
-    let pct: Vec<String> = (0..=100).map(|p| format!("{:.2}", q(p as f64 / 100.0))).collect();
+    let pct: Vec<String> = (0..=100)
+        .map(|p| format!("{:.2}", q(p as f64 / 100.0)))
+        .collect();
     println!(
         "{{\"kind\":\"{kind}\",\"size\":{size},\"sent\":{sent},\"received\":{},\"min_us\":{:.2},\"median_us\":{:.2},\"p99_us\":{:.2},\"max_us\":{:.2},\"avg_us\":{avg:.2},\"percentiles_us\":[{}]}}",
         rtts_us.len(),
@@ -593,7 +735,11 @@ fn stamp(payload: &mut [u8], seq: u64, start: Instant) {
 }
 
 fn read_stamp(payload: &[u8]) -> Option<(u64, u64)> {
-    let u = |i: usize| payload.get(i..i + 8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+    let u = |i: usize| {
+        payload
+            .get(i..i + 8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    };
     Some((u(8)?, u(16)?))
 }
 
@@ -605,9 +751,18 @@ fn pace(start: Instant, i: u64, interval: Duration) {
     }
 }
 
-fn ping(dev: &str, peer: [u8; 6], size: usize, count: u64, interval_us: u64, ethertype: u16) -> Result<(), String> {
+fn ping(
+    dev: &str,
+    peer: [u8; 6],
+    size: usize,
+    count: u64,
+    interval_us: u64,
+    ethertype: u16,
+) -> Result<(), String> {
     let sock = PacketSocket::open(dev, ethertype, |_| Ok(())).map_err(|e| e.to_string())?;
-    let mut frame = sock.frame(peer, ethertype, size, KIND_PING).map_err(|e| e.to_string())?;
+    let mut frame = sock
+        .frame(peer, ethertype, size, KIND_PING)
+        .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; ETH_HEADER_LEN + sock.mtu + 64];
     let start = Instant::now();
     let interval = Duration::from_micros(interval_us);
@@ -615,11 +770,14 @@ fn ping(dev: &str, peer: [u8; 6], size: usize, count: u64, interval_us: u64, eth
     for seq in 0..count {
         pace(start, seq, interval);
         stamp(&mut frame[ETH_HEADER_LEN..], seq, start);
-        sock.send_one(&frame).map_err(|e| format!("send failed: {e}"))?;
+        sock.send_one(&frame)
+            .map_err(|e| format!("send failed: {e}"))?;
         // Wait for this ping's pong; a lost one costs at most a second.
         let give_up = Instant::now() + Duration::from_secs(1);
         while Instant::now() < give_up {
-            let Some(n) = sock.recv_one(&mut buf).map_err(|e| e.to_string())? else { continue };
+            let Some(n) = sock.recv_one(&mut buf).map_err(|e| e.to_string())? else {
+                continue;
+            };
             let now = start.elapsed().as_nanos() as u64;
             let p = &buf[ETH_HEADER_LEN.min(n)..n];
             if p.first() == Some(&KIND_PONG) && read_stamp(p).is_some_and(|(s, _)| s == seq) {
@@ -637,7 +795,9 @@ fn pong(dev: &str, seconds: f64, ethertype: u16) -> Result<(), String> {
     let mut buf = vec![0u8; ETH_HEADER_LEN + sock.mtu + 64];
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < until {
-        let Some(n) = sock.recv_one(&mut buf).map_err(|e| e.to_string())? else { continue };
+        let Some(n) = sock.recv_one(&mut buf).map_err(|e| e.to_string())? else {
+            continue;
+        };
         if n <= ETH_HEADER_LEN || buf[ETH_HEADER_LEN] != KIND_PING {
             continue;
         }
@@ -645,16 +805,20 @@ fn pong(dev: &str, seconds: f64, ethertype: u16) -> Result<(), String> {
         buf[0..6].copy_from_slice(&src);
         buf[6..12].copy_from_slice(&sock.mac);
         buf[ETH_HEADER_LEN] = KIND_PONG;
-        sock.send_one(&buf[..n]).map_err(|e| format!("send failed: {e}"))?;
+        sock.send_one(&buf[..n])
+            .map_err(|e| format!("send failed: {e}"))?;
     }
     Ok(())
 }
 
 fn udp_ping(to: SocketAddr, size: usize, count: u64, interval_us: u64) -> Result<(), String> {
-    let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("address");
+    let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .expect("address");
     let sock = UdpSocket::bind(any).map_err(|e| e.to_string())?;
     sock.connect(to).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(TICK)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(TICK))
+        .map_err(|e| e.to_string())?;
     let mut msg = vec![0u8; size.max(MIN_PAYLOAD)];
     msg[0] = KIND_PING;
     let mut buf = vec![0u8; 65536];
@@ -669,7 +833,14 @@ fn udp_ping(to: SocketAddr, size: usize, count: u64, interval_us: u64) -> Result
         while Instant::now() < give_up {
             let n = match sock.recv(&mut buf) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e.to_string()),
             };
             let now = start.elapsed().as_nanos() as u64;
@@ -686,7 +857,8 @@ fn udp_ping(to: SocketAddr, size: usize, count: u64, interval_us: u64) -> Result
 
 fn udp_pong(bind: SocketAddr, seconds: f64) -> Result<(), String> {
     let sock = UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
-    sock.set_read_timeout(Some(TICK)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(TICK))
+        .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 65536];
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < until {
@@ -694,7 +866,11 @@ fn udp_pong(bind: SocketAddr, seconds: f64) -> Result<(), String> {
             Ok((n, from)) => {
                 sock.send_to(&buf[..n], from).map_err(|e| e.to_string())?;
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(e.to_string()),
         }
     }

@@ -32,7 +32,11 @@ const MAX_FAILURES_IN_A_ROW: usize = 20;
 const FDS_PER_FLOW: u64 = 3;
 
 #[derive(Parser, Debug)]
-#[command(name = "allocbench", about = "ethflow flow allocation rate, latency and memory per flow", version)]
+#[command(
+    name = "allocbench",
+    about = "ethflow flow allocation rate, latency and memory per flow",
+    version
+)]
 struct Args {
     /// Run as server: accept flows and hold them.
     #[arg(short, long)]
@@ -75,13 +79,20 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
     if label.is_empty() {
         return Err("empty label".into());
     }
-    Ok((label.to_string(), pid.parse().map_err(|e| format!("bad pid `{pid}`: {e}"))?))
+    Ok((
+        label.to_string(),
+        pid.parse().map_err(|e| format!("bad pid `{pid}`: {e}"))?,
+    ))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let fd_limit = raise_fd_limit();
-    let r = if args.listen { server() } else { client(&args, fd_limit) };
+    let r = if args.listen {
+        server()
+    } else {
+        client(&args, fd_limit)
+    };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -295,13 +306,20 @@ fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
 
 fn client(args: &Args, fd_limit: u64) -> Result<(), String> {
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
-        return Err(format!("duration must be in (0, 3600] seconds, got {}", args.duration));
+        return Err(format!(
+            "duration must be in (0, 3600] seconds, got {}",
+            args.duration
+        ));
     }
     // Keep room for the program's own fds.
     let fd_room = fd_limit.saturating_sub(64) / FDS_PER_FLOW;
     let max = args.count.min(fd_room);
     if args.mode == Mode::Hold && max < args.count {
-        return Err(format!("{} flows need {} fds; the limit is {fd_limit}", args.count, args.count * FDS_PER_FLOW));
+        return Err(format!(
+            "{} flows need {} fds; the limit is {fd_limit}",
+            args.count,
+            args.count * FDS_PER_FLOW
+        ));
     }
     match args.mode {
         Mode::Seq | Mode::Conc => rate(args, max),
@@ -310,12 +328,24 @@ fn client(args: &Args, fd_limit: u64) -> Result<(), String> {
 }
 
 fn rate(args: &Args, max: u64) -> Result<(), String> {
-    let threads = if args.mode == Mode::Seq { 1 } else { args.threads };
+    let threads = if args.mode == Mode::Seq {
+        1
+    } else {
+        args.threads
+    };
     let start = Instant::now();
-    let mut c = allocate(&args.name, threads, start + Duration::from_secs_f64(args.duration), max);
+    let mut c = allocate(
+        &args.name,
+        threads,
+        start + Duration::from_secs_f64(args.duration),
+        max,
+    );
     let seconds = start.elapsed().as_secs_f64();
     if c.flows.is_empty() {
-        return Err(format!("no flow allocated: {}", c.first_error.unwrap_or_default()));
+        return Err(format!(
+            "no flow allocated: {}",
+            c.first_error.unwrap_or_default()
+        ));
     }
     c.latencies.sort();
     let flows = c.flows.len() as u64;
@@ -377,7 +407,12 @@ fn hold(args: &Args) -> Result<(), String> {
         before.insert(label.clone(), vm_rss_kib(*pid)?);
     }
     let start = Instant::now();
-    let c = allocate(&args.name, args.threads, start + Duration::from_secs_f64(args.duration), args.count);
+    let c = allocate(
+        &args.name,
+        args.threads,
+        start + Duration::from_secs_f64(args.duration),
+        args.count,
+    );
     let seconds = start.elapsed().as_secs_f64();
     let n = c.flows.len() as u64;
     if n < args.count {
@@ -393,7 +428,14 @@ fn hold(args: &Args) -> Result<(), String> {
     for (label, pid) in &watched {
         let after = vm_rss_kib(*pid)?;
         let b = before[label];
-        rss.insert(label.clone(), Rss { before_kib: b, after_kib: after, per_flow_kib: after.saturating_sub(b) as f64 / n as f64 });
+        rss.insert(
+            label.clone(),
+            Rss {
+                before_kib: b,
+                after_kib: after,
+                per_flow_kib: after.saturating_sub(b) as f64 / n as f64,
+            },
+        );
     }
     let dealloc_per_s = release(c.flows, args.threads);
     let o = HoldOutcome {
@@ -414,7 +456,10 @@ fn hold(args: &Args) -> Result<(), String> {
             o.alloc_per_s, o.dealloc_per_s
         );
         for (label, r) in &o.rss {
-            println!("  {label:<12} {:>8} KiB -> {:>8} KiB: {:.2} KiB per flow", r.before_kib, r.after_kib, r.per_flow_kib);
+            println!(
+                "  {label:<12} {:>8} KiB -> {:>8} KiB: {:.2} KiB per flow",
+                r.before_kib, r.after_kib, r.per_flow_kib
+            );
         }
     }
     Ok(())

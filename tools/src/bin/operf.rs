@@ -282,7 +282,7 @@ fn write_for(flow: &Flow, kind: u8, size: usize, duration: f64) -> Result<(u64, 
     let mut sent = 0u64;
     loop {
         // The clock is read once per 64 SDUs: cheap, and at most 64 SDUs late.
-        if sent % 64 == 0 && Instant::now() >= until {
+        if sent.is_multiple_of(64) && Instant::now() >= until {
             break;
         }
         sdu[8..16].copy_from_slice(&sent.to_be_bytes());

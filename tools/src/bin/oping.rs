@@ -217,7 +217,11 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 fn rtt_json(size: u64, sent: u64, received: u64, rtts_ms: &[f64]) -> serde_json::Value {
     let mut us: Vec<f64> = rtts_ms.iter().map(|ms| ms * 1e3).collect();
     us.sort_by(f64::total_cmp);
-    let avg = if us.is_empty() { 0.0 } else { us.iter().sum::<f64>() / us.len() as f64 };
+    let avg = if us.is_empty() {
+        0.0
+    } else {
+        us.iter().sum::<f64>() / us.len() as f64
+    };
     let round = |x: f64| (x * 100.0).round() / 100.0;
     serde_json::json!({
         "kind": "oping",

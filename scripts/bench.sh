@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# ethflow benchmark: ethflow against the raw-socket limit and iperf3, side by
+# side in one run on one veth pair between two network namespaces of its own.
+#
+#   bench.sh [--seconds S] [--update-docs]   full run (about 3 minutes)
+#   bench.sh --smoke                         seconds-long run; fails unless every
+#                                            figure was produced and is positive
+#
+# Writes target/bench/report.json, report.md and charts (target/bench-smoke/
+# for --smoke); --update-docs also puts the report into docs/benchmarks.md.
+# Needs root, iperf3, and nothing else of the machine: everything runs inside
+# the namespaces it creates (prefix efb<pid>), removed again at the end, also
+# on Ctrl-C or an error. Only the processes it started are stopped.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+usage() {
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+SMOKE=0
+SECS=3
+UPDATE_DOCS=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) SMOKE=1; shift ;;
+        --seconds) SECS=$2; shift 2 ;;
+        --update-docs) UPDATE_DOCS=1; shift ;;
+        -h | --help) usage ;;
+        *) usage ;;
+    esac
+done
+
+[ "$(id -u)" -eq 0 ] || { echo "bench.sh: run as root (namespaces need it)" >&2; exit 1; }
+command -v iperf3 >/dev/null || { echo "bench.sh: iperf3 missing (scripts/setup.sh, or apt-get install iperf3)" >&2; exit 1; }
+
+if [ "$SMOKE" -eq 1 ]; then
+    SECS=0.3
+    IPERF_SECS=1          # iperf3 takes whole seconds
+    RAW_MODES="mmsg"      # one mode is enough to show the figure is produced
+    HOLD_FLOWS=200
+    OUT=$ROOT/target/bench-smoke
+else
+    IPERF_SECS=$(printf '%.0f' "$SECS")
+    [ "$IPERF_SECS" -ge 1 ] || IPERF_SECS=1
+    RAW_MODES="single mmsg mmap"
+    # Each open flow holds 3 fds in the application and in the IPCP: stay
+    # within the hard limit this machine allows (10 000 flows need 30 000).
+    HOLD_FLOWS=10000
+    FD_ROOM=$(( ($(ulimit -Hn) - 1000) / 3 / 1000 * 1000 ))
+    [ "$FD_ROOM" -ge "$HOLD_FLOWS" ] || HOLD_FLOWS=$FD_ROOM
+    OUT=$ROOT/target/bench
+fi
+PINGS=$(awk -v s="$SECS" 'BEGIN { n = int(s * 1000); print (n < 100 ? 100 : n) }')
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+echo "==> building (release)"
+cargo build --release -q -p irmd -p ipcpd-eth -p ethflow-tools
+cargo build --release -q -p ipcpd-eth --example rawbench
+BIN=$ROOT/target/release
+RAWBENCH=$BIN/examples/rawbench
+
+DATA=$OUT/raw
+rm -rf "$DATA"
+mkdir -p "$DATA"
+PREFIX=efb$$
+WORK=$(mktemp -d /tmp/ethflow-bench.XXXXXX)
+PIDS=()
+RIG_UP=0
+ulimit -n "$(ulimit -Hn)"
+
+stop_pids() {
+    local pid
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 20); do
+        local alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" -eq 0 ] && break
+        sleep 0.1
+    done
+    for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+# Everything still running inside our own namespaces (ipcpd-eth, started by irmd).
+stop_namespace_pids() {
+    local ns pid
+    for ns in "${PREFIX}a" "${PREFIX}b"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    done
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [ "${#PIDS[@]}" -gt 0 ] && stop_pids "${PIDS[@]}"
+    if [ "$RIG_UP" -eq 1 ]; then
+        stop_namespace_pids
+        bash "$ROOT/scripts/rig.sh" down "$PREFIX" >/dev/null
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# on HOST SECONDS PROGRAM ARGS...: run a program inside host a or b, bounded.
+on() {
+    local h=$1 t=$2
+    shift 2
+    IRM_SOCKET=$WORK/$h.sock timeout "$t" ip netns exec "$PREFIX$h" "$@"
+}
+
+# bg HOST LOG PROGRAM ARGS...: start one in the background; its pid is in $!
+# (ip netns exec execs the program, so the pid is the program's).
+bg() {
+    local h=$1 log=$2
+    shift 2
+    IRM_SOCKET=$WORK/$h.sock ip netns exec "$PREFIX$h" "$@" >"$WORK/$log" 2>&1 &
+    PIDS+=($!)
+}
+
+# measure NAME CMD...: run a measurement writing JSON to $DATA/NAME.json; a
+# failure is reported and leaves the figure missing, the run goes on.
+measure() {
+    local name=$1
+    shift
+    if ! "$@" >"$DATA/$name.json" 2>"$WORK/$name.err"; then
+        echo "    $name FAILED: $(tail -3 "$WORK/$name.err" | tr '\n' ' ')" >&2
+        : >"$DATA/$name.json"
+    fi
+}
+
+mac_of() {
+    ip -n "$PREFIX$1" link show "$PREFIX$1" | awk '/link\/ether/ { print $2 }'
+}
+
+pid_of_in() { # pid of program $2 in host $1
+    local pid
+    for pid in $(ip netns pids "$PREFIX$1"); do
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] && { echo "$pid"; return; }
+    done
+    return 1
+}
+
+rig_up() {
+    bash scripts/rig.sh up "$PREFIX" --mtu "$1" >/dev/null
+    RIG_UP=1
+}
+
+rig_down() {
+    daemons_down
+    stop_namespace_pids
+    bash scripts/rig.sh down "$PREFIX" >/dev/null
+    RIG_UP=0
+}
+
+DAEMON_PIDS=()
+# daemons_up [busy-poll µs]: irmd and an IPCP on each host; operf, oping and
+# allocbench servers on b, registered under their own names.
+daemons_up() {
+    local extra=() h prog
+    [ -n "${1:-}" ] && extra=(busy-poll "$1")
+    local before=${#PIDS[@]}
+    for h in a b; do
+        rm -f "$WORK/$h.sock"
+        bg "$h" "irmd-$h.log" "$BIN/irmd"
+        for _ in $(seq 100); do [ -S "$WORK/$h.sock" ] && break; sleep 0.05; done
+        on "$h" 10 "$BIN/irm" ipcp bootstrap type eth name "eth-$h" layer eth dev "$PREFIX$h" "${extra[@]}" >/dev/null
+    done
+    for prog in operf oping allocbench; do
+        on b 10 "$BIN/irm" bind program "$prog" name "$prog" >/dev/null
+        on b 10 "$BIN/irm" name register "$prog" layer eth >/dev/null
+        bg b "$prog-server.log" "$BIN/$prog" --listen
+    done
+    DAEMON_PIDS=("${PIDS[@]:$before}")
+    sleep 0.3
+}
+
+daemons_down() {
+    local keep=() pid d gone
+    if [ "${#DAEMON_PIDS[@]}" -gt 0 ]; then
+        stop_pids "${DAEMON_PIDS[@]}"
+        # Forget them, so a later cleanup never signals a reused pid.
+        for pid in "${PIDS[@]}"; do
+            gone=0
+            for d in "${DAEMON_PIDS[@]}"; do [ "$pid" = "$d" ] && gone=1; done
+            [ "$gone" -eq 0 ] && keep+=("$pid")
+        done
+        PIDS=("${keep[@]}")
+    fi
+    DAEMON_PIDS=()
+    stop_namespace_pids
+}
+
+raw_throughput() { # MTU SIZE
+    local mtu=$1 size=$2 mode peer
+    peer=$(mac_of b)
+    for mode in $RAW_MODES; do
+        on b 60 "$RAWBENCH" recv --dev "${PREFIX}b" --mode "$mode" --size "$size" >"$DATA/raw_${mtu}_${mode}_${size}.json" 2>"$WORK/recv.err" &
+        local rx=$!
+        sleep 0.2
+        on a 60 "$RAWBENCH" send --dev "${PREFIX}a" --peer "$peer" --mode "$mode" --size "$size" --seconds "$SECS" 2>/dev/null ||
+            echo "    raw send $mode $size FAILED" >&2
+        wait "$rx" || { echo "    raw recv $mode $size FAILED: $(cat "$WORK/recv.err")" >&2; : >"$DATA/raw_${mtu}_${mode}_${size}.json"; }
+        echo "    raw $mode $size B: $(cut -c1-160 "$DATA/raw_${mtu}_${mode}_${size}.json")"
+    done
+}
+
+iperf3_udp() { # MTU SIZE
+    on b $((IPERF_SECS + 20)) iperf3 -s -1 -B 10.77.0.2 >/dev/null 2>&1 &
+    local srv=$!
+    sleep 0.3
+    measure "iperf3udp_$1_$2" on a $((IPERF_SECS + 15)) iperf3 -c 10.77.0.2 -u -b 0 -l "$2" -t "$IPERF_SECS" --json
+    wait "$srv" || true
+}
+
+iperf3_tcp() { # MTU
+    on b $((IPERF_SECS + 20)) iperf3 -s -1 -B 10.77.0.2 >/dev/null 2>&1 &
+    local srv=$!
+    sleep 0.3
+    measure "iperf3tcp_$1" on a $((IPERF_SECS + 15)) iperf3 -c 10.77.0.2 -t "$IPERF_SECS" --json
+    wait "$srv" || true
+}
+
+round_trips() {
+    local bound
+    bound=$(awk -v n="$PINGS" 'BEGIN { print int(n / 1000) + 10 }')
+    on b "$bound" "$RAWBENCH" pong --dev "${PREFIX}b" --seconds "$bound" &
+    local pong=$!
+    on b "$bound" "$RAWBENCH" udp-pong --bind 10.77.0.2:7777 --seconds "$bound" &
+    local udp_pong=$!
+    sleep 0.2
+    measure rtt_raw on a "$bound" "$RAWBENCH" ping --dev "${PREFIX}a" --peer "$(mac_of b)" --size 64 --count "$PINGS" --interval-us 1000
+    measure rtt_udp on a "$bound" "$RAWBENCH" udp-ping --to 10.77.0.2:7777 --size 64 --count "$PINGS" --interval-us 1000
+    kill "$pong" "$udp_pong" 2>/dev/null || true
+    wait "$pong" "$udp_pong" 2>/dev/null || true
+}
+
+operf() { # MTU SIZE
+    measure "operf_$1_$2" on a 60 "$BIN/operf" -n operf -s "$2" -d "$SECS" --json
+    echo "    operf $2 B: $(cut -c1-200 "$DATA/operf_$1_$2.json")"
+}
+
+oping() { # NAME
+    local bound
+    bound=$(awk -v n="$PINGS" 'BEGIN { print int(n / 1000) + 15 }')
+    measure "$1" on a "$bound" "$BIN/oping" -n oping -c "$PINGS" -i 1 -s 64 --json
+}
+
+echo "==> machine: $(nproc) CPUs, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+cat >"$DATA/meta.json" <<EOF
+{"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "host": "$(hostname)", "kernel": "$(uname -r)",
+ "cpus": $(nproc), "cpu_model": "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo | tr -d '"')",
+ "load_at_start": "$(cut -d' ' -f1-3 /proc/loadavg)", "mode": "$([ "$SMOKE" -eq 1 ] && echo smoke || echo full)",
+ "seconds": $SECS, "commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "iperf3": "$(iperf3 --version | head -1)", "hold_flows": $HOLD_FLOWS}
+EOF
+
+# ---- pass 1: MTU 1500 --------------------------------------------------------
+echo "==> MTU 1500: raw AF_PACKET limit"
+rig_up 1500
+for size in 64 512 1400; do raw_throughput 1500 "$size"; done
+echo "==> MTU 1500: iperf3 UDP, UDP and raw round trips"
+for size in 64 512 1400; do iperf3_udp 1500 "$size"; done
+round_trips
+echo "==> MTU 1500: ethflow"
+daemons_up
+for size in 64 512 1400; do operf 1500 "$size"; done
+oping rtt_oping
+echo "==> MTU 1500: flow allocation (fresh daemons for each run)"
+measure alloc_seq on a 120 "$BIN/allocbench" -n allocbench --mode seq -d "$SECS" --json
+daemons_down
+daemons_up
+measure alloc_conc on a 120 "$BIN/allocbench" -n allocbench --mode conc --threads 8 -d "$SECS" --json
+daemons_down
+daemons_up
+echo "==> MTU 1500: memory with $HOLD_FLOWS open flows"
+measure alloc_hold on a 300 "$BIN/allocbench" -n allocbench --mode hold --threads 8 --count "$HOLD_FLOWS" -d 120 \
+    --pid "ipcp_a=$(pid_of_in a ipcpd-eth)" --pid "ipcp_b=$(pid_of_in b ipcpd-eth)" \
+    --pid "app_server=$(pid_of_in b allocbench)" --pid "irmd_a=$(pid_of_in a irmd)" --pid "irmd_b=$(pid_of_in b irmd)" --json
+daemons_down
+if "$BIN/ipcpd-eth" --help | grep -q busy-poll; then
+    echo "==> MTU 1500: oping with a busy-polling IPCP (200 µs)"
+    daemons_up 200
+    oping rtt_oping_busy_poll
+    daemons_down
+fi
+rig_down
+
+# ---- pass 2: MTU 9000 --------------------------------------------------------
+echo "==> MTU 9000: raw, iperf3 UDP and TCP, ethflow"
+rig_up 9000
+raw_throughput 9000 8900
+iperf3_udp 9000 8900
+iperf3_tcp 9000
+daemons_up
+operf 9000 8900
+rig_down
+
+echo "==> report"
+report=("$BIN/benchreport" --input "$DATA" --out "$OUT")
+[ "$SMOKE" -eq 1 ] && report+=(--check)
+[ "$UPDATE_DOCS" -eq 1 ] && report+=(--update-doc "$ROOT/docs/benchmarks.md")
+"${report[@]}"
+sed -n '/### Targets/,/### Throughput/p' "$OUT/report.md" | sed '$d'
+echo "==> full report: $OUT/report.md"
