@@ -317,3 +317,69 @@ fn bridge_with_three_hosts_a_flow_between_each_pair() {
         }
     }
 }
+
+/// The raw backend counts and drops frames no flow can take — a wrong
+/// version, data for endpoints that do not exist — while a live flow keeps
+/// working; `irm ipcp list --json` shows the counters.
+#[test]
+fn bad_frames_are_counted_and_dropped_while_a_flow_works() {
+    let Some(rig) = Rig::pair("bad_frames_are_counted_and_dropped_while_a_flow_works") else {
+        return;
+    };
+    let (a, b) = (rig.a(), rig.b());
+    let _server = b.serve("oping", "oping", &["--listen"]);
+    let a_mac = {
+        let out = ethflow_tests::netns::ip_in(a.ns(), &["-j", "link", "show", "dev", a.ifname()]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
+        v[0]["address"].as_str().expect("address").to_string()
+    };
+    let ping = a.spawn("oping", &["-n", "oping", "-c", "200", "-i", "5", "-q"]);
+    const FRAMES: u64 = 5000;
+    for kind in ["malformed", "unknown"] {
+        let mut cmd =
+            ethflow_tests::netns::exec_cmd(b.ns(), &bins::path("rawflood").to_string_lossy());
+        cmd.args([
+            "--dev",
+            b.ifname(),
+            "--dst",
+            &a_mac,
+            "--count",
+            &FRAMES.to_string(),
+            "--kind",
+            kind,
+        ]);
+        let done = proc::run(cmd, rig.dir(), &format!("rawflood-{kind}"), LONG);
+        done.assert_success();
+        let line = done
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("sent="))
+            .expect("rawflood result");
+        assert_eq!(kv_num::<u64>(line, "sent"), FRAMES, "{line}");
+    }
+    let done = ping.wait(LONG);
+    done.assert_success();
+    let stats = ping_stats(&done.stdout).expect("oping statistics");
+    assert_eq!(stats.received, stats.transmitted, "{}", done.describe());
+    // Counters reach irmd at most a second after they change.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&a.irm_ok(&["ipcp", "list", "--json"])).expect("ipcp list json");
+        let c = &list[0]["counters"];
+        let (malformed, unknown) = (
+            c["malformed"].as_u64().unwrap_or(0),
+            c["unknown_eid"].as_u64().unwrap_or(0),
+        );
+        if malformed >= FRAMES && unknown >= FRAMES {
+            assert_eq!(malformed, FRAMES, "only the flood was malformed: {c}");
+            assert_eq!(unknown, FRAMES, "only the flood had unknown endpoints: {c}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters never showed the flood: {c}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
