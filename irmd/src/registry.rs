@@ -31,7 +31,16 @@ struct Conn {
     id: ConnId,
     pid: u32,
     role: Option<Role>,
-    sock: CtrlSocket,
+    /// Messages for this client, sent by its writer thread: nobody blocks on
+    /// a client's socket while holding the registry lock (an IPCP busy
+    /// answering irmd would otherwise deadlock against it).
+    out: std::sync::mpsc::Sender<Outgoing>,
+}
+
+/// A message and its fds (duplicates, closed once sent).
+struct Outgoing {
+    env: Envelope,
+    fds: Vec<OwnedFd>,
 }
 
 impl Conn {
@@ -39,9 +48,38 @@ impl Conn {
         self.send_fds(id, msg, &[]);
     }
     fn send_fds(&self, id: u64, msg: Msg, fds: &[&OwnedFd]) {
-        let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        if let Err(e) = self.sock.send(&Envelope { id, msg }, &raw) {
-            warn!("cannot reply to process {}: {e}", self.pid);
+        let mut dup = Vec::with_capacity(fds.len());
+        for f in fds {
+            match f.try_clone() {
+                Ok(d) => dup.push(d),
+                Err(e) => {
+                    warn!("cannot duplicate an fd for process {}: {e}", self.pid);
+                    return;
+                }
+            }
+        }
+        // A closed channel means the client is gone; its cleanup runs elsewhere.
+        let _ = self.out.send(Outgoing {
+            env: Envelope { id, msg },
+            fds: dup,
+        });
+    }
+}
+
+/// Send queued messages to one client until every sender is dropped.
+fn writer(sock: CtrlSocket, pid: u32, queue: std::sync::mpsc::Receiver<Outgoing>) {
+    let mut broken = false;
+    for o in queue {
+        if broken {
+            continue; // drain so the fds close
+        }
+        let raw: Vec<_> = o.fds.iter().map(|f| f.as_raw_fd()).collect();
+        if let Err(e) = sock.send(&o.env, &raw) {
+            warn!("cannot reply to process {pid}: {e}");
+            // A client that stopped reading: cut it off, so its reader sees EOF
+            // and its resources are released.
+            sock.shutdown();
+            broken = true;
         }
     }
 }
@@ -163,6 +201,14 @@ impl Shared {
                 return;
             }
         };
+        let (out, queue) = std::sync::mpsc::channel();
+        if let Err(e) = std::thread::Builder::new()
+            .name("conn-writer".into())
+            .spawn(move || writer(send, pid, queue))
+        {
+            warn!("cannot start a writer thread: {e}");
+            return;
+        }
         let mut conn = {
             let mut r = self.lock();
             r.next_conn += 1;
@@ -170,7 +216,7 @@ impl Shared {
                 id: r.next_conn,
                 pid,
                 role: None,
-                sock: send,
+                out,
             })
         };
         loop {
@@ -182,10 +228,7 @@ impl Shared {
                                 id: conn.id,
                                 pid,
                                 role: Some(role.clone()),
-                                sock: conn
-                                    .sock
-                                    .try_clone()
-                                    .unwrap_or_else(|_| sock.try_clone().expect("clone socket")),
+                                out: conn.out.clone(),
                             });
                         }
                     }
