@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    irm::limits::raise_nofile();
     let opts = Options {
         name: args.name,
         layer: args.layer,

@@ -46,6 +46,8 @@ pub fn global() -> Result<Arc<Client>> {
             return Ok(c.clone());
         }
     }
+    // Each flow holds a few eventfds in this process.
+    crate::limits::raise_nofile();
     let c = Client::connect(Role::App {
         prog: program_name(),
     })?;

@@ -41,7 +41,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    raise_fd_limit();
+    irm::limits::raise_nofile();
     let path = socket_path();
     let listener = match CtrlListener::bind(&path) {
         Ok(l) => l,
@@ -82,21 +82,6 @@ fn main() {
                 error!("accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(50));
             }
-        }
-    }
-}
-
-/// Many flows mean many fds (each flow holds a few eventfds here).
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write to/read from a valid rlimit struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }
