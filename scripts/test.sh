@@ -22,7 +22,12 @@ cargo build --workspace --all-targets
 # shows every failure; the exit status says whether any happened.
 status=0
 cargo test --workspace --exclude ethflow-tests --no-fail-fast || status=1
-cargo test -p ethflow-tests --no-fail-fast -- --test-threads=1 || status=1
+echo "==> end-to-end tests, backend raw"
+ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast -- --test-threads=1 || status=1
+# The same flow and liveness suites over the XDP fast path (tests/tests/xdp.rs
+# already ran above: it bootstraps xdp itself).
+echo "==> end-to-end tests, backend xdp"
+ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness -- --test-threads=1 || status=1
 if [ "$status" -ne 0 ]; then
     echo "test.sh: some tests failed (see above)" >&2
 fi

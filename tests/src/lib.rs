@@ -24,4 +24,4 @@ pub mod procfs;
 pub mod rig;
 
 pub use proc::{Finished, Proc};
-pub use rig::{wait_for_path, Host, Rig, RigBuilder, Topology, LAYER};
+pub use rig::{backend, wait_for_path, Host, Rig, RigBuilder, Topology, LAYER};

@@ -613,8 +613,10 @@ impl Host {
         self.bootstrap_as(&self.ipcp)
     }
 
-    /// Bootstraps an eth IPCP with another name (e.g. after killing the first).
+    /// Bootstraps an eth IPCP with another name (e.g. after killing the first),
+    /// with the backend [`backend`] names.
     pub fn bootstrap_as(&self, ipcp: &str) -> Finished {
+        let backend = backend();
         self.irm(&[
             "ipcp",
             "bootstrap",
@@ -626,6 +628,8 @@ impl Host {
             LAYER,
             "dev",
             &self.ifname,
+            "backend",
+            &backend,
         ])
     }
 
@@ -781,4 +785,10 @@ fn sweep_stale_namespaces() {
         kill_everything_in(&ns);
         let _ = netns::del_netns(&ns);
     }
+}
+
+/// The IPCP backend the end-to-end suite runs against: `ETHFLOW_BACKEND`
+/// (`raw` when unset). `scripts/test.sh` runs the suite once per backend.
+pub fn backend() -> String {
+    std::env::var("ETHFLOW_BACKEND").unwrap_or_else(|_| "raw".into())
 }
