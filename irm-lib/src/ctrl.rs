@@ -62,7 +62,7 @@ impl CtrlSocket {
                 fds.len()
             )));
         }
-        let bytes = encode(env);
+        let bytes = encode(env)?;
         let iov = [IoSlice::new(&bytes)];
         let cmsg = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };

@@ -16,12 +16,12 @@ pub fn raise_nofile() -> u64 {
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(lim.rlim_max as u64)
+        .unwrap_or(lim.rlim_max)
         .min(1 << 20);
-    if nr_open > lim.rlim_max as u64 {
+    if nr_open > lim.rlim_max {
         let want = libc::rlimit {
-            rlim_cur: nr_open as libc::rlim_t,
-            rlim_max: nr_open as libc::rlim_t,
+            rlim_cur: nr_open,
+            rlim_max: nr_open,
         };
         // SAFETY: setrlimit reads a valid rlimit; failing (not root) is fine.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
@@ -34,9 +34,9 @@ pub fn raise_nofile() -> u64 {
     };
     // SAFETY: as above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-        return lim.rlim_max as u64;
+        return lim.rlim_max;
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[cfg(test)]
@@ -50,6 +50,6 @@ mod tests {
         // SAFETY: getrlimit writes into a valid rlimit.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) };
         let now = super::raise_nofile();
-        assert!(now >= before.rlim_cur as u64, "{now} < {}", before.rlim_cur);
+        assert!(now >= before.rlim_cur, "{now} < {}", before.rlim_cur);
     }
 }

@@ -196,7 +196,11 @@ pub enum Msg {
         prog: String,
         name: String,
     },
-    FlowList,
+    /// Flows with ids above `after` (all when None), at most [`FLOW_ROWS_PER_MSG`]
+    /// per reply: a long list comes in pages, each well under [`MAX_MSG`].
+    FlowList {
+        after: Option<u32>,
+    },
 
     // ---- irmd → client replies ----
     Ok,
@@ -290,12 +294,15 @@ pub fn name_hash(name: &str) -> [u8; 32] {
 }
 
 /// Encode an envelope.
-pub fn encode(env: &Envelope) -> Vec<u8> {
+pub fn encode(env: &Envelope) -> Result<Vec<u8>, Error> {
     use bincode::Options;
     codec()
         .serialize(env)
-        .expect("control messages always serialize")
+        .map_err(|e| Error::Invalid(format!("control message cannot be encoded: {e}")))
 }
+
+/// Rows of `irm flow list` per reply (a row encodes to well under 200 bytes).
+pub const FLOW_ROWS_PER_MSG: usize = 256;
 
 fn codec() -> impl bincode::Options {
     use bincode::Options;
@@ -329,7 +336,7 @@ mod tests {
                 timeout_ms: Some(3),
             },
         };
-        let back = decode(&encode(&env)).unwrap();
+        let back = decode(&encode(&env).unwrap()).unwrap();
         assert_eq!(back.id, 7);
         match back.msg {
             Msg::FlowAlloc {

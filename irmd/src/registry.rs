@@ -337,8 +337,14 @@ impl Shared {
                 }
                 conn.send(id, Msg::Ok);
             }
-            Msg::FlowList => {
-                let rows = r.flows.values().map(flow_row).collect();
+            Msg::FlowList { after } => {
+                let from = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+                let rows = r
+                    .flows
+                    .range((from, std::ops::Bound::Unbounded))
+                    .take(irm::proto::FLOW_ROWS_PER_MSG)
+                    .map(|(_, f)| flow_row(f))
+                    .collect();
                 conn.send(id, Msg::FlowRows(rows));
             }
 

@@ -391,3 +391,54 @@ fn bad_frames_are_counted_and_dropped_while_a_flow_works() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `irm flow list` pages through long lists: 1000 open flows are all listed,
+/// on both hosts, each once; killing the client releases them all.
+#[test]
+fn flow_list_shows_hundreds_of_open_flows() {
+    let Some(rig) = Rig::pair("flow_list_shows_hundreds_of_open_flows") else {
+        return;
+    };
+    // Well past one control message (64 KiB) of rows.
+    const FLOWS: usize = 1000;
+    let _server = rig.b().serve("flowtest", "flowtest", &["serve"]);
+    let client = rig.a().spawn(
+        "flowtest",
+        &[
+            "multi",
+            "-n",
+            "flowtest",
+            "--flows",
+            &FLOWS.to_string(),
+            "--rounds",
+            "1",
+            "--linger-ms",
+            "30000",
+        ],
+    );
+    client.wait_for_stdout("holding", LONG);
+    for h in rig.hosts() {
+        let flows = h.flows();
+        let ids: std::collections::BTreeSet<u64> = flows
+            .iter()
+            .map(|f| f["flow_id"].as_u64().expect("flow_id"))
+            .collect();
+        assert_eq!(flows.len(), FLOWS, "host {}", h.name());
+        assert_eq!(ids.len(), FLOWS, "host {}: a flow listed twice", h.name());
+        assert!(
+            flows.iter().all(|f| f["state"] == "ALLOCATED"),
+            "host {}",
+            h.name()
+        );
+    }
+    drop(client);
+    for h in rig.hosts() {
+        if let Err(left) = h.wait_no_flows(Duration::from_secs(10)) {
+            panic!(
+                "host {}: flows left after the client died: {} of them",
+                h.name(),
+                left.len()
+            );
+        }
+    }
+}

@@ -167,13 +167,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn request(msg: Msg, wait: Duration) -> Result<Msg, String> {
-    let client = Client::connect(Role::Cli).map_err(|e| match e {
+fn connect() -> Result<std::sync::Arc<Client>, String> {
+    Client::connect(Role::Cli).map_err(|e| match e {
         Error::Irmd(m) => {
             format!("cannot reach irmd at {m} (is irmd running? IRM_SOCKET selects the socket)")
         }
         other => other.to_string(),
-    })?;
+    })
+}
+
+fn ask(client: &Client, msg: Msg, wait: Duration) -> Result<Msg, String> {
     let r = client
         .request(msg, &[], Some(wait))
         .map_err(|e| e.to_string())?;
@@ -181,6 +184,10 @@ fn request(msg: Msg, wait: Duration) -> Result<Msg, String> {
         Msg::Err(e) => Err(e.to_string()),
         m => Ok(m),
     }
+}
+
+fn request(msg: Msg, wait: Duration) -> Result<Msg, String> {
+    ask(&*connect()?, msg, wait)
 }
 
 fn run(cmd: Cmd) -> Result<(), String> {
@@ -314,9 +321,20 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Flow {
             cmd: FlowCmd::List { json },
         } => {
-            let Msg::FlowRows(rows) = request(Msg::FlowList, WAIT)? else {
-                return Err("unexpected reply".into());
-            };
+            // The list comes in pages; one connection asks for them all.
+            let client = connect()?;
+            let mut rows: Vec<FlowRow> = Vec::new();
+            loop {
+                let after = rows.last().map(|r| r.flow_id);
+                let Msg::FlowRows(page) = ask(&client, Msg::FlowList { after }, WAIT)? else {
+                    return Err("unexpected reply".into());
+                };
+                let done = page.len() < irm::proto::FLOW_ROWS_PER_MSG;
+                rows.extend(page);
+                if done {
+                    break;
+                }
+            }
             print_flows(&rows, json);
         }
     }

@@ -52,6 +52,9 @@ enum Cmd {
         flows: usize,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Keep every flow open this long after the checks (prints `holding`).
+        #[arg(long, default_value_t = 0)]
+        linger_ms: u64,
     },
     /// An SDU of exactly max_sdu bytes arrives intact; one byte more is refused.
     Maxsdu {
@@ -117,7 +120,8 @@ fn main() {
             name,
             flows,
             rounds,
-        } => multi(&name, flows, rounds),
+            linger_ms,
+        } => multi(&name, flows, rounds, Duration::from_millis(linger_ms)),
         Cmd::Maxsdu { name } => maxsdu(&name),
         Cmd::Alloc {
             name,
@@ -233,7 +237,7 @@ fn payload(flow: usize, round: usize) -> Vec<u8> {
     p
 }
 
-fn multi(name: &str, count: usize, rounds: usize) -> i32 {
+fn multi(name: &str, count: usize, rounds: usize, linger: Duration) -> i32 {
     let mut flows = Vec::with_capacity(count);
     for _ in 0..count {
         match alloc_flow(name, &Qos::raw()) {
@@ -275,6 +279,10 @@ fn multi(name: &str, count: usize, rounds: usize) -> i32 {
         }
     }
     println!("ok flows={count} rounds={rounds}");
+    if !linger.is_zero() {
+        println!("holding flows={count}");
+        std::thread::sleep(linger);
+    }
     0
 }
 
