@@ -108,7 +108,6 @@ enum Phase {
     Allocating {
         reply_to: (Arc<Conn>, u64),
         fds: FlowFds,
-        deadline: Option<Instant>,
     },
     Allocated,
     /// The app deallocated; waiting for the IPCP's acknowledgement.
@@ -166,6 +165,8 @@ struct Registry {
     accepts: Vec<PendingAccept>,
     incoming: Vec<Incoming>,
     waits: HashMap<u64, IpcpWait>,
+    /// Allocations that carry a deadline, so housekeeping never scans every flow.
+    alloc_deadlines: Vec<(Instant, u32)>,
 }
 
 pub struct Shared {
@@ -442,6 +443,9 @@ impl Shared {
         );
         r.waits.insert(req, IpcpWait::Alloc);
         let deadline = timeout_ms.map(|t| Instant::now() + Duration::from_millis(t));
+        if let Some(d) = deadline {
+            r.alloc_deadlines.push((d, flow_id));
+        }
         r.flows.insert(
             flow_id,
             FlowRec {
@@ -458,7 +462,6 @@ impl Shared {
                 phase: Phase::Allocating {
                     reply_to: (conn.clone(), id),
                     fds,
-                    deadline,
                 },
             },
         );
@@ -658,14 +661,20 @@ impl Shared {
                 i += 1;
             }
         }
-        let expired: Vec<u32> = r
-            .flows
-            .values()
-            .filter(
-                |f| matches!(&f.phase, Phase::Allocating { deadline: Some(d), .. } if *d <= now),
-            )
-            .map(|f| f.id)
-            .collect();
+        // Entries whose allocation finished go; due ones that are still
+        // allocating time out. (Flow ids are reused only after wrapping u32.)
+        let mut expired = Vec::new();
+        let reg = &mut *r;
+        let flows = &reg.flows;
+        reg.alloc_deadlines.retain(|&(d, id)| {
+            let allocating = flows
+                .get(&id)
+                .is_some_and(|f| matches!(f.phase, Phase::Allocating { .. }));
+            if allocating && d <= now {
+                expired.push(id);
+            }
+            allocating && d > now
+        });
         for id in expired {
             if let Some(f) = r.flows.remove(&id) {
                 if let Phase::Allocating { reply_to, .. } = f.phase {
