@@ -51,6 +51,8 @@ struct FlowIo {
     eid: Option<crate::wire::Eid>,
     /// Its send ring may hold SDUs: serve it without waiting for a wake-up.
     active: bool,
+    /// SDUs went into its receive ring during this batch; wake the reader once.
+    wake_pending: std::cell::Cell<bool>,
 }
 
 /// Counters of frames the IPCP refused.
@@ -99,6 +101,8 @@ pub struct Ipcp {
     tx_bufs: Vec<Vec<u8>>,
     /// Lengths of the frames built in `tx_bufs` this round.
     tx_lens: [usize; BATCH],
+    /// Flows whose readers are woken at the end of the receive batch.
+    to_wake: Vec<u32>,
     counters: Counters,
     /// What irmd last heard, and when it may hear again.
     reported: Vec<(String, u64)>,
@@ -281,6 +285,7 @@ impl Ipcp {
             rx_lens: vec![0; BATCH],
             tx_bufs: (0..BATCH).map(|_| vec![0u8; frame_room]).collect(),
             tx_lens: [0; BATCH],
+            to_wake: Vec::with_capacity(BATCH),
             counters: Counters::default(),
             reported: Vec::new(),
             next_report: Instant::now(),
@@ -492,12 +497,21 @@ impl Ipcp {
                 handle_frame(
                     &mut self.fa,
                     &self.flows,
+                    &mut self.to_wake,
                     &mut self.counters,
                     self.link.mac,
                     self.ethertype,
                     now,
                     frame,
                 );
+            }
+            // One wake-up per flow per batch, not one per SDU: a reader that
+            // keeps up would otherwise sleep and wake for every frame.
+            for id in self.to_wake.drain(..) {
+                if let Some(f) = self.flows.get(&id) {
+                    f.wake_pending.set(false);
+                    f.end.wake_rx();
+                }
             }
             self.carry_out_actions();
             if n < BATCH {
@@ -701,6 +715,7 @@ impl Ipcp {
                 end,
                 eid: None,
                 active,
+                wake_pending: std::cell::Cell::new(false),
             },
         ) {
             let _ = self.epoll.delete(old.end.ipcp_fd());
@@ -856,9 +871,11 @@ fn fill_batch(
 }
 
 /// Parse one received frame and hand it to the flow or the flow allocator.
+#[allow(clippy::too_many_arguments)]
 fn handle_frame(
     fa: &mut FlowAllocator,
     flows: &HashMap<u32, FlowIo>,
+    to_wake: &mut Vec<u32>,
     counters: &mut Counters,
     my_mac: Mac,
     ethertype: u16,
@@ -884,8 +901,12 @@ fn handle_frame(
         match fa.data_rx(now, eth.src, view.dst(), view.src()) {
             Some(flow_id) => {
                 if let Some(f) = flows.get(&flow_id) {
-                    match f.end.push_rx(view.payload()) {
-                        Ok(true) => {}
+                    match f.end.push_rx_quiet(view.payload()) {
+                        Ok(true) => {
+                            if !f.wake_pending.replace(true) {
+                                to_wake.push(flow_id);
+                            }
+                        }
                         Ok(false) => counters.rx_dropped_full += 1,
                         Err(e) => debug!("flow {flow_id}: {e}"),
                     }

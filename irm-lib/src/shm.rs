@@ -1132,6 +1132,17 @@ impl IpcpEnd {
     /// dropped; never blocks. Longer than slot_size → `MsgSize`. Wakes the
     /// application if it sleeps; updates rx counters and the last-rx time.
     pub fn push_rx(&self, sdu: &[u8]) -> Result<bool> {
+        let pushed = self.push_rx_quiet(sdu)?;
+        if pushed {
+            self.wake_rx();
+        }
+        Ok(pushed)
+    }
+
+    /// [`IpcpEnd::push_rx`] without the wake-up: a receiver that pushes a
+    /// batch of frames calls [`IpcpEnd::wake_rx`] once at the end, so a
+    /// sleeping application is woken once per batch, not once per SDU.
+    pub fn push_rx_quiet(&self, sdu: &[u8]) -> Result<bool> {
         let max = self.map.geom.slot_size as usize;
         if sdu.len() > max {
             return Err(Error::MsgSize {
@@ -1146,7 +1157,6 @@ impl IpcpEnd {
             return Ok(false);
         }
         rx.push(&self.map, sdu);
-        wake_if_armed(&h.rx.consumer_sleeping, self.rx_efd.as_fd());
         drop(rx);
         h.rx_counters.sdus.fetch_add(1, Ordering::Relaxed);
         h.rx_counters
@@ -1156,6 +1166,12 @@ impl IpcpEnd {
             .last_unix_ms
             .store(now_unix_ms(), Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// Wake the application if it sleeps on the rx ring (after
+    /// [`IpcpEnd::push_rx_quiet`]).
+    pub fn wake_rx(&self) {
+        wake_if_armed(&self.map.header().rx.consumer_sleeping, self.rx_efd.as_fd());
     }
 
     /// Record that a frame came from the peer without data for the

@@ -21,8 +21,11 @@ struct Args {
     /// Default flow liveness timeout in milliseconds (a flow's QoS may set its own).
     #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
     flow_timeout: u64,
-    /// Slots per shared-memory ring of a flow (power of two).
-    #[arg(long, default_value_t = 512)]
+    /// Slots per shared-memory ring of a flow (power of two). Pages are touched
+    /// only as SDUs pass, so an idle flow costs one page whatever the size; a
+    /// deep receive ring rides out a reader that is briefly descheduled (on a
+    /// 2-core machine 512 slots lost 1.5% of a 64 B flood, 4096 lost 0.02%).
+    #[arg(long, default_value_t = 4096)]
     ring_slots: u32,
 }
 
