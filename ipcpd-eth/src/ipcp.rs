@@ -433,6 +433,10 @@ impl Ipcp {
             };
             if n > 0 || !self.active.is_empty() {
                 last_work = Instant::now();
+            } else if spinning {
+                // Nothing yet: let an application sharing this core run (it
+                // is usually the one about to answer), then look again.
+                std::thread::yield_now();
             }
             // While spinning, look at the socket even without an event.
             let mut sock_ready = spinning;
