@@ -683,7 +683,7 @@ fn send(
         }
     }
     // Let the receiver drain, then tell it the total (a few times: it may be busy).
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(100));
     let mut end = sock
         .frame(peer, ethertype, 0, KIND_END)
         .map_err(|e| e.to_string())?;
@@ -691,7 +691,7 @@ fn send(
     for _ in 0..5 {
         sock.send_one(&end)
             .map_err(|e| format!("cannot send the end marker: {e}"))?;
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!(
         "rawbench: sent {sent} frames in {seconds} s ({})",

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 const ALLOC_WAIT: Duration = Duration::from_secs(5);
 /// A run stops after this many failed allocations in a row.
 const MAX_FAILURES_IN_A_ROW: usize = 20;
+/// How long the flows of a run may take to deallocate.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
 /// File descriptors an open flow holds in an application (three eventfds).
 const FDS_PER_FLOW: u64 = 3;
 
@@ -267,13 +269,16 @@ fn allocate(name: &str, threads: u64, deadline: Instant, max: u64) -> Collected 
     all
 }
 
-/// Deallocate every flow, from `threads` threads; returns flows/s.
+/// Deallocate every flow, from `threads` threads, for at most `RELEASE_WAIT`;
+/// returns the flows deallocated per second. Flows still open then are left
+/// to irmd's clean-up when we exit (a stalled irmd must not stall the run).
 fn release(flows: Vec<Flow>, threads: u64) -> f64 {
-    let n = flows.len();
-    if n == 0 {
+    if flows.is_empty() {
         return 0.0;
     }
     let start = Instant::now();
+    let deadline = start + RELEASE_WAIT;
+    let released = Arc::new(AtomicUsize::new(0));
     let mut chunks: Vec<Vec<Flow>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, f) in flows.into_iter().enumerate() {
         chunks[i % threads as usize].push(f);
@@ -281,18 +286,26 @@ fn release(flows: Vec<Flow>, threads: u64) -> f64 {
     let workers: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
+            let released = released.clone();
             std::thread::spawn(move || {
-                for f in chunk {
-                    // A flow that fails to deallocate is released when we exit.
-                    let _ = f.dealloc();
+                let mut chunk = chunk.into_iter();
+                for f in chunk.by_ref() {
+                    if f.dealloc().is_ok() {
+                        released.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
                 }
+                // Not deallocated one by one: released when the process exits.
+                chunk.for_each(std::mem::forget);
             })
         })
         .collect();
     for w in workers {
         let _ = w.join();
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    released.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
 /// The `q`-quantile (0..=1) of sorted samples, in ms; nearest rank.
