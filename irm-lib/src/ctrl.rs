@@ -56,6 +56,15 @@ impl CtrlSocket {
 
     /// Send one message with optional fds.
     pub fn send(&self, env: &Envelope, fds: &[RawFd]) -> Result<()> {
+        self.send_with(env, fds, MsgFlags::empty())
+    }
+
+    /// Send without blocking: a full socket buffer is `Error::Again`.
+    pub fn try_send(&self, env: &Envelope, fds: &[RawFd]) -> Result<()> {
+        self.send_with(env, fds, MsgFlags::MSG_DONTWAIT)
+    }
+
+    fn send_with(&self, env: &Envelope, fds: &[RawFd], flags: MsgFlags) -> Result<()> {
         if fds.len() > MAX_FDS {
             return Err(Error::Invalid(format!(
                 "{} fds in one message (max {MAX_FDS})",
@@ -71,11 +80,12 @@ impl CtrlSocket {
                 self.fd.as_raw_fd(),
                 &iov,
                 cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
+                MsgFlags::MSG_NOSIGNAL | flags,
                 None,
             ) {
                 Ok(_) => return Ok(()),
                 Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => return Err(Error::Again),
                 Err(e) => return Err(Error::Io(format!("control send: {}", e.desc()))),
             }
         }

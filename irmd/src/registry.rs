@@ -31,10 +31,19 @@ struct Conn {
     id: ConnId,
     pid: u32,
     role: Option<Role>,
-    /// Messages for this client, sent by its writer thread: nobody blocks on
-    /// a client's socket while holding the registry lock (an IPCP busy
-    /// answering irmd would otherwise deadlock against it).
-    out: std::sync::mpsc::Sender<Outgoing>,
+    out: Arc<SendPath>,
+}
+
+/// How messages reach one client. The common case sends at once without
+/// blocking; when the socket is full (or messages already wait) they queue for
+/// the client's writer thread, so nobody blocks on a client's socket while
+/// holding the registry lock (an IPCP busy answering irmd would otherwise
+/// deadlock against it).
+struct SendPath {
+    direct: CtrlSocket,
+    /// Messages waiting for the writer thread; sent in order after them.
+    queued: std::sync::atomic::AtomicUsize,
+    queue: Mutex<std::sync::mpsc::Sender<Outgoing>>,
 }
 
 /// A message and its fds (duplicates, closed once sent).
@@ -48,6 +57,21 @@ impl Conn {
         self.send_fds(id, msg, &[]);
     }
     fn send_fds(&self, id: u64, msg: Msg, fds: &[&OwnedFd]) {
+        use std::sync::atomic::Ordering;
+        let env = Envelope { id, msg };
+        // The lock keeps one client's messages in order between the two paths.
+        let queue = self.out.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if self.out.queued.load(Ordering::Acquire) == 0 {
+            let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            match self.out.direct.try_send(&env, &raw) {
+                Ok(()) => return,
+                Err(Error::Again) => {}
+                Err(e) => {
+                    warn!("cannot reply to process {}: {e}", self.pid);
+                    return;
+                }
+            }
+        }
         let mut dup = Vec::with_capacity(fds.len());
         for f in fds {
             match f.try_clone() {
@@ -58,28 +82,34 @@ impl Conn {
                 }
             }
         }
+        self.out.queued.fetch_add(1, Ordering::AcqRel);
         // A closed channel means the client is gone; its cleanup runs elsewhere.
-        let _ = self.out.send(Outgoing {
-            env: Envelope { id, msg },
-            fds: dup,
-        });
+        let _ = queue.send(Outgoing { env, fds: dup });
     }
 }
 
 /// Send queued messages to one client until every sender is dropped.
-fn writer(sock: CtrlSocket, pid: u32, queue: std::sync::mpsc::Receiver<Outgoing>) {
+fn writer(
+    sock: CtrlSocket,
+    pid: u32,
+    path: std::sync::Weak<SendPath>,
+    queue: std::sync::mpsc::Receiver<Outgoing>,
+) {
     let mut broken = false;
     for o in queue {
-        if broken {
-            continue; // drain so the fds close
+        if !broken {
+            let raw: Vec<_> = o.fds.iter().map(|f| f.as_raw_fd()).collect();
+            if let Err(e) = sock.send(&o.env, &raw) {
+                warn!("cannot reply to process {pid}: {e}");
+                // A client that stopped reading: cut it off, so its reader sees
+                // EOF and its resources are released.
+                sock.shutdown();
+                broken = true;
+            }
         }
-        let raw: Vec<_> = o.fds.iter().map(|f| f.as_raw_fd()).collect();
-        if let Err(e) = sock.send(&o.env, &raw) {
-            warn!("cannot reply to process {pid}: {e}");
-            // A client that stopped reading: cut it off, so its reader sees EOF
-            // and its resources are released.
-            sock.shutdown();
-            broken = true;
+        // Drained even when broken, so the fds close.
+        if let Some(p) = path.upgrade() {
+            p.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }
     }
 }
@@ -202,10 +232,23 @@ impl Shared {
                 return;
             }
         };
-        let (out, queue) = std::sync::mpsc::channel();
+        let (tx, queue) = std::sync::mpsc::channel();
+        let direct = match send.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cannot clone a client socket: {e}");
+                return;
+            }
+        };
+        let out = Arc::new(SendPath {
+            direct,
+            queued: std::sync::atomic::AtomicUsize::new(0),
+            queue: Mutex::new(tx),
+        });
+        let weak = Arc::downgrade(&out);
         if let Err(e) = std::thread::Builder::new()
             .name("conn-writer".into())
-            .spawn(move || writer(send, pid, queue))
+            .spawn(move || writer(send, pid, weak, queue))
         {
             warn!("cannot start a writer thread: {e}");
             return;
