@@ -2,8 +2,10 @@
 # ethflow benchmark: ethflow against the raw-socket limit and iperf3, side by
 # side in one run on one veth pair between two network namespaces of its own.
 #
-#   bench.sh [--seconds S] [--ring-slots N] [--update-docs]
-#                         full run (about 3 minutes); --ring-slots is passed to irmd
+#   bench.sh [--seconds S] [--repeat N] [--ring-slots N] [--update-docs]
+#                         full run (about 4 minutes); throughput runs N times
+#                         (default 3, alternating systems; the median counts);
+#                         --ring-slots is passed to irmd
 #   bench.sh --smoke      short run (about 30 s); fails unless every figure
 #                         was produced and is positive
 #
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -26,12 +28,14 @@ SMOKE=0
 SECS=3
 UPDATE_DOCS=0
 IRMD_ARGS=()
+REPEAT=3
 while [ $# -gt 0 ]; do
     case $1 in
         --smoke) SMOKE=1; shift ;;
         --seconds) SECS=$2; shift 2 ;;
         --update-docs) UPDATE_DOCS=1; shift ;;
         --ring-slots) IRMD_ARGS=(--ring-slots "$2"); shift 2 ;;
+        --repeat) REPEAT=$2; shift 2 ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -49,6 +53,7 @@ if [ "$SMOKE" -eq 1 ]; then
     RAW_MODES="mmsg"      # one mode is enough to show the figure is produced
     HOLD_FLOWS=200
     SETTLE_MS=200
+    REPEAT=1
     OUT=$ROOT/target/bench-smoke
 else
     IPERF_SECS=$(printf '%.0f' "$SECS")
@@ -213,13 +218,13 @@ raw_throughput() { # MTU SIZE
     local mtu=$1 size=$2 mode peer
     peer=$(mac_of b)
     for mode in $RAW_MODES; do
-        on b 60 "$RAWBENCH" recv --dev "${PREFIX}b" --mode "$mode" --size "$size" >"$DATA/raw_${mtu}_${mode}_${size}.json" 2>"$WORK/recv.err" &
+        on b 60 "$RAWBENCH" recv --dev "${PREFIX}b" --mode "$mode" --size "$size" >"$DATA/raw_${mtu}_${mode}_${size}@$REP.json" 2>"$WORK/recv.err" &
         local rx=$!
         sleep 0.2
         on a 60 "$RAWBENCH" send --dev "${PREFIX}a" --peer "$peer" --mode "$mode" --size "$size" --seconds "$SECS" 2>/dev/null ||
             echo "    raw send $mode $size FAILED" >&2
-        wait "$rx" || { echo "    raw recv $mode $size FAILED: $(cat "$WORK/recv.err")" >&2; : >"$DATA/raw_${mtu}_${mode}_${size}.json"; }
-        echo "    raw $mode $size B: $(cut -c1-160 "$DATA/raw_${mtu}_${mode}_${size}.json")"
+        wait "$rx" || { echo "    raw recv $mode $size FAILED: $(cat "$WORK/recv.err")" >&2; : >"$DATA/raw_${mtu}_${mode}_${size}@$REP.json"; }
+        echo "    raw $mode $size B: $(cut -c1-160 "$DATA/raw_${mtu}_${mode}_${size}@$REP.json")"
     done
 }
 
@@ -227,7 +232,7 @@ iperf3_udp() { # MTU SIZE
     on b $((IPERF_SECS + 20)) iperf3 -s -1 -B 10.77.0.2 >/dev/null 2>&1 &
     local srv=$!
     sleep 0.3
-    measure "iperf3udp_$1_$2" on a $((IPERF_SECS + 15)) iperf3 -c 10.77.0.2 -u -b 0 -l "$2" "${IPERF_UDP_LEN[@]}" --json
+    measure "iperf3udp_$1_$2@$REP" on a $((IPERF_SECS + 15)) iperf3 -c 10.77.0.2 -u -b 0 -l "$2" "${IPERF_UDP_LEN[@]}" --json
     wait "$srv" || true
 }
 
@@ -235,7 +240,7 @@ iperf3_tcp() { # MTU
     on b $((IPERF_SECS + 20)) iperf3 -s -1 -B 10.77.0.2 >/dev/null 2>&1 &
     local srv=$!
     sleep 0.3
-    measure "iperf3tcp_$1" on a $((IPERF_SECS + 15)) iperf3 -c 10.77.0.2 "${IPERF_TCP_LEN[@]}" --json
+    measure "iperf3tcp_$1@$REP" on a $((IPERF_SECS + 15)) iperf3 -c 10.77.0.2 "${IPERF_TCP_LEN[@]}" --json
     wait "$srv" || true
 }
 
@@ -254,8 +259,8 @@ round_trips() {
 }
 
 operf() { # MTU SIZE
-    measure "operf_$1_$2" on a 60 "$BIN/operf" -n operf -s "$2" -d "$SECS" --json
-    echo "    operf $2 B: $(cut -c1-200 "$DATA/operf_$1_$2.json")"
+    measure "operf_$1_$2@$REP" on a 60 "$BIN/operf" -n operf -s "$2" -d "$SECS" --json
+    echo "    operf $2 B: $(cut -c1-200 "$DATA/operf_$1_$2@$REP.json")"
 }
 
 oping() { # NAME
@@ -270,19 +275,25 @@ cat >"$DATA/meta.json" <<EOF
  "cpus": $(nproc), "cpu_model": "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo | tr -d '"')",
  "load_at_start": "$(cut -d' ' -f1-3 /proc/loadavg)", "mode": "$([ "$SMOKE" -eq 1 ] && echo smoke || echo full)",
  "seconds": $SECS, "commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
- "iperf3": "$(iperf3 --version | head -1)", "hold_flows": $HOLD_FLOWS, "irmd_args": "${IRMD_ARGS[*]}"}
+ "iperf3": "$(iperf3 --version | head -1)", "hold_flows": $HOLD_FLOWS, "repeat": $REPEAT, "irmd_args": "${IRMD_ARGS[*]}"}
 EOF
 
 # ---- pass 1: MTU 1500 --------------------------------------------------------
-echo "==> MTU 1500: raw AF_PACKET limit"
+# Throughput: the three systems in turn, REPEAT times, so a change in the
+# machine's load hits all of them alike; the report takes each one's median.
+# The IPCPs are down while raw frames fly (same ethertype: they would read them).
 rig_up 1500
-for size in 64 512 1400; do raw_throughput 1500 "$size"; done
-echo "==> MTU 1500: iperf3 UDP, UDP and raw round trips"
-for size in 64 512 1400; do iperf3_udp 1500 "$size"; done
+for REP in $(seq "$REPEAT"); do
+    echo "==> MTU 1500, round $REP/$REPEAT: raw AF_PACKET limit, iperf3 UDP, ethflow"
+    for size in 64 512 1400; do raw_throughput 1500 "$size"; done
+    for size in 64 512 1400; do iperf3_udp 1500 "$size"; done
+    daemons_up
+    for size in 64 512 1400; do operf 1500 "$size"; done
+    daemons_down
+done
+echo "==> MTU 1500: UDP, raw and ethflow round trips"
 round_trips
-echo "==> MTU 1500: ethflow"
 daemons_up
-for size in 64 512 1400; do operf 1500 "$size"; done
 oping rtt_oping
 echo "==> MTU 1500: flow allocation (fresh daemons for each run)"
 measure alloc_seq on a 120 "$BIN/allocbench" -n allocbench --mode seq -d "$SECS" --json
@@ -306,13 +317,16 @@ fi
 rig_down
 
 # ---- pass 2: MTU 9000 --------------------------------------------------------
-echo "==> MTU 9000: raw, iperf3 UDP and TCP, ethflow"
 rig_up 9000
-raw_throughput 9000 8900
-iperf3_udp 9000 8900
-iperf3_tcp 9000
-daemons_up
-operf 9000 8900
+for REP in $(seq "$REPEAT"); do
+    echo "==> MTU 9000, round $REP/$REPEAT: raw, iperf3 UDP and TCP, ethflow"
+    raw_throughput 9000 8900
+    iperf3_udp 9000 8900
+    iperf3_tcp 9000
+    daemons_up
+    operf 9000 8900
+    daemons_down
+done
 rig_down
 
 echo "==> report"
