@@ -432,7 +432,7 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
     let m = &r["meta"];
     let meta = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
     s += &format!(
-        "Measured {} on `{}` ({} CPUs, {}), kernel {}, {} run; each figure over {} s; load average at start {}{}.\n\n",
+        "Measured {} on `{}` ({} CPUs, {}), kernel {}, {} run; each figure over {} s; load average at start {}{}; commit {}.\n\n",
         meta("date"),
         meta("host"),
         m.get("cpus").and_then(Value::as_u64).unwrap_or(0),
@@ -444,7 +444,8 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
         match m.get("irmd_args").and_then(Value::as_str) {
             Some(a) if !a.is_empty() => format!("; irmd {a}"),
             _ => String::new(),
-        }
+        },
+        meta("commit")
     );
     s += "### Targets\n\n| target | measured | met |\n|---|---:|:---:|\n";
     for t in r["targets"].as_array().into_iter().flatten() {
