@@ -28,6 +28,12 @@ ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast -- --test-threads
 # already ran above: it bootstraps xdp itself).
 echo "==> end-to-end tests, backend xdp"
 ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness -- --test-threads=1 || status=1
+# Benchmark smoke run (root + namespaces, about 15-40 s once built): every
+# figure of scripts/bench.sh is produced and positive.
+if [ "${ETHFLOW_SKIP_NETNS:-0}" != 1 ]; then
+    echo "==> benchmark smoke run"
+    bash scripts/bench.sh --smoke || status=1
+fi
 if [ "$status" -ne 0 ]; then
     echo "test.sh: some tests failed (see above)" >&2
 fi
