@@ -558,7 +558,12 @@ impl Ipcp {
                     i += 1;
                 }
             }
-            self.send_built(count);
+            send_built(
+                &mut *self.sock,
+                &self.tx_bufs,
+                &self.tx_lens[..count],
+                &mut self.counters,
+            );
         }
     }
 
@@ -582,31 +587,15 @@ impl Ipcp {
                 my_mac,
                 ethertype,
             );
-            if count > 0 {
-                let frames: Vec<&[u8]> = (0..count)
-                    .map(|k| &self.tx_bufs[k][..self.tx_lens[k]])
-                    .collect();
-                match self.sock.send_batch(&frames) {
-                    Ok(k) => self.counters.tx_frames += k as u64,
-                    Err(e) => warn!("send failed: {e}"),
-                }
-            }
+            send_built(
+                &mut *self.sock,
+                &self.tx_bufs,
+                &self.tx_lens[..count],
+                &mut self.counters,
+            );
             if emptied {
                 break;
             }
-        }
-    }
-
-    fn send_built(&mut self, count: usize) {
-        if count == 0 {
-            return;
-        }
-        let frames: Vec<&[u8]> = (0..count)
-            .map(|k| &self.tx_bufs[k][..self.tx_lens[k]])
-            .collect();
-        match self.sock.send_batch(&frames) {
-            Ok(k) => self.counters.tx_frames += k as u64,
-            Err(e) => warn!("send failed: {e}"),
         }
     }
 
@@ -816,6 +805,23 @@ impl Ipcp {
                 debug!("link down, management frame not sent: {e}");
             }
         }
+    }
+}
+
+/// Send the frames built in `tx_bufs` (one per entry of `lens`).
+fn send_built(
+    sock: &mut dyn FrameIo,
+    tx_bufs: &[Vec<u8>],
+    lens: &[usize],
+    counters: &mut Counters,
+) {
+    if lens.is_empty() {
+        return;
+    }
+    let frames: Vec<&[u8]> = lens.iter().zip(tx_bufs).map(|(&n, b)| &b[..n]).collect();
+    match sock.send_batch(&frames) {
+        Ok(k) => counters.tx_frames += k as u64,
+        Err(e) => warn!("send failed: {e}"),
     }
 }
 

@@ -89,7 +89,7 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let fd_limit = raise_fd_limit();
+    let fd_limit = irm::limits::raise_nofile();
     let r = if args.listen {
         server()
     } else {
@@ -102,23 +102,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Thousands of open flows need thousands of fds: lift the soft limit to the
-/// hard one. Returns the limit in force.
-fn raise_fd_limit() -> u64 {
-    // SAFETY: rlimit is plain old data, filled by getrlimit.
-    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: lim is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: lim is a valid rlimit; raising the soft limit to the hard one is always allowed.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return 1024;
-    }
-    lim.rlim_cur
 }
 
 // ---------------------------------------------------------------------------
