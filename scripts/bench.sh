@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# ethflow benchmark: ethflow against the raw-socket limit and iperf3, side by
-# side in one run on one veth pair between two network namespaces of its own.
+# ethflow benchmark: ethflow (backend raw and backend xdp) against the
+# raw-socket limit and iperf3, side by side in one run on one veth pair
+# between two network namespaces of its own.
 #
 #   bench.sh [--seconds S] [--repeat N] [--ring-slots N] [--update-docs]
 #                         full run (about 4 minutes); throughput runs N times
 #                         (default 3, alternating systems; the median counts);
 #                         --ring-slots is passed to irmd
-#   bench.sh --smoke      short run (about 30 s); fails unless every figure
+#   bench.sh --smoke      short run (about 40 s); fails unless every figure
 #                         was produced and is positive
+#
+# backend xdp runs at MTU 1500 only (it refuses MTU > 3826); the unknown-eid
+# flood (rawflood, from b toward a) measures what the XDP program drops per
+# second against what the raw backend's IPCP reads per second.
 #
 # Writes target/bench/report.json, report.md and charts (target/bench-smoke/
 # for --smoke); --update-docs also puts the report into docs/benchmarks.md.
@@ -20,7 +25,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -51,6 +56,7 @@ if [ "$SMOKE" -eq 1 ]; then
     IPERF_TCP_LEN=(-n 200M)
     IPERF_SECS=1
     RAW_MODES="mmsg"      # one mode is enough to show the figure is produced
+    FLOOD_COUNT=100000
     HOLD_FLOWS=200
     SETTLE_MS=200
     REPEAT=1
@@ -62,6 +68,7 @@ else
     IPERF_TCP_LEN=(-t "$IPERF_SECS")
     SETTLE_MS=1000
     RAW_MODES="single mmsg mmap"
+    FLOOD_COUNT=2000000
     # Each open flow holds 3 fds in the application and in the IPCP: stay
     # within the hard limit this machine allows (10 000 flows need 30 000).
     HOLD_FLOWS=10000
@@ -77,6 +84,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
 fi
 echo "==> building (release)"
 cargo build --release -q -p irmd -p ipcpd-eth -p ethflow-tools
+cargo build --release -q -p ethflow-tests --bin rawflood
 cargo build --release -q -p ipcpd-eth --example rawbench
 BIN=$ROOT/target/release
 RAWBENCH=$BIN/examples/rawbench
@@ -177,11 +185,12 @@ rig_down() {
 }
 
 DAEMON_PIDS=()
-# daemons_up [busy-poll µs]: irmd and an IPCP on each host; operf, oping and
-# allocbench servers on b, registered under their own names.
+# daemons_up [BACKEND [busy-poll µs]]: irmd and an IPCP on each host (backend
+# raw unless told); operf, oping and allocbench servers on b, registered under
+# their own names.
 daemons_up() {
-    local extra=() h prog
-    [ -n "${1:-}" ] && extra=(busy-poll "$1")
+    local extra=(backend "${1:-raw}") h prog
+    [ -n "${2:-}" ] && extra+=(busy-poll "$2")
     local before=${#PIDS[@]}
     for h in a b; do
         rm -f "$WORK/$h.sock"
@@ -258,9 +267,62 @@ round_trips() {
     wait "$pong" "$udp_pong" 2>/dev/null || true
 }
 
-operf() { # MTU SIZE
-    measure "operf_$1_$2@$REP" on a 60 "$BIN/operf" -n operf -s "$2" -d "$SECS" --json
-    echo "    operf $2 B: $(cut -c1-200 "$DATA/operf_$1_$2@$REP.json")"
+# CPU time (utime + stime, clock ticks) of both IPCPs so far.
+ipcp_ticks() {
+    local h pid t=0
+    for h in a b; do
+        pid=$(pid_of_in "$h" ipcpd-eth) || return 1
+        # Fields after "pid (comm) ": utime is the 12th, stime the 13th.
+        t=$((t + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$t"
+}
+
+# operf BACKEND MTU SIZE: a flood through the IPCPs of that backend (its
+# figures in operf_MTU_SIZE for raw, operfxdp_MTU_SIZE for xdp) and the CPU
+# time both IPCPs spent on it per received SDU (cpu_BACKEND_MTU_SIZE).
+operf() {
+    local backend=$1 mtu=$2 size=$3 name t0 t1
+    name=operf$([ "$backend" = raw ] || echo "$backend")_${mtu}_${size}@$REP
+    t0=$(ipcp_ticks) || t0=
+    measure "$name" on a 60 "$BIN/operf" -n operf -s "$size" -d "$SECS" --json
+    t1=$(ipcp_ticks) || t1=
+    echo "    operf ($backend) $size B: $(cut -c1-200 "$DATA/$name.json")"
+    local received
+    received=$(grep -o '"received":[0-9]*' "$DATA/$name.json" | head -1 | cut -d: -f2) || true
+    if [ -n "$t0" ] && [ -n "$t1" ] && [ -n "$received" ] && [ "$received" -gt 0 ]; then
+        awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$received" 'BEGIN {
+            printf "{\"ipcp_cpu_s\": %.3f, \"received\": %d, \"cpu_ns_per_sdu\": %.1f}\n", t / hz, n, t / hz / n * 1e9 }' \
+            >"$DATA/cpu_${backend}_${mtu}_${size}@$REP.json"
+    else
+        echo "    cpu ($backend) $size B: not measured" >&2
+    fi
+}
+
+# counter_of HOST NAME: one counter of the host's IPCP, as irm ipcp list shows it.
+counter_of() {
+    local v
+    v=$(on "$1" 10 "$BIN/irm" ipcp list --json | grep -o "\"$2\":[0-9]*" | head -1 | cut -d: -f2) || true
+    echo "${v:-0}"
+}
+
+# flood BACKEND COUNTER: rawflood sends FLOOD_COUNT DATA frames for unknown
+# endpoint ids from b to a's IPCP; the rate at which COUNTER of a's IPCP rose
+# over the flood's time goes into flood_BACKEND.json. The IPCP reports its
+# counters once a second: read them after that.
+flood() {
+    local backend=$1 counter=$2 before after line
+    sleep 1.2
+    before=$(counter_of a "$counter")
+    line=$(on b 120 "$BIN/rawflood" --dev "${PREFIX}b" --dst "$(mac_of a)" --count "$FLOOD_COUNT" --kind unknown) ||
+        { echo "    flood ($backend) FAILED" >&2; : >"$DATA/flood_$backend.json"; return; }
+    sleep 1.5
+    after=$(counter_of a "$counter")
+    echo "$line" | awk -v c="$counter" -v d="$((after - before))" '{
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        printf "{\"counter\": \"%s\", \"sent\": %d, \"elapsed_ms\": %s, \"flood_pps\": %s, \"counted\": %d, \"counted_per_s\": %.0f}\n",
+            c, f["sent"], f["elapsed_ms"], f["pps"], d, d / (f["elapsed_ms"] / 1000) }' >"$DATA/flood_$backend.json"
+    echo "    flood ($backend): $line; $counter +$((after - before))"
 }
 
 oping() { # NAME
@@ -284,13 +346,23 @@ EOF
 # The IPCPs are down while raw frames fly (same ethertype: they would read them).
 rig_up 1500
 for REP in $(seq "$REPEAT"); do
-    echo "==> MTU 1500, round $REP/$REPEAT: raw AF_PACKET limit, iperf3 UDP, ethflow"
+    echo "==> MTU 1500, round $REP/$REPEAT: raw AF_PACKET limit, iperf3 UDP, ethflow (backend raw, backend xdp)"
     for size in 64 512 1400; do raw_throughput 1500 "$size"; done
     for size in 64 512 1400; do iperf3_udp 1500 "$size"; done
-    daemons_up
-    for size in 64 512 1400; do operf 1500 "$size"; done
-    daemons_down
+    for backend in raw xdp; do
+        daemons_up "$backend"
+        for size in 64 512 1400; do operf "$backend" 1500 "$size"; done
+        daemons_down
+    done
 done
+echo "==> MTU 1500: oping over backend xdp; unknown-eid flood of $FLOOD_COUNT frames: dropped by XDP, read by the raw IPCP"
+daemons_up xdp
+oping rtt_oping_xdp
+flood xdp xdp_drop_unknown_eid
+daemons_down
+daemons_up raw
+flood raw unknown_eid
+daemons_down
 echo "==> MTU 1500: UDP, raw and ethflow round trips"
 round_trips
 daemons_up
@@ -310,13 +382,14 @@ daemons_down
 # Not a figure the smoke run asserts: skipped there.
 if [ "$SMOKE" -eq 0 ] && "$BIN/ipcpd-eth" --help | grep -q busy-poll; then
     echo "==> MTU 1500: oping with a busy-polling IPCP (200 µs)"
-    daemons_up 200
+    daemons_up raw 200
     oping rtt_oping_busy_poll
     daemons_down
 fi
 rig_down
 
 # ---- pass 2: MTU 9000 --------------------------------------------------------
+# backend raw only: backend xdp refuses an MTU above 3826 (one frame per chunk).
 rig_up 9000
 for REP in $(seq "$REPEAT"); do
     echo "==> MTU 9000, round $REP/$REPEAT: raw, iperf3 UDP and TCP, ethflow"
@@ -324,7 +397,7 @@ for REP in $(seq "$REPEAT"); do
     iperf3_udp 9000 8900
     iperf3_tcp 9000
     daemons_up
-    operf 9000 8900
+    operf raw 9000 8900
     daemons_down
 done
 rig_down

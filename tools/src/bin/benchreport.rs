@@ -136,6 +136,8 @@ fn collapse_repeats(inputs: BTreeMap<String, Value>) -> BTreeMap<String, Value> 
                         .unwrap_or(0.0)
                 } else if name.starts_with("iperf3tcp") {
                     num(v, &["end", "sum_received", "bits_per_second"]).unwrap_or(0.0)
+                } else if name.starts_with("cpu_") {
+                    num(v, &["cpu_ns_per_sdu"]).unwrap_or(0.0)
                 } else {
                     num(v, &["sdus_per_s"]).unwrap_or(0.0)
                 }
@@ -162,11 +164,15 @@ fn num(v: &Value, path: &[&str]) -> Option<f64> {
 // ---------------------------------------------------------------------------
 
 /// Measurement files are named `kind_mtu_size` (for example `raw_1500_mmsg_64`,
-/// `operf_9000_8900`, `iperf3udp_1500_64`, `iperf3tcp_9000`, `rtt_raw`,
-/// `alloc_seq`, `alloc_hold`, `meta`).
+/// `operf_9000_8900` (backend raw), `operfxdp_1500_64` (backend xdp),
+/// `cpu_xdp_1500_64`, `iperf3udp_1500_64`, `iperf3tcp_9000`, `rtt_raw`,
+/// `flood_xdp`, `alloc_seq`, `alloc_hold`, `meta`).
 fn build(inputs: &BTreeMap<String, Value>) -> Value {
     let mut raw: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut operf: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut operf_xdp: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut cpu: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
+    let mut flood = Map::new();
     let mut udp: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut tcp: BTreeMap<String, Value> = BTreeMap::new();
     let mut rtt = Map::new();
@@ -195,6 +201,22 @@ fn build(inputs: &BTreeMap<String, Value>) -> Value {
                     .or_default()
                     .insert(size.to_string(), v.clone());
             }
+            ["operfxdp", mtu, size] => {
+                operf_xdp
+                    .entry(mtu.to_string())
+                    .or_default()
+                    .insert(size.to_string(), v.clone());
+            }
+            ["cpu", backend, mtu, size] => {
+                cpu.entry(backend.to_string())
+                    .or_default()
+                    .entry(mtu.to_string())
+                    .or_default()
+                    .insert(size.to_string(), v.clone());
+            }
+            ["flood", backend] => {
+                flood.insert(backend.to_string(), v.clone());
+            }
             ["iperf3udp", mtu, size] => {
                 if let Some(s) = iperf3_udp(v, size.parse().unwrap_or(0)) {
                     udp.entry(mtu.to_string())
@@ -222,6 +244,9 @@ fn build(inputs: &BTreeMap<String, Value>) -> Value {
         "iperf3_udp": udp,
         "iperf3_tcp": tcp,
         "operf": operf,
+        "operf_xdp": operf_xdp,
+        "cpu": cpu,
+        "flood": flood,
         "rtt": rtt,
         "alloc": alloc,
     });
@@ -274,6 +299,19 @@ fn add_headline(r: &mut Value) {
     ratios["operf_vs_raw_512"] = ratio(operf("1500", "512", "sdus_per_s"), raw("1500", "512"));
     ratios["operf_vs_iperf3_512"] = ratio(operf("1500", "512", "sdus_per_s"), udp("512"));
     ratios["operf_vs_raw_8900"] = ratio(operf("9000", "8900", "sdus_per_s"), raw("9000", "8900"));
+    // backend xdp against backend raw and the raw-socket limit (MTU 1500).
+    let xdp = |size: &str| num(r, &["operf_xdp", "1500", size, "sdus_per_s"]);
+    for size in ["64", "512", "1400"] {
+        ratios[format!("xdp_vs_raw_backend_{size}")] =
+            ratio(xdp(size), operf("1500", size, "sdus_per_s"));
+        ratios[format!("xdp_vs_raw_limit_{size}")] = ratio(xdp(size), raw("1500", size));
+    }
+    let cpu = |backend: &str| num(r, &["cpu", backend, "1500", "64", "cpu_ns_per_sdu"]);
+    ratios["xdp_vs_raw_cpu_per_sdu"] = ratio(cpu("xdp"), cpu("raw"));
+    ratios["xdp_vs_raw_backend_rtt"] = ratio(rtt_median("oping_xdp"), rtt_median("oping"));
+    let xdp_drop_pps = num(r, &["flood", "xdp", "counted_per_s"]);
+    ratios["xdp_drop_vs_raw_read"] =
+        ratio(xdp_drop_pps, num(r, &["flood", "raw", "counted_per_s"]));
     if r["rtt"].get("oping_busy_poll").is_some() {
         ratios["oping_busy_poll_vs_raw_rtt"] =
             ratio(rtt_median("oping_busy_poll"), rtt_median("raw"));
@@ -344,6 +382,36 @@ fn add_headline(r: &mut Value) {
             1.5,
             "<=",
         ),
+        (
+            "xdp ≥ 1.5 × backend raw at 64 B",
+            num(&ratios, &["xdp_vs_raw_backend_64"]),
+            1.5,
+            ">=",
+        ),
+        (
+            "xdp ≥ 1.0 × raw limit at 64 B",
+            num(&ratios, &["xdp_vs_raw_limit_64"]),
+            1.0,
+            ">=",
+        ),
+        (
+            "xdp oping median ≤ backend raw's",
+            num(&ratios, &["xdp_vs_raw_backend_rtt"]),
+            1.0,
+            "<=",
+        ),
+        (
+            "xdp IPCP CPU per SDU ≤ 0.6 × raw at 64 B",
+            num(&ratios, &["xdp_vs_raw_cpu_per_sdu"]),
+            0.6,
+            "<=",
+        ),
+        (
+            "xdp unknown-eid drops/s ≥ 5 × raw IPCP reads/s",
+            num(&ratios, &["xdp_drop_vs_raw_read"]),
+            5.0,
+            ">=",
+        ),
         ("≥ 5000 allocations/s", alloc_per_s, 5000.0, ">="),
         ("median allocation latency < 1 ms", latency, 1.0, "<"),
         ("< 64 KiB per open idle flow and side", memory, 64.0, "<"),
@@ -360,6 +428,7 @@ fn add_headline(r: &mut Value) {
         })
         .collect();
     r["ratios"] = ratios;
+    r["xdp_drop_pps"] = json!(xdp_drop_pps);
     r["alloc_per_s"] = json!(alloc_per_s);
     r["alloc_latency_median_ms"] = json!(latency);
     r["flow_memory_kib"] = json!(memory);
@@ -381,8 +450,16 @@ fn missing_figures(r: &Value) -> Vec<String> {
             paths.push(p(&format!("iperf3_udp.{mtu}.{size}.sdus_per_s")));
         }
     }
+    for size in ["64", "512", "1400"] {
+        paths.push(p(&format!("operf_xdp.1500.{size}.sdus_per_s")));
+        paths.push(p(&format!("operf_xdp.1500.{size}.mbit_per_s")));
+    }
+    for backend in ["raw", "xdp"] {
+        paths.push(p(&format!("cpu.{backend}.1500.64.cpu_ns_per_sdu")));
+        paths.push(p(&format!("flood.{backend}.counted_per_s")));
+    }
     paths.push(p("iperf3_tcp.9000.mbit_per_s"));
-    for k in ["raw", "udp", "oping"] {
+    for k in ["raw", "udp", "oping", "oping_xdp"] {
         paths.push(p(&format!("rtt.{k}.median_us")));
         paths.push(p(&format!("rtt.{k}.p99_us")));
     }
@@ -398,10 +475,20 @@ fn missing_figures(r: &Value) -> Vec<String> {
         "operf_vs_iperf3_1400",
         "operf_vs_tcp_9000",
         "oping_vs_raw_rtt",
+        "xdp_vs_raw_backend_64",
+        "xdp_vs_raw_limit_64",
+        "xdp_vs_raw_cpu_per_sdu",
+        "xdp_vs_raw_backend_rtt",
+        "xdp_drop_vs_raw_read",
     ] {
         paths.push(vec!["ratios".into(), k.into()]);
     }
-    for k in ["alloc_per_s", "alloc_latency_median_ms", "flow_memory_kib"] {
+    for k in [
+        "xdp_drop_pps",
+        "alloc_per_s",
+        "alloc_latency_median_ms",
+        "flow_memory_kib",
+    ] {
         paths.push(vec![k.into()]);
     }
     paths
@@ -461,7 +548,7 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
         );
     }
     s += "\n### Throughput (receiver's view, kSDU/s · Mbit/s of SDU payload · loss %)\n\n";
-    s += "| MTU | SDU B | raw best (mode) | iperf3 UDP | ethflow operf | operf/raw | operf/iperf3 |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "| MTU | SDU B | raw best (mode) | iperf3 UDP | operf, backend raw | operf, backend xdp | raw backend/raw | raw backend/iperf3 | xdp/raw backend | xdp/raw |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (mtu, sizes) in [
         ("1500", &["64", "512", "1400"][..]),
         ("9000", &["8900"][..]),
@@ -478,13 +565,25 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
             };
             let mode = r["raw"][mtu][*size]["best_mode"].as_str().unwrap_or("?");
             let pps = |sys: &str| num(r, &[sys, mtu, size, "sdus_per_s"]);
+            let ratio2 = |a: &str, b: &str| fmt(num(&ratio(pps(a), pps(b)), &[]), 2);
+            // backend xdp refuses frames larger than one 4096-byte UMEM chunk.
+            let (xdp, xdp_vs_backend, xdp_vs_raw) = if mtu == "1500" {
+                (
+                    cell("operf_xdp"),
+                    ratio2("operf_xdp", "operf"),
+                    ratio2("operf_xdp", "raw"),
+                )
+            } else {
+                let na = "n/a: MTU > 3826".to_string();
+                (na.clone(), na.clone(), na)
+            };
             s += &format!(
-                "| {mtu} | {size} | {} ({mode}) | {} | {} | {} | {} |\n",
+                "| {mtu} | {size} | {} ({mode}) | {} | {} | {xdp} | {} | {} | {xdp_vs_backend} | {xdp_vs_raw} |\n",
                 cell("raw"),
                 cell("iperf3_udp"),
                 cell("operf"),
-                fmt(num(&ratio(pps("operf"), pps("raw")), &[]), 2),
-                fmt(num(&ratio(pps("operf"), pps("iperf3_udp")), &[]), 2)
+                ratio2("operf", "raw"),
+                ratio2("operf", "iperf3_udp"),
             );
         }
     }
@@ -514,6 +613,7 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
         fmt(num(r, &["ratios", "operf_vs_tcp_9000"]), 2)
     );
     s += &format!("\n![throughput by SDU size]({chart_dir}{THROUGHPUT_SVG})\n");
+    s += &xdp_markdown(r);
     s += "\n### Round trips, 64 B (µs)\n\n| path | min | median | p99 | max | received/sent |\n|---|---:|---:|---:|---:|---:|\n";
     for (k, v) in r["rtt"].as_object().into_iter().flatten() {
         s += &format!(
@@ -559,6 +659,47 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
             fmt(num(r, &["flow_memory_kib"]), 2)
         );
     }
+    s
+}
+
+/// backend xdp against backend raw: IPCP CPU time per SDU and the
+/// unknown-eid flood.
+fn xdp_markdown(r: &Value) -> String {
+    let mut s = String::from(
+        "\n### IPCP CPU time per SDU during the operf flood (both IPCPs, /proc utime + stime)\n\n| MTU | SDU B | backend | CPU s | SDUs received | ns per SDU |\n|---:|---:|---|---:|---:|---:|\n",
+    );
+    for (backend, mtus) in r["cpu"].as_object().into_iter().flatten() {
+        for (mtu, sizes) in mtus.as_object().into_iter().flatten() {
+            for (size, v) in sizes.as_object().into_iter().flatten() {
+                s += &format!(
+                    "| {mtu} | {size} | {backend} | {} | {} | {} |\n",
+                    fmt(num(v, &["ipcp_cpu_s"]), 2),
+                    v["received"],
+                    fmt(num(v, &["cpu_ns_per_sdu"]), 0)
+                );
+            }
+        }
+    }
+    s += &format!(
+        "\nxdp ÷ raw CPU per SDU at 64 B: {}.\n",
+        fmt(num(r, &["ratios", "xdp_vs_raw_cpu_per_sdu"]), 2)
+    );
+    s += "\n### Unknown-eid flood (rawflood from b toward a's IPCP)\n\n| backend | counter | frames sent | flood frames/s | counted | counted/s |\n|---|---|---:|---:|---:|---:|\n";
+    for (backend, v) in r["flood"].as_object().into_iter().flatten() {
+        s += &format!(
+            "| {backend} | `{}` | {} | {} | {} | {} |\n",
+            v["counter"].as_str().unwrap_or("?"),
+            v["sent"],
+            fmt(num(v, &["flood_pps"]), 0),
+            v["counted"],
+            fmt(num(v, &["counted_per_s"]), 0)
+        );
+    }
+    s += &format!(
+        "\nxdp_drop_pps: {}; dropped by XDP ÷ read by the raw IPCP: {}.\n",
+        fmt(num(r, &["xdp_drop_pps"]), 0),
+        fmt(num(r, &["ratios", "xdp_drop_vs_raw_read"]), 2)
+    );
     s
 }
 
@@ -617,7 +758,8 @@ fn throughput_chart(r: &Value, path: &Path) -> Result<(), String> {
     let all: Vec<(&str, Points, RGBColor)> = vec![
         ("raw AF_PACKET (best mode)", series("raw"), BLACK),
         ("iperf3 UDP", series("iperf3_udp"), RED),
-        ("ethflow operf", series("operf"), BLUE),
+        ("ethflow operf, backend raw", series("operf"), BLUE),
+        ("ethflow operf, backend xdp", series("operf_xdp"), GREEN),
     ];
     let max = all
         .iter()
@@ -768,11 +910,38 @@ mod tests {
                 json!({"end": {"sum_received": {"packets": 200000.0, "lost_packets": 20000.0, "seconds": 1.0, "lost_percent": 10.0, "bits_per_second": 1e8}}}),
             );
         }
+        for size in ["64", "512", "1400"] {
+            m.insert(
+                format!("operfxdp_1500_{size}"),
+                json!({"sdus_per_s": 600000.0, "mbit_per_s": 300.0, "loss_pct": 0.0}),
+            );
+        }
+        m.insert(
+            "cpu_raw_1500_64".into(),
+            json!({"ipcp_cpu_s": 2.0, "received": 1000000, "cpu_ns_per_sdu": 2000.0}),
+        );
+        m.insert(
+            "cpu_xdp_1500_64".into(),
+            json!({"ipcp_cpu_s": 1.0, "received": 1000000, "cpu_ns_per_sdu": 1000.0}),
+        );
+        m.insert(
+            "flood_xdp".into(),
+            json!({"counter": "xdp_drop_unknown_eid", "sent": 100, "counted": 100, "counted_per_s": 400000.0}),
+        );
+        m.insert(
+            "flood_raw".into(),
+            json!({"counter": "unknown_eid", "sent": 100, "counted": 20, "counted_per_s": 100000.0}),
+        );
         m.insert(
             "iperf3tcp_9000".into(),
             json!({"end": {"sum_received": {"bits_per_second": 4e9}}}),
         );
-        for (k, med) in [("raw", 40.0), ("udp", 50.0), ("oping", 80.0)] {
+        for (k, med) in [
+            ("raw", 40.0),
+            ("udp", 50.0),
+            ("oping", 80.0),
+            ("oping_xdp", 60.0),
+        ] {
             m.insert(format!("rtt_{k}"), json!({"median_us": med, "p99_us": med * 2.0, "sent": 10, "received": 10, "percentiles_us": pct}));
         }
         for (k, rate) in [("seq", 3000.0), ("conc", 6000.0)] {
@@ -795,12 +964,33 @@ mod tests {
         assert_eq!(r["ratios"]["operf_vs_iperf3_1400"], 2.0);
         assert_eq!(r["ratios"]["operf_vs_tcp_9000"], 1.25);
         assert_eq!(r["ratios"]["oping_vs_raw_rtt"], 2.0);
+        assert_eq!(r["ratios"]["xdp_vs_raw_backend_64"], 1.667);
+        assert_eq!(r["ratios"]["xdp_vs_raw_limit_64"], 1.5);
+        assert_eq!(r["ratios"]["xdp_vs_raw_cpu_per_sdu"], 0.5);
+        assert_eq!(r["ratios"]["xdp_vs_raw_backend_rtt"], 0.75);
+        assert_eq!(r["ratios"]["xdp_drop_vs_raw_read"], 4.0);
+        assert_eq!(r["xdp_drop_pps"], 400000.0);
+        let met = |name: &str| {
+            r["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["target"] == name)
+                .map(|t| t["met"].clone())
+        };
+        assert_eq!(met("xdp ≥ 1.5 × backend raw at 64 B"), Some(json!(true)));
+        assert_eq!(
+            met("xdp unknown-eid drops/s ≥ 5 × raw IPCP reads/s"),
+            Some(json!(false))
+        );
         assert_eq!(r["alloc_per_s"], 6000.0);
         assert_eq!(r["alloc_latency_median_ms"], 0.4);
         assert_eq!(r["flow_memory_kib"], 31.0);
         assert!(missing_figures(&r).is_empty(), "{:?}", missing_figures(&r));
         let md = markdown(&r, "bench/");
         assert!(md.contains("| 1500 | 64 |"));
+        assert!(md.contains("n/a: MTU > 3826"));
+        assert!(md.contains("| 1500 | 64 | xdp | 1.00 | 1000000 | 1000 |"));
         assert!(md.contains("bench/throughput.svg"));
     }
 
@@ -826,14 +1016,18 @@ mod tests {
     fn a_missing_or_zero_figure_is_reported() {
         let mut s = sample();
         s.remove("rtt_udp");
+        s.remove("flood_xdp");
         s.insert(
             "operf_1500_64".into(),
             json!({"sdus_per_s": 0.0, "mbit_per_s": 0.0}),
         );
         let missing = missing_figures(&build(&s));
         assert!(missing.contains(&"rtt.udp.median_us".to_string()));
+        assert!(missing.contains(&"xdp_drop_pps".to_string()));
+        assert!(missing.contains(&"ratios.xdp_drop_vs_raw_read".to_string()));
         assert!(missing.contains(&"operf.1500.64.sdus_per_s".to_string()));
         assert!(missing.contains(&"ratios.operf_vs_raw_64".to_string()));
+        assert!(missing.contains(&"ratios.xdp_vs_raw_backend_64".to_string()));
     }
 
     #[test]
@@ -845,7 +1039,7 @@ mod tests {
         throughput_chart(&r, &out.join(THROUGHPUT_SVG)).unwrap();
         rtt_chart(&r, &out.join(RTT_SVG)).unwrap();
         let svg = std::fs::read_to_string(out.join(THROUGHPUT_SVG)).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("ethflow operf"));
+        assert!(svg.starts_with("<svg") && svg.contains("backend xdp"));
         let doc = dir.join("doc.md");
         std::fs::write(
             &doc,
