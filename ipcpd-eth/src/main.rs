@@ -21,7 +21,7 @@ struct Args {
     #[arg(long)]
     dev: String,
     /// Ethertype (hex with 0x, or decimal).
-    #[arg(long, default_value = "0x88b5", value_parser = parse_ethertype)]
+    #[arg(long, default_value = "0x88b5", value_parser = irm::proto::parse_ethertype)]
     ethertype: u16,
     /// Backend: raw (AF_PACKET), xdp, or auto (xdp, else raw).
     #[arg(long, default_value = "raw")]
@@ -30,18 +30,6 @@ struct Args {
     /// latency for a core's worth of CPU); 0 = always sleep.
     #[arg(long, default_value_t = 0)]
     busy_poll: u32,
-}
-
-fn parse_ethertype(s: &str) -> Result<u16, String> {
-    let v = match s.strip_prefix("0x") {
-        Some(h) => u16::from_str_radix(h, 16),
-        None => s.parse(),
-    }
-    .map_err(|_| format!("`{s}` is not a 16-bit ethertype"))?;
-    if v < 0x0600 {
-        return Err(format!("ethertype 0x{v:04x} is below 0x0600"));
-    }
-    Ok(v)
 }
 
 fn main() -> ExitCode {

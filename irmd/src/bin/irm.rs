@@ -140,22 +140,6 @@ fn pairs(
     Ok(out)
 }
 
-fn parse_ethertype(s: &str) -> Result<u16, String> {
-    let v = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        u16::from_str_radix(h, 16)
-    } else {
-        s.parse::<u16>()
-    }
-    .map_err(|_| format!("ethertype `{s}` is not a 16-bit number"))?;
-    // Values below 0x0600 are 802.3 lengths, not ethertypes.
-    if v < 0x0600 {
-        return Err(format!(
-            "ethertype 0x{v:04x} is below 0x0600 (that range means a frame length)"
-        ));
-    }
-    Ok(v)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.cmd) {
@@ -217,7 +201,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
             }
             let ethertype = kv
                 .get("ethertype")
-                .map(|s| parse_ethertype(s))
+                .map(|s| irm::proto::parse_ethertype(s))
                 .transpose()?
                 .unwrap_or(0x88b5);
             let backend = kv.get("backend").cloned().unwrap_or_else(|| "raw".into());
@@ -502,13 +486,5 @@ mod tests {
         assert!(pairs(&s(&["type", "a", "type", "b"]), &["type"], &[])
             .unwrap_err()
             .contains("twice"));
-    }
-
-    #[test]
-    fn ethertypes() {
-        assert_eq!(parse_ethertype("0x88b5"), Ok(0x88b5));
-        assert_eq!(parse_ethertype("34997"), Ok(34997));
-        assert!(parse_ethertype("0x05dc").is_err());
-        assert!(parse_ethertype("zz").is_err());
     }
 }
