@@ -1,11 +1,17 @@
 //! The `raw` backend: one AF_PACKET socket bound to the interface and the
-//! ethertype, with batched receive (recvmmsg) and send (sendmmsg) and
+//! ethertype, receiving through a PACKET_MMAP ring (`rx_ring`; recvmmsg when
+//! the ring cannot be set up) and sending with sendmmsg and
 //! PACKET_QDISC_BYPASS.
 //!
 //! The socket is created with protocol 0 and only then bound with the
 //! ethertype: a packet socket created with a protocol starts receiving that
 //! protocol from *every* interface until it is bound.
 
+mod rx_ring;
+
+use log::{info, warn};
+use rx_ring::RxRing;
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -22,7 +28,17 @@ pub struct RawSocket {
     fd: OwnedFd,
     pub ifindex: i32,
     ethertype: u16,
+    /// The receive ring; `None` means recvmmsg.
+    rx_ring: Option<RxRing>,
+    /// Frames the kernel dropped for want of room (ring or socket buffer),
+    /// summed: PACKET_STATISTICS resets on every read.
+    kernel_drops: Cell<u64>,
 }
+
+/// While the ring stays empty, look for a pending socket error (ENETDOWN when
+/// the link goes down) every this many calls: the error keeps the fd readable
+/// (EPOLLERR) until read, and the ring alone would never read it.
+const ERROR_CHECK_EVERY: u32 = 16;
 
 /// Look up an interface by name: index, MAC, MTU, whether it is running.
 pub fn link_info(dev: &str) -> io::Result<LinkInfo> {
@@ -105,6 +121,58 @@ fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, val: i32) -> io::Re
     }
 }
 
+/// The MTU of the interface with this index.
+fn mtu_of(ifindex: i32) -> io::Result<u32> {
+    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+    // SAFETY: name has the IFNAMSIZ bytes if_indextoname may write.
+    let r = unsafe { libc::if_indextoname(ifindex as u32, name.as_mut_ptr()) };
+    if r.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into `name`.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    Ok(link_info(&name.to_string_lossy())?.mtu)
+}
+
+/// Take (and clear) the socket's pending error, if any.
+fn take_socket_error(fd: BorrowedFd<'_>) -> Option<io::Error> {
+    let mut err: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: err and len live across the call; len holds err's size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut i32 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0 && err != 0).then(|| io::Error::from_raw_os_error(err))
+}
+
+/// Frames dropped by the kernel since the last call (reading resets them).
+fn take_kernel_drops(fd: BorrowedFd<'_>) -> u64 {
+    // struct tpacket_stats: packets, drops.
+    let mut stats = [0u32; 2];
+    let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+    // SAFETY: stats and len live across the call; len holds stats' size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            stats.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r == 0 {
+        stats[1] as u64
+    } else {
+        0
+    }
+}
+
 impl RawSocket {
     pub fn open(ifindex: i32, ethertype: u16) -> io::Result<RawSocket> {
         // SAFETY: plain socket() call; protocol 0 = receive nothing until bound.
@@ -114,6 +182,24 @@ impl RawSocket {
         }
         // SAFETY: fd is fresh and ours.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The ring goes on before bind: until bound nothing is received, so
+        // no frame can wait in the ordinary queue the ring never reads.
+        let rx_ring = match mtu_of(ifindex).and_then(|mtu| RxRing::attach(fd.as_fd(), mtu)) {
+            Ok(r) => {
+                let s = r.shape();
+                info!(
+                    "raw: receive ring of {} slots of {} B ({} KiB).",
+                    s.frame_nr,
+                    s.frame_size,
+                    (s.block_size as usize * s.block_nr as usize) >> 10
+                );
+                Some(r)
+            }
+            Err(e) => {
+                warn!("raw: no receive ring ({e}); receiving with recvmmsg.");
+                None
+            }
+        };
         // SAFETY: sockaddr_ll is plain old data; zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -145,6 +231,8 @@ impl RawSocket {
             fd,
             ifindex,
             ethertype,
+            rx_ring,
+            kernel_drops: Cell::new(0),
         })
     }
 
@@ -154,7 +242,34 @@ impl RawSocket {
 
     /// Receive up to `bufs.len()` frames without blocking; `lens[i]` gets each
     /// frame's length. Returns how many arrived (0 when none are waiting).
-    pub fn recv_batch(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+    pub fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        let Some(ring) = self.rx_ring.as_mut() else {
+            return self.recv_mmsg(bufs, lens);
+        };
+        let upto = bufs.len().min(BATCH);
+        let n = ring.recv(&mut bufs[..upto], lens);
+        if n == 0 && ring.empty_streak % ERROR_CHECK_EVERY == 1 {
+            if let Some(e) = take_socket_error(self.fd.as_fd()) {
+                return Err(e);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Frames dropped because they were larger than a ring slot or a buffer.
+    pub fn rx_oversize(&self) -> u64 {
+        self.rx_ring.as_ref().map_or(0, |r| r.oversize)
+    }
+
+    /// Frames the kernel dropped because the ring (or buffer) was full.
+    pub fn rx_kernel_drops(&self) -> u64 {
+        let total = self.kernel_drops.get() + take_kernel_drops(self.fd.as_fd());
+        self.kernel_drops.set(total);
+        total
+    }
+
+    /// recvmmsg: the receive path when there is no ring.
+    fn recv_mmsg(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         let n = bufs.len().min(lens.len()).min(BATCH);
         let mut iov: [libc::iovec; BATCH] = [libc::iovec {
             iov_base: std::ptr::null_mut(),
@@ -252,5 +367,15 @@ impl crate::backend::FrameIo for RawSocket {
     }
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
         RawSocket::send_batch(self, frames)
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("rx_kernel_drops", self.rx_kernel_drops()),
+            ("rx_oversize", self.rx_oversize()),
+        ]
+    }
+    fn max_mtu(&self) -> Option<u32> {
+        // A frame larger than a ring slot is cut by the kernel and dropped.
+        self.rx_ring.as_ref().map(|r| r.shape().max_mtu())
     }
 }
