@@ -34,4 +34,10 @@ pub trait FrameIo {
     fn max_mtu(&self) -> Option<u32> {
         None
     }
+    /// The link's MTU grew past [`FrameIo::max_mtu`]: a backend that can carry
+    /// it with fresh buffers returns a new instance (the caller swaps it in and
+    /// polls its `rx_fd`); `None` keeps this one and its limit.
+    fn reopen_for_mtu(&self, _mtu: u32) -> Option<io::Result<Box<dyn FrameIo>>> {
+        None
+    }
 }

@@ -369,6 +369,23 @@ impl Ipcp {
 
     /// New flows get the new maximum SDU; irmd hears of it for their rings.
     fn mtu_changed(&mut self, mtu: u32) {
+        if let Some(fresh) = self.sock.reopen_for_mtu(mtu) {
+            match fresh.and_then(|s| {
+                self.epoll
+                    .add(s.rx_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCK))
+                    .map(|_| s)
+                    .map_err(std::io::Error::from)
+            }) {
+                Ok(s) => {
+                    let _ = self.epoll.delete(self.sock.rx_fd());
+                    self.sock = s;
+                    info!("backend {} reopened for MTU {mtu}.", self.sock.name());
+                }
+                Err(e) => {
+                    warn!("cannot reopen the backend for MTU {mtu}: {e}; max SDU keeps its limit.")
+                }
+            }
+        }
         let mtu = self.sock.max_mtu().map_or(mtu, |limit| mtu.min(limit));
         if mtu == self.link.mtu || (mtu as usize) <= HEADER_LEN {
             return;

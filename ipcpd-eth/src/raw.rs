@@ -378,4 +378,12 @@ impl crate::backend::FrameIo for RawSocket {
         // A frame larger than a ring slot is cut by the kernel and dropped.
         self.rx_ring.as_ref().map(|r| r.shape().max_mtu())
     }
+    fn reopen_for_mtu(&self, mtu: u32) -> Option<io::Result<Box<dyn crate::backend::FrameIo>>> {
+        // The receive ring's slots were sized at open: a new socket sizes them anew.
+        let limit = crate::backend::FrameIo::max_mtu(self)?;
+        (mtu > limit).then(|| {
+            RawSocket::open(self.ifindex, self.ethertype)
+                .map(|s| Box::new(s) as Box<dyn crate::backend::FrameIo>)
+        })
+    }
 }

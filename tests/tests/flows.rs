@@ -442,3 +442,44 @@ fn flow_list_shows_hundreds_of_open_flows() {
         }
     }
 }
+
+/// The IPCP re-reads the MTU when it changes (netlink): new flows get the new
+/// maximum SDU, and an SDU of exactly that size crosses.
+#[test]
+fn max_sdu_follows_an_mtu_raised_at_run_time() {
+    let Some(rig) = Rig::pair("max_sdu_follows_an_mtu_raised_at_run_time") else {
+        return;
+    };
+    // Native XDP on veth refuses MTUs above 3506 while attached.
+    let mtu: u32 = if ethflow_tests::backend() == "xdp" {
+        3000
+    } else {
+        9000
+    };
+    for h in rig.hosts() {
+        ethflow_tests::netns::ip_in(
+            h.ns(),
+            &["link", "set", "dev", h.ifname(), "mtu", &mtu.to_string()],
+        );
+    }
+    for h in rig.hosts() {
+        h.expect_log(&format!("to {mtu}."), Duration::from_secs(5));
+    }
+    let _server = rig
+        .b()
+        .serve("flowtest", "flowtest", &["serve", "--rounds", "2"]);
+    let done = rig.a().run("flowtest", &["maxsdu", "-n", "flowtest"], LONG);
+    done.assert_success();
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ok "))
+        .expect("ok line");
+    assert_eq!(
+        kv_num::<usize>(line, "max_sdu"),
+        mtu as usize - ETHFLOW_HEADER,
+        "{}",
+        done.stdout
+    );
+    assert!(done.stdout.contains("exact-ok"), "{}", done.stdout);
+}
