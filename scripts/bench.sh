@@ -308,20 +308,24 @@ counter_of() {
 
 # flood BACKEND COUNTER: rawflood sends FLOOD_COUNT DATA frames for unknown
 # endpoint ids from b to a's IPCP; the rate at which COUNTER of a's IPCP rose
-# over the flood's time goes into flood_BACKEND.json. The IPCP reports its
-# counters once a second: read them after that.
+# over the flood's time goes into flood_BACKEND.json, with the CPU time a's
+# IPCP spent meanwhile. The IPCP reports its counters once a second: read
+# them after that.
 flood() {
-    local backend=$1 counter=$2 before after line
+    local backend=$1 counter=$2 before after line pid t0 t1
     sleep 1.2
     before=$(counter_of a "$counter")
+    pid=$(pid_of_in a ipcpd-eth) || pid=
+    t0=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t0=0
     line=$(on b 120 "$BIN/rawflood" --dev "${PREFIX}b" --dst "$(mac_of a)" --count "$FLOOD_COUNT" --kind unknown) ||
         { echo "    flood ($backend) FAILED" >&2; : >"$DATA/flood_$backend.json"; return; }
     sleep 1.5
     after=$(counter_of a "$counter")
-    echo "$line" | awk -v c="$counter" -v d="$((after - before))" '{
+    t1=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t1=$t0
+    echo "$line" | awk -v c="$counter" -v d="$((after - before))" -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '{
         for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-        printf "{\"counter\": \"%s\", \"sent\": %d, \"elapsed_ms\": %s, \"flood_pps\": %s, \"counted\": %d, \"counted_per_s\": %.0f}\n",
-            c, f["sent"], f["elapsed_ms"], f["pps"], d, d / (f["elapsed_ms"] / 1000) }' >"$DATA/flood_$backend.json"
+        printf "{\"counter\": \"%s\", \"sent\": %d, \"elapsed_ms\": %s, \"flood_pps\": %s, \"counted\": %d, \"counted_per_s\": %.0f, \"ipcp_cpu_s\": %.2f}\n",
+            c, f["sent"], f["elapsed_ms"], f["pps"], d, d / (f["elapsed_ms"] / 1000), t / hz }' >"$DATA/flood_$backend.json"
     echo "    flood ($backend): $line; $counter +$((after - before))"
 }
 

@@ -669,8 +669,13 @@ fn xdp_markdown(r: &Value) -> String {
         "\n### IPCP CPU time per SDU during the operf flood (both IPCPs, /proc utime + stime)\n\n| MTU | SDU B | backend | CPU s | SDUs received | ns per SDU |\n|---:|---:|---|---:|---:|---:|\n",
     );
     for (backend, mtus) in r["cpu"].as_object().into_iter().flatten() {
-        for (mtu, sizes) in mtus.as_object().into_iter().flatten() {
-            for (size, v) in sizes.as_object().into_iter().flatten() {
+        for (mtu, size) in [
+            ("1500", "64"),
+            ("1500", "512"),
+            ("1500", "1400"),
+            ("9000", "8900"),
+        ] {
+            if let Some(v) = mtus[mtu].get(size) {
                 s += &format!(
                     "| {mtu} | {size} | {backend} | {} | {} | {} |\n",
                     fmt(num(v, &["ipcp_cpu_s"]), 2),
@@ -684,15 +689,16 @@ fn xdp_markdown(r: &Value) -> String {
         "\nxdp ÷ raw CPU per SDU at 64 B: {}.\n",
         fmt(num(r, &["ratios", "xdp_vs_raw_cpu_per_sdu"]), 2)
     );
-    s += "\n### Unknown-eid flood (rawflood from b toward a's IPCP)\n\n| backend | counter | frames sent | flood frames/s | counted | counted/s |\n|---|---|---:|---:|---:|---:|\n";
+    s += "\n### Unknown-eid flood (rawflood from b toward a's IPCP)\n\n| backend | counter | frames sent | flood frames/s | counted | counted/s | CPU s of a's IPCP |\n|---|---|---:|---:|---:|---:|---:|\n";
     for (backend, v) in r["flood"].as_object().into_iter().flatten() {
         s += &format!(
-            "| {backend} | `{}` | {} | {} | {} | {} |\n",
+            "| {backend} | `{}` | {} | {} | {} | {} | {} |\n",
             v["counter"].as_str().unwrap_or("?"),
             v["sent"],
             fmt(num(v, &["flood_pps"]), 0),
             v["counted"],
-            fmt(num(v, &["counted_per_s"]), 0)
+            fmt(num(v, &["counted_per_s"]), 0),
+            fmt(num(v, &["ipcp_cpu_s"]), 2)
         );
     }
     s += &format!(
