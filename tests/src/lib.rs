@@ -25,3 +25,18 @@ pub mod rig;
 
 pub use proc::{Finished, Proc};
 pub use rig::{backend, wait_for_path, Host, Rig, RigBuilder, Topology, LAYER};
+
+/// Checks that an oping run succeeded with every one of `count` pings
+/// answered, and returns its statistics.
+pub fn pings_all_answered(done: &Finished, count: u64) -> parse::PingStats {
+    done.assert_success();
+    let stats =
+        parse::ping_stats(&done.stdout).unwrap_or_else(|e| panic!("{e}: {}", done.describe()));
+    assert_eq!(
+        (stats.transmitted, stats.received),
+        (count, count),
+        "not every ping was answered:\n{}",
+        done.stdout
+    );
+    stats
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use ethflow_tests::parse::{kv, kv_num, ping_stats};
+use ethflow_tests::parse::{kv, kv_num};
 use ethflow_tests::{bins, proc, Rig};
 
 /// ethflow's header, per docs/wire.md: max SDU = MTU - 20.
@@ -56,14 +56,7 @@ fn oping_200_pings_without_loss() {
     let done = rig
         .a()
         .run("oping", &["-n", "oping", "-c", "200", "-i", "5"], LONG);
-    done.assert_success();
-    let stats = ping_stats(&done.stdout).unwrap_or_else(|e| panic!("{e}: {}", done.describe()));
-    assert_eq!(
-        (stats.transmitted, stats.received),
-        (200, 200),
-        "{}",
-        done.stdout
-    );
+    let stats = ethflow_tests::pings_all_answered(&done, 200);
     assert_eq!(stats.loss_percent, 0.0);
     let mut seqs: Vec<u64> = stats.replies.iter().map(|r| r.0).collect();
     seqs.sort_unstable();
@@ -372,9 +365,7 @@ fn bad_frames_are_counted_and_dropped_while_a_flow_works() {
         assert_eq!(kv_num::<u64>(line, "sent"), FRAMES, "{line}");
     }
     let done = ping.wait(LONG);
-    done.assert_success();
-    let stats = ping_stats(&done.stdout).expect("oping statistics");
-    assert_eq!(stats.received, stats.transmitted, "{}", done.describe());
+    ethflow_tests::pings_all_answered(&done, 200);
     // Counters reach irmd at most a second after they change.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
