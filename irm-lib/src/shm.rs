@@ -275,6 +275,18 @@ pub struct FlowFds {
     pub tx_efd: OwnedFd,
 }
 
+impl FlowFds {
+    /// The fds an application receives, in the order `AppEnd` takes them.
+    pub fn for_app(&self) -> [&OwnedFd; 4] {
+        [&self.memfd, &self.rx_efd, &self.tx_efd, &self.ipcp_efd]
+    }
+
+    /// The fds the IPCP receives, in the order `IpcpEnd` takes them.
+    pub fn for_ipcp(&self) -> [&OwnedFd; 4] {
+        [&self.memfd, &self.ipcp_efd, &self.rx_efd, &self.tx_efd]
+    }
+}
+
 /// irmd: create the flow's memfd (MFD_CLOEXEC|MFD_ALLOW_SEALING) of
 /// [`required_len`] bytes, initialise its header, seal it (SHRINK, GROW, SEAL)
 /// and create the three eventfds (EFD_CLOEXEC|EFD_NONBLOCK).

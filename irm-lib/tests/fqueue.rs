@@ -60,8 +60,7 @@ impl FakeIrmd {
                         max_sdu: GEOM.slot_size,
                         geometry: GEOM,
                     };
-                    let raw = [&fds.memfd, &fds.rx_efd, &fds.tx_efd, &fds.ipcp_efd]
-                        .map(|f| f.as_raw_fd());
+                    let raw = fds.for_app().map(|f| f.as_raw_fd());
                     reply(&sock, id, msg, &raw);
                 }
                 Msg::FlowDealloc { flow_id } => {

@@ -482,7 +482,7 @@ impl Shared {
                 geometry,
                 timeout_ms: timeout,
             },
-            &[&fds.memfd, &fds.ipcp_efd, &fds.rx_efd, &fds.tx_efd],
+            &fds.for_ipcp(),
         );
         r.waits.insert(req, IpcpWait::Alloc);
         let deadline = timeout_ms.map(|t| Instant::now() + Duration::from_millis(t));
@@ -625,7 +625,7 @@ impl Shared {
                 result: Ok((flow_id, geometry)),
                 timeout_ms: timeout,
             },
-            &[&fds.memfd, &fds.ipcp_efd, &fds.rx_efd, &fds.tx_efd],
+            &fds.for_ipcp(),
         );
         acc.conn.send_fds(
             acc.req,
@@ -636,7 +636,7 @@ impl Shared {
                 max_sdu,
                 geometry,
             },
-            &[&fds.memfd, &fds.rx_efd, &fds.tx_efd, &fds.ipcp_efd],
+            &fds.for_app(),
         );
         info!("Flow on flow_id {flow_id} allocated.");
         r.flows.insert(
@@ -1165,7 +1165,7 @@ impl Registry {
                         max_sdu: f.max_sdu,
                         geometry: f.geometry,
                     },
-                    &[&fds.memfd, &fds.rx_efd, &fds.tx_efd, &fds.ipcp_efd],
+                    &fds.for_app(),
                 );
                 info!("Flow on flow_id {flow_id} allocated.");
             }
