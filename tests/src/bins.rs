@@ -16,6 +16,8 @@ pub const OURS: &[&str] = &[
     "oping",
     "operf",
     "flowtest",
+    "forge",
+    "rawflood",
 ];
 
 fn candidate_dirs() -> Vec<PathBuf> {

@@ -16,6 +16,7 @@
 
 pub mod bins;
 pub mod clock;
+pub mod forge;
 pub mod names;
 pub mod netns;
 pub mod parse;
