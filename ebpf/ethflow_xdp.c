@@ -6,6 +6,11 @@
  * socket buffer for it (native mode) or right after (SKB mode):
  *
  *   - not our ethertype          -> XDP_PASS (the rest of the stack sees it)
+ *   - our ethertype, other VLAN  -> XDP_PASS, count C_PASS_OTHER_VLAN (not our
+ *     layer: untagged when we have a VLAN, tagged when we have none or another;
+ *     802.1ad service tags never match)
+ *   - for another MAC, or a
+ *     broadcast but NAME_QUERY   -> drop, count C_DROP_NOT_FOR_US
  *   - too short, bad version,
  *     length beyond the frame    -> drop, count C_DROP_MALFORMED
  *   - management (type != DATA)  -> the AF_XDP socket of this rx queue
@@ -20,6 +25,12 @@
  *
  * Frame layout (docs/wire.md): Ethernet header (14 bytes), then version u8,
  * type u8, payload length u16 BE, dst eid u64 BE, src eid u64 BE, payload.
+ * With a VLAN, an 802.1Q tag sits between the source MAC and the ethertype;
+ * the program takes it out (bpf_xdp_adjust_head) before the frame goes to the
+ * socket, so the IPCP always sees an untagged frame, as with backend raw.
+ *
+ * The VLAN and address rules are those of ipcpd-eth/src/segment.rs (which
+ * backend raw applies); keep the two in step.
  *
  * Built by ipcpd-eth/build.rs with clang -O2 -g -target bpf; loaded by aya.
  * No libbpf headers: the few helper declarations are below.
@@ -36,14 +47,23 @@
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
 static __u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)BPF_FUNC_ktime_get_coarse_ns;
+static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)BPF_FUNC_xdp_adjust_head;
 
 /* Set by the loader before the program is loaded (aya override_global). */
 volatile const __u16 ethertype = 0x88B5;		/* host byte order */
 volatile const __u32 unknown_eid_burst = 10;		/* frames per sender MAC ... */
 volatile const __u64 unknown_eid_refill_ns = 10000000; /* ... plus one per this */
+/* Our MAC: its 6 bytes in memory order, then two zero bytes. */
+volatile const __u64 our_mac = 0;
+/* Our 802.1Q VLAN id; 0 = untagged frames only. */
+volatile const __u16 vlan_id = 0;
 
 #define ETHFLOW_VERSION 1
 #define TYPE_DATA 0
+#define TYPE_NAME_QUERY 1
+#define TPID_8021Q 0x8100
+#define TPID_8021AD 0x88A8
+#define VLAN_HLEN 4
 
 /* Indices into `counters`; the loader reads them by the same numbers. */
 enum {
@@ -53,8 +73,15 @@ enum {
 	C_REDIRECT_DATA = 3,
 	C_REDIRECT_MGMT = 4,
 	C_DROP_NO_SOCKET = 5,
-	C_COUNT = 6,
+	C_DROP_NOT_FOR_US = 6,
+	C_PASS_OTHER_VLAN = 7,
+	C_COUNT = 8,
 };
+
+struct vlan_tag {
+	__be16 tci;
+	__be16 proto;
+} __attribute__((packed));
 
 struct ethflow_hdr {
 	__u8 version;
@@ -171,21 +198,77 @@ static __attribute__((always_inline)) int unknown_eid_may_pass(const __u8 *mac)
 	return 1;
 }
 
+/*
+ * Take the 802.1Q tag out: move the two MACs 4 bytes up and start the frame
+ * there. Returns 0 on success; the caller must re-read data and data_end.
+ */
+static __attribute__((always_inline)) int pop_vlan_tag(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 macs[2 * ETH_ALEN];
+
+	if (data + 2 * ETH_ALEN + VLAN_HLEN > data_end)
+		return -1;
+	__builtin_memcpy(macs, data, sizeof(macs));
+	__builtin_memcpy(data + VLAN_HLEN, macs, sizeof(macs));
+	return bpf_xdp_adjust_head(ctx, VLAN_HLEN) ? -1 : 0;
+}
+
 SEC("xdp")
 int ethflow_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
+	struct vlan_tag *tag;
 	struct ethflow_hdr *h;
-	__u64 frame_len, dst;
+	__u64 frame_len, dst, dst_mac = 0;
+	__be16 proto;
+	__u16 vid = 0;
+	int tagged = 0;
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS; /* not even Ethernet: not ours to judge */
-	if (eth->h_proto != __builtin_bswap16(ethertype))
+	proto = eth->h_proto;
+	if (proto == __builtin_bswap16(TPID_8021Q) || proto == __builtin_bswap16(TPID_8021AD)) {
+		tag = (void *)(eth + 1);
+		if ((void *)(tag + 1) > data_end)
+			return XDP_PASS;
+		if (tag->proto != __builtin_bswap16(ethertype))
+			return XDP_PASS;
+		/* Ours by type: a service tag never matches; VLAN id 0 is a
+		 * priority tag on the untagged network. */
+		if (proto == __builtin_bswap16(TPID_8021AD))
+			vid = 0xFFFF;
+		else
+			vid = __builtin_bswap16(tag->tci) & 0x0FFF;
+		tagged = 1;
+	} else if (proto != __builtin_bswap16(ethertype)) {
 		return XDP_PASS;
+	}
+	if (vid != vlan_id) {
+		count(C_PASS_OTHER_VLAN);
+		return XDP_PASS;
+	}
+	if (tagged) {
+		if (pop_vlan_tag(ctx))
+			return drop(C_DROP_MALFORMED);
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		eth = data;
+		if ((void *)(eth + 1) > data_end)
+			return drop(C_DROP_MALFORMED);
+	}
 
 	h = (void *)(eth + 1);
+	/* Addressed to us, or a broadcast NAME_QUERY; the rest is not for us. */
+	__builtin_memcpy(&dst_mac, eth->h_dest, ETH_ALEN);
+	if (dst_mac != our_mac) {
+		if (dst_mac != 0xFFFFFFFFFFFFULL || (void *)&h->type + 1 > data_end ||
+		    h->type != TYPE_NAME_QUERY)
+			return drop(C_DROP_NOT_FOR_US);
+	}
 	if ((void *)(h + 1) > data_end || h->version != ETHFLOW_VERSION)
 		return drop(C_DROP_MALFORMED);
 	/* Ethernet pads short frames, so the frame may be longer; never shorter. */

@@ -42,6 +42,8 @@ pub struct Options {
     pub ethertype: u16,
     pub backend: String,
     pub busy_poll: Duration,
+    /// 802.1Q VLAN id of the layer (`None`: untagged frames only).
+    pub vlan: Option<u16>,
 }
 
 /// One flow as the IPCP holds it.
@@ -186,8 +188,12 @@ impl Ipcp {
         if (link.mtu as usize) <= HEADER_LEN {
             return Err(format!("MTU {} of {} is too small", link.mtu, opts.dev));
         }
+        let filter = crate::segment::SegmentFilter {
+            mac: link.mac,
+            vlan: opts.vlan,
+        };
         let open_raw = || -> Result<Box<dyn FrameIo>, String> {
-            let s = RawSocket::open(link.ifindex, opts.ethertype).map_err(|e| {
+            let s = RawSocket::open(link.ifindex, opts.ethertype, filter).map_err(|e| {
                 format!(
                     "cannot open a packet socket on {}: {e} (are you root?)",
                     opts.dev
@@ -197,14 +203,16 @@ impl Ipcp {
         };
         let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
             "raw" => open_raw()?,
-            "xdp" => crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu)?,
-            "auto" => match crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!("backend auto: xdp unavailable ({e}); falling back to raw.");
-                    open_raw()?
+            "xdp" => crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter)?,
+            "auto" => {
+                match crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!("backend auto: xdp unavailable ({e}); falling back to raw.");
+                        open_raw()?
+                    }
                 }
-            },
+            }
             other => return Err(format!("unknown backend {other} (raw, xdp, auto)")),
         };
         let link_monitor = LinkMonitor::open(link.ifindex as u32)

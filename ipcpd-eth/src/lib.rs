@@ -7,5 +7,6 @@ pub mod fa;
 pub mod ipcp;
 pub mod link;
 pub mod raw;
+pub mod segment;
 pub mod wire;
 pub mod xdp;

@@ -30,6 +30,10 @@ struct Args {
     /// latency for a core's worth of CPU); 0 = always sleep.
     #[arg(long, default_value_t = 0)]
     busy_poll: u32,
+    /// 802.1Q VLAN id (1..=4094): send tagged frames, take only frames tagged
+    /// with it. Without it, tagged frames are ignored.
+    #[arg(long, value_parser = ipcpd_eth::segment::parse_vlan)]
+    vlan: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         ethertype: args.ethertype,
         backend: args.backend,
         busy_poll: std::time::Duration::from_micros(args.busy_poll as u64),
+        vlan: args.vlan,
     };
     match Ipcp::start(opts) {
         Ok(mut ipcp) => {

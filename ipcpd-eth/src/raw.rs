@@ -6,9 +6,17 @@
 //! The socket is created with protocol 0 and only then bound with the
 //! ethertype: a packet socket created with a protocol starts receiving that
 //! protocol from *every* interface until it is bound.
+//!
+//! Every received frame passes [`SegmentFilter::judge`] before the IPCP sees
+//! it: frames for other MACs and other VLANs are counted and dropped. The
+//! kernel takes a VLAN tag out of the frame before a packet socket sees it;
+//! the ring's slot header (or PACKET_AUXDATA) says which tag it was, so a
+//! tagged frame is never taken for an untagged one. With a VLAN, frames go out
+//! with the tag put back between the MACs and the ethertype.
 
 mod rx_ring;
 
+use crate::segment::{SegmentCounters, SegmentFilter, VlanTag};
 use log::{info, warn};
 use rx_ring::RxRing;
 use std::cell::Cell;
@@ -33,7 +41,32 @@ pub struct RawSocket {
     /// Frames the kernel dropped for want of room (ring or socket buffer),
     /// summed: PACKET_STATISTICS resets on every read.
     kernel_drops: Cell<u64>,
+    /// Our MAC and VLAN: which received frames are ours.
+    filter: SegmentFilter,
+    segment: SegmentCounters,
+    /// VLAN tags of the frames of the current receive batch.
+    tags: [Option<VlanTag>; BATCH],
 }
+
+/// Receive calls per batch while the segment filter refuses frames: a flood
+/// of frames for others must not end our batch early, nor hold the loop long.
+const FILTER_ROUNDS: usize = 4;
+
+/// struct tpacket_auxdata (linux/if_packet.h): what PACKET_AUXDATA reports.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct AuxData {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+/// Control-message room per received frame (one PACKET_AUXDATA message).
+const CMSG_ROOM: usize = 64;
 
 /// While the ring stays empty, look for a pending socket error (ENETDOWN when
 /// the link goes down) every this many calls: the error keeps the fd readable
@@ -174,7 +207,7 @@ fn take_kernel_drops(fd: BorrowedFd<'_>) -> u64 {
 }
 
 impl RawSocket {
-    pub fn open(ifindex: i32, ethertype: u16) -> io::Result<RawSocket> {
+    pub fn open(ifindex: i32, ethertype: u16, filter: SegmentFilter) -> io::Result<RawSocket> {
         // SAFETY: plain socket() call; protocol 0 = receive nothing until bound.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -216,6 +249,16 @@ impl RawSocket {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
+        // Our own frames never come back to us (best effort: Linux 4.20+;
+        // the segment filter drops them anyway).
+        let _ = setsockopt_int(
+            fd.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            1,
+        );
+        // Without the ring, the VLAN tag of each frame comes as a control message.
+        setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
         // Skip the qdisc: lower latency and cost; the IPCP does its own pacing.
         let _ = setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
         // Big buffers absorb bursts while the IPCP is busy elsewhere (FORCE works as root).
@@ -233,6 +276,9 @@ impl RawSocket {
             ethertype,
             rx_ring,
             kernel_drops: Cell::new(0),
+            filter,
+            segment: SegmentCounters::default(),
+            tags: [None; BATCH],
         })
     }
 
@@ -240,20 +286,57 @@ impl RawSocket {
         self.ethertype
     }
 
-    /// Receive up to `bufs.len()` frames without blocking; `lens[i]` gets each
-    /// frame's length. Returns how many arrived (0 when none are waiting).
+    /// Receive up to `bufs.len()` frames for us without blocking; `lens[i]`
+    /// gets each frame's length. Returns how many arrived (0 when none are
+    /// waiting). Frames the segment filter refuses are counted, not returned.
     pub fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        let upto = bufs.len().min(lens.len()).min(BATCH);
+        let mut kept = 0;
+        for _ in 0..FILTER_ROUNDS {
+            let got = self.recv_some(&mut bufs[kept..upto], &mut lens[kept..upto], kept)?;
+            if got == 0 {
+                break;
+            }
+            // Keep the admitted frames at the front (swapping buffers, not bytes).
+            let mut w = kept;
+            for i in kept..kept + got {
+                let frame = &bufs[i][..lens[i]];
+                if self.segment.admit(self.filter.judge(frame, self.tags[i])) {
+                    bufs.swap(w, i);
+                    lens[w] = lens[i];
+                    w += 1;
+                }
+            }
+            kept = w;
+            if kept == upto {
+                break;
+            }
+        }
+        Ok(kept)
+    }
+
+    /// One receive call into `bufs`; the tags go to `self.tags[at..]`.
+    fn recv_some(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        lens: &mut [usize],
+        at: usize,
+    ) -> io::Result<usize> {
         let Some(ring) = self.rx_ring.as_mut() else {
-            return self.recv_mmsg(bufs, lens);
+            return self.recv_mmsg(bufs, lens, at);
         };
-        let upto = bufs.len().min(BATCH);
-        let n = ring.recv(&mut bufs[..upto], lens);
+        let n = ring.recv(bufs, lens, &mut self.tags[at..]);
         if n == 0 && ring.empty_streak % ERROR_CHECK_EVERY == 1 {
             if let Some(e) = take_socket_error(self.fd.as_fd()) {
                 return Err(e);
             }
         }
         Ok(n)
+    }
+
+    /// Frames refused by the segment filter.
+    pub fn segment_counters(&self) -> SegmentCounters {
+        self.segment
     }
 
     /// Frames dropped because they were larger than a ring slot or a buffer.
@@ -268,13 +351,21 @@ impl RawSocket {
         total
     }
 
-    /// recvmmsg: the receive path when there is no ring.
-    fn recv_mmsg(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
-        let n = bufs.len().min(lens.len()).min(BATCH);
+    /// recvmmsg: the receive path when there is no ring. Tags go to
+    /// `self.tags[at..]`, from each frame's PACKET_AUXDATA.
+    fn recv_mmsg(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        lens: &mut [usize],
+        at: usize,
+    ) -> io::Result<usize> {
+        let n = bufs.len().min(lens.len()).min(BATCH - at);
         let mut iov: [libc::iovec; BATCH] = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; BATCH];
+        // u64 elements: control buffers aligned for cmsghdr.
+        let mut control = [[0u64; CMSG_ROOM / 8]; BATCH];
         // SAFETY: mmsghdr is plain old data; zero is valid.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..n {
@@ -284,8 +375,11 @@ impl RawSocket {
             };
             hdrs[i].msg_hdr.msg_iov = &mut iov[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
+            hdrs[i].msg_hdr.msg_control = control[i].as_mut_ptr() as *mut libc::c_void;
+            hdrs[i].msg_hdr.msg_controllen = CMSG_ROOM;
         }
-        // SAFETY: hdrs[..n] point at iovecs over live, writable buffers of the stated sizes.
+        // SAFETY: hdrs[..n] point at iovecs over live, writable buffers and at
+        // control buffers of the stated sizes.
         let r = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
@@ -306,32 +400,47 @@ impl RawSocket {
             // A frame larger than the buffer is truncated by the kernel: report the
             // truncated length so the parser refuses it by its length field.
             lens[i] = (hdrs[i].msg_len as usize).min(bufs[i].len());
+            self.tags[at + i] = aux_tag(&hdrs[i].msg_hdr);
         }
         Ok(r as usize)
     }
 
-    /// Send frames (each a complete Ethernet frame). Returns how many were sent;
-    /// blocks while the socket's send buffer is full.
+    /// Send frames (each a complete untagged Ethernet frame; with a VLAN the
+    /// tag goes in on the way out). Returns how many were sent; blocks while
+    /// the socket's send buffer is full.
     pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
+        let tag = self.filter.tx_tag();
         let mut sent = 0;
         while sent < frames.len() {
             let n = (frames.len() - sent).min(BATCH);
-            let mut iov: [libc::iovec; BATCH] = [libc::iovec {
+            // Untagged: one piece per frame; tagged: MACs, tag, the rest.
+            let mut iov: [[libc::iovec; 3]; BATCH] = [[libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
-            }; BATCH];
+            }; 3]; BATCH];
             // SAFETY: mmsghdr is plain old data; zero is valid.
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for i in 0..n {
                 let f = frames[sent + i];
-                iov[i] = libc::iovec {
-                    iov_base: f.as_ptr() as *mut libc::c_void,
-                    iov_len: f.len(),
+                let piece = |b: &[u8]| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
                 };
-                hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-                hdrs[i].msg_hdr.msg_iovlen = 1;
+                let parts = match (&tag, f.len() >= 12) {
+                    (Some(t), true) => {
+                        iov[i] = [piece(&f[..12]), piece(t), piece(&f[12..])];
+                        3
+                    }
+                    _ => {
+                        iov[i][0] = piece(f);
+                        1
+                    }
+                };
+                hdrs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+                hdrs[i].msg_hdr.msg_iovlen = parts;
             }
-            // SAFETY: hdrs[..n] point at iovecs over live buffers; the kernel only reads them.
+            // SAFETY: hdrs[..n] point at iovecs over live buffers (the frames
+            // and `tag`); the kernel only reads them.
             let r = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0) };
             if r < 0 {
                 let e = io::Error::last_os_error();
@@ -344,6 +453,33 @@ impl RawSocket {
         }
         Ok(sent)
     }
+}
+
+/// The VLAN tag in a received message's PACKET_AUXDATA, if any.
+fn aux_tag(msg: &libc::msghdr) -> Option<VlanTag> {
+    // SAFETY: msg is a msghdr the kernel filled in: msg_control/msg_controllen
+    // describe our control buffer, and the CMSG_* macros stay inside it.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !cmsg.is_null() {
+        // SAFETY: cmsg is non-null and points at a header inside the buffer.
+        let c = unsafe { &*cmsg };
+        let want = std::mem::size_of::<AuxData>();
+        // SAFETY: CMSG_LEN is arithmetic.
+        let full = unsafe { libc::CMSG_LEN(want as u32) } as usize;
+        if c.cmsg_level == libc::SOL_PACKET
+            && c.cmsg_type == libc::PACKET_AUXDATA
+            && c.cmsg_len as usize >= full
+        {
+            // SAFETY: the message holds a whole tpacket_auxdata (length
+            // checked); read_unaligned makes no alignment assumption.
+            let aux: AuxData =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const AuxData) };
+            return rx_ring::tag_of(aux.tp_status, aux.tp_vlan_tci, aux.tp_vlan_tpid);
+        }
+        // SAFETY: as above; CMSG_NXTHDR returns null past the buffer's end.
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    }
+    None
 }
 
 /// Frames per recvmmsg/sendmmsg call.
@@ -369,10 +505,12 @@ impl crate::backend::FrameIo for RawSocket {
         RawSocket::send_batch(self, frames)
     }
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![
+        let mut c = vec![
             ("rx_kernel_drops", self.rx_kernel_drops()),
             ("rx_oversize", self.rx_oversize()),
-        ]
+        ];
+        c.extend(self.segment.named());
+        c
     }
     fn max_mtu(&self) -> Option<u32> {
         // A frame larger than a ring slot is cut by the kernel and dropped.
@@ -382,7 +520,7 @@ impl crate::backend::FrameIo for RawSocket {
         // The receive ring's slots were sized at open: a new socket sizes them anew.
         let limit = crate::backend::FrameIo::max_mtu(self)?;
         (mtu > limit).then(|| {
-            RawSocket::open(self.ifindex, self.ethertype)
+            RawSocket::open(self.ifindex, self.ethertype, self.filter)
                 .map(|s| Box::new(s) as Box<dyn crate::backend::FrameIo>)
         })
     }

@@ -10,6 +10,7 @@
 //! Everything read from a slot is checked against the slot size before use:
 //! the kernel fills the ring, but a bad offset must cost a frame, not memory.
 
+use crate::segment::{VlanTag, TPID_8021Q};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,6 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Slot status values of the kernel ABI (linux/if_packet.h).
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 /// `PACKET_VERSION` value for TPACKET_V2.
 const TPACKET_V2: i32 = 1;
 /// Slot and header alignment of the kernel ABI.
@@ -100,6 +103,21 @@ impl RingShape {
     pub fn max_mtu(&self) -> u32 {
         (self.frame_size as usize - SLOT_OVERHEAD - 14 - TAIL_SLACK) as u32
     }
+}
+
+/// The VLAN tag the kernel took out of a frame (it strips 802.1Q and 802.1ad
+/// tags before a packet socket sees the frame), from a slot header or
+/// PACKET_AUXDATA.
+pub fn tag_of(status: u32, tci: u16, tpid: u16) -> Option<VlanTag> {
+    if status & TP_STATUS_VLAN_VALID == 0 {
+        return None;
+    }
+    let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 {
+        tpid
+    } else {
+        TPID_8021Q
+    };
+    Some(VlanTag { tpid, tci })
 }
 
 /// What one slot holds, after checking it against the slot size.
@@ -226,9 +244,15 @@ impl RxRing {
     }
 
     /// Copy up to `bufs.len()` waiting frames out of the ring, handing each
-    /// slot back to the kernel. Returns how many were copied.
-    pub fn recv(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
-        let want = bufs.len().min(lens.len());
+    /// slot back to the kernel; `tags[i]` gets the VLAN tag frame `i` carried.
+    /// Returns how many were copied.
+    pub fn recv(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        lens: &mut [usize],
+        tags: &mut [Option<VlanTag>],
+    ) -> usize {
+        let want = bufs.len().min(lens.len()).min(tags.len());
         let frame_size = self.shape.frame_size as usize;
         let mut n = 0;
         // Bounded: at most one lap of the ring per call.
@@ -261,6 +285,7 @@ impl RxRing {
                         )
                     };
                     lens[n] = len;
+                    tags[n] = tag_of(hdr.tp_status, hdr.tp_vlan_tci, hdr.tp_vlan_tpid);
                     n += 1;
                 }
                 Slot::Empty => break,
@@ -391,14 +416,57 @@ mod tests {
         f.frame(0, b"first frame");
         f.frame(1, &[7u8; 1500]);
         let (mut b, mut l) = bufs(8, 1600);
-        assert_eq!(f.ring.recv(&mut b, &mut l), 2);
+        assert_eq!(f.ring.recv(&mut b, &mut l, &mut [None; 16]), 2);
         assert_eq!(&b[0][..l[0]], b"first frame");
         assert_eq!(&b[1][..l[1]], &[7u8; 1500][..]);
         assert_eq!(f.status(0), TP_STATUS_KERNEL);
         assert_eq!(f.status(1), TP_STATUS_KERNEL);
         // Nothing more: empty, and the streak counts it.
-        assert_eq!(f.ring.recv(&mut b, &mut l), 0);
+        assert_eq!(f.ring.recv(&mut b, &mut l, &mut [None; 16]), 0);
         assert_eq!(f.ring.empty_streak, 1);
+    }
+
+    #[test]
+    fn reports_the_vlan_tag_the_kernel_took_out() {
+        let mut f = fake(small_shape());
+        let tagged = Tpacket2Hdr {
+            tp_status: TP_STATUS_USER | TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID,
+            tp_len: 4,
+            tp_snaplen: 4,
+            tp_mac: 66,
+            tp_vlan_tci: 0x2007,
+            tp_vlan_tpid: 0x88a8,
+            ..Default::default()
+        };
+        f.put(0, tagged, b"tag1");
+        // No TPID flag (older kernels): an 802.1Q tag.
+        f.put(
+            1,
+            Tpacket2Hdr {
+                tp_status: TP_STATUS_USER | TP_STATUS_VLAN_VALID,
+                tp_vlan_tpid: 0,
+                ..tagged
+            },
+            b"tag2",
+        );
+        f.frame(2, b"none");
+        let (mut b, mut l) = bufs(4, 64);
+        let mut t = [None; 4];
+        assert_eq!(f.ring.recv(&mut b, &mut l, &mut t), 3);
+        assert_eq!(
+            t[..3],
+            [
+                Some(VlanTag {
+                    tpid: 0x88a8,
+                    tci: 0x2007
+                }),
+                Some(VlanTag {
+                    tpid: TPID_8021Q,
+                    tci: 0x2007
+                }),
+                None
+            ]
+        );
     }
 
     #[test]
@@ -408,7 +476,7 @@ mod tests {
         for round in 0..5u8 {
             f.frame((2 * round as usize) % 4, &[round; 10]);
             f.frame((2 * round as usize + 1) % 4, &[round + 100; 10]);
-            assert_eq!(f.ring.recv(&mut b, &mut l), 2);
+            assert_eq!(f.ring.recv(&mut b, &mut l, &mut [None; 16]), 2);
             assert_eq!(&b[0][..l[0]], &[round; 10]);
             assert_eq!(&b[1][..l[1]], &[round + 100; 10]);
         }
@@ -421,9 +489,9 @@ mod tests {
             f.frame(i, &[i as u8; 20]);
         }
         let (mut b, mut l) = bufs(3, 64);
-        assert_eq!(f.ring.recv(&mut b, &mut l), 3);
+        assert_eq!(f.ring.recv(&mut b, &mut l, &mut [None; 16]), 3);
         assert_eq!(f.status(3), TP_STATUS_USER, "fourth frame stays queued");
-        assert_eq!(f.ring.recv(&mut b, &mut l), 1);
+        assert_eq!(f.ring.recv(&mut b, &mut l, &mut [None; 16]), 1);
         assert_eq!(&b[0][..l[0]], &[3u8; 20]);
     }
 
@@ -459,7 +527,7 @@ mod tests {
         f.put(2, inside_hdr, &[]);
         f.frame(3, b"good");
         let (mut b, mut l) = bufs(8, 64);
-        assert_eq!(f.ring.recv(&mut b, &mut l), 1);
+        assert_eq!(f.ring.recv(&mut b, &mut l, &mut [None; 16]), 1);
         assert_eq!(&b[0][..l[0]], b"good");
         assert_eq!(f.ring.oversize, 3);
         for i in 0..4 {
@@ -473,7 +541,7 @@ mod tests {
         f.frame(0, &[9u8; 1000]);
         f.frame(1, b"fits");
         let (mut b, mut l) = bufs(4, 100);
-        assert_eq!(f.ring.recv(&mut b, &mut l), 1);
+        assert_eq!(f.ring.recv(&mut b, &mut l, &mut [None; 16]), 1);
         assert_eq!(&b[0][..l[0]], b"fits");
         assert_eq!(f.ring.oversize, 1);
     }
@@ -495,7 +563,7 @@ mod tests {
         let mut ring = RxRing::attach(fd.as_fd(), 1500).expect("ring");
         assert!(ring.shape().frame_nr > 0);
         let (mut b, mut l) = bufs(4, 2048);
-        assert_eq!(ring.recv(&mut b, &mut l), 0);
+        assert_eq!(ring.recv(&mut b, &mut l, &mut [None; 16]), 0);
         assert_eq!(ring.status(0).load(Ordering::Relaxed), TP_STATUS_KERNEL);
     }
 }

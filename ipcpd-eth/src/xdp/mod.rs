@@ -16,6 +16,7 @@ pub mod ring;
 pub mod xsk;
 
 use crate::backend::FrameIo;
+use crate::segment::{SegmentFilter, VLAN_TAG_LEN};
 use crate::wire::Eid;
 use log::{info, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -29,9 +30,17 @@ use xsk::Xsk;
 pub const MAX_MTU: u32 = xsk::MAX_FRAME as u32 - 14;
 
 /// Open the XDP backend on an interface (see the module docs).
-pub fn open(dev: &str, ifindex: i32, ethertype: u16, mtu: u32) -> Result<Box<dyn FrameIo>, String> {
+pub fn open(
+    dev: &str,
+    ifindex: i32,
+    ethertype: u16,
+    mtu: u32,
+    filter: SegmentFilter,
+) -> Result<Box<dyn FrameIo>, String> {
     let ifindex = u32::try_from(ifindex).map_err(|_| format!("bad interface index {ifindex}"))?;
-    Ok(Box::new(XdpBackend::open(dev, ifindex, ethertype, mtu)?))
+    Ok(Box::new(XdpBackend::open(
+        dev, ifindex, ethertype, mtu, filter,
+    )?))
 }
 
 pub struct XdpBackend {
@@ -44,6 +53,8 @@ pub struct XdpBackend {
     next_queue: usize,
     name: String,
     dev: String,
+    /// The 802.1Q tag our frames carry, if the layer has a VLAN.
+    tx_tag: Option<[u8; VLAN_TAG_LEN]>,
 }
 
 /// The number of receive queues of `dev`, from sysfs (1 if it cannot tell).
@@ -59,7 +70,13 @@ pub fn rx_queue_count(dev: &str) -> u32 {
 }
 
 impl XdpBackend {
-    pub fn open(dev: &str, ifindex: u32, ethertype: u16, mtu: u32) -> Result<XdpBackend, String> {
+    pub fn open(
+        dev: &str,
+        ifindex: u32,
+        ethertype: u16,
+        mtu: u32,
+        filter: SegmentFilter,
+    ) -> Result<XdpBackend, String> {
         if mtu > MAX_MTU {
             return Err(format!(
                 "backend xdp carries MTUs up to {MAX_MTU} (one 4 KiB AF_XDP frame per Ethernet frame); \
@@ -69,7 +86,7 @@ impl XdpBackend {
         raise_memlock_limit();
         let n_queues = rx_queue_count(dev);
         let want = program::Want::from_env()?;
-        let (mut program, why) = Program::attach(ifindex, ethertype, n_queues, want)
+        let (mut program, why) = Program::attach(ifindex, ethertype, filter, n_queues, want)
             .map_err(|e| format!("XDP on {dev}: {e}"))?;
         let mut queues = Vec::new();
         let mut copy_reason = None;
@@ -121,6 +138,7 @@ impl XdpBackend {
             poll,
             next_queue: 0,
             dev: dev.to_string(),
+            tx_tag: filter.tx_tag(),
         })
     }
 
@@ -179,7 +197,7 @@ impl FrameIo for XdpBackend {
     }
 
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        self.queues[0].send(frames)
+        self.queues[0].send(frames, self.tx_tag)
     }
 
     fn endpoint_added(&mut self, eid: Eid) {

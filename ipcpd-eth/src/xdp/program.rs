@@ -3,6 +3,7 @@
 //! away with the IPCP, crash included), and its maps: live endpoints,
 //! per-CPU counters, the AF_XDP socket of each receive queue.
 
+use crate::segment::SegmentFilter;
 use crate::wire::Eid;
 use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
@@ -38,16 +39,20 @@ pub enum Counter {
     RedirectData = 3,
     RedirectMgmt = 4,
     DropNoSocket = 5,
+    DropNotForUs = 6,
+    PassOtherVlan = 7,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 8] = [
         Counter::DropUnknownEid,
         Counter::DropMalformed,
         Counter::PassUnknownEid,
         Counter::RedirectData,
         Counter::RedirectMgmt,
         Counter::DropNoSocket,
+        Counter::DropNotForUs,
+        Counter::PassOtherVlan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +63,9 @@ impl Counter {
             Counter::RedirectData => "xdp_redirect_data",
             Counter::RedirectMgmt => "xdp_redirect_mgmt",
             Counter::DropNoSocket => "xdp_drop_no_socket",
+            // The same names as backend raw's: the rule is the same.
+            Counter::DropNotForUs => "not_for_us",
+            Counter::PassOtherVlan => "other_vlan",
         }
     }
 }
@@ -136,18 +144,26 @@ fn key(eid: Eid) -> u64 {
 }
 
 impl Program {
-    /// Load the program for `ethertype` with room for `queues` sockets and
-    /// attach it to `ifindex` as `want` says. Returns it and a sentence saying
-    /// which mode is active and why.
+    /// Load the program for `ethertype` and the segment filter (our MAC and
+    /// VLAN) with room for `queues` sockets and attach it to `ifindex` as
+    /// `want` says. Returns it and a sentence saying which mode is active and why.
     pub fn attach(
         ifindex: u32,
         ethertype: u16,
+        filter: SegmentFilter,
         queues: u32,
         want: Want,
     ) -> Result<(Program, String), String> {
         let object = object()?;
+        let mut mac = [0u8; 8];
+        mac[..6].copy_from_slice(&filter.mac);
+        // The program compares the frame's 6 bytes, read into a zeroed u64.
+        let our_mac = u64::from_ne_bytes(mac);
+        let vlan_id: u16 = filter.vlan.unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .override_global("ethertype", &ethertype, true)
+            .override_global("our_mac", &our_mac, true)
+            .override_global("vlan_id", &vlan_id, true)
             .override_global("unknown_eid_burst", &UNKNOWN_EID_BURST, true)
             .override_global("unknown_eid_refill_ns", &UNKNOWN_EID_REFILL_NS, true)
             .map_max_entries("xsks", queues.max(1))

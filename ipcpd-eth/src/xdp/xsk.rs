@@ -266,12 +266,15 @@ impl Xsk {
     }
 
     /// Queue whole Ethernet frames on the tx ring and make the kernel send
-    /// them. Waits (bounded) when every transmit chunk is in flight.
-    pub fn send(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+    /// them, each with `tag` (an 802.1Q tag) put in after the MACs if given.
+    /// Waits (bounded) when every transmit chunk is in flight.
+    pub fn send(&mut self, frames: &[&[u8]], tag: Option<[u8; 4]>) -> io::Result<usize> {
         self.reap_completions();
+        let extra = if tag.is_some() { 4 } else { 0 };
         let mut sent = 0;
         for frame in frames {
-            if frame.len() > FRAME_SIZE as usize {
+            let len = frame.len() + extra;
+            if len > FRAME_SIZE as usize || (tag.is_some() && frame.len() < 12) {
                 self.tx_too_big += 1;
                 continue;
             }
@@ -287,14 +290,27 @@ impl Xsk {
             };
             let dst = self
                 .umem
-                .chunk_bytes(addr, frame.len())
+                .chunk_bytes(addr, len)
                 .expect("tx chunks lie inside the UMEM");
-            // SAFETY: the chunk is ours (taken from tx_free, not in any ring)
-            // and holds `frame.len()` bytes (checked above against FRAME_SIZE).
-            unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, frame.len()) };
+            match tag {
+                // SAFETY: the chunk is ours (taken from tx_free, not in any
+                // ring) and holds `len` bytes (checked above against
+                // FRAME_SIZE); the three copies fill it end to end.
+                Some(t) => unsafe {
+                    std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, 12);
+                    std::ptr::copy_nonoverlapping(t.as_ptr(), dst.add(12), 4);
+                    std::ptr::copy_nonoverlapping(
+                        frame.as_ptr().add(12),
+                        dst.add(16),
+                        frame.len() - 12,
+                    );
+                },
+                // SAFETY: as above, one copy of `len` bytes.
+                None => unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, len) },
+            }
             let desc = libc::xdp_desc {
                 addr,
-                len: frame.len() as u32,
+                len: len as u32,
                 options: 0,
             };
             // Never full: the ring has a slot for every transmit chunk.
