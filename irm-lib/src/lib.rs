@@ -9,6 +9,7 @@
 pub mod client;
 pub mod ctrl;
 pub mod error;
+pub mod ethertype;
 pub mod flow;
 pub mod fqueue;
 pub mod limits;

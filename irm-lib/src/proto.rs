@@ -284,21 +284,7 @@ impl RefuseReason {
     }
 }
 
-/// An ethertype given as `0x88b5` or decimal. Values below 0x0600 are 802.3
-/// frame lengths, not ethertypes, and are refused.
-pub fn parse_ethertype(s: &str) -> Result<u16, String> {
-    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u16::from_str_radix(h, 16),
-        None => s.parse::<u16>(),
-    }
-    .map_err(|_| format!("ethertype `{s}` is not a 16-bit number"))?;
-    if v < 0x0600 {
-        return Err(format!(
-            "ethertype 0x{v:04x} is below 0x0600 (that range means a frame length)"
-        ));
-    }
-    Ok(v)
-}
+pub use crate::ethertype::{parse_ethertype, DEFAULT_ETHERTYPE};
 
 /// Hash of a name as it travels on the wire (SHA-256).
 pub fn name_hash(name: &str) -> [u8; 32] {
@@ -366,18 +352,6 @@ mod tests {
             }
             other => panic!("wrong message {other:?}"),
         }
-    }
-
-    #[test]
-    fn ethertypes() {
-        assert_eq!(parse_ethertype("0x88b5"), Ok(0x88b5));
-        assert_eq!(parse_ethertype("0X88B5"), Ok(0x88b5));
-        assert_eq!(parse_ethertype("34997"), Ok(34997));
-        assert!(parse_ethertype("0x05dc")
-            .unwrap_err()
-            .contains("below 0x0600"));
-        assert!(parse_ethertype("zz").unwrap_err().contains("not a 16-bit"));
-        assert!(parse_ethertype("0x1ffff").is_err());
     }
 
     #[test]
