@@ -11,6 +11,7 @@ pub mod ctrl;
 pub mod error;
 pub mod flow;
 pub mod fqueue;
+pub mod keyfile;
 pub mod limits;
 pub mod proto;
 pub mod qos;
