@@ -1,5 +1,6 @@
 //! The layer key: every frame of a keyed layer carries a trailer with a key
-//! id, a per-sender counter and an AEAD tag (XChaCha20-Poly1305) over
+//! id, a per-sender counter and an AEAD tag (AES-256-GCM, a key per
+//! sender derived from the layer key) over
 //!
 //! * the Ethernet header (destination, source, VLAN tags, ethertype),
 //! * the ethflow header,
@@ -17,12 +18,13 @@ mod keys;
 mod replay;
 mod trailer;
 
-pub use keys::{nonce, FrameKey, Mode, NONCE_LEN};
+pub use keys::{LayerSecret, Mode, SenderKey};
 pub use replay::{Replay, ReplayTable, Window, WINDOW, WINDOW_BITS};
 pub use trailer::{
     eth_header_len, FrameLayout, Trailer, TrailerRepr, TAG_LEN, TRAILER_AAD_LEN, TRAILER_LEN,
 };
 
+use crate::wire::Mac;
 use irm::keyfile::LayerKey;
 use std::time::Duration;
 
@@ -130,10 +132,9 @@ pub struct KeyCounters {
     pub replay: u64,
 }
 
-/// The keys of the layer: one that seals, up to [`MAX_KEYS`] that open.
+/// The keys of the layer: the first seals, every one opens.
 pub struct Keyring {
-    send: usize,
-    keys: Vec<FrameKey>,
+    keys: Vec<LayerSecret>,
 }
 
 /// Keys accepted at once: the sending one, a next one (announced before a
@@ -142,19 +143,21 @@ pub const MAX_KEYS: usize = 3;
 
 impl Keyring {
     /// `send` seals and opens; each of `also` only opens (at most
-    /// [`MAX_KEYS`] - 1 are kept, the first ones).
+    /// [`MAX_KEYS`] - 1 are kept, the first ones; repeats are dropped).
     pub fn new(mode: Mode, send: &LayerKey, also: &[&LayerKey]) -> Keyring {
-        let mut keys = vec![FrameKey::derive(send, mode)];
-        for k in also.iter().take(MAX_KEYS - 1) {
-            if *k != send {
-                keys.push(FrameKey::derive(k, mode));
+        let mut keys = vec![LayerSecret::new(send, mode)];
+        let mut seen = vec![send];
+        for &k in also {
+            if keys.len() < MAX_KEYS && !seen.contains(&k) {
+                keys.push(LayerSecret::new(k, mode));
+                seen.push(k);
             }
         }
-        Keyring { send: 0, keys }
+        Keyring { keys }
     }
 
     pub fn send_id(&self) -> u8 {
-        self.keys[self.send].id()
+        self.keys[0].id()
     }
 
     /// Ids of the keys that open, the sending one first.
@@ -163,13 +166,19 @@ impl Keyring {
     }
 }
 
+/// Frame keys derived for one sender, by keyring position.
+type SenderKeys = [Option<SenderKey>; MAX_KEYS];
+
 /// Seals frames we send and opens frames we receive.
 pub struct LayerKeys {
     mode: Mode,
     ring: Keyring,
+    /// Our own frame key (for the source MAC it was derived for).
+    own: Option<(Mac, SenderKey)>,
     /// Counter of the next frame we seal.
     next: u64,
-    replay: ReplayTable,
+    /// Replay windows, and the frame keys derived for each sender.
+    replay: ReplayTable<SenderKeys>,
     pub counters: KeyCounters,
 }
 
@@ -191,6 +200,7 @@ impl LayerKeys {
         Ok(LayerKeys {
             mode,
             ring,
+            own: None,
             next: wall_now_ns,
             replay: ReplayTable::new(policy.max_senders, wall_now_ns.saturating_sub(skew), skew),
             counters: KeyCounters::default(),
@@ -209,6 +219,10 @@ impl LayerKeys {
     /// counter is never reused, whatever the key.
     pub fn rekey(&mut self, ring: Keyring) {
         self.ring = ring;
+        self.own = None;
+        for keys in self.replay.extras_mut() {
+            *keys = Default::default();
+        }
     }
 
     /// Seal the frame in `buf[..len]` (Ethernet header, ethflow header,
@@ -223,24 +237,26 @@ impl LayerKeys {
         }
         let counter = self.next;
         self.next += 1;
-        let key = &self.ring.keys[self.ring.send];
+        let src = source(buf);
+        let secret = &self.ring.keys[0];
+        let key = match &self.own {
+            Some((mac, k)) if *mac == src => k,
+            _ => &self.own.insert((src, secret.sender_key(&src))).1,
+        };
         {
             let mut t = Trailer::new_checked(&mut buf[layout.trailer..layout.end()])
                 .map_err(|_| SealError::NoRoom)?;
-            t.set_key_id(key.id());
+            t.set_key_id(secret.id());
             t.set_counter(counter);
         }
-        let mut src = [0u8; 6];
-        src.copy_from_slice(&buf[6..12]);
-        let nonce = nonce(&src, counter);
         let tag = match self.mode {
             Mode::Authenticate => {
-                key.seal(&nonce, &buf[..layout.trailer + TRAILER_AAD_LEN], &mut [])
+                key.seal(counter, &buf[..layout.trailer + TRAILER_AAD_LEN], &mut [])
             }
             Mode::Encrypt => {
                 let mut aad = [0u8; AAD_ROOM];
                 let n = encrypt_aad(&mut aad, buf, &layout);
-                key.seal(&nonce, &aad[..n], &mut buf[layout.payload.clone()])
+                key.seal(counter, &aad[..n], &mut buf[layout.payload.clone()])
             }
         };
         Trailer::new_checked(&mut buf[layout.trailer..layout.end()])
@@ -267,46 +283,64 @@ impl LayerKeys {
         let layout = FrameLayout::of(frame)?;
         layout.check(frame.len())?;
         let t = TrailerRepr::parse(&Trailer::new_checked(&frame[layout.trailer..])?);
-        let mut src = [0u8; 6];
-        src.copy_from_slice(&frame[6..12]);
+        let src = source(frame);
         if !self.ring.keys.iter().any(|k| k.id() == t.key_id) {
             return Err(OpenError::UnknownKey(t.key_id));
         }
         self.replay
             .check(&src, t.counter)
             .map_err(OpenError::Replayed)?;
-        let nonce = nonce(&src, t.counter);
-        let opened = match self.mode {
+        let mut aad_buf = [0u8; AAD_ROOM];
+        let (aad, payload): (&[u8], &mut [u8]) = match self.mode {
             Mode::Authenticate => {
-                let aad = &frame[..layout.trailer + TRAILER_AAD_LEN];
-                self.ring
-                    .keys
-                    .iter()
-                    .filter(|k| k.id() == t.key_id)
-                    .any(|k| k.open(&nonce, aad, &mut [], &t.tag))
+                let (head, _) = frame.split_at_mut(layout.trailer + TRAILER_AAD_LEN);
+                (&*head, &mut [])
             }
             Mode::Encrypt => {
-                let mut aad = [0u8; AAD_ROOM];
-                let n = encrypt_aad(&mut aad, frame, &layout);
-                let payload = &mut frame[layout.payload.clone()];
-                self.ring
-                    .keys
-                    .iter()
-                    .filter(|k| k.id() == t.key_id)
-                    .any(|k| k.open(&nonce, &aad[..n], payload, &t.tag))
+                let n = encrypt_aad(&mut aad_buf, frame, &layout);
+                (&aad_buf[..n], &mut frame[layout.payload.clone()])
             }
         };
-        if !opened {
-            return Err(OpenError::Auth);
+        // Keys derived for a sender are kept only once it authenticated;
+        // until then (and for every forged frame) they are derived anew.
+        let cached = self.replay.extra(&src);
+        let mut fresh: Option<(usize, SenderKey)> = None;
+        for (i, secret) in self.ring.keys.iter().enumerate() {
+            if secret.id() != t.key_id {
+                continue;
+            }
+            let ok = match cached.and_then(|c| c[i].as_ref()) {
+                Some(k) => k.open(t.counter, aad, payload, &t.tag),
+                None => {
+                    let k = secret.sender_key(&src);
+                    let ok = k.open(t.counter, aad, payload, &t.tag);
+                    if ok {
+                        fresh = Some((i, k));
+                    }
+                    ok
+                }
+            };
+            if ok {
+                let keys = self.replay.accept(&src, t.counter);
+                if let Some((i, k)) = fresh {
+                    keys[i] = Some(k);
+                }
+                return Ok(layout.trailer);
+            }
         }
-        self.replay.accept(&src, t.counter);
-        Ok(layout.trailer)
+        Err(OpenError::Auth)
     }
 
     /// Senders whose windows are kept.
     pub fn senders(&self) -> usize {
         self.replay.len()
     }
+}
+
+fn source(frame: &[u8]) -> Mac {
+    let mut src = [0u8; 6];
+    src.copy_from_slice(&frame[6..12]);
+    src
 }
 
 /// Largest authenticated data with `encrypt`: Ethernet header with two VLAN

@@ -94,30 +94,32 @@ impl Window {
     }
 }
 
-struct Slot {
+struct Slot<T> {
     mac: Mac,
     window: Window,
     /// Seen since the clock hand last passed (second chance).
     referenced: bool,
+    /// What the caller keeps per sender (its derived keys).
+    extra: T,
 }
 
 /// Windows of at most `capacity` senders. Lookups are O(1) (hash of the MAC);
 /// when a new sender arrives at a full table the least recently seen one is
 /// evicted by the CLOCK (second-chance) rule, O(1) amortized. Only senders
-/// that authenticated are ever inserted.
-pub struct ReplayTable {
+/// that authenticated are ever inserted. `T` is kept beside each window.
+pub struct ReplayTable<T> {
     index: HashMap<Mac, usize>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<T>>,
     hand: usize,
     capacity: usize,
     floor: u64,
     max_skew_ns: u64,
 }
 
-impl ReplayTable {
+impl<T: Default> ReplayTable<T> {
     /// `floor`: the oldest counter a sender not yet in the table may show.
     /// `max_skew_ns`: how far an evicted sender's floor lies below its top.
-    pub fn new(capacity: usize, floor: u64, max_skew_ns: u64) -> ReplayTable {
+    pub fn new(capacity: usize, floor: u64, max_skew_ns: u64) -> ReplayTable<T> {
         let capacity = capacity.max(1);
         ReplayTable {
             index: HashMap::with_capacity(capacity),
@@ -138,23 +140,35 @@ impl ReplayTable {
         }
     }
 
-    /// Record an authenticated frame (after [`ReplayTable::check`] passed).
-    pub fn accept(&mut self, mac: &Mac, counter: u64) {
+    /// What is kept beside the window of `mac`, if it has one.
+    pub fn extra(&self, mac: &Mac) -> Option<&T> {
+        self.index.get(mac).map(|&i| &self.slots[i].extra)
+    }
+
+    /// Every sender's extra (e.g. to forget derived keys after a key change).
+    pub fn extras_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots.iter_mut().map(|s| &mut s.extra)
+    }
+
+    /// Record an authenticated frame (after [`ReplayTable::check`] passed);
+    /// returns what is kept beside the sender's window.
+    pub fn accept(&mut self, mac: &Mac, counter: u64) -> &mut T {
         if let Some(&i) = self.index.get(mac) {
             let s = &mut self.slots[i];
             s.window.accept(counter);
             s.referenced = true;
-            return;
+            return &mut self.slots[i].extra;
         }
         let slot = Slot {
             mac: *mac,
             window: Window::new(counter),
             referenced: true,
+            extra: T::default(),
         };
         if self.slots.len() < self.capacity {
             self.index.insert(*mac, self.slots.len());
             self.slots.push(slot);
-            return;
+            return &mut self.slots.last_mut().expect("just pushed").extra;
         }
         let i = self.victim();
         let old = std::mem::replace(&mut self.slots[i], slot);
@@ -165,6 +179,7 @@ impl ReplayTable {
         self.floor = self
             .floor
             .max(old.window.top().saturating_sub(self.max_skew_ns));
+        &mut self.slots[i].extra
     }
 
     fn victim(&mut self) -> usize {
@@ -234,7 +249,7 @@ mod tests {
 
     #[test]
     fn table_refuses_new_senders_below_the_floor_and_changes_only_on_accept() {
-        let mut t = ReplayTable::new(2, 100, 10);
+        let mut t = ReplayTable::<()>::new(2, 100, 10);
         let (a, b, c) = ([1; 6], [2; 6], [3; 6]);
         assert_eq!(t.check(&a, 99), Err(Replay::TooOld));
         assert_eq!(t.check(&a, 100), Ok(()));
@@ -255,7 +270,7 @@ mod tests {
 
     #[test]
     fn eviction_prefers_senders_not_seen_since_the_last_sweep() {
-        let mut t = ReplayTable::new(3, 0, 0);
+        let mut t = ReplayTable::<()>::new(3, 0, 0);
         let macs: Vec<Mac> = (0..4u8).map(|i| [i; 6]).collect();
         for m in &macs[..3] {
             t.accept(m, 10);
