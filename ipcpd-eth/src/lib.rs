@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod fa;
 pub mod ipcp;
+pub mod layer_key;
 pub mod link;
 pub mod raw;
 pub mod segment;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ethertype;
 pub mod flow;
 pub mod fqueue;
+pub mod keyfile;
 pub mod limits;
 pub mod proto;
 pub mod qos;
