@@ -330,6 +330,22 @@ impl FlowFds {
         [&self.memfd, &self.ipcp_read, &self.rx_write, &self.tx_write]
     }
 
+    /// Duplicates of every fd (for tests that play several processes).
+    #[cfg(test)]
+    pub(crate) fn try_clone_all(&self) -> FlowFds {
+        let d = |f: &OwnedFd| f.try_clone().unwrap();
+        FlowFds {
+            memfd: d(&self.memfd),
+            ipcp_read: d(&self.ipcp_read),
+            ipcp_write: d(&self.ipcp_write),
+            rx_read: d(&self.rx_read),
+            rx_write: d(&self.rx_write),
+            tx_read: d(&self.tx_read),
+            tx_write: d(&self.tx_write),
+            geom: self.geom,
+        }
+    }
+
     /// irmd's own view of the flow: the header page and duplicates of the
     /// ends only the trusted side holds (the rx and tx write ends, to signal
     /// state changes), plus both ends of the IPCP wake pipe, held and never
