@@ -5,7 +5,9 @@
 //!
 //! The receive side never blocks on a flow: a full receive ring drops that
 //! flow's SDU (counted in its shared memory) and the loop goes on, so
-//! management frames are always read.
+//! management frames are always read. A flow whose shared memory the
+//! application corrupted is ended (DOWN here and at the peer, irmd told, one
+//! log line), never served again.
 
 use crate::backend::FrameIo;
 use crate::fa::{Action, Config, FlowAllocator};
@@ -16,7 +18,7 @@ use irm::ctrl::{CtrlSocket, Received};
 use irm::proto::{
     name_hash, socket_path, DownCause, Envelope, FlowState, IpcpInfo, Msg, RingGeometry, Role,
 };
-use irm::shm::{IpcpEnd, ShmMap};
+use irm::shm::{IpcpEnd, ShmMap, TxWake};
 use irm::Error;
 use log::{debug, info, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -105,6 +107,8 @@ pub struct Ipcp {
     tx_lens: [usize; BATCH],
     /// Flows whose readers are woken at the end of the receive batch.
     to_wake: Vec<u32>,
+    /// Flows found with a corrupt ring, ended at the end of the loop turn.
+    corrupt: Vec<(u32, Error)>,
     counters: Counters,
     /// What irmd last heard, and when it may hear again.
     reported: Vec<(String, u64)>,
@@ -294,6 +298,7 @@ impl Ipcp {
             tx_bufs: (0..BATCH).map(|_| vec![0u8; frame_room]).collect(),
             tx_lens: [0; BATCH],
             to_wake: Vec::with_capacity(BATCH),
+            corrupt: Vec::new(),
             counters: Counters::default(),
             reported: Vec::new(),
             next_report: Instant::now(),
@@ -476,7 +481,12 @@ impl Ipcp {
                     t if t & TOKEN_FLOW != 0 => {
                         let id = (t & 0xffff_ffff) as u32;
                         if let Some(f) = self.flows.get_mut(&id) {
-                            f.end.clear_tx_wakeup();
+                            if f.end.clear_tx_wakeup() == TxWake::Closed {
+                                // Nobody can wake this flow again; its fd
+                                // would stay readable for ever. irmd
+                                // deallocates it soon.
+                                let _ = self.epoll.delete(f.end.ipcp_fd());
+                            }
                             if !f.active {
                                 f.active = true;
                                 self.active.push(id);
@@ -527,6 +537,7 @@ impl Ipcp {
                     &mut self.fa,
                     &self.flows,
                     &mut self.to_wake,
+                    &mut self.corrupt,
                     &mut self.counters,
                     self.link.mac,
                     self.ethertype,
@@ -542,6 +553,7 @@ impl Ipcp {
                     f.end.wake_rx();
                 }
             }
+            self.end_corrupt_flows();
             self.carry_out_actions();
             if n < BATCH {
                 break;
@@ -566,8 +578,7 @@ impl Ipcp {
                     continue;
                 };
                 let route = self.fa.data_tx(now, id);
-                let emptied = fill_batch(
-                    id,
+                match fill_batch(
                     &f.end,
                     route,
                     &mut self.tx_bufs,
@@ -575,12 +586,17 @@ impl Ipcp {
                     &mut count,
                     my_mac,
                     ethertype,
-                );
-                if emptied && f.end.arm_tx_wakeup() {
-                    f.active = false;
-                    self.active.swap_remove(i);
-                } else {
-                    i += 1;
+                ) {
+                    Fill::Emptied if f.end.arm_tx_wakeup() => {
+                        f.active = false;
+                        self.active.swap_remove(i);
+                    }
+                    Fill::Broken(e) => {
+                        f.active = false;
+                        self.active.swap_remove(i);
+                        self.corrupt.push((id, e));
+                    }
+                    Fill::Emptied | Fill::BatchFull => i += 1,
                 }
             }
             send_built(
@@ -590,6 +606,35 @@ impl Ipcp {
                 &mut self.counters,
             );
         }
+        self.end_corrupt_flows();
+    }
+
+    /// End every flow found with a corrupt ring, as if its application had
+    /// deallocated it: DOWN in its state word, DEALLOC to the peer, irmd told
+    /// (which logs the flow down); its memory is unmapped and its fds closed.
+    /// One warning per flow: it is never looked at again.
+    fn end_corrupt_flows(&mut self) {
+        if self.corrupt.is_empty() {
+            return;
+        }
+        let now = self.now();
+        for (flow_id, e) in std::mem::take(&mut self.corrupt) {
+            let Some(f) = self.flows.get(&flow_id) else {
+                continue;
+            };
+            warn!("flow {flow_id}: the application corrupted its shared memory ({e}); flow ended.");
+            f.end.set_state(FlowState::Down);
+            self.fa.dealloc(now, flow_id);
+            self.detach(flow_id);
+            self.reply(
+                0,
+                Msg::IpcpFlowState {
+                    flow_id,
+                    cause: DownCause::RingCorrupt,
+                },
+            );
+        }
+        self.carry_out_actions();
     }
 
     /// Send what is still in a flow's send ring (before it is deallocated:
@@ -602,8 +647,7 @@ impl Ipcp {
         let max_rounds = f.end.geometry().slots as usize / BATCH + 2;
         for _ in 0..max_rounds {
             let mut count = 0;
-            let emptied = fill_batch(
-                id,
+            let fill = fill_batch(
                 &f.end,
                 route,
                 &mut self.tx_bufs,
@@ -618,7 +662,8 @@ impl Ipcp {
                 &self.tx_lens[..count],
                 &mut self.counters,
             );
-            if emptied {
+            // A corrupt ring at the end of a flow: nothing more to send.
+            if !matches!(fill, Fill::BatchFull) {
                 break;
             }
         }
@@ -850,11 +895,22 @@ fn send_built(
     }
 }
 
+/// How [`fill_batch`] stopped.
+enum Fill {
+    /// The flow's send ring is empty.
+    Emptied,
+    /// The batch is full; the ring may hold more.
+    BatchFull,
+    /// The ring is corrupt: end the flow.
+    Broken(Error),
+}
+
 /// Move SDUs from one flow's send ring into frames `tx_bufs[*count..]`, until
-/// the batch is full or the ring is empty. Returns whether the ring was emptied.
-#[allow(clippy::too_many_arguments)]
+/// the batch is full or the ring is empty. SDUs are copied out of the shared
+/// memory straight into place after the headers, which are written around
+/// them; an SDU that cannot go (flow not established, larger than the link
+/// now carries) is dropped: the application sees the flow's state.
 fn fill_batch(
-    id: u32,
     end: &IpcpEnd,
     route: Option<(Mac, crate::wire::Eid, crate::wire::Eid)>,
     tx_bufs: &mut [Vec<u8>],
@@ -862,47 +918,45 @@ fn fill_batch(
     count: &mut usize,
     my_mac: Mac,
     ethertype: u16,
-) -> bool {
+) -> Fill {
+    const AT: usize = ETH_HEADER_LEN + HEADER_LEN;
+    let mut sdu_lens = [0usize; BATCH];
     while *count < BATCH {
-        let buf = &mut tx_bufs[*count];
-        let popped = end.pop_tx(|sdu| match route {
-            Some((mac, dst, src)) if sdu.len() + HEADER_LEN + ETH_HEADER_LEN <= buf.len() => {
-                EthHeader {
-                    dst: mac,
-                    src: my_mac,
-                    ethertype,
-                }
-                .emit(buf);
-                crate::wire::emit_data_header(
-                    &mut buf[ETH_HEADER_LEN..],
-                    dst,
-                    src,
-                    sdu.len() as u16,
-                );
-                let at = ETH_HEADER_LEN + HEADER_LEN;
-                buf[at..at + sdu.len()].copy_from_slice(sdu);
-                Some(at + sdu.len())
+        let want = BATCH - *count;
+        let got = match end.pop_tx_batch_into(&mut tx_bufs[*count..], AT, &mut sdu_lens[..want]) {
+            Ok(0) => return Fill::Emptied,
+            Ok(n) => n,
+            Err(e) => return Fill::Broken(e),
+        };
+        let mut kept = *count;
+        for (k, &len) in sdu_lens[..got].iter().enumerate() {
+            let i = *count + k;
+            let Some((mac, dst, src)) = route else {
+                continue;
+            };
+            if AT + len > tx_bufs[i].len() {
+                continue;
             }
-            // Not (or no longer) established, or larger than the link now
-            // carries: the application sees the flow's state; drop.
-            _ => None,
-        });
-        match popped {
-            Ok(Some(Some(len))) => {
-                end.note_tx(len - ETH_HEADER_LEN - HEADER_LEN);
-                tx_lens[*count] = len;
-                *count += 1;
+            // Close the gap a dropped SDU left.
+            tx_bufs.swap(i, kept);
+            let buf = &mut tx_bufs[kept];
+            EthHeader {
+                dst: mac,
+                src: my_mac,
+                ethertype,
             }
-            Ok(Some(None)) => {}
-            Ok(None) => return true,
-            Err(e) => {
-                warn!("flow {id}: bad shared memory from the application ({e}); flow down");
-                end.set_state(FlowState::Down);
-                return true;
-            }
+            .emit(buf);
+            crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, len as u16);
+            tx_lens[kept] = AT + len;
+            end.note_tx(len);
+            kept += 1;
+        }
+        *count = kept;
+        if got < want {
+            return Fill::Emptied;
         }
     }
-    false
+    Fill::BatchFull
 }
 
 /// Parse one received frame and hand it to the flow or the flow allocator.
@@ -911,6 +965,7 @@ fn handle_frame(
     fa: &mut FlowAllocator,
     flows: &HashMap<u32, FlowIo>,
     to_wake: &mut Vec<u32>,
+    corrupt: &mut Vec<(u32, Error)>,
     counters: &mut Counters,
     my_mac: Mac,
     ethertype: u16,
@@ -943,6 +998,13 @@ fn handle_frame(
                             }
                         }
                         Ok(false) => counters.rx_dropped_full += 1,
+                        // Found corrupt now: end the flow after this batch
+                        // (a flow already ended is not in `flows`).
+                        Err(e @ Error::Invalid(_)) => {
+                            if !corrupt.iter().any(|(id, _)| *id == flow_id) {
+                                corrupt.push((flow_id, e));
+                            }
+                        }
                         Err(e) => debug!("flow {flow_id}: {e}"),
                     }
                 }

@@ -452,17 +452,19 @@ mod tests {
     fn pair() -> (Arc<AppEnd>, IpcpEnd) {
         let fds = create(GEOM).unwrap();
         let dup = |f: &OwnedFd| f.try_clone().unwrap();
+        let [_, rx, tx, ipcp_w] = fds.for_app().map(dup);
         let app = AppEnd::new(
             ShmMap::map(fds.memfd.as_fd(), GEOM).unwrap(),
-            dup(&fds.rx_efd),
-            dup(&fds.tx_efd),
-            dup(&fds.ipcp_efd),
+            rx,
+            tx,
+            ipcp_w,
         );
+        let [_, ipcp_r, rx_w, tx_w] = fds.for_ipcp().map(dup);
         let ipcp = IpcpEnd::new(
             ShmMap::map(fds.memfd.as_fd(), GEOM).unwrap(),
-            dup(&fds.ipcp_efd),
-            dup(&fds.rx_efd),
-            dup(&fds.tx_efd),
+            ipcp_r,
+            rx_w,
+            tx_w,
         );
         (Arc::new(app), ipcp)
     }

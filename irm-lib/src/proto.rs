@@ -127,6 +127,9 @@ pub enum DownCause {
     LinkDown,
     /// Recovered: frames resumed.
     Up,
+    /// The application's side of the flow's shared memory was corrupt (a
+    /// hostile or forked process wrote it); the IPCP ended the flow.
+    RingCorrupt,
 }
 
 impl DownCause {
@@ -138,6 +141,7 @@ impl DownCause {
             DownCause::Unresponsive => "Unresponsive peer",
             DownCause::LinkDown => "Link down",
             DownCause::Up => "Flow up",
+            DownCause::RingCorrupt => "Corrupt flow memory",
         }
     }
 }

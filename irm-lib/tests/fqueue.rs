@@ -43,11 +43,12 @@ impl FakeIrmd {
                 Msg::FlowAlloc { name, qos, .. } => {
                     let flow_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
                     let fds = create(GEOM).unwrap();
+                    let [_, ipcp_r, rx_w, tx_w] = fds.for_ipcp().map(|f| f.try_clone().unwrap());
                     let ipcp = IpcpEnd::new(
                         ShmMap::map(fds.memfd.as_fd(), GEOM).unwrap(),
-                        fds.ipcp_efd.try_clone().unwrap(),
-                        fds.rx_efd.try_clone().unwrap(),
-                        fds.tx_efd.try_clone().unwrap(),
+                        ipcp_r,
+                        rx_w,
+                        tx_w,
                     );
                     self.ipcp_ends
                         .lock()

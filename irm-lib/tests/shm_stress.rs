@@ -201,19 +201,16 @@ fn app_writer(app: &AppEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(), St
 /// IPCP's tx side: pops in random batches, sleeps on ipcp_fd like an epoll loop.
 fn ipcp_consumer(ipcp: &IpcpEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(), String> {
     let mut next = 0u64;
-    let mut failure = None;
+    let mut bufs = vec![vec![0u8; GEOM.slot_size as usize]; 16];
+    let mut lens = [0usize; 16];
     while next < n {
         let batch = 1 + rng.below(16) as usize;
         let got = ipcp
-            .pop_tx_batch(batch, |sdu| {
-                if failure.is_none() {
-                    failure = check_sdu(next, sdu).err();
-                }
-                next += 1;
-            })
+            .pop_tx_batch_into(&mut bufs[..batch], 0, &mut lens)
             .map_err(|e| format!("IPCP pop: {e}"))?;
-        if let Some(f) = failure.take() {
-            return Err(format!("IPCP consumer: {f}"));
+        for (buf, &len) in bufs.iter().zip(&lens).take(got) {
+            check_sdu(next, &buf[..len]).map_err(|f| format!("IPCP consumer: {f}"))?;
+            next += 1;
         }
         p.ipcp_consumer.store(next, Ordering::Relaxed);
         if got == 0 && ipcp.arm_tx_wakeup() {
@@ -317,17 +314,19 @@ fn both_directions_under_random_pauses_never_lose_a_wakeup() {
 
     let fds = create(GEOM).unwrap();
     // Separate mappings, as in two processes.
+    let [_, rx, tx, ipcp_w] = fds.for_app().map(dup);
     let app = Arc::new(AppEnd::new(
         ShmMap::map(fds.memfd.as_fd(), GEOM).unwrap(),
-        dup(&fds.rx_efd),
-        dup(&fds.tx_efd),
-        dup(&fds.ipcp_efd),
+        rx,
+        tx,
+        ipcp_w,
     ));
+    let [_, ipcp_r, rx_w, tx_w] = fds.for_ipcp().map(dup);
     let ipcp = Arc::new(IpcpEnd::new(
         ShmMap::map(fds.memfd.as_fd(), GEOM).unwrap(),
-        dup(&fds.ipcp_efd),
-        dup(&fds.rx_efd),
-        dup(&fds.tx_efd),
+        ipcp_r,
+        rx_w,
+        tx_w,
     ));
     let progress = Arc::new(Progress::default());
     let rng = move |k: u64| Rng(seed.wrapping_mul(2 * k + 3));

@@ -9,11 +9,11 @@ use irm::proto::{
     name_hash, DownCause, Envelope, FlowRow, FlowState, IpcpInfo, IpcpRow, Msg, NameRow,
     RefuseReason, RingGeometry, Role,
 };
-use irm::shm::{self, FlowFds, Monitor, ShmMap};
+use irm::shm::{self, FlowFds, Monitor};
 use irm::{Error, Qos};
 use log::{info, warn};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -792,11 +792,10 @@ fn kill_pid(pid: u32) {
     }
 }
 
-/// Create a flow's shared memory and eventfds, and irmd's own view of its header.
+/// Create a flow's shared memory and wake-up pipes, and irmd's own view of it.
 fn make_flow_memory(geometry: RingGeometry) -> irm::Result<(FlowFds, Monitor)> {
     let fds = shm::create(geometry)?;
-    let map = ShmMap::map_header(fds.memfd.as_fd(), geometry)?;
-    let monitor = Monitor::new(map, fds.rx_efd.try_clone()?, fds.tx_efd.try_clone()?);
+    let monitor = fds.monitor()?;
     Ok((fds, monitor))
 }
 

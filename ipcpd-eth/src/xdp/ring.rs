@@ -22,18 +22,74 @@ struct Ring<T> {
     mask: u32,
 }
 
+/// Where the ring's parts lie in a mapping of `map_len` bytes, checked:
+/// the three index words are 4-aligned and inside the mapping, the entries
+/// are aligned for `T` and end exactly at `map_len`. Returns `map_len`.
+fn checked_layout<T>(off: &libc::xdp_ring_offset, size: u32) -> io::Result<usize> {
+    let bad = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("AF_XDP ring layout: {why} (offsets {off:?}, {size} entries)"),
+        )
+    };
+    if !size.is_power_of_two() {
+        return Err(bad("size is not a power of two"));
+    }
+    let entries = (size as usize)
+        .checked_mul(std::mem::size_of::<T>())
+        .ok_or_else(|| bad("too many entries"))?;
+    let desc = usize::try_from(off.desc).map_err(|_| bad("entries out of range"))?;
+    let map_len = desc
+        .checked_add(entries)
+        .ok_or_else(|| bad("entries out of range"))?;
+    if desc % std::mem::align_of::<T>() != 0 {
+        return Err(bad("entries misaligned"));
+    }
+    for (name, o) in [
+        ("producer", off.producer),
+        ("consumer", off.consumer),
+        ("flags", off.flags),
+    ] {
+        let fits = usize::try_from(o)
+            .ok()
+            .and_then(|o| o.checked_add(4))
+            .is_some_and(|end| end <= map_len);
+        if !fits || o % 4 != 0 {
+            return Err(bad(&format!(
+                "{name} index misaligned or outside the mapping"
+            )));
+        }
+    }
+    Ok(map_len)
+}
+
 impl<T: Copy> Ring<T> {
     /// Map the ring at page offset `pgoff` of `fd`, laid out as `off` says.
+    /// The layout is checked first ([`checked_layout`]), so no offset can put
+    /// a pointer outside the mapping; a regular file (the tests' stand-in for
+    /// the kernel) must also be long enough, so no access can fault. An
+    /// AF_XDP socket refuses a mapping larger than its ring.
     fn map(
         fd: BorrowedFd<'_>,
         pgoff: u64,
         off: &libc::xdp_ring_offset,
         size: u32,
     ) -> io::Result<Ring<T>> {
-        assert!(size.is_power_of_two(), "ring sizes are powers of two");
-        let map_len = off.desc as usize + size as usize * std::mem::size_of::<T>();
-        // SAFETY: a fresh shared mapping of the socket's ring; the kernel checks
-        // offset and length, and we only keep the result if it succeeded.
+        let map_len = checked_layout::<T>(off, size)?;
+        let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && (st.st_size as u64) < pgoff.saturating_add(map_len as u64)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("ring file of {} bytes is shorter than the ring", st.st_size),
+            ));
+        }
+        let pgoff = libc::off_t::try_from(pgoff)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ring offset out of range"))?;
+        // SAFETY: a fresh shared mapping of the socket's ring (or of a file at
+        // least this long); the kernel checks offset and length, and we only
+        // keep the result if it succeeded.
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -41,12 +97,13 @@ impl<T: Copy> Ring<T> {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_POPULATE,
                 fd.as_raw_fd(),
-                pgoff as libc::off_t,
+                pgoff,
             )
         };
         if map == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // Every offset was checked to lie inside the `map_len` bytes mapped.
         let at = |o: u64| map.cast::<u8>().wrapping_add(o as usize);
         Ok(Ring {
             map,
@@ -270,6 +327,35 @@ mod tests {
         // SAFETY: writes 4 bytes from a live buffer into our memfd.
         unsafe { libc::pwrite(fd.as_raw_fd(), bad.as_ptr().cast(), 4, 0) };
         assert_eq!(cons.available(), 4);
+    }
+
+    #[test]
+    fn bad_layouts_are_refused_not_mapped() {
+        let fd = shared_ring(8, 0);
+        let with = |f: fn(&mut libc::xdp_ring_offset)| {
+            let mut off = OFF;
+            f(&mut off);
+            off
+        };
+        for off in [
+            with(|o| o.producer = 1 << 40),
+            with(|o| o.consumer = 66),
+            with(|o| o.flags = OFF.desc + 8 * 8),
+            with(|o| o.desc = 260),
+            with(|o| o.desc = u64::MAX - 8),
+        ] {
+            let r = ConsRing::<u64>::map(fd.as_fd(), 0, &off, 8);
+            assert_eq!(
+                r.err().map(|e| e.kind()),
+                Some(io::ErrorKind::InvalidInput),
+                "{off:?}"
+            );
+        }
+        // Not a power of two; more entries than the file holds.
+        assert!(ProdRing::<u64>::map(fd.as_fd(), 0, &OFF, 6).is_err());
+        assert!(ProdRing::<u64>::map(fd.as_fd(), 0, &OFF, 16).is_err());
+        assert!(ProdRing::<u64>::map(fd.as_fd(), 4096, &OFF, 8).is_err());
+        assert!(ProdRing::<u64>::map(fd.as_fd(), 0, &OFF, 8).is_ok());
     }
 
     #[test]

@@ -1,0 +1,373 @@
+//! The application's end of a flow, and the event-set watcher hooks.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::fork;
+use super::map::ShmMap;
+use super::ring::{Consumer, Producer};
+use super::wake::{
+    arm, arm_reader, disarm, disarm_reader, drain, set_nonblocking, wait_readable, wake_if_armed,
+    Drained, WATCHER_ARMED,
+};
+use super::{lock, state_error, word_to_state, Dir};
+use crate::error::{Error, Result};
+use crate::proto::{FlowState, RingGeometry};
+
+/// What a flow tells the event set watching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchNotice {
+    /// The flow's reader consumed an rx wake-up that may have announced
+    /// something to the watcher: look at the flow again.
+    Wakeup,
+    /// This process is deallocating the flow.
+    Closed,
+}
+
+/// An event set watching a flow's rx fd besides its reader
+/// ([`AppEnd::set_watch`]). `notice` is called from the reader's thread,
+/// with the reader's lock held: it must be quick and must not call back
+/// into the flow.
+pub trait RxWatch: Send + Sync + std::fmt::Debug {
+    fn notice(&self, notice: WatchNotice);
+}
+
+/// What [`AppEnd::watch_check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxReadiness {
+    /// SDUs are waiting in the rx ring (always false when not asked for).
+    pub has_data: bool,
+    pub state: FlowState,
+}
+
+/// The application's end of a flow: writes into tx, reads from rx.
+/// Reads and writes may come from different threads; each direction is
+/// serialised by its own mutex, so concurrent callers cannot corrupt the ring.
+/// Only the process that made it may use it (see the fork notes in [`super`]).
+#[derive(Debug)]
+pub struct AppEnd {
+    map: ShmMap,
+    /// Read end of the rx wake pipe (the flow's pollable fd).
+    rx_wake: OwnedFd,
+    /// Read end of the tx wake pipe.
+    tx_wake: OwnedFd,
+    /// Write end of the IPCP wake pipe.
+    ipcp_wake: OwnedFd,
+    /// The process this end belongs to ([`fork::owner`]).
+    owner: u32,
+    rx: Mutex<Consumer>,
+    tx: Mutex<Producer>,
+    /// The event set watching this flow, if any.
+    watch: Mutex<Option<Watch>>,
+    /// The state word the watcher last saw ([`NOT_SEEN`]: none yet).
+    watch_seen: AtomicU32,
+}
+
+#[derive(Debug)]
+struct Watch {
+    watcher: Arc<dyn RxWatch>,
+    /// Tell it of every consumed wake-up, not only of state changes.
+    wants_data: bool,
+}
+
+/// `watch_seen` when no state is known to be seen: readers always tell.
+const NOT_SEEN: u32 = u32::MAX;
+
+impl AppEnd {
+    /// Takes the fds in the order [`super::FlowFds::for_app`] gives them: the
+    /// rx and tx wake pipes' read ends and the IPCP wake pipe's write end.
+    ///
+    /// # Panics
+    /// If `map` came from [`ShmMap::map_header`] (no rings mapped).
+    pub fn new(map: ShmMap, rx_wake: OwnedFd, tx_wake: OwnedFd, ipcp_wake: OwnedFd) -> AppEnd {
+        assert!(map.has_rings(), "AppEnd needs the whole flow memfd mapped");
+        // irmd made them non-blocking; these descriptions are ours alone, so
+        // only this process could have changed that. Best effort.
+        for fd in [&rx_wake, &tx_wake, &ipcp_wake] {
+            let _ = set_nonblocking(fd.as_fd());
+        }
+        let rx = Mutex::new(Consumer::new(&map, Dir::Rx));
+        let tx = Mutex::new(Producer::new(&map, Dir::Tx));
+        AppEnd {
+            map,
+            rx_wake,
+            tx_wake,
+            ipcp_wake,
+            owner: fork::owner(),
+            rx,
+            tx,
+            watch: Mutex::new(None),
+            watch_seen: AtomicU32::new(NOT_SEEN),
+        }
+    }
+
+    /// `NotAlloc` in a process that inherited this end by fork: a second
+    /// producer would corrupt the single-producer ring.
+    fn check_owner(&self) -> Result<()> {
+        if fork::is_owner(self.owner) {
+            Ok(())
+        } else {
+            Err(Error::NotAlloc)
+        }
+    }
+
+    /// Copy one SDU into the tx ring. Longer than slot_size → `MsgSize`.
+    /// Full ring: wait for space until `deadline` (→ `TimedOut`), or `Again`
+    /// when `nonblocking`. Down → `FlowDown`, Peer → `FlowPeer`, checked before
+    /// writing and while waiting; nobody left to wake a blocked writer (the
+    /// IPCP and irmd gone) → `FlowDown`.
+    pub fn write(&self, sdu: &[u8], deadline: Option<Instant>, nonblocking: bool) -> Result<usize> {
+        self.check_owner()?;
+        let max = self.map.geom.slot_size as usize;
+        if sdu.len() > max {
+            return Err(Error::MsgSize {
+                len: sdu.len(),
+                max,
+            });
+        }
+        let mut tx = lock(&self.tx);
+        let ctrl = self.map.ctrl(Dir::Tx);
+        let mut armed = false;
+        let result = (|| loop {
+            if let Some(e) = state_error(self.map.state()) {
+                return Err(e);
+            }
+            if tx.has_space(&self.map)? {
+                tx.push(&self.map, sdu);
+                wake_if_armed(&ctrl.consumer_sleeping, self.ipcp_wake.as_fd());
+                return Ok(sdu.len());
+            }
+            if nonblocking {
+                return Err(Error::Again);
+            }
+            if !armed {
+                // Stale wake-ups from earlier waits must not end this one early.
+                if drain(self.tx_wake.as_fd()) == Drained::Hangup {
+                    return Err(Error::FlowDown);
+                }
+                arm(&ctrl.producer_waiting);
+                armed = true;
+                continue; // re-check space and state after the fence
+            }
+            if !wait_readable(self.tx_wake.as_fd(), deadline)? {
+                return Err(Error::TimedOut);
+            }
+            armed = false;
+        })();
+        // Whether or not the IPCP already cleared it, no writer waits any more.
+        disarm(&ctrl.producer_waiting);
+        result
+    }
+
+    /// Read one SDU into `buf` (truncated to `buf.len()` like a datagram;
+    /// returns the bytes copied). Empty ring: wait on the rx wake pipe until
+    /// `deadline` (→ `TimedOut`), or `Again` when `nonblocking`. Data already
+    /// in the ring is delivered whatever the state; once empty, Down →
+    /// `FlowDown`, Peer → `FlowPeer`, nobody left to wake us → `FlowDown`.
+    ///
+    /// An empty read leaves the sleeping flag set, so the rx fd becomes
+    /// readable when the next SDU or state change arrives (epoll users: read
+    /// until `Again`, then wait).
+    pub fn read(
+        &self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+        nonblocking: bool,
+    ) -> Result<usize> {
+        self.check_owner()?;
+        let mut rx = lock(&self.rx);
+        let ctrl = self.map.ctrl(Dir::Rx);
+        let mut armed = false;
+        loop {
+            if rx.has_data(&self.map)? {
+                let n = self.copy_out(&mut rx, buf);
+                disarm_reader(&ctrl.consumer_sleeping);
+                return Ok(n);
+            }
+            if let Some(e) = state_error(self.map.state()) {
+                // The state was stored after the last SDU was published; having
+                // seen it (Acquire), one more look finds any SDU we raced with.
+                if rx.has_data(&self.map)? {
+                    continue;
+                }
+                return Err(e);
+            }
+            if !armed {
+                // Drain before arming: a signal that arrives after this is kept.
+                if self.drain_rx() == Drained::Hangup {
+                    return Err(Error::FlowDown);
+                }
+                arm_reader(&ctrl.consumer_sleeping);
+                armed = true;
+                continue; // re-check ring and state after the fence
+            }
+            if nonblocking {
+                return Err(Error::Again);
+            }
+            if !wait_readable(self.rx_wake.as_fd(), deadline)? {
+                return Err(Error::TimedOut);
+            }
+            armed = false;
+        }
+    }
+
+    fn copy_out(&self, rx: &mut Consumer, buf: &mut [u8]) -> usize {
+        // The IPCP is trusted by the application, but a bad length must still
+        // not make us read past the slot: slot_data clamps it to the slot.
+        let slot_len = self.map.slot_len(rx.dir, rx.tail).load(Ordering::Relaxed);
+        // The producer does not reuse the slot until we publish the new tail.
+        let n = self
+            .map
+            .slot_data(rx.dir, rx.tail, slot_len as usize)
+            .copy_to(buf);
+        rx.advance();
+        rx.publish(&self.map);
+        n
+    }
+
+    /// For event loops: arm the rx wake-up as an empty non-blocking read does.
+    /// Returns true if the caller may sleep on [`AppEnd::rx_fd`] (ring empty,
+    /// flow allocated); false if an SDU or a state change is already there
+    /// (or the next read has an error to report).
+    pub fn arm_rx_wakeup(&self) -> bool {
+        if self.check_owner().is_err() {
+            return false;
+        }
+        let mut rx = lock(&self.rx);
+        if self.drain_rx() == Drained::Hangup {
+            return false;
+        }
+        arm_reader(&self.map.ctrl(Dir::Rx).consumer_sleeping);
+        !matches!(rx.has_data(&self.map), Ok(true) | Err(_))
+            && self.map.state() == FlowState::Allocated
+    }
+
+    /// The flow's state as last set by the IPCP or irmd.
+    pub fn state(&self) -> FlowState {
+        self.map.state()
+    }
+
+    /// Drain the rx wake pipe; a wake-up consumed here may have been meant
+    /// for the watcher, so pass it on — unless the watcher wants state
+    /// changes only and the state is the one it saw last. (The drained
+    /// signals announced states stored before the drain, so the load below
+    /// sees them; the watcher's side of this is in [`AppEnd::watch_check`].)
+    fn drain_rx(&self) -> Drained {
+        let drained = drain(self.rx_wake.as_fd());
+        if drained == Drained::Nothing {
+            return drained;
+        }
+        let watcher = lock(&self.watch)
+            .as_ref()
+            .map(|w| (w.watcher.clone(), w.wants_data));
+        if let Some((w, wants_data)) = watcher {
+            let now = self.map.header().state.load(Ordering::SeqCst);
+            if wants_data || now != self.watch_seen.load(Ordering::SeqCst) {
+                w.notice(WatchNotice::Wakeup);
+            }
+        }
+        drained
+    }
+
+    /// Start being watched by `w` (an event set), which wants to hear of
+    /// data too (`wants_data`) or only of state changes. One watcher at a
+    /// time: a second is refused.
+    pub fn set_watch(&self, w: Arc<dyn RxWatch>, wants_data: bool) -> Result<()> {
+        let mut slot = lock(&self.watch);
+        if slot.is_some() {
+            return Err(Error::Invalid("the flow is already in an event set".into()));
+        }
+        self.watch_seen.store(NOT_SEEN, Ordering::SeqCst);
+        *slot = Some(Watch {
+            watcher: w,
+            wants_data,
+        });
+        Ok(())
+    }
+
+    /// Stop being watched by `w` (no effect if another or no watcher is set).
+    pub fn clear_watch(&self, w: &Arc<dyn RxWatch>) {
+        let mut slot = lock(&self.watch);
+        if slot
+            .as_ref()
+            .is_some_and(|cur| std::ptr::addr_eq(Arc::as_ptr(&cur.watcher), Arc::as_ptr(w)))
+        {
+            *slot = None;
+        }
+    }
+
+    /// The flow is being deallocated by this process: tell the watcher
+    /// ([`WatchNotice::Closed`]) and forget it.
+    pub fn close_watch(&self) {
+        let watch = lock(&self.watch).take();
+        if let Some(w) = watch {
+            w.watcher.notice(WatchNotice::Closed);
+        }
+    }
+
+    /// For a watcher: what the flow holds now. With `arm_data`, first arm
+    /// the rx wake-up for the watcher (fenced), so an SDU published after
+    /// this look signals the rx pipe.
+    ///
+    /// A reader blocked in [`AppEnd::read`] holds the rx lock, and a reader
+    /// that sleeps counts on the bytes in the pipe: so the watcher drains the
+    /// pipe only when it gets the rx lock at once (no reader inside a read).
+    /// Readers drain before they arm; with this, wake-ups for a watcher
+    /// cannot pile up until the pipe is full (a full pipe takes no new byte,
+    /// and edge-triggered epoll would then see no new edge).
+    pub fn watch_check(&self, arm_data: bool) -> RxReadiness {
+        let ctrl = self.map.ctrl(Dir::Rx);
+        let has_data = arm_data && {
+            if let Ok(_reader) = self.rx.try_lock() {
+                let _ = drain(self.rx_wake.as_fd());
+            }
+            ctrl.consumer_sleeping
+                .store(WATCHER_ARMED, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            // The reader publishes its tail after every SDU, so at rest the
+            // shared tail is its tail. A corrupt head also counts as data:
+            // the reader's next read reports the corruption.
+            ctrl.head.load(Ordering::Acquire) != ctrl.tail.load(Ordering::Relaxed)
+        };
+        RxReadiness {
+            has_data,
+            state: word_to_state(self.note_seen_state()),
+        }
+    }
+
+    /// Load the state word and publish it as seen, until a load after the
+    /// publication agrees. A reader that drains a signal and compares its
+    /// state with `watch_seen` then either sees what this look reports, or
+    /// a state this look has not loaded — and tells the watcher.
+    fn note_seen_state(&self) -> u32 {
+        let word = &self.map.header().state;
+        let mut now = word.load(Ordering::SeqCst);
+        for _ in 0..4 {
+            self.watch_seen.store(now, Ordering::SeqCst);
+            let again = word.load(Ordering::SeqCst);
+            if again == now {
+                return now;
+            }
+            now = again;
+        }
+        // Still changing: let every reader's drain tell the watcher.
+        self.watch_seen.store(NOT_SEEN, Ordering::SeqCst);
+        now
+    }
+
+    /// The pollable fd: readable on a new SDU or a state change.
+    pub fn rx_fd(&self) -> BorrowedFd<'_> {
+        self.rx_wake.as_fd()
+    }
+
+    pub fn geometry(&self) -> RingGeometry {
+        self.map.geom
+    }
+
+    #[cfg(test)]
+    pub(super) fn map(&self) -> &ShmMap {
+        &self.map
+    }
+}

@@ -1,0 +1,299 @@
+//! Mapping a flow's memfd, and [`SharedBytes`]: the only way to touch the
+//! bytes of a slot.
+
+use std::marker::PhantomData;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::stat::fstat;
+
+use super::wake::signal;
+use super::{
+    required_len, required_len_u64, ring_offset, slot_stride, state_to_word, validate_geometry,
+    word_to_state, Dir, Header, RingCtrl, MAGIC, PAGE, SLOT_HDR, VERSION,
+};
+use crate::error::{Error, Result};
+use crate::proto::{FlowState, RingGeometry};
+
+/// A mapping of a flow's memfd (munmap on Drop). Either the whole file
+/// ([`ShmMap::map`]) or only its header page ([`ShmMap::map_header`], enough for
+/// irmd's [`Monitor`]).
+#[derive(Debug)]
+pub struct ShmMap {
+    pub(super) base: NonNull<u8>,
+    pub(super) len: usize,
+    pub(super) geom: RingGeometry,
+    has_rings: bool,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; all access
+// goes through atomics or raw-pointer copies guarded by the ends' mutexes.
+unsafe impl Send for ShmMap {}
+// SAFETY: as above; `&ShmMap` only hands out `&Header` (all atomics) and raw pointers.
+unsafe impl Sync for ShmMap {}
+
+impl ShmMap {
+    /// Map the whole memfd for `geom` (which comes from irmd, not from the file).
+    /// Refuses an invalid geometry, an unsealed memfd, one smaller than
+    /// [`required_len`], and one not made by [`create`] of this layout version.
+    pub fn map(memfd: BorrowedFd<'_>, geom: RingGeometry) -> Result<ShmMap> {
+        Self::map_prefix(memfd, geom, true)?.check_identity()
+    }
+
+    /// Map only the header page (state word, counters): what irmd needs.
+    /// The same checks as [`ShmMap::map`] apply.
+    pub fn map_header(memfd: BorrowedFd<'_>, geom: RingGeometry) -> Result<ShmMap> {
+        Self::map_prefix(memfd, geom, false)?.check_identity()
+    }
+
+    /// Catches a wrong fd or a library of another layout version. (An
+    /// application can forge these words; it then only fails its own flow.)
+    pub(super) fn check_identity(self) -> Result<ShmMap> {
+        let id = &self.header().identity;
+        let (magic, version) = (
+            id.magic.load(Ordering::Acquire),
+            id.version.load(Ordering::Relaxed),
+        );
+        if magic != MAGIC || version != VERSION {
+            return Err(Error::Invalid(format!(
+                "not an ethflow flow memfd of layout version {VERSION} \
+                 (magic {magic:#x}, version {version})"
+            )));
+        }
+        Ok(self)
+    }
+
+    pub(super) fn map_prefix(
+        memfd: BorrowedFd<'_>,
+        geom: RingGeometry,
+        has_rings: bool,
+    ) -> Result<ShmMap> {
+        validate_geometry(geom)?;
+        let seals = SealFlag::from_bits_truncate(fcntl(memfd.as_raw_fd(), FcntlArg::F_GET_SEALS)?);
+        if !seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW) {
+            return Err(Error::Invalid(
+                "flow memfd is not sealed against resizing".into(),
+            ));
+        }
+        let need = required_len_u64(geom);
+        let size = u64::try_from(fstat(memfd.as_raw_fd())?.st_size).unwrap_or(0);
+        if size < need {
+            return Err(Error::Invalid(format!(
+                "flow memfd has {size} bytes, geometry {geom:?} needs {need}"
+            )));
+        }
+        let len = if has_rings {
+            required_len(geom)
+        } else {
+            PAGE as usize
+        };
+        let nz = NonZeroUsize::new(len).ok_or_else(|| Error::Invalid("empty mapping".into()))?;
+        // SAFETY: a fresh shared mapping of a file at least `len` bytes long whose
+        // size is sealed; nothing else in this process refers to the new range.
+        let ptr = unsafe {
+            mmap(
+                None,
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                memfd,
+                0,
+            )?
+        };
+        Ok(ShmMap {
+            base: ptr.cast(),
+            len,
+            geom,
+            has_rings,
+        })
+    }
+
+    pub fn geometry(&self) -> RingGeometry {
+        self.geom
+    }
+
+    /// Whether the rings are mapped (false for [`ShmMap::map_header`]).
+    pub fn has_rings(&self) -> bool {
+        self.has_rings
+    }
+
+    pub(super) fn header(&self) -> &Header {
+        // SAFETY: the mapping is page-aligned and at least one page long
+        // (size_of::<Header>() <= PAGE, asserted at compile time); every field is
+        // an atomic, so concurrent writers in other processes are allowed.
+        unsafe { self.base.cast::<Header>().as_ref() }
+    }
+
+    pub(super) fn ctrl(&self, dir: Dir) -> &RingCtrl {
+        match dir {
+            Dir::Tx => &self.header().tx,
+            Dir::Rx => &self.header().rx,
+        }
+    }
+
+    /// Start of the slot for free-running `index`; always inside the mapping.
+    fn slot(&self, dir: Dir, index: u32) -> NonNull<u8> {
+        debug_assert!(self.has_rings);
+        let i = u64::from(index & (self.geom.slots - 1));
+        let off = ring_offset(self.geom, dir) + i * slot_stride(self.geom);
+        // SAFETY: i < slots, so off + stride <= ring_offset + ring_bytes <= len:
+        // the result stays inside the mapping (and is therefore non-null).
+        unsafe { self.base.add(off as usize) }
+    }
+
+    /// The length word at the start of a slot (atomic: either side may write it).
+    pub(super) fn slot_len(&self, dir: Dir, index: u32) -> &AtomicU32 {
+        // SAFETY: a slot starts 64-aligned inside the mapping and begins with a
+        // u32, accessed only atomically; the reference lives no longer than `self`.
+        unsafe { self.slot(dir, index).cast::<AtomicU32>().as_ref() }
+    }
+
+    /// The first `len` data bytes of a slot (`len` is clamped to slot_size).
+    pub(super) fn slot_data(&self, dir: Dir, index: u32, len: usize) -> SharedBytes<'_> {
+        let len = len.min(self.geom.slot_size as usize);
+        // SAFETY: the data follows the 8-byte slot header; slot_size bytes of
+        // it lie inside the slot, inside the mapping.
+        let ptr = unsafe { self.slot(dir, index).add(SLOT_HDR as usize) };
+        SharedBytes {
+            ptr,
+            len,
+            _map: PhantomData,
+        }
+    }
+
+    pub(super) fn state(&self) -> FlowState {
+        word_to_state(self.header().state.load(Ordering::Acquire))
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        let h = self.header();
+        Stats {
+            rx_sdus: h.rx_counters.sdus.load(Ordering::Relaxed),
+            rx_bytes: h.rx_counters.bytes.load(Ordering::Relaxed),
+            tx_sdus: h.tx_counters.sdus.load(Ordering::Relaxed),
+            tx_bytes: h.tx_counters.bytes.load(Ordering::Relaxed),
+            dropped: h.rx_counters.dropped.load(Ordering::Relaxed),
+            last_rx_unix_ms: h.rx_counters.last_unix_ms.load(Ordering::Relaxed),
+            state: self.state(),
+        }
+    }
+
+    /// Set the state word, then signal both application wake pipes so a
+    /// blocked reader and a blocked writer both see it.
+    pub(super) fn set_state(&self, s: FlowState, rx_efd: BorrowedFd<'_>, tx_efd: BorrowedFd<'_>) {
+        self.header()
+            .state
+            .store(state_to_word(s), Ordering::SeqCst);
+        signal(rx_efd);
+        signal(tx_efd);
+    }
+}
+
+impl Drop for ShmMap {
+    fn drop(&mut self) {
+        // SAFETY: base/len are exactly what mmap returned; the borrow checker
+        // guarantees no reference into the mapping outlives `self`.
+        unsafe {
+            let _ = munmap(self.base.cast(), self.len);
+        }
+    }
+}
+
+/// Counters and state of one flow as the mapping holds them. The
+/// application can write the mapping: trust these only for its own flow;
+/// the IPCP's own copy is [`super::FlowCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub rx_sdus: u64,
+    pub rx_bytes: u64,
+    pub tx_sdus: u64,
+    pub tx_bytes: u64,
+    /// SDUs dropped because the application's rx ring was full.
+    pub dropped: u64,
+    /// Unix time in ms of the last frame from the peer; 0 = never.
+    pub last_rx_unix_ms: u64,
+    pub state: FlowState,
+}
+
+// ---------------------------------------------------------------------------
+// Shared bytes
+// ---------------------------------------------------------------------------
+
+/// Bytes of a mapping another process may rewrite at any time. No `Deref` to
+/// `[u8]` (a reference would assert nobody writes them): data moves in and out
+/// only by copies made of volatile accesses, and a racing writer can only
+/// change what the copy contains.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedBytes<'m> {
+    ptr: NonNull<u8>,
+    len: usize,
+    _map: PhantomData<&'m ShmMap>,
+}
+
+/// Word size of the volatile copies.
+const WORD: usize = std::mem::size_of::<u64>();
+
+impl SharedBytes<'_> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copy the first `min(len, dst.len())` bytes into `dst`; returns how many.
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = self.len.min(dst.len());
+        let src = self.ptr.as_ptr();
+        let mut i = 0;
+        if src.align_offset(WORD) == 0 {
+            while i + WORD <= n {
+                // SAFETY: src + i is 8-aligned (slot data is) and i + 8 <= len,
+                // inside the mapping that outlives 'm; volatile, because
+                // another process may write these bytes meanwhile.
+                let w = unsafe { src.add(i).cast::<u64>().read_volatile() };
+                dst[i..i + WORD].copy_from_slice(&w.to_ne_bytes());
+                i += WORD;
+            }
+        }
+        while i < n {
+            // SAFETY: i < len, inside the mapping; volatile as above.
+            dst[i] = unsafe { src.add(i).read_volatile() };
+            i += 1;
+        }
+        n
+    }
+
+    /// Copy `src` into the first `min(len, src.len())` bytes; returns how many.
+    pub(super) fn copy_from(&self, src: &[u8]) -> usize {
+        let n = self.len.min(src.len());
+        let dst = self.ptr.as_ptr();
+        let mut i = 0;
+        if dst.align_offset(WORD) == 0 {
+            while i + WORD <= n {
+                let mut w = [0u8; WORD];
+                w.copy_from_slice(&src[i..i + WORD]);
+                // SAFETY: dst + i is 8-aligned and i + 8 <= len, inside the
+                // mapping; volatile, because another process may read or
+                // write these bytes meanwhile.
+                unsafe {
+                    dst.add(i)
+                        .cast::<u64>()
+                        .write_volatile(u64::from_ne_bytes(w))
+                };
+                i += WORD;
+            }
+        }
+        while i < n {
+            // SAFETY: i < len, inside the mapping; volatile as above.
+            unsafe { dst.add(i).write_volatile(src[i]) };
+            i += 1;
+        }
+        n
+    }
+}

@@ -1,0 +1,1217 @@
+use super::map::ShmMap;
+use super::wake::{READER_ARMED, WATCHER_ARMED};
+use super::*;
+use nix::errno::Errno;
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::stat::fstat;
+use nix::sys::time::TimeSpec;
+use proptest::prelude::*;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn geom(slots: u32, slot_size: u32) -> RingGeometry {
+    RingGeometry { slots, slot_size }
+}
+
+fn dup(fd: &OwnedFd) -> OwnedFd {
+    fd.try_clone().unwrap()
+}
+
+/// One flow as three processes would see it: separate mappings per side.
+struct Flow {
+    app: Arc<AppEnd>,
+    ipcp: Arc<IpcpEnd>,
+    monitor: Monitor,
+}
+
+fn flow(g: RingGeometry) -> Flow {
+    let fds = create(g).unwrap();
+    flow_from(fds, g)
+}
+
+fn flow_from(fds: FlowFds, g: RingGeometry) -> Flow {
+    let app_map = ShmMap::map(fds.memfd.as_fd(), g).unwrap();
+    let ipcp_map = ShmMap::map(fds.memfd.as_fd(), g).unwrap();
+    let [_, rx, tx, ipcp_w] = fds.for_app().map(dup);
+    let app = AppEnd::new(app_map, rx, tx, ipcp_w);
+    let [_, ipcp_r, rx_w, tx_w] = fds.for_ipcp().map(dup);
+    let ipcp = IpcpEnd::new(ipcp_map, ipcp_r, rx_w, tx_w);
+    let monitor = fds.monitor().unwrap();
+    Flow {
+        app: Arc::new(app),
+        ipcp: Arc::new(ipcp),
+        monitor,
+    }
+}
+
+fn try_pop(ipcp: &IpcpEnd) -> Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; ipcp.geometry().slot_size as usize];
+    Ok(ipcp.pop_tx_into(&mut buf)?.map(|n| {
+        buf.truncate(n);
+        buf
+    }))
+}
+
+fn pop(ipcp: &IpcpEnd) -> Option<Vec<u8>> {
+    try_pop(ipcp).unwrap()
+}
+
+fn read_nb(app: &AppEnd) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; app.geometry().slot_size as usize];
+    let n = app.read(&mut buf, None, true)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn readable(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    ppoll(&mut fds, Some(TimeSpec::from(Duration::ZERO)), None).unwrap() == 1
+}
+
+/// Records the notices a flow gives its watcher.
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<WatchNotice>>);
+
+impl RxWatch for Recorder {
+    fn notice(&self, n: WatchNotice) {
+        self.0.lock().unwrap().push(n);
+    }
+}
+
+fn rx_flag(app: &AppEnd) -> u32 {
+    app.map()
+        .ctrl(Dir::Rx)
+        .consumer_sleeping
+        .load(Ordering::Relaxed)
+}
+
+#[test]
+fn reader_arm_and_disarm_leave_a_watcher_arm_alone() {
+    let f = flow(geom(4, 16));
+    // Reader alone: an empty read arms, a successful read disarms.
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    assert_eq!(rx_flag(&f.app), READER_ARMED);
+    f.ipcp.push_rx(b"a").unwrap();
+    assert_eq!(rx_flag(&f.app), 0, "the producer clears the arm it signals");
+    assert!(readable(f.app.rx_fd()));
+    assert_eq!(read_nb(&f.app).unwrap(), b"a");
+    // A watcher's arm: reads neither replace nor clear it.
+    let seen = f.app.watch_check(true);
+    assert_eq!((seen.has_data, seen.state), (false, FlowState::Allocated));
+    assert_eq!(rx_flag(&f.app), WATCHER_ARMED);
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    assert_eq!(rx_flag(&f.app), WATCHER_ARMED);
+    f.ipcp.push_rx(b"b").unwrap();
+    f.ipcp.push_rx(b"c").unwrap();
+    assert_eq!(rx_flag(&f.app), 0);
+    assert!(f.app.watch_check(true).has_data);
+    assert_eq!(read_nb(&f.app).unwrap(), b"b");
+    assert_eq!(
+        rx_flag(&f.app),
+        WATCHER_ARMED,
+        "a read cleared the watcher's arm"
+    );
+    // Without arm_data the watcher only reads the state word.
+    f.ipcp.set_state(FlowState::Peer);
+    let seen = f.app.watch_check(false);
+    assert_eq!((seen.has_data, seen.state), (false, FlowState::Peer));
+}
+
+#[test]
+fn a_state_only_watcher_hears_only_of_states_it_has_not_seen() {
+    let f = flow(geom(4, 16));
+    let rec = Arc::new(Recorder::default());
+    f.app.set_watch(rec.clone(), false).unwrap();
+    let cycle = || {
+        // A reader's sleep/wake cycle: arm, SDU signals, read, drain.
+        assert_eq!(read_nb(&f.app), Err(Error::Again));
+        f.ipcp.push_rx(b"a").unwrap();
+        assert_eq!(read_nb(&f.app).unwrap(), b"a");
+        assert_eq!(read_nb(&f.app), Err(Error::Again));
+    };
+    // Before the watcher's first look every consumed wake-up is passed on.
+    cycle();
+    assert_eq!(rec.0.lock().unwrap().len(), 1);
+    // Once it has seen ALLOCATED, data wake-ups are not its business.
+    assert_eq!(f.app.watch_check(false).state, FlowState::Allocated);
+    for _ in 0..3 {
+        cycle();
+    }
+    assert_eq!(rec.0.lock().unwrap().len(), 1);
+    // A state it has not seen is passed on.
+    f.ipcp.set_state(FlowState::Down);
+    assert!(!f.app.arm_rx_wakeup());
+    assert_eq!(*rec.0.lock().unwrap(), [WatchNotice::Wakeup; 2]);
+    // Seen now: the next drained signal of the same state is not.
+    assert_eq!(f.app.watch_check(false).state, FlowState::Down);
+    f.ipcp.set_state(FlowState::Down);
+    assert!(!f.app.arm_rx_wakeup());
+    assert_eq!(rec.0.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_reader_passes_consumed_wakeups_to_its_watcher() {
+    let f = flow(geom(4, 16));
+    let rec = Arc::new(Recorder::default());
+    let w: Arc<dyn RxWatch> = rec.clone();
+    f.app.set_watch(w.clone(), true).unwrap();
+    assert!(f
+        .app
+        .set_watch(Arc::new(Recorder::default()), true)
+        .is_err());
+    // Nothing pending: an empty read drains nothing and tells nobody.
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    assert!(rec.0.lock().unwrap().is_empty());
+    // A state change the reader's drain eats (PEER and back) is passed on.
+    f.ipcp.set_state(FlowState::Peer);
+    f.ipcp.set_state(FlowState::Allocated);
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    assert!(!readable(f.app.rx_fd()));
+    assert_eq!(*rec.0.lock().unwrap(), [WatchNotice::Wakeup]);
+    // So is one eaten by arm_rx_wakeup.
+    f.ipcp.set_state(FlowState::Allocated);
+    assert!(f.app.arm_rx_wakeup());
+    assert_eq!(rec.0.lock().unwrap().len(), 2);
+    // Clearing someone else's watcher does nothing; closing tells ours.
+    f.app
+        .clear_watch(&(Arc::new(Recorder::default()) as Arc<dyn RxWatch>));
+    f.app.close_watch();
+    assert_eq!(rec.0.lock().unwrap().last(), Some(&WatchNotice::Closed));
+    // Gone: no more notices, and a new watcher may come.
+    f.ipcp.set_state(FlowState::Allocated);
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    assert_eq!(rec.0.lock().unwrap().len(), 3);
+    f.app.set_watch(w.clone(), true).unwrap();
+    f.app.clear_watch(&w);
+    f.app.close_watch();
+    assert_eq!(rec.0.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn round_trip_both_directions() {
+    let f = flow(geom(8, 64));
+    assert_eq!(f.app.write(b"hello", None, false).unwrap(), 5);
+    assert_eq!(f.app.write(b"", None, false).unwrap(), 0);
+    assert_eq!(pop(&f.ipcp).as_deref(), Some(&b"hello"[..]));
+    assert_eq!(pop(&f.ipcp).as_deref(), Some(&b""[..]));
+    assert_eq!(pop(&f.ipcp), None);
+
+    assert!(f.ipcp.push_rx(b"world").unwrap());
+    assert_eq!(read_nb(&f.app).unwrap(), b"world");
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+}
+
+#[test]
+fn read_truncates_like_a_datagram() {
+    let f = flow(geom(4, 64));
+    f.ipcp.push_rx(b"0123456789").unwrap();
+    f.ipcp.push_rx(b"next").unwrap();
+    let mut small = [0u8; 4];
+    assert_eq!(f.app.read(&mut small, None, true).unwrap(), 4);
+    assert_eq!(&small, b"0123");
+    assert_eq!(read_nb(&f.app).unwrap(), b"next");
+}
+
+#[test]
+fn wraps_around_many_times() {
+    let f = flow(geom(4, 32));
+    let mut seq = 0u32;
+    for round in 0..5000u32 {
+        let burst = round % 4 + 1;
+        for i in 0..burst {
+            let sdu = (seq + i).to_le_bytes();
+            f.app.write(&sdu, None, true).unwrap();
+            assert!(f.ipcp.push_rx(&sdu).unwrap());
+        }
+        for _ in 0..burst {
+            assert_eq!(pop(&f.ipcp).unwrap(), seq.to_le_bytes());
+            assert_eq!(read_nb(&f.app).unwrap(), seq.to_le_bytes());
+            seq += 1;
+        }
+    }
+    assert_eq!(pop(&f.ipcp), None);
+    assert_eq!(f.monitor.stats().rx_sdus, u64::from(seq));
+}
+
+#[test]
+fn free_running_indices_wrap_past_u32_max() {
+    let g = geom(4, 16);
+    let fds = create(g).unwrap();
+    {
+        let m = ShmMap::map_header(fds.memfd.as_fd(), g).unwrap();
+        for c in [&m.header().tx, &m.header().rx] {
+            c.head.store(u32::MAX - 6, Ordering::Relaxed);
+            c.tail.store(u32::MAX - 6, Ordering::Relaxed);
+        }
+    }
+    let f = flow_from(fds, g);
+    for i in 0..40u32 {
+        f.app.write(&i.to_le_bytes(), None, true).unwrap();
+        f.app.write(&(i + 1000).to_le_bytes(), None, true).unwrap();
+        f.ipcp.push_rx(&i.to_le_bytes()).unwrap();
+        assert_eq!(pop(&f.ipcp).unwrap(), i.to_le_bytes());
+        assert_eq!(pop(&f.ipcp).unwrap(), (i + 1000).to_le_bytes());
+        assert_eq!(read_nb(&f.app).unwrap(), i.to_le_bytes());
+    }
+    let head = f.ipcp.map().header().tx.head.load(Ordering::Relaxed);
+    assert!(head < 100, "head should have wrapped, is {head}");
+}
+
+#[test]
+fn full_tx_ring_gives_again_timeout_then_blocked_writer_is_woken() {
+    let f = flow(geom(2, 16));
+    f.app.write(b"a", None, true).unwrap();
+    f.app.write(b"b", None, true).unwrap();
+    assert_eq!(f.app.write(b"c", None, true), Err(Error::Again));
+
+    let t0 = Instant::now();
+    let r = f
+        .app
+        .write(b"c", Some(t0 + Duration::from_millis(50)), false);
+    assert_eq!(r, Err(Error::TimedOut));
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+
+    let app = f.app.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = done.clone();
+    let writer = thread::spawn(move || {
+        let r = app.write(b"c", None, false);
+        done2.store(true, Ordering::SeqCst);
+        r
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "writer must block on a full ring"
+    );
+    let t1 = Instant::now();
+    assert_eq!(pop(&f.ipcp).unwrap(), b"a");
+    assert_eq!(writer.join().unwrap(), Ok(1));
+    assert!(
+        t1.elapsed() < Duration::from_millis(100),
+        "writer woken late: {:?}",
+        t1.elapsed()
+    );
+    assert_eq!(pop(&f.ipcp).unwrap(), b"b");
+    assert_eq!(pop(&f.ipcp).unwrap(), b"c");
+}
+
+#[test]
+fn empty_rx_ring_gives_again_timeout_then_blocked_reader_is_woken() {
+    let f = flow(geom(4, 16));
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    let t0 = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        f.app
+            .read(&mut buf, Some(t0 + Duration::from_millis(30)), false),
+        Err(Error::TimedOut)
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+
+    let app = f.app.clone();
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        app.read(&mut buf, None, false).map(|n| buf[..n].to_vec())
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert!(!reader.is_finished(), "reader must block on an empty ring");
+    let t1 = Instant::now();
+    f.ipcp.push_rx(b"wake").unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), b"wake");
+    assert!(t1.elapsed() < Duration::from_millis(100));
+}
+
+#[test]
+fn oversized_sdus_are_refused_with_msgsize() {
+    let f = flow(geom(4, 100));
+    assert_eq!(
+        f.app.write(&[0; 101], None, false),
+        Err(Error::MsgSize { len: 101, max: 100 })
+    );
+    assert_eq!(
+        f.ipcp.push_rx(&[0; 101]),
+        Err(Error::MsgSize { len: 101, max: 100 })
+    );
+    assert_eq!(f.app.write(&[7; 100], None, false), Ok(100));
+    assert_eq!(pop(&f.ipcp).unwrap(), vec![7; 100]);
+}
+
+#[test]
+fn full_rx_ring_drops_and_counts() {
+    let f = flow(geom(2, 16));
+    assert!(f.ipcp.push_rx(b"one").unwrap());
+    assert!(f.ipcp.push_rx(b"two").unwrap());
+    assert!(!f.ipcp.push_rx(b"three").unwrap());
+    f.ipcp.note_tx(40);
+    let s = f.monitor.stats();
+    assert_eq!(
+        (s.rx_sdus, s.rx_bytes, s.dropped, s.tx_sdus, s.tx_bytes),
+        (2, 6, 1, 1, 40)
+    );
+    assert!(s.last_rx_unix_ms > 1_600_000_000_000);
+    assert_eq!(s.state, FlowState::Allocated);
+    assert_eq!(read_nb(&f.app).unwrap(), b"one");
+    assert!(f.ipcp.push_rx(b"four").unwrap());
+}
+
+fn blocked_reader_and_writer_see_state(set: impl FnOnce(&Flow), want: Error) {
+    let f = flow(geom(2, 16));
+    f.app.write(b"x", None, false).unwrap();
+    f.app.write(b"y", None, false).unwrap();
+    let (a1, a2) = (f.app.clone(), f.app.clone());
+    let writer = thread::spawn(move || {
+        let r = a1.write(b"z", None, false);
+        (r, Instant::now())
+    });
+    let reader = thread::spawn(move || {
+        let mut b = [0u8; 16];
+        let r = a2.read(&mut b, None, false);
+        (r, Instant::now())
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert!(!writer.is_finished() && !reader.is_finished());
+    let t0 = Instant::now();
+    set(&f);
+    for (r, at) in [writer.join().unwrap(), reader.join().unwrap()] {
+        assert_eq!(r, Err(want.clone()));
+        assert!(
+            at.duration_since(t0) < Duration::from_millis(100),
+            "woken after {:?}",
+            at - t0
+        );
+    }
+}
+
+#[test]
+fn ipcp_state_change_wakes_blocked_reader_and_writer() {
+    blocked_reader_and_writer_see_state(|f| f.ipcp.set_state(FlowState::Down), Error::FlowDown);
+}
+
+#[test]
+fn irmd_state_change_wakes_blocked_reader_and_writer() {
+    blocked_reader_and_writer_see_state(|f| f.monitor.set_state(FlowState::Peer), Error::FlowPeer);
+}
+
+#[test]
+fn data_before_down_is_still_delivered() {
+    for (state, err) in [
+        (FlowState::Down, Error::FlowDown),
+        (FlowState::Peer, Error::FlowPeer),
+    ] {
+        let f = flow(geom(4, 16));
+        f.ipcp.push_rx(b"last").unwrap();
+        f.ipcp.push_rx(b"words").unwrap();
+        f.ipcp.set_state(state);
+        assert_eq!(f.app.state(), state);
+        assert_eq!(f.monitor.state(), state);
+        assert!(
+            readable(f.app.rx_fd()),
+            "state change must make the rx fd readable"
+        );
+        assert_eq!(read_nb(&f.app).unwrap(), b"last");
+        assert_eq!(read_nb(&f.app).unwrap(), b"words");
+        assert_eq!(read_nb(&f.app), Err(err.clone()));
+        // Blocking read without deadline must not hang either.
+        assert_eq!(f.app.read(&mut [0; 4], None, false), Err(err.clone()));
+        assert_eq!(f.app.write(b"no", None, false), Err(err));
+        // A flow that recovers works again.
+        f.ipcp.set_state(FlowState::Allocated);
+        f.app.write(b"up", None, false).unwrap();
+        assert_eq!(pop(&f.ipcp).unwrap(), b"up");
+    }
+}
+
+#[test]
+fn empty_nonblocking_read_arms_the_rx_fd_and_busy_reads_do_not() {
+    let f = flow(geom(8, 16));
+    // Never armed: a push makes no wake-up syscall.
+    f.ipcp.push_rx(b"1").unwrap();
+    assert!(!readable(f.app.rx_fd()));
+    assert_eq!(read_nb(&f.app).unwrap(), b"1");
+    // An empty read arms; the next push signals exactly once.
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    assert!(!readable(f.app.rx_fd()));
+    f.ipcp.push_rx(b"2").unwrap();
+    assert!(readable(f.app.rx_fd()));
+    assert_eq!(read_nb(&f.app).unwrap(), b"2");
+    // Data read: the flag is clear, so further pushes make no syscall.
+    assert_eq!(
+        f.ipcp
+            .map()
+            .header()
+            .rx
+            .consumer_sleeping
+            .load(Ordering::Relaxed),
+        0
+    );
+    // The empty read drains the stale count and re-arms.
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    assert!(!readable(f.app.rx_fd()));
+    assert_eq!(
+        f.ipcp
+            .map()
+            .header()
+            .rx
+            .consumer_sleeping
+            .load(Ordering::Relaxed),
+        1
+    );
+    // arm_rx_wakeup for event loops.
+    assert!(f.app.arm_rx_wakeup());
+    f.ipcp.push_rx(b"3").unwrap();
+    assert!(!f.app.arm_rx_wakeup());
+}
+
+#[test]
+fn ipcp_wakeup_is_armed_only_when_asked() {
+    let f = flow(geom(8, 16));
+    f.app.write(b"busy", None, false).unwrap();
+    assert!(
+        !readable(f.ipcp.ipcp_fd()),
+        "no syscall while the IPCP is busy"
+    );
+    assert!(!f.ipcp.arm_tx_wakeup(), "data present: do not sleep");
+    assert_eq!(
+        f.app
+            .map()
+            .header()
+            .tx
+            .consumer_sleeping
+            .load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(pop(&f.ipcp).unwrap(), b"busy");
+    assert!(f.ipcp.arm_tx_wakeup());
+    f.app.write(b"wake", None, false).unwrap();
+    assert!(readable(f.ipcp.ipcp_fd()));
+    f.ipcp.clear_tx_wakeup();
+    assert!(!readable(f.ipcp.ipcp_fd()));
+    // The flag was consumed by that wake-up: the next write stays silent.
+    f.app.write(b"quiet", None, false).unwrap();
+    assert!(!readable(f.ipcp.ipcp_fd()));
+    let mut bufs = [[0u8; 16]; 10];
+    let mut lens = [0usize; 10];
+    assert_eq!(
+        f.ipcp.pop_tx_batch_into(&mut bufs, 2, &mut lens).unwrap(),
+        2
+    );
+    assert_eq!(
+        (&bufs[0][2..6], &bufs[1][2..7]),
+        (&b"wake"[..], &b"quiet"[..])
+    );
+    assert_eq!(lens[..2], [4, 5]);
+}
+
+#[test]
+fn memfd_is_sealed() {
+    let g = geom(4, 64);
+    let fds = create(g).unwrap();
+    let len = required_len(g) as i64;
+    assert_eq!(ftruncate(&fds.memfd, len / 2), Err(Errno::EPERM));
+    assert_eq!(ftruncate(&fds.memfd, len * 2), Err(Errno::EPERM));
+    let seals =
+        SealFlag::from_bits_truncate(fcntl(fds.memfd.as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap());
+    assert!(seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL));
+    assert!(fcntl(
+        fds.memfd.as_raw_fd(),
+        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_WRITE)
+    )
+    .is_err());
+    assert_eq!(fstat(fds.memfd.as_raw_fd()).unwrap().st_size, len);
+    let m = ShmMap::map_header(fds.memfd.as_fd(), g).unwrap();
+    let id = &m.header().identity;
+    assert_eq!(id.magic.load(Ordering::Relaxed), MAGIC);
+    assert_eq!(
+        (
+            id.slots.load(Ordering::Relaxed),
+            id.slot_size.load(Ordering::Relaxed)
+        ),
+        (4, 64)
+    );
+}
+
+fn sealed_memfd(len: i64, seal: bool) -> OwnedFd {
+    let fd = memfd_create(
+        c"test",
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )
+    .unwrap();
+    ftruncate(&fd, len).unwrap();
+    if seal {
+        fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+        )
+        .unwrap();
+    }
+    fd
+}
+
+#[test]
+fn map_refuses_small_unsealed_or_mismatched_memfds() {
+    let g = geom(8, 256);
+    let need = required_len(g) as i64;
+    let small = sealed_memfd(need - 1, true);
+    assert!(matches!(ShmMap::map(small.as_fd(), g), Err(Error::Invalid(m)) if m.contains("needs")));
+    assert!(ShmMap::map_header(small.as_fd(), g).is_err());
+    let unsealed = sealed_memfd(need, false);
+    assert!(
+        matches!(ShmMap::map(unsealed.as_fd(), g), Err(Error::Invalid(m)) if m.contains("sealed"))
+    );
+    // irmd said a bigger geometry than the memfd was made for.
+    let fds = create(g).unwrap();
+    assert!(ShmMap::map(fds.memfd.as_fd(), geom(16, 256)).is_err());
+    assert!(ShmMap::map(fds.memfd.as_fd(), geom(3, 256)).is_err());
+    assert!(ShmMap::map(fds.memfd.as_fd(), g).is_ok());
+    // Right size and seals, but never initialised by `create`.
+    let blank = sealed_memfd(need, true);
+    assert!(
+        matches!(ShmMap::map(blank.as_fd(), g), Err(Error::Invalid(m)) if m.contains("layout version"))
+    );
+}
+
+#[test]
+fn geometry_is_validated() {
+    for ok in [geom(2, 1), geom(65536, 65536), geom(64, 1500)] {
+        validate_geometry(ok).unwrap();
+    }
+    for (bad, word) in [
+        (geom(0, 10), "power of two"),
+        (geom(1, 10), "power of two"),
+        (geom(6, 10), "power of two"),
+        (geom(131072, 10), "power of two"),
+        (geom(4, 0), "slot_size"),
+        (geom(4, 65537), "slot_size"),
+    ] {
+        match validate_geometry(bad) {
+            Err(Error::Invalid(m)) => assert!(m.contains(word), "{m}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+        assert!(create(bad).is_err());
+    }
+    // Header page + two page-rounded rings of 64-byte-rounded slots.
+    assert_eq!(
+        required_len(geom(64, 1500)),
+        4096 + 2 * round_up(64 * 1536, 4096) as usize
+    );
+    assert_eq!(required_len(geom(2, 1)), 4096 * 3);
+}
+
+fn resident_bytes(map: &ShmMap) -> usize {
+    let page = 4096;
+    let mut vec = vec![0u8; map.len.div_ceil(page)];
+    // SAFETY: base/len describe a live mapping; vec has one byte per page.
+    let rc = unsafe { libc::mincore(map.base.as_ptr().cast(), map.len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    vec.iter().filter(|&&b| b & 1 != 0).count() * page
+}
+
+#[test]
+fn idle_flow_stays_small_in_memory() {
+    // 1024 slots of 9000 bytes: an 18 MB memfd, of which almost nothing is resident.
+    let f = flow(geom(1024, 9000));
+    assert!(f.ipcp.map().len > 18_000_000);
+    f.app.write(&[1; 100], None, false).unwrap();
+    pop(&f.ipcp).unwrap();
+    f.ipcp.push_rx(&[2; 100]).unwrap();
+    read_nb(&f.app).unwrap();
+    let r = resident_bytes(f.ipcp.map());
+    assert!(r > 0 && r < 64 << 10, "resident {r} bytes");
+}
+
+#[test]
+fn concurrent_writers_on_one_app_end_do_not_corrupt_the_ring() {
+    let f = flow(geom(8, 64));
+    let per_writer = 5000u32;
+    let writers: Vec<_> = (0..2u8)
+        .map(|w| {
+            let app = f.app.clone();
+            thread::spawn(move || {
+                for i in 0..per_writer {
+                    // [seq (4 bytes)] [filler] [writer id]
+                    let mut sdu = i.to_le_bytes().to_vec();
+                    sdu.resize(4 + (i % 56) as usize, w);
+                    sdu.push(w);
+                    app.write(&sdu, None, false).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; 2];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next.iter().sum::<u32>() < 2 * per_writer {
+        assert!(Instant::now() < deadline, "stuck at {next:?}");
+        match pop(&f.ipcp) {
+            Some(sdu) => {
+                let w = *sdu.last().unwrap();
+                let i = u32::from_le_bytes(sdu[0..4].try_into().unwrap());
+                assert_eq!(i, next[w as usize], "writer {w} out of order");
+                assert_eq!(sdu.len(), 5 + (i % 56) as usize);
+                next[w as usize] += 1;
+            }
+            None => thread::yield_now(),
+        }
+    }
+    writers.into_iter().for_each(|w| w.join().unwrap());
+}
+
+#[test]
+fn sdus_pushed_before_a_concurrent_down_all_arrive_first() {
+    for round in 0..200u32 {
+        let f = flow(geom(8, 16));
+        let ipcp = f.ipcp.clone();
+        let k = round % 8;
+        let producer = thread::spawn(move || {
+            for i in 0..k {
+                assert!(ipcp.push_rx(&i.to_le_bytes()).unwrap());
+            }
+            ipcp.set_state(FlowState::Down);
+        });
+        let mut got = 0u32;
+        let mut buf = [0u8; 16];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let end = loop {
+            match f.app.read(&mut buf, Some(deadline), round % 2 == 0) {
+                Ok(4) => {
+                    assert_eq!(buf[..4], got.to_le_bytes());
+                    got += 1;
+                }
+                Err(Error::Again) => thread::yield_now(),
+                other => break other,
+            }
+        };
+        producer.join().unwrap();
+        assert_eq!((end, got), (Err(Error::FlowDown), k), "round {round}");
+    }
+}
+
+// ---- hostile application ----
+
+#[test]
+fn bogus_tx_head_is_an_error_not_a_crash() {
+    for bogus in [9u32, 100, u32::MAX, u32::MAX - 7] {
+        let f = flow(geom(8, 32));
+        f.app.map().header().tx.head.store(bogus, Ordering::Relaxed);
+        assert!(
+            matches!(try_pop(&f.ipcp), Err(Error::Invalid(m)) if m.contains("tx ring corrupt"))
+        );
+        assert!(f.ipcp.is_broken());
+        let mut bufs = [[0u8; 32]; 4];
+        assert!(f.ipcp.pop_tx_batch_into(&mut bufs, 0, &mut [0; 4]).is_err());
+        assert!(
+            !f.ipcp.arm_tx_wakeup(),
+            "corruption must be seen by the next pop, not slept on"
+        );
+    }
+    // Exactly `slots` ahead is a full ring, not corruption.
+    let f = flow(geom(8, 32));
+    f.app.map().header().tx.head.store(8, Ordering::Relaxed);
+    assert_eq!(f.ipcp.pop_tx_into(&mut [0; 32]).unwrap(), Some(0));
+    assert!(!f.ipcp.is_broken());
+}
+
+#[test]
+fn a_corrupt_ring_stays_broken_and_earlier_sdus_still_arrive() {
+    let f = flow(geom(8, 32));
+    f.app.write(b"one", None, false).unwrap();
+    f.app.write(b"two", None, false).unwrap();
+    // The second slot's length is bogus: the batch returns the first SDU...
+    let tail = f.ipcp.tx_tail();
+    f.app
+        .map()
+        .slot_len(Dir::Tx, tail.wrapping_add(1))
+        .store(999, Ordering::Relaxed);
+    let mut bufs = [[0u8; 32]; 4];
+    let mut lens = [0usize; 4];
+    assert_eq!(f.ipcp.pop_tx_batch_into(&mut bufs, 0, &mut lens), Ok(1));
+    assert_eq!(&bufs[0][..lens[0]], b"one");
+    // ...and every later call reports the corruption, even once repaired.
+    f.app
+        .map()
+        .slot_len(Dir::Tx, tail.wrapping_add(1))
+        .store(3, Ordering::Relaxed);
+    for _ in 0..3 {
+        assert!(matches!(try_pop(&f.ipcp), Err(Error::Invalid(m)) if m.contains("length")));
+    }
+    // The receive side of a broken flow is refused as well.
+    assert!(f.ipcp.push_rx(b"x").is_err());
+}
+
+#[test]
+fn bogus_tx_lengths_are_errors() {
+    for bad in [33u32, 64, u32::MAX] {
+        let f = flow(geom(4, 32));
+        f.app.write(b"ok", None, false).unwrap();
+        let tail = f.ipcp.tx_tail();
+        f.app
+            .map()
+            .slot_len(Dir::Tx, tail)
+            .store(bad, Ordering::Relaxed);
+        assert!(matches!(try_pop(&f.ipcp), Err(Error::Invalid(m)) if m.contains("length")));
+    }
+    // The largest legal length is fine.
+    let f = flow(geom(4, 32));
+    f.app.write(b"ok", None, false).unwrap();
+    let tail = f.ipcp.tx_tail();
+    f.app
+        .map()
+        .slot_len(Dir::Tx, tail)
+        .store(32, Ordering::Relaxed);
+    assert_eq!(f.ipcp.pop_tx_into(&mut [0; 32]).unwrap(), Some(32));
+}
+
+#[test]
+fn pop_into_a_short_buffer_reports_the_full_length() {
+    let f = flow(geom(4, 32));
+    f.app.write(b"0123456789", None, false).unwrap();
+    f.app.write(b"next", None, false).unwrap();
+    let mut small = [0u8; 4];
+    assert_eq!(f.ipcp.pop_tx_into(&mut small).unwrap(), Some(10));
+    assert_eq!(&small, b"0123");
+    // An offset past the end of a buffer copies nothing, but pops.
+    let mut bufs = [[0u8; 2]];
+    let mut lens = [0];
+    assert_eq!(f.ipcp.pop_tx_batch_into(&mut bufs, 5, &mut lens), Ok(1));
+    assert_eq!(lens, [4]);
+    assert_eq!(pop(&f.ipcp), None);
+}
+
+#[test]
+fn bogus_rx_tail_and_geometry_fields() {
+    let f = flow(geom(4, 32));
+    let h = f.app.map().header();
+    // Geometry in shared memory is informational: the IPCP does not read it.
+    h.identity.slots.store(u32::MAX, Ordering::Relaxed);
+    h.identity.slot_size.store(u32::MAX, Ordering::Relaxed);
+    assert_eq!(
+        f.ipcp.push_rx(&[0; 33]),
+        Err(Error::MsgSize { len: 33, max: 32 })
+    );
+    assert!(f.ipcp.push_rx(b"fine").unwrap());
+    // Tail ahead of the IPCP's head: the IPCP reads the tail only when its
+    // cached view says full, so it finds out within `slots` pushes.
+    h.rx.tail.store(7, Ordering::Relaxed);
+    let results: Vec<_> = (0..4).map(|_| f.ipcp.push_rx(b"x")).collect();
+    assert_eq!(results[..3], [Ok(true), Ok(true), Ok(true)]);
+    assert!(
+        matches!(&results[3], Err(Error::Invalid(m)) if m.contains("rx ring corrupt")),
+        "{results:?}"
+    );
+    assert!(f.ipcp.is_broken());
+    // Faking the head the IPCP owns changes nothing for the IPCP.
+    let f = flow(geom(4, 32));
+    let h = f.app.map().header();
+    assert!(f.ipcp.push_rx(b"a").unwrap());
+    h.rx.head.store(12345, Ordering::Relaxed);
+    assert!(f.ipcp.push_rx(b"y").unwrap());
+    assert_eq!(h.rx.head.load(Ordering::Relaxed), 2);
+    // An unknown state word reads as Down, and never panics.
+    h.state.store(77, Ordering::Relaxed);
+    assert_eq!(f.monitor.stats().state, FlowState::Down);
+}
+
+/// Where a hostile write lands.
+#[derive(Debug, Clone)]
+enum Scribble {
+    /// A 32-bit word at a 4-aligned offset anywhere in the file.
+    Word { offset: usize, value: u32 },
+    /// Raw bytes at any offset.
+    Bytes { offset: usize, bytes: Vec<u8> },
+    /// One of the control words, with an interesting value.
+    Ctrl { which: usize, value: u32 },
+}
+
+fn scribble_strategy(len: usize) -> impl Strategy<Value = Scribble> {
+    let value = prop_oneof![any::<u32>(), 0u32..40, (u32::MAX - 40)..=u32::MAX];
+    prop_oneof![
+        (0..len / 4, value.clone()).prop_map(|(w, value)| Scribble::Word {
+            offset: w * 4,
+            value
+        }),
+        (0..len, proptest::collection::vec(any::<u8>(), 1..24))
+            .prop_map(|(offset, bytes)| Scribble::Bytes { offset, bytes }),
+        (0usize..16, value).prop_map(|(which, value)| Scribble::Ctrl { which, value }),
+    ]
+}
+
+fn apply(map: &ShmMap, s: &Scribble) {
+    let h = map.header();
+    match s {
+        Scribble::Word { offset, value } => {
+            // SAFETY: 4-aligned offset inside the mapping.
+            unsafe { &*(map.base.as_ptr().add(*offset) as *const AtomicU32) }
+                .store(*value, Ordering::Relaxed)
+        }
+        Scribble::Bytes { offset, bytes } => {
+            let n = bytes.len().min(map.len - offset);
+            // SAFETY: offset + n <= len; only this thread touches the mapping now.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.base.as_ptr().add(*offset), n)
+            }
+        }
+        Scribble::Ctrl { which, value } => {
+            let words = [
+                &*h.tx.head,
+                &*h.tx.tail,
+                &*h.rx.head,
+                &*h.rx.tail,
+                &*h.tx.consumer_sleeping,
+                &*h.tx.producer_waiting,
+                &*h.rx.consumer_sleeping,
+                &*h.state,
+                &h.identity.slots,
+                &h.identity.slot_size,
+            ];
+            if let Some(w) = words.get(*which) {
+                w.store(*value, Ordering::Relaxed);
+            } else {
+                // A slot length word.
+                map.slot_len(Dir::Tx, *which as u32)
+                    .store(*value, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Drive every IPCP and irmd entry point; check every length the IPCP
+/// reports fits a slot.
+fn exercise_ipcp(f: &Flow) {
+    let slot_size = f.ipcp.geometry().slot_size as usize;
+    let mut bufs = vec![vec![0u8; slot_size + 8]; 5];
+    let mut lens = [0usize; 5];
+    for _ in 0..20 {
+        if let Ok(Some(n)) = f.ipcp.pop_tx_into(&mut bufs[0]) {
+            assert!(n <= slot_size, "SDU of {n} bytes");
+        }
+        if let Ok(k) = f.ipcp.pop_tx_batch_into(&mut bufs, 3, &mut lens) {
+            assert!(lens[..k].iter().all(|&n| n <= slot_size), "{lens:?}");
+        }
+        let _ = f.ipcp.push_rx(&[9; 40]);
+        let _ = f.ipcp.arm_tx_wakeup();
+        f.ipcp.clear_tx_wakeup();
+    }
+    let _ = f.ipcp.stats();
+    let _ = f.ipcp.counters();
+    let _ = f.monitor.stats();
+    f.ipcp.note_tx(1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ipcp_survives_any_shared_memory_content(
+        sdus in proptest::collection::vec(0usize..=48, 0..8),
+        scribbles in proptest::collection::vec(scribble_strategy(required_len(geom(8, 48))), 1..24),
+    ) {
+        let f = flow(geom(8, 48));
+        for (i, n) in sdus.iter().enumerate() {
+            f.app.write(&vec![i as u8; *n], None, true).unwrap();
+            f.ipcp.push_rx(&[i as u8; 7]).unwrap();
+        }
+        for s in &scribbles {
+            apply(f.app.map(), s);
+            exercise_ipcp(&f);
+        }
+    }
+}
+
+#[test]
+fn ipcp_survives_a_concurrent_scribbler() {
+    let f = flow(geom(8, 48));
+    let stop = Arc::new(AtomicBool::new(false));
+    let scribbler = {
+        let app = f.app.clone();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut x = 0x9E37_79B9u32;
+            let words = app.map().len / 4;
+            while !stop.load(Ordering::Relaxed) {
+                // xorshift: cheap, deterministic garbage.
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let s = match x % 3 {
+                    0 => Scribble::Ctrl {
+                        which: (x >> 8) as usize % 16,
+                        value: x.rotate_left(7) % 24,
+                    },
+                    1 => Scribble::Ctrl {
+                        which: (x >> 8) as usize % 16,
+                        value: x,
+                    },
+                    _ => Scribble::Word {
+                        offset: (x as usize % words) * 4,
+                        value: x >> 3,
+                    },
+                };
+                apply(app.map(), &s);
+            }
+        })
+    };
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        exercise_ipcp(&f);
+    }
+    stop.store(true, Ordering::Relaxed);
+    scribbler.join().unwrap();
+}
+
+// ---- wake-up pipes: what an application can do to its own fds ----
+
+fn flags(fd: BorrowedFd<'_>) -> nix::fcntl::OFlag {
+    nix::fcntl::OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap())
+}
+
+/// Run `f` on a thread; fail (instead of hanging) if it has not returned
+/// after a generous bound: a blocked syscall never returns at all.
+fn must_return(what: &str, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "{what} blocked"
+    );
+}
+
+#[test]
+fn an_application_cannot_make_the_ipcp_or_irmd_block() {
+    use nix::fcntl::OFlag;
+    let g = geom(4, 16);
+    let fds = create(g).unwrap();
+    let f = flow_from(fds.try_clone_all(), g);
+    // The application's worst: clear O_NONBLOCK on every description it
+    // holds, fill the IPCP's wake pipe, and keep every flag armed.
+    let app_fds = fds.for_app();
+    for fd in &app_fds[1..] {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+        assert!(!flags(fd.as_fd()).contains(OFlag::O_NONBLOCK));
+    }
+    // The descriptions the IPCP and irmd use are others: still non-blocking.
+    for fd in &fds.for_ipcp()[1..] {
+        assert!(flags(fd.as_fd()).contains(OFlag::O_NONBLOCK), "{fd:?}");
+    }
+    let mut filled = 0;
+    while nix::unistd::write(app_fds[3], &[0u8; 512]).is_ok() {
+        filled += 512;
+        if filled > 1 << 20 {
+            break;
+        }
+        // Stop before the (now blocking) write would block the test itself.
+        if pending_bytes(fds.ipcp_read.as_fd()) + 512 > 4096 {
+            break;
+        }
+    }
+    let h = f.app.map().header();
+    let (ipcp, app, monitor) = (f.ipcp.clone(), f.app.clone(), f.monitor);
+    must_return("the IPCP and irmd", move || {
+        for i in 0..20_000u32 {
+            h_arm_all(app.map());
+            let _ = ipcp.push_rx(&i.to_le_bytes());
+            let _ = ipcp.pop_tx_into(&mut [0; 16]);
+            ipcp.wake_rx();
+            if i % 64 == 0 {
+                ipcp.clear_tx_wakeup();
+                ipcp.set_state(FlowState::Allocated);
+                monitor.set_state(FlowState::Allocated);
+            }
+        }
+    });
+    // The flow itself still works for a well-behaved reader.
+    assert_eq!(h.state.load(Ordering::Relaxed), STATE_ALLOCATED);
+}
+
+/// Set every flag a hostile application could set.
+fn h_arm_all(map: &ShmMap) {
+    let h = map.header();
+    for w in [
+        &*h.tx.consumer_sleeping,
+        &*h.tx.producer_waiting,
+        &*h.rx.consumer_sleeping,
+        &*h.rx.producer_waiting,
+    ] {
+        w.store(u32::MAX, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn with_the_ipcp_and_irmd_gone_a_blocked_read_or_write_ends_down() {
+    let g = geom(2, 16);
+    let f = flow(g);
+    f.app.write(b"a", None, false).unwrap();
+    f.app.write(b"b", None, false).unwrap();
+    let (a1, a2) = (f.app.clone(), f.app.clone());
+    let reader = thread::spawn(move || a1.read(&mut [0; 16], None, false));
+    let writer = thread::spawn(move || a2.write(b"c", None, false));
+    thread::sleep(Duration::from_millis(50));
+    assert!(!reader.is_finished() && !writer.is_finished());
+    // Every holder of the write ends goes (no state word was set).
+    drop(f.ipcp);
+    drop(f.monitor);
+    assert_eq!(reader.join().unwrap(), Err(Error::FlowDown));
+    assert_eq!(writer.join().unwrap(), Err(Error::FlowDown));
+    assert!(!f.app.arm_rx_wakeup());
+}
+
+#[test]
+fn the_ipcp_hears_when_nobody_can_wake_it_any_more() {
+    let f = flow(geom(4, 16));
+    assert_eq!(f.ipcp.clear_tx_wakeup(), TxWake::Cleared);
+    // irmd holds both ends of the IPCP wake pipe while it knows the flow.
+    drop(f.app);
+    assert_eq!(f.ipcp.clear_tx_wakeup(), TxWake::Cleared);
+    drop(f.monitor);
+    assert_eq!(f.ipcp.clear_tx_wakeup(), TxWake::Closed);
+}
+
+#[test]
+fn wake_pipes_are_one_page() {
+    let fds = create(geom(4, 16)).unwrap();
+    for fd in [&fds.ipcp_read, &fds.rx_read, &fds.tx_read] {
+        assert_eq!(fcntl(fd.as_raw_fd(), FcntlArg::F_GETPIPE_SZ).unwrap(), 4096);
+    }
+}
+
+#[test]
+fn a_watcher_that_never_sees_an_empty_ring_keeps_getting_edges() {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    let f = flow(geom(8, 16));
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    epoll
+        .add(
+            f.app.rx_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 7),
+        )
+        .unwrap();
+    let mut events = [EpollEvent::empty(); 4];
+    // Far more cycles than a one-page pipe holds bytes: each cycle is one
+    // look by the watcher, one SDU, one read that leaves the ring non-empty.
+    f.ipcp.push_rx(b"first").unwrap();
+    for i in 0..6000u32 {
+        assert!(f.app.watch_check(true).has_data);
+        let _ = epoll.wait(&mut events, EpollTimeout::ZERO).unwrap();
+        f.ipcp.push_rx(&i.to_le_bytes()).unwrap();
+        // Disarmed by the look's own data: arm as a watcher that saw it.
+        f.app
+            .map()
+            .ctrl(Dir::Rx)
+            .consumer_sleeping
+            .store(WATCHER_ARMED, Ordering::Relaxed);
+        f.ipcp.push_rx(&i.to_le_bytes()).unwrap();
+        assert_eq!(
+            epoll.wait(&mut events, EpollTimeout::ZERO).unwrap(),
+            1,
+            "no edge at cycle {i}"
+        );
+        read_nb(&f.app).unwrap();
+        read_nb(&f.app).unwrap();
+        // Wake-ups do not pile up in the pipe (once full, it would take no
+        // new byte; only some kernels still report an edge then).
+        assert!(pending_bytes(f.app.rx_fd()) <= 2, "cycle {i}");
+    }
+}
+
+fn pending_bytes(fd: BorrowedFd<'_>) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int.
+    assert_eq!(
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) },
+        0
+    );
+    n as usize
+}
+
+#[test]
+fn a_forked_child_cannot_use_the_parents_flow() {
+    let f = flow(geom(4, 16));
+    f.app.write(b"parent", None, false).unwrap();
+    // SAFETY: the child only calls into this flow (no allocation-free
+    // guarantee is needed: it exits with _exit right after).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let w = f.app.write(b"child", None, true);
+        let r = f.app.read(&mut [0; 16], None, true);
+        let ok = w == Err(Error::NotAlloc) && r == Err(Error::NotAlloc) && !f.app.arm_rx_wakeup();
+        // SAFETY: _exit ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child saw {status:#x}"
+    );
+    // The parent's flow is untouched: one SDU, and it still writes.
+    assert_eq!(pop(&f.ipcp).unwrap(), b"parent");
+    assert_eq!(pop(&f.ipcp), None);
+    f.app.write(b"again", None, true).unwrap();
+    assert_eq!(pop(&f.ipcp).unwrap(), b"again");
+}
+
+#[test]
+fn ipcp_counters_live_in_its_own_memory() {
+    let f = flow(geom(2, 16));
+    assert!(f.ipcp.push_rx(b"one").unwrap());
+    assert!(f.ipcp.push_rx(b"two!").unwrap());
+    assert!(!f.ipcp.push_rx(b"three").unwrap());
+    f.ipcp.note_tx(40);
+    let want = |c: FlowCounters| (c.rx_sdus, c.rx_bytes, c.rx_dropped, c.tx_sdus, c.tx_bytes);
+    assert_eq!(want(f.ipcp.counters()), (2, 7, 1, 1, 40));
+    // The application scribbles over the copy in the mapping...
+    let h = f.app.map().header();
+    h.rx_counters.sdus.store(u64::MAX, Ordering::Relaxed);
+    h.tx_counters.bytes.store(0, Ordering::Relaxed);
+    h.rx_counters.last_unix_ms.store(1, Ordering::Relaxed);
+    assert_eq!(f.monitor.stats().rx_sdus, u64::MAX);
+    // ...which the IPCP's own counters never read back.
+    assert_eq!(want(f.ipcp.counters()), (2, 7, 1, 1, 40));
+    assert!(f.ipcp.counters().last_rx_unix_ms > 1_600_000_000_000);
+    f.ipcp.note_tx(2);
+    assert_eq!(f.ipcp.counters().tx_bytes, 42);
+    assert_eq!(
+        f.monitor.stats().tx_bytes,
+        42,
+        "the mapping's copy is rewritten"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Every SDU comes out as it went in, whatever its length, the room
+    /// the caller gives and the offset it copies to.
+    #[test]
+    fn copies_in_and_out_of_slots_are_exact(
+        sdus in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..=61), 1..12),
+        room in 0usize..70,
+        offset in 0usize..20,
+    ) {
+        let f = flow(geom(16, 61));
+        for sdu in &sdus {
+            f.app.write(sdu, None, true).unwrap();
+            prop_assert!(f.ipcp.push_rx(sdu).unwrap());
+        }
+        let mut bufs = vec![vec![0xAAu8; offset + room]; sdus.len()];
+        let mut lens = vec![0usize; sdus.len()];
+        prop_assert_eq!(f.ipcp.pop_tx_batch_into(&mut bufs, offset, &mut lens).unwrap(), sdus.len());
+        for ((sdu, buf), &len) in sdus.iter().zip(&bufs).zip(&lens) {
+            prop_assert_eq!(len, sdu.len());
+            let n = len.min(room);
+            prop_assert_eq!(&buf[offset..offset + n], &sdu[..n]);
+            prop_assert!(buf[offset + n..].iter().all(|&b| b == 0xAA), "wrote past the SDU");
+            prop_assert!(buf[..offset].iter().all(|&b| b == 0xAA), "wrote before the offset");
+            let mut out = vec![0u8; room];
+            let got = f.app.read(&mut out, None, true).unwrap();
+            prop_assert_eq!(&out[..got], &sdu[..n]);
+        }
+    }
+}

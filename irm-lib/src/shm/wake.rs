@@ -1,0 +1,147 @@
+//! Wake-up pipes and the sleeper/waker handshake on the shared flags.
+//!
+//! A wake-up is one byte written to a pipe whose write end only the waker's
+//! side holds. Every end is non-blocking and each side owns its own open
+//! file description (see the module docs of [`super`]), so no call here can
+//! block on something the other side controls.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::time::TimeSpec;
+
+use crate::error::Result;
+
+/// Pipe capacity asked for: one page (the kernel's minimum). A wake-up is
+/// one byte, and a smaller pipe costs the kernel less per flow.
+const PIPE_SIZE: i32 = 4096;
+
+/// Bytes a drain reads per call; at most [`DRAIN_READS`] calls per drain, so
+/// a writer that never stops cannot hold the reader in a drain loop.
+const DRAIN_CHUNK: usize = 256;
+const DRAIN_READS: usize = 16;
+
+/// A new wake-up pipe: (read end, write end), both O_CLOEXEC|O_NONBLOCK,
+/// shrunk to one page.
+pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    // Best effort: a pipe that keeps its default size works the same.
+    let _ = fcntl(r.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    Ok((r, w))
+}
+
+/// Make sure this process's description of `fd` is non-blocking (a pipe end
+/// received from irmd already is; a caller could have changed its own).
+pub(super) fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// Write one wake-up byte. A full pipe (EAGAIN) means one is already
+/// pending; a pipe without reader (EPIPE) has nobody to wake.
+pub(super) fn signal(w: BorrowedFd<'_>) {
+    loop {
+        match nix::unistd::write(w, &[1u8]) {
+            Err(Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// What a drain found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Drained {
+    /// Nothing was pending.
+    Nothing,
+    /// At least one wake-up was consumed.
+    Woken,
+    /// End of file: every write end is closed, nobody can wake us again.
+    Hangup,
+}
+
+/// Consume pending wake-ups (bounded; see [`DRAIN_READS`]).
+pub(super) fn drain(r: BorrowedFd<'_>) -> Drained {
+    let mut buf = [0u8; DRAIN_CHUNK];
+    let mut got = Drained::Nothing;
+    for _ in 0..DRAIN_READS {
+        match nix::unistd::read(r.as_raw_fd(), &mut buf) {
+            Ok(0) => return Drained::Hangup,
+            Ok(n) => {
+                got = Drained::Woken;
+                if n < buf.len() {
+                    break;
+                }
+            }
+            Err(Errno::EINTR) => {}
+            // EAGAIN: empty. Anything else: nothing we could consume.
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Wait until `r` is readable (true) or `deadline` passes (false). End of
+/// file also counts as readable: the caller's drain reports it.
+pub(super) fn wait_readable(r: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
+    loop {
+        let timeout = deadline.map(|d| TimeSpec::from(d.saturating_duration_since(Instant::now())));
+        let mut fds = [PollFd::new(r, PollFlags::POLLIN)];
+        match ppoll(&mut fds, timeout, None) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The application's reader armed the rx sleeping flag.
+pub(super) const READER_ARMED: u32 = 1;
+/// A watcher (event set) armed the rx sleeping flag.
+pub(super) const WATCHER_ARMED: u32 = 2;
+
+/// The rx reader's arm: never overwrites a watcher's arm, which stays until
+/// the producer clears it with a signal (that wakes the reader just as well).
+pub(super) fn arm_reader(flag: &AtomicU32) {
+    let _ = flag.compare_exchange(0, READER_ARMED, Ordering::Relaxed, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+}
+
+/// Clear the reader's own arm only; a watcher's arm must survive reads.
+pub(super) fn disarm_reader(flag: &AtomicU32) {
+    if flag.load(Ordering::Relaxed) == READER_ARMED {
+        let _ = flag.compare_exchange(READER_ARMED, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Sleeper's half of the handshake: announce, then fence before re-checking.
+pub(super) fn arm(flag: &AtomicU32) {
+    flag.store(1, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+}
+
+pub(super) fn disarm(flag: &AtomicU32) {
+    // Load first: a plain store would pull the line away from the other side.
+    if flag.load(Ordering::Relaxed) != 0 {
+        flag.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Waker's half: after publishing, fence, and signal only a declared sleeper.
+pub(super) fn wake_if_armed(flag: &AtomicU32, w: BorrowedFd<'_>) {
+    fence(Ordering::SeqCst);
+    if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
+        signal(w);
+    }
+}
