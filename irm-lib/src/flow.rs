@@ -143,6 +143,41 @@ impl Flow {
             .write(sdu, deadline, self.nonblocking.load(Ordering::Relaxed))
     }
 
+    /// Read with this call's own timeout and blocking mode instead of the
+    /// flow's settings (for callers that keep per-direction settings, such
+    /// as the C API's separate read and write non-blocking flags).
+    pub fn read_with(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+        nonblocking: bool,
+    ) -> Result<usize> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.end.read(buf, deadline, nonblocking)
+    }
+
+    /// Write with this call's own timeout and blocking mode (see [`Flow::read_with`]).
+    pub fn write_with(
+        &self,
+        sdu: &[u8],
+        timeout: Option<Duration>,
+        nonblocking: bool,
+    ) -> Result<usize> {
+        if sdu.len() > self.max_sdu {
+            return Err(Error::MsgSize {
+                len: sdu.len(),
+                max: self.max_sdu,
+            });
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.end.write(sdu, deadline, nonblocking)
+    }
+
+    /// SDUs waiting to be read and SDUs not yet taken by the IPCP: (rx, tx).
+    pub fn queue_lens(&self) -> (usize, usize) {
+        self.end.queue_lens()
+    }
+
     pub fn set_read_timeout(&self, t: Option<Duration>) {
         *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }

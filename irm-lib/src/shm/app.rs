@@ -366,6 +366,18 @@ impl AppEnd {
         self.map.geom
     }
 
+    /// SDUs waiting in the (rx, tx) rings now: a snapshot, clamped to the
+    /// ring size (a count read from shared memory is only a hint).
+    pub fn queue_lens(&self) -> (usize, usize) {
+        let used = |dir: Dir| {
+            let c = self.map.ctrl(dir);
+            let head = c.head.load(Ordering::Acquire);
+            let tail = c.tail.load(Ordering::Acquire);
+            head.wrapping_sub(tail).min(self.map.geom.slots) as usize
+        };
+        (used(Dir::Rx), used(Dir::Tx))
+    }
+
     #[cfg(test)]
     pub(super) fn map(&self) -> &ShmMap {
         &self.map

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Installs ethflow: the daemons and tools, the C library libouroboros-dev
+# (shared and static), its headers and the pkg-config file ouroboros-dev.pc.
+#
+#   scripts/install.sh [--prefix P] [--debug] [--no-build] [--from DIR]
+#
+# --prefix P   install under P (default /usr/local): P/bin, P/lib,
+#              P/include/ouroboros, P/lib/pkgconfig
+# --debug      install the debug build (target/debug) instead of release
+# --no-build   do not run cargo; install what is already built
+# --from DIR   install the build output in DIR (implies --no-build)
+#
+# Then: cc app.c $(pkg-config --cflags --libs ouroboros-dev)
+# (with PKG_CONFIG_PATH=P/lib/pkgconfig, and LD_LIBRARY_PATH=P/lib at run
+# time unless P/lib is a directory the dynamic linker searches).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+prefix=/usr/local
+profile=release
+build=1
+from=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix)
+            [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory" >&2; exit 2; }
+            prefix="$2"
+            shift 2
+            ;;
+        --prefix=*)
+            prefix="${1#--prefix=}"
+            shift
+            ;;
+        --debug)
+            profile=debug
+            shift
+            ;;
+        --no-build)
+            build=0
+            shift
+            ;;
+        --from)
+            [ $# -ge 2 ] || { echo "install.sh: --from needs a directory" >&2; exit 2; }
+            from="$2"
+            build=0
+            shift 2
+            ;;
+        -h | --help)
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "install.sh: unknown argument: $1 (see --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+case "$prefix" in
+    /*) ;;
+    *) prefix="$(pwd)/$prefix" ;;
+esac
+
+if [ "$build" = 1 ]; then
+    if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+        # shellcheck disable=SC1091
+        . "$HOME/.cargo/env"
+    fi
+    if [ "$profile" = release ]; then
+        cargo build --release --workspace
+    else
+        cargo build --workspace
+    fi
+fi
+
+out="${from:-target/$profile}"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+bindir="$prefix/bin"
+libdir="$prefix/lib"
+incdir="$prefix/include/ouroboros"
+pcdir="$libdir/pkgconfig"
+
+for f in libouroboros_dev.so libouroboros_dev.a irmd irm ipcpd-eth oecho oping operf; do
+    [ -f "$out/$f" ] || { echo "install.sh: $out/$f is missing (build first, or drop --no-build)" >&2; exit 1; }
+done
+
+install -d "$bindir" "$libdir" "$incdir" "$pcdir"
+for b in irmd irm ipcpd-eth oecho oping operf; do
+    install -m 0755 "$out/$b" "$bindir/$b"
+done
+install -m 0755 "$out/libouroboros_dev.so" "$libdir/libouroboros-dev.so.0"
+ln -sfn libouroboros-dev.so.0 "$libdir/libouroboros-dev.so"
+install -m 0644 "$out/libouroboros_dev.a" "$libdir/libouroboros-dev.a"
+install -m 0644 capi/include/ouroboros/*.h "$incdir/"
+sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" \
+    capi/ouroboros-dev.pc.in >"$pcdir/ouroboros-dev.pc"
+chmod 0644 "$pcdir/ouroboros-dev.pc"
+
+# A system-wide install: tell the dynamic linker about the new library.
+if [ "$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null 2>&1; then
+    case "$libdir" in
+        /usr/lib | /usr/local/lib) ldconfig ;;
+    esac
+fi
+
+echo "install.sh: installed under $prefix"
+echo "  build C programs with: PKG_CONFIG_PATH=$pcdir cc app.c \$(pkg-config --cflags --libs ouroboros-dev)"
