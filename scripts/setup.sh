@@ -38,6 +38,8 @@ packages=(
     linux-perf
     procps
     psmisc          # fuser, for the apt lock wait above
+    gcc libc6-dev pkg-config  # C programs built against libouroboros-dev (capi/)
+    valgrind        # memory checks of the C examples (tests/tests/capi.rs)
 )
 
 wait_for_apt

@@ -22,6 +22,9 @@ cargo build --workspace --all-targets
 # shows every failure; the exit status says whether any happened.
 status=0
 cargo test --workspace --exclude ethflow-tests --no-fail-fast || status=1
+# The end-to-end suite includes tests/tests/capi.rs: it installs this build
+# with scripts/install.sh into a temporary prefix, compiles the C examples in
+# capi/examples/ with pkg-config, and runs them (also under valgrind).
 echo "==> end-to-end tests, backend raw"
 ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast -- --test-threads=1 || status=1
 # The same flow and liveness suites over the XDP fast path (tests/tests/xdp.rs

@@ -6,6 +6,11 @@
  * Prints one line per event ("event fd=N type=FLOW_PKT"), echoes every SDU,
  * and deallocates a flow once it is down (its peer deallocated or died).
  *
+ *     fqserver [-a FLOWS] [-e EVENTS]
+ *
+ * -a: accept that many flows, then stop accepting; -e: return from main
+ * after that many events (with -a, a run that ends cleanly, for valgrind).
+ *
  * SPDX-License-Identifier: MIT OR Apache-2.0
  */
 
@@ -44,41 +49,62 @@ static const char * type_name(int t)
         }
 }
 
+struct acceptor_args {
+        fset_t * set;
+        long     max_flows;
+};
+
 static void * acceptor(void * arg)
 {
-        fset_t * set = arg;
-        int      fd;
+        struct acceptor_args * a = arg;
+        fset_t *               set = a->set;
+        long                   accepted = 0;
+        int                    fd;
 
-        while ((fd = flow_accept(NULL, NULL)) >= 0) {
+        while (a->max_flows < 0 || accepted++ < a->max_flows) {
+                fd = flow_accept(NULL, NULL);
+                if (fd < 0)
+                        break;
                 /* Serve reads without blocking the event loop. */
                 fccntl(fd, FLOWSFLAGS, FLOWFRDWR | FLOWFRNOBLOCK);
-                if (fset_add(set, fd) < 0) {
-                        printf("Failed to add flow %d.\n", fd);
-                        flow_dealloc(fd);
-                        continue;
-                }
+                /* Said before it is added, so it comes before its events. */
                 printf("New flow %d.\n", fd);
                 fflush(stdout);
+                if (fset_add(set, fd) < 0) {
+                        printf("Failed to add flow %d.\n", fd);
+                        fflush(stdout);
+                        flow_dealloc(fd);
+                }
         }
-
-        printf("Failed to accept flow: %d.\n", fd);
-        fflush(stdout);
 
         return NULL;
 }
 
 int main(int argc, char ** argv)
 {
-        char            buf[BUF_SIZE];
-        struct timespec timeo = { 1, 0 };
-        fset_t *        set;
-        fqueue_t *      fq;
-        pthread_t       t;
-        long            max_events = -1;
-        long            events = 0;
+        char                 buf[BUF_SIZE];
+        struct timespec      timeo = { 1, 0 };
+        struct acceptor_args args = { NULL, -1 };
+        fset_t *             set;
+        fqueue_t *           fq;
+        pthread_t            t;
+        long                 max_events = -1;
+        long                 events = 0;
+        int                  c;
 
-        if (argc > 2 && argv[1][0] == '-' && argv[1][1] == 'e')
-                max_events = atol(argv[2]);
+        while ((c = getopt(argc, argv, "a:e:")) != -1) {
+                switch (c) {
+                case 'a':
+                        args.max_flows = atol(optarg);
+                        break;
+                case 'e':
+                        max_events = atol(optarg);
+                        break;
+                default:
+                        printf("Usage: fqserver [-a FLOWS] [-e EVENTS]\n");
+                        return 2;
+                }
+        }
 
         set = fset_create();
         fq  = fqueue_create();
@@ -87,11 +113,14 @@ int main(int argc, char ** argv)
                 return 1;
         }
 
-        if (pthread_create(&t, NULL, acceptor, set)) {
+        args.set = set;
+        if (pthread_create(&t, NULL, acceptor, &args)) {
                 printf("Failed to start the acceptor.\n");
                 return 1;
         }
-        pthread_detach(t);
+        /* Accepting for ever: nobody waits for it. */
+        if (args.max_flows < 0)
+                pthread_detach(t);
 
         printf("fqserver started.\n");
         fflush(stdout);
@@ -130,6 +159,9 @@ int main(int argc, char ** argv)
                         }
                 }
         }
+
+        if (args.max_flows >= 0)
+                pthread_join(t, NULL);
 
         fqueue_destroy(fq);
         fset_destroy(set);
