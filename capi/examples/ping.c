@@ -19,6 +19,7 @@
 #include <ouroboros/fccntl.h>
 
 #include <pthread.h>
+#include <sys/wait.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -176,6 +177,7 @@ static int probe_main(const char * name, int wait_ms)
         int             fd;
         int             r;
         int             parts;
+        pid_t           pid;
 
         fd = flow_alloc(name, &qs, NULL);
         if (fd < 0) {
@@ -238,6 +240,25 @@ static int probe_main(const char * name, int wait_ms)
         r = fccntl(fd, FLOWSFLAGS, FLOWFRDONLY);
         n = flow_write(fd, big, 1);
         printf("check write_rdonly ret=%zd\n", n);
+
+        /* fork: the child cannot use the parent's flow nor open one; the
+         * parent's flow is untouched. */
+        fccntl(fd, FLOWSFLAGS, FLOWFDEFAULT);
+        fflush(stdout);
+        pid = fork();
+        if (pid == 0) {
+                struct timespec zero = { 0, 0 };
+
+                n = flow_write(fd, big, 1);
+                r = flow_alloc(name, NULL, &zero);
+                printf("check fork_child write=%zd alloc=%d\n", n, r);
+                fflush(stdout);
+                _exit(0);
+        }
+        waitpid(pid, NULL, 0);
+        flow_write(fd, big, 5);
+        n = flow_read(fd, big, sizeof(big));
+        printf("check fork_parent ret=%zd\n", n);
 
         r = flow_dealloc(fd);
         printf("check dealloc ret=%d\n", r);
