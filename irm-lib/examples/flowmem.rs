@@ -17,7 +17,14 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 fn meminfo(key: &str) -> i64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -66,9 +73,12 @@ fn main() {
                 let memfd = irm::shm::create(geom).expect("create").memfd;
                 let efds: Vec<OwnedFd> = (0..3)
                     .map(|_| {
-                        EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-                            .expect("eventfd")
-                            .into()
+                        EventFd::from_value_and_flags(
+                            0,
+                            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+                        )
+                        .expect("eventfd")
+                        .into()
                     })
                     .collect();
                 for e in &efds {
