@@ -1,5 +1,5 @@
 //! The IPCP's event loop: one thread, one epoll set over the packet socket,
-//! the irmd control socket and every flow's eventfd. The flow allocator
+//! the irmd control socket and every flow's wake-up pipe. The flow allocator
 //! ([`crate::fa`]) decides; this module only moves bytes and time into it and
 //! carries its actions out.
 //!
@@ -755,13 +755,13 @@ impl Ipcp {
         geometry: RingGeometry,
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
-        let [memfd, ipcp_efd, rx_efd, tx_efd]: [OwnedFd; 4] =
+        let [memfd, ipcp_wake, rx_wake, tx_wake]: [OwnedFd; 4] =
             fds.try_into().map_err(|v: Vec<OwnedFd>| {
                 Error::Ipcp(format!("flow came with {} fds, expected 4", v.len()))
             })?;
         let map = ShmMap::map(memfd.as_fd(), geometry)?;
         drop(memfd);
-        let end = IpcpEnd::new(map, ipcp_efd, rx_efd, tx_efd);
+        let end = IpcpEnd::new(map, ipcp_wake, rx_wake, tx_wake);
         self.epoll
             .add(
                 end.ipcp_fd(),

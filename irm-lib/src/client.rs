@@ -46,7 +46,7 @@ pub fn global() -> Result<Arc<Client>> {
             return Ok(c.clone());
         }
     }
-    // Each flow holds a few eventfds in this process.
+    // Each flow holds a few fds (wake-up pipe ends) in this process.
     crate::limits::raise_nofile();
     let c = Client::connect(Role::App {
         prog: program_name(),

@@ -100,13 +100,13 @@ impl Flow {
         geometry: RingGeometry,
         fds: Vec<OwnedFd>,
     ) -> Result<Flow> {
-        let [memfd, rx_efd, tx_efd, ipcp_efd]: [OwnedFd; 4] =
+        let [memfd, rx_wake, tx_wake, ipcp_wake]: [OwnedFd; 4] =
             fds.try_into().map_err(|v: Vec<OwnedFd>| {
                 Error::Irmd(format!("flow came with {} fds, expected 4", v.len()))
             })?;
         let map = ShmMap::map(memfd.as_fd(), geometry)?;
         drop(memfd);
-        let end = Arc::new(AppEnd::new(map, rx_efd, tx_efd, ipcp_efd));
+        let end = Arc::new(AppEnd::new(map, rx_wake, tx_wake, ipcp_wake));
         Ok(Flow {
             id,
             name,

@@ -27,14 +27,15 @@
 //! thread that only watches liveness while other threads read the flows,
 //! blocking reads included.
 //!
-//! **How it never loses a wake-up.** Each flow's rx eventfd is in the set's
-//! epoll instance, edge-triggered. Before the set sleeps it has looked at
-//! every flow that could have news: it arms the flow's rx wake-up *for the
+//! **How it never loses a wake-up.** Each flow's rx wake pipe is in the
+//! set's epoll instance, edge-triggered. Before the set sleeps it has looked
+//! at every flow that could have news: it arms the flow's rx wake-up *for the
 //! set* (the IPCP then signals on the next SDU), fences, and reads the ring
-//! and the state word. The set never drains a flow's eventfd, so it never
-//! eats the wake-up of a reader blocked on the flow; a reader that drains one
-//! passes it on to the set (see `shm`'s watcher notes), and that wakes the
-//! set through its own eventfd. A flow is in at most one set at a time.
+//! and the state word. The set drains a flow's pipe only when no reader is
+//! inside a read of it, so it never eats the wake-up of a reader blocked on
+//! the flow; a reader that drains one passes it on to the set (see `shm`'s
+//! watcher notes), and that wakes the set through its own eventfd. A flow is
+//! in at most one set at a time.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -130,8 +131,9 @@ impl RxWatch for Watcher {
 struct Member {
     flow_id: u32,
     /// Keeps the rx fd open until it is out of the epoll set: epoll keys on
-    /// the open file, which irmd and the IPCP share, so closing our fd
-    /// first would leave a registration we could no longer remove.
+    /// the open file, which a dup of our fd (or a forked child) may keep
+    /// open, so closing our fd first could leave a registration we could no
+    /// longer remove.
     end: Arc<AppEnd>,
     watch: Arc<dyn RxWatch>,
     interest: Interest,

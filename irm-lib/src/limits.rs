@@ -1,5 +1,5 @@
 //! File descriptor limits. Every flow costs a few fds in each process that
-//! holds it (eventfds; the IPCP and irmd hold more), so 10 000 flows need tens
+//! holds it (wake-up pipe ends; irmd holds more), so 10 000 flows need tens
 //! of thousands: raise the soft limit to the hard one, and as root the hard one
 //! too (up to `fs.nr_open`).
 

@@ -1,7 +1,7 @@
 //! The IRM control protocol: messages exchanged over the Unix seqpacket socket
 //! between irmd and its clients (applications, the `irm` CLI, IPCPs). One
 //! datagram carries one [`Envelope`], encoded with bincode; file descriptors
-//! (flow shared memory and eventfds) travel beside it as SCM_RIGHTS.
+//! (flow shared memory and wake-up pipes) travel beside it as SCM_RIGHTS.
 
 use crate::error::Error;
 use crate::qos::Qos;
@@ -209,7 +209,7 @@ pub enum Msg {
     // ---- irmd → client replies ----
     Ok,
     Err(Error),
-    /// A flow for the application; fds: [memfd, rx_efd, tx_efd, ipcp_efd-less].
+    /// A flow for the application; fds: `shm::FlowFds::for_app()`.
     FlowReady {
         flow_id: u32,
         name: String,
@@ -229,7 +229,7 @@ pub enum Msg {
     IpcpUnregName {
         name: String,
     },
-    /// Allocate a flow to `name`; fds: [memfd, ipcp_efd, rx_efd, tx_efd].
+    /// Allocate a flow to `name`; fds: `shm::FlowFds::for_ipcp()`.
     IpcpFlowAlloc {
         flow_id: u32,
         name: String,

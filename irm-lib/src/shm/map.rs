@@ -184,12 +184,12 @@ impl ShmMap {
 
     /// Set the state word, then signal both application wake pipes so a
     /// blocked reader and a blocked writer both see it.
-    pub(super) fn set_state(&self, s: FlowState, rx_efd: BorrowedFd<'_>, tx_efd: BorrowedFd<'_>) {
+    pub(super) fn set_state(&self, s: FlowState, rx_wake: BorrowedFd<'_>, tx_wake: BorrowedFd<'_>) {
         self.header()
             .state
             .store(state_to_word(s), Ordering::SeqCst);
-        signal(rx_efd);
-        signal(tx_efd);
+        signal(rx_wake);
+        signal(tx_wake);
     }
 }
 

@@ -30,7 +30,7 @@ const ALLOC_WAIT: Duration = Duration::from_secs(5);
 const MAX_FAILURES_IN_A_ROW: usize = 20;
 /// How long the flows of a run may take to deallocate.
 const RELEASE_WAIT: Duration = Duration::from_secs(30);
-/// File descriptors an open flow holds in an application (three eventfds).
+/// File descriptors an open flow holds in an application (three wake-up pipe ends).
 const FDS_PER_FLOW: u64 = 3;
 
 #[derive(Parser, Debug)]
