@@ -18,6 +18,7 @@ pub const OURS: &[&str] = &[
     "flowtest",
     "forge",
     "rawflood",
+    "hostileapp",
 ];
 
 fn candidate_dirs() -> Vec<PathBuf> {

@@ -30,6 +30,23 @@ pub fn children_named(ppid: i32, comm: &str) -> Vec<i32> {
     pids
 }
 
+/// CPU time a process has used (utime + stime), in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)": state is field 3; utime and stime are 14 and 15.
+    let rest = text.get(text.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second (the unit of [`cpu_ticks`]).
+pub fn ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |t| t as u64)
+}
+
 pub fn is_alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -78,6 +95,19 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(found.contains(&(child.id() as i32)), "{found:?}");
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let me = std::process::id() as i32;
+        let before = cpu_ticks(me).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while cpu_ticks(me).unwrap() == before && t0.elapsed().as_secs() < 10 {
+            x = x.wrapping_mul(31).wrapping_add(1);
+        }
+        assert!(cpu_ticks(me).unwrap() > before, "{x}");
+        assert!(ticks_per_second() > 0);
     }
 
     #[test]

@@ -404,3 +404,45 @@ pub fn create(geom: RingGeometry) -> Result<FlowFds> {
         geom,
     })
 }
+
+/// Byte offsets of a flow memfd's words, for programs that must touch the
+/// mapping without this library (a C implementation of the layout, the
+/// tests' hostile application). Every word is a native-endian `u32` unless
+/// said otherwise.
+pub mod layout {
+    use std::mem::offset_of;
+
+    use super::{Header, Identity, RingCtrl};
+    use crate::proto::RingGeometry;
+
+    /// Slots per ring, as irmd wrote it (informational).
+    pub const SLOTS: usize = offset_of!(Header, identity) + offset_of!(Identity, slots);
+    /// Data bytes per slot, as irmd wrote it (informational).
+    pub const SLOT_SIZE: usize = offset_of!(Header, identity) + offset_of!(Identity, slot_size);
+    /// The state word: 0 allocated, 1 down, 2 peer.
+    pub const STATE: usize = offset_of!(Header, state);
+    /// The tx ring's control block (application → IPCP).
+    pub const TX: usize = offset_of!(Header, tx);
+    /// The rx ring's control block (IPCP → application).
+    pub const RX: usize = offset_of!(Header, rx);
+    /// Within a control block: free-running producer and consumer indices,
+    /// the consumer's sleeping flag, the blocked producer's flag.
+    pub const HEAD: usize = offset_of!(RingCtrl, head);
+    pub const TAIL: usize = offset_of!(RingCtrl, tail);
+    pub const CONSUMER_SLEEPING: usize = offset_of!(RingCtrl, consumer_sleeping);
+    pub const PRODUCER_WAITING: usize = offset_of!(RingCtrl, producer_waiting);
+    /// Within a slot: the SDU's length word, then (after padding) its data.
+    pub const SLOT_LEN: usize = 0;
+    pub const SLOT_DATA: usize = super::SLOT_HDR as usize;
+
+    /// Start of the tx (`tx`) or rx ring's slots.
+    pub fn ring(geom: RingGeometry, tx: bool) -> usize {
+        let dir = if tx { super::Dir::Tx } else { super::Dir::Rx };
+        super::ring_offset(geom, dir) as usize
+    }
+
+    /// Distance between two slots of a ring.
+    pub fn slot_stride(geom: RingGeometry) -> usize {
+        super::slot_stride(geom) as usize
+    }
+}

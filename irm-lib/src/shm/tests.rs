@@ -1215,3 +1215,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_published_layout_is_where_the_library_looks() {
+    let g = geom(8, 100);
+    let f = flow(g);
+    let m = f.app.map();
+    let word = |off: usize| {
+        // SAFETY: a 4-aligned offset inside the header page of a live mapping.
+        unsafe { &*(m.base.as_ptr().add(off) as *const AtomicU32) }
+    };
+    assert_eq!(word(layout::SLOTS).load(Ordering::Relaxed), 8);
+    assert_eq!(word(layout::SLOT_SIZE).load(Ordering::Relaxed), 100);
+    word(layout::STATE).store(STATE_PEER, Ordering::Relaxed);
+    assert_eq!(f.app.state(), FlowState::Peer);
+    word(layout::STATE).store(STATE_ALLOCATED, Ordering::Relaxed);
+    f.app.write(b"abc", None, true).unwrap();
+    assert_eq!(word(layout::TX + layout::HEAD).load(Ordering::Relaxed), 1);
+    let slot = layout::ring(g, true);
+    assert_eq!(word(slot + layout::SLOT_LEN).load(Ordering::Relaxed), 3);
+    // SAFETY: inside the first tx slot's data.
+    assert_eq!(
+        unsafe { *m.base.as_ptr().add(slot + layout::SLOT_DATA) },
+        b'a'
+    );
+    pop(&f.ipcp).unwrap();
+    assert_eq!(word(layout::TX + layout::TAIL).load(Ordering::Relaxed), 1);
+    f.ipcp.arm_tx_wakeup();
+    assert_eq!(
+        word(layout::TX + layout::CONSUMER_SLEEPING).load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(layout::ring(g, false), slot + 4096);
+    assert_eq!(layout::slot_stride(g), 128);
+    assert_eq!(
+        word(layout::RX + layout::PRODUCER_WAITING).load(Ordering::Relaxed),
+        0
+    );
+}
