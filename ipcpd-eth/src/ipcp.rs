@@ -422,6 +422,18 @@ impl Ipcp {
         self.reply(0, Msg::IpcpBootstrapped(Ok(info)));
     }
 
+    /// Every flow's counters from the IPCP's own memory (never the
+    /// application-writable mapping), by flow id: what irmd should show.
+    pub fn flow_counters(&self) -> Vec<(u32, irm::shm::FlowCounters)> {
+        let mut all: Vec<_> = self
+            .flows
+            .iter()
+            .map(|(&id, f)| (id, f.end.counters()))
+            .collect();
+        all.sort_unstable_by_key(|&(id, _)| id);
+        all
+    }
+
     fn max_sdu(&self) -> u32 {
         self.link.mtu - HEADER_LEN as u32
     }
