@@ -65,7 +65,7 @@ struct Mapping {
 
 impl Mapping {
     fn word(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.len, "offset {off}");
+        assert!(off.is_multiple_of(4) && off + 4 <= self.len, "offset {off}");
         // SAFETY: a 4-aligned offset inside the library's live mapping of the
         // flow (the flow is never dropped before exit); every access is
         // atomic, as the library's and the IPCP's are.
