@@ -9,8 +9,8 @@ use super::fork;
 use super::map::ShmMap;
 use super::ring::{Consumer, Producer};
 use super::wake::{
-    arm, arm_reader, disarm, disarm_reader, drain, set_nonblocking, wait_readable, wake_if_armed,
-    Drained, WATCHER_ARMED,
+    arm, arm_reader, disarm, disarm_reader, drain, is_hung_up, set_nonblocking, wait_readable,
+    wake_if_armed, Drained, WATCHER_ARMED,
 };
 use super::{lock, state_error, word_to_state, Dir};
 use crate::error::{Error, Result};
@@ -312,17 +312,29 @@ impl AppEnd {
     /// this look signals the rx pipe.
     ///
     /// A reader blocked in [`AppEnd::read`] holds the rx lock, and a reader
-    /// that sleeps counts on the bytes in the pipe: so the watcher drains the
-    /// pipe only when it gets the rx lock at once (no reader inside a read).
-    /// Readers drain before they arm; with this, wake-ups for a watcher
-    /// cannot pile up until the pipe is full (a full pipe takes no new byte,
-    /// and edge-triggered epoll would then see no new edge).
+    /// that sleeps counts on the bytes in the pipe: so a watcher that arms
+    /// (`arm_data`: it is the flow's reading thread) drains the pipe only
+    /// when it gets the rx lock at once (no reader inside a read). Readers
+    /// drain before they arm; with this, wake-ups for a watcher cannot pile
+    /// up until the pipe is full (a full pipe takes no new byte, and
+    /// edge-triggered epoll would then see no new edge). A state-only
+    /// watcher arms nothing, so nothing piles up for it, and it never drains.
+    ///
+    /// A pipe at end of file (the IPCP and irmd both gone, so nobody will
+    /// ever set the state word) reads as DOWN.
     pub fn watch_check(&self, arm_data: bool) -> RxReadiness {
         let ctrl = self.map.ctrl(Dir::Rx);
-        let has_data = arm_data && {
-            if let Ok(_reader) = self.rx.try_lock() {
-                let _ = drain(self.rx_wake.as_fd());
+        let hung_up = if arm_data {
+            match self.rx.try_lock() {
+                Ok(_reader) => drain(self.rx_wake.as_fd()) == Drained::Hangup,
+                Err(_) => false,
             }
+        } else {
+            // A state-only watcher shares the fd with readers that may poll
+            // it themselves: look, never drain.
+            is_hung_up(self.rx_wake.as_fd())
+        };
+        let has_data = arm_data && {
             ctrl.consumer_sleeping
                 .store(WATCHER_ARMED, Ordering::Relaxed);
             fence(Ordering::SeqCst);
@@ -331,9 +343,10 @@ impl AppEnd {
             // the reader's next read reports the corruption.
             ctrl.head.load(Ordering::Acquire) != ctrl.tail.load(Ordering::Relaxed)
         };
+        let state = word_to_state(self.note_seen_state());
         RxReadiness {
             has_data,
-            state: word_to_state(self.note_seen_state()),
+            state: if hung_up { FlowState::Down } else { state },
         }
     }
 

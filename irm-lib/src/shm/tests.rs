@@ -1058,6 +1058,10 @@ fn with_the_ipcp_and_irmd_gone_a_blocked_read_or_write_ends_down() {
     assert_eq!(reader.join().unwrap(), Err(Error::FlowDown));
     assert_eq!(writer.join().unwrap(), Err(Error::FlowDown));
     assert!(!f.app.arm_rx_wakeup());
+    // A watcher hears DOWN too, though nobody could set the state word.
+    assert_eq!(f.app.state(), FlowState::Allocated);
+    assert_eq!(f.app.watch_check(true).state, FlowState::Down);
+    assert_eq!(f.app.watch_check(false).state, FlowState::Down);
 }
 
 #[test]

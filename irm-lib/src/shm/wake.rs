@@ -87,6 +87,21 @@ pub(super) fn drain(r: BorrowedFd<'_>) -> Drained {
     got
 }
 
+/// Is every write end of the pipe `r` reads closed? (A look, not a read.)
+pub(super) fn is_hung_up(r: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(r, PollFlags::POLLIN)];
+    matches!(
+        ppoll(
+            &mut fds,
+            Some(TimeSpec::from(std::time::Duration::ZERO)),
+            None
+        ),
+        Ok(1)
+    ) && fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
 /// Wait until `r` is readable (true) or `deadline` passes (false). End of
 /// file also counts as readable: the caller's drain reports it.
 pub(super) fn wait_readable(r: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
