@@ -41,10 +41,11 @@
 //! besides its reader. The rx sleeping flag then has two owners: the reader
 //! arms it with `READER_ARMED` only if it is clear and clears only its own
 //! value, the watcher arms it with `WATCHER_ARMED`, and only the producer
-//! clears a watcher's arm (by signalling). The watcher drains the rx pipe only
-//! while no reader is inside a read (it holds the reader's lock for that), so
-//! it never eats a blocked reader's wake-up and the pipe never fills; it uses
-//! edge-triggered epoll. A reader that drains a wake-up passes it on to the
+//! clears a watcher's arm (by signalling). A watcher that arms drains the rx
+//! pipe only while no reader is inside a read (it holds the reader's lock for
+//! that), so it never eats a blocked reader's wake-up and the pipe never
+//! fills; a state-only watcher never drains. Watchers use edge-triggered
+//! epoll. A reader that drains a wake-up passes it on to the
 //! watcher ([`RxWatch::notice`]), so the watcher never loses one either. A
 //! watcher that wants only state changes is told only when the state differs
 //! from the one it last saw, so busy blocking readers do not keep waking it.
