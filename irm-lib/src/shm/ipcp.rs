@@ -319,10 +319,19 @@ impl IpcpEnd {
         }
     }
 
-    /// Counters and state as the mapping holds them (the application can
-    /// write these; see [`IpcpEnd::counters`]).
+    /// The IPCP's own counters ([`IpcpEnd::counters`], never read from the
+    /// mapping) with the state word as the mapping holds it.
     pub fn stats(&self) -> Stats {
-        self.map.stats()
+        let c = self.counters();
+        Stats {
+            rx_sdus: c.rx_sdus,
+            rx_bytes: c.rx_bytes,
+            tx_sdus: c.tx_sdus,
+            tx_bytes: c.tx_bytes,
+            dropped: c.rx_dropped,
+            last_rx_unix_ms: c.last_rx_unix_ms,
+            state: self.map.state(),
+        }
     }
 
     pub fn geometry(&self) -> RingGeometry {

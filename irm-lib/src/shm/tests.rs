@@ -1178,6 +1178,11 @@ fn ipcp_counters_live_in_its_own_memory() {
     assert_eq!(f.monitor.stats().rx_sdus, u64::MAX);
     // ...which the IPCP's own counters never read back.
     assert_eq!(want(f.ipcp.counters()), (2, 7, 1, 1, 40));
+    let s = f.ipcp.stats();
+    assert_eq!(
+        (s.rx_sdus, s.rx_bytes, s.dropped, s.tx_sdus, s.tx_bytes),
+        (2, 7, 1, 1, 40)
+    );
     assert!(f.ipcp.counters().last_rx_unix_ms > 1_600_000_000_000);
     f.ipcp.note_tx(2);
     assert_eq!(f.ipcp.counters().tx_bytes, 42);
