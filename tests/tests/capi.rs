@@ -72,7 +72,7 @@ fn built() -> &'static Built {
                 .env("PKG_CONFIG_PATH", &pc),
             "pkg-config --cflags --libs ouroboros-dev",
         );
-        for ex in ["oecho", "ping", "fqserver", "constants"] {
+        for ex in ["oecho", "ping", "fqserver", "constants", "cancel"] {
             let src = root.join("capi/examples").join(format!("{ex}.c"));
             let mut cc = Command::new("cc");
             cc.args([
@@ -417,6 +417,51 @@ fn c_blocked_reader_dies_by_sigint_and_its_peer_sees_the_flow_down() {
         done.describe()
     );
     server.wait_for_stdout("type=FLOW_DOWN", Duration::from_secs(3));
+}
+
+#[test]
+fn c_threads_blocked_in_the_library_can_be_cancelled() {
+    let Some(rig) = Rig::pair("c_cancel") else {
+        return;
+    };
+    let server = serve_c(rig.b(), "c-cancel", "cancel", &[]);
+    let client = rig
+        .a()
+        .spawn(&c_prog("c-oecho"), &["-n", "cancel", "-m", "c"]);
+    client.wait_for_stdout("Server replied with c", Duration::from_secs(10));
+    server.wait_for_stdout("cancel server ready", Duration::from_secs(5));
+    server.wait_for_stdout("reader waiting", Duration::from_secs(5));
+    // Let the three threads settle into their waits.
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::SIGINT);
+    let done = server.wait(Duration::from_secs(5));
+    done.assert_success();
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cancelled 3 threads"))
+        .unwrap_or_else(|| panic!("{}", done.describe()));
+    println!("{line}");
+    // Nothing returned from a wait: each thread was cancelled inside it.
+    assert!(
+        !done.stdout.contains("returned"),
+        "a wait returned instead of being cancelled: {}",
+        done.describe()
+    );
+    let ms: u64 = line
+        .split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {line:?}"));
+    // Reads and fevent look every 250 ms, accept every second.
+    assert!(ms < 2000, "cancellation took {ms} ms");
+    // The server deallocated: the client's blocked second read ends.
+    let c = client.wait(Duration::from_secs(5));
+    assert!(
+        c.stdout.contains("Failed to read packet: -1005."),
+        "{}",
+        c.describe()
+    );
 }
 
 /// valgrind's verdict on one run: no invalid access, no leak.
