@@ -171,6 +171,122 @@ fn the_static_library_links_and_runs() {
 }
 
 #[test]
+fn every_header_compiles_on_its_own_in_c_and_cpp() {
+    let b = built();
+    let inc = b.prefix.join("include");
+    let dir = b.bin.join("headers");
+    std::fs::create_dir_all(&dir).expect("create headers dir");
+    let mut headers: Vec<String> = std::fs::read_dir(inc.join("ouroboros"))
+        .expect("installed headers")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    headers.sort();
+    for h in [
+        "cdefs.h",
+        "dev.h",
+        "endian.h",
+        "errno.h",
+        "fccntl.h",
+        "fqueue.h",
+        "hash.h",
+        "qos.h",
+        "time.h",
+        "time_utils.h",
+        "version.h",
+    ] {
+        assert!(
+            headers.iter().any(|x| x == h),
+            "{h} not installed: {headers:?}"
+        );
+    }
+    for h in &headers {
+        let src = dir.join("one.c");
+        std::fs::write(
+            &src,
+            format!("#include <ouroboros/{h}>\nint main(void) {{ return 0; }}\n"),
+        )
+        .expect("write test source");
+        for (compiler, std) in [
+            ("cc", "-std=gnu89"),
+            ("cc", "-std=c11"),
+            ("c++", "-std=c++11"),
+        ] {
+            let mut cmd = Command::new(compiler);
+            cmd.args([std, "-Wall", "-Wextra", "-Werror", "-c"]);
+            if compiler == "c++" {
+                cmd.args(["-x", "c++"]);
+            }
+            cmd.arg("-I")
+                .arg(&inc)
+                .arg(&src)
+                .arg("-o")
+                .arg(dir.join("one.o"));
+            run_checked(&mut cmd, &format!("{compiler} {std} <ouroboros/{h}>"));
+        }
+    }
+    // The helpers compute what their names say.
+    let src = dir.join("helpers.c");
+    std::fs::write(
+        &src,
+        r#"#define _POSIX_C_SOURCE 200809L
+#include <ouroboros/endian.h>
+#include <ouroboros/time.h>
+#include <ouroboros/hash.h>
+#include <stdio.h>
+int main(void)
+{
+        struct timespec a = TIMESPEC_INIT_MS(1500);
+        struct timespec b = TIMESPEC_INIT_NS(700000000L);
+        struct timespec c;
+        unsigned char   h[4] = { 0xde, 0xad, 0xbe, 0xef };
+        uint32_t        n = hton32(0x01020304);
+        char            s[16];
+        int             bad = 0;
+
+        ts_add(&a, &b, &c);
+        bad |= !(c.tv_sec == 2 && c.tv_nsec == 200000000L);
+        ts_diff(&a, &b, &c);
+        bad |= !(c.tv_sec == 0 && c.tv_nsec == 800000000L);
+        bad |= ts_diff_ms(&b, &a) != 800;
+        bad |= ts_diff_us(&b, &a) != 800000;
+        bad |= ((unsigned char *) &n)[0] != 1 || ntoh32(n) != 0x01020304;
+        bad |= ntoh64(hton64(0x0102030405060708ULL)) != 0x0102030405060708ULL;
+        snprintf(s, sizeof(s), HASH_FMT32, HASH_VAL32(h));
+        bad |= s[0] != 'd' || s[7] != 'f';
+        bad |= hash_len(HASH_SHA3_256) != 32;
+        printf("helpers %s\n", bad ? "wrong" : "ok");
+        return bad;
+}
+"#,
+    )
+    .expect("write helpers.c");
+    let flags = run_checked(
+        Command::new("pkg-config")
+            .args(["--cflags", "--libs", "ouroboros-dev"])
+            .env("PKG_CONFIG_PATH", b.prefix.join("lib/pkgconfig")),
+        "pkg-config",
+    );
+    let exe = dir.join("helpers");
+    run_checked(
+        Command::new("cc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .args(flags.split_whitespace())
+            .arg(format!("-Wl,-rpath,{}", b.prefix.join("lib").display())),
+        "cc helpers.c",
+    );
+    let out = run_checked(&mut Command::new(&exe), "helpers");
+    assert_eq!(out.trim(), "helpers ok");
+}
+
+#[test]
 fn without_irmd_flow_alloc_fails_with_eirmd() {
     let done = Command::new(c_prog("c-oecho"))
         .env("IRM_SOCKET", built().prefix.join("no-such-irmd.sock"))
