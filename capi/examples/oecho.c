@@ -36,6 +36,7 @@ static void usage(void)
                "  -m MSG  message to send (default \"Client says hi!\")\n"
                "  -1      client: read only the reply\n"
                "  -d      client: print the second read's duration (us) on stderr\n"
+               "  -w      client: after the second read, try a write\n"
                "  -h      this help\n");
 }
 
@@ -83,7 +84,7 @@ static long elapsed_us(const struct timespec * a, const struct timespec * b)
 }
 
 static int client_main(const char * name, const char * message,
-                       bool once, bool timing)
+                       bool once, bool timing, bool write_after)
 {
         char            buf[BUF_SIZE];
         ssize_t         count;
@@ -125,6 +126,9 @@ static int client_main(const char * name, const char * message,
                 if (timing)
                         fprintf(stderr, "second_read_us=%ld\n",
                                 elapsed_us(&t0, &t1));
+                if (write_after)
+                        printf("Write after the read: %zd.\n",
+                               flow_write(fd, message, strlen(message)));
         }
 
         flow_dealloc(fd);
@@ -139,9 +143,10 @@ int main(int argc, char ** argv)
         bool         server  = false;
         bool         once    = false;
         bool         timing  = false;
+        bool         write_after = false;
         int          c;
 
-        while ((c = getopt(argc, argv, "ln:m:1dh")) != -1) {
+        while ((c = getopt(argc, argv, "ln:m:1dwh")) != -1) {
                 switch (c) {
                 case 'l':
                         server = true;
@@ -158,6 +163,9 @@ int main(int argc, char ** argv)
                 case 'd':
                         timing = true;
                         break;
+                case 'w':
+                        write_after = true;
+                        break;
                 case 'h':
                         usage();
                         return 0;
@@ -167,5 +175,8 @@ int main(int argc, char ** argv)
                 }
         }
 
-        return server ? server_main() : client_main(name, message, once, timing);
+        if (server)
+                return server_main();
+
+        return client_main(name, message, once, timing, write_after);
 }

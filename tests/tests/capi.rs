@@ -330,6 +330,18 @@ fn c_seed_scenario_second_read_fails_with_eflowdown_at_once() {
     println!("C seed: second read failed after {:.1} ms", us / 1e3);
     // One round trip on the veth rig, with the same bound as the Rust seed test.
     assert!(us < 50_000.0, "second read took {us} us (bound 50 ms)");
+    // A write to the dead flow fails the same way.
+    let w = rig.a().run(
+        &c_prog("c-oecho"),
+        &["-n", "oecho", "-w"],
+        Duration::from_secs(10),
+    );
+    w.assert_success();
+    assert!(
+        w.stdout.contains("Write after the read: -1005."),
+        "{}",
+        w.describe()
+    );
     for h in rig.hosts() {
         if let Err(left) = h.wait_no_flows(Duration::from_secs(3)) {
             panic!("host {}: flows left: {left:?}", h.name());
@@ -397,6 +409,11 @@ fn c_fccntl_timeouts_flags_and_partial_reads() {
     );
     assert_eq!(ret(&done, "fork_parent"), 5);
     assert_eq!(ret(&done, "dealloc"), 0);
+    // A thread blocked reading the flow is woken by the deallocation (its
+    // wait is sliced: within 250 ms), not left hanging.
+    let woke = check(&done, "dealloc_wakes_reader");
+    assert_eq!(kv_num::<i64>(woke, "ret"), -1000, "{woke}");
+    assert!(kv_num::<f64>(woke, "ms") < 1000.0, "{woke}");
     assert_eq!(ret(&done, "read_after_dealloc"), -1000);
     assert_eq!(ret(&done, "read_bad_fd"), -(libc::EBADF as i64));
     assert_eq!(ret(&done, "join"), -(libc::ENOTSUP as i64));
