@@ -505,6 +505,48 @@ fn c_fqueue_server_many_flows_then_pkt_and_down_when_the_peer_is_killed() {
 }
 
 #[test]
+fn c_qos_timeout_gives_eflowpeer_and_flow_peer_when_all_frames_are_lost() {
+    // As liveness.rs's all_frames_lost: hosts on a bridge, the server's
+    // port disabled (no link event); only the liveness timeout can tell.
+    const TIMEOUT_MS: u64 = 1000;
+    let Some(rig) = Rig::builder("c_qos_timeout").bridge().hosts(2).build() else {
+        return;
+    };
+    let server = serve_c(rig.b(), "c-fqserver", "fqs", &[]);
+    let client = rig.a().spawn(
+        &c_prog("c-oecho"),
+        &["-n", "fqs", "-m", "p", "-d", "-t", &TIMEOUT_MS.to_string()],
+    );
+    client.wait_for_stdout("Server replied with p", Duration::from_secs(10));
+    // Let a keep-alive exchange happen, then lose every frame.
+    std::thread::sleep(Duration::from_millis(300));
+    rig.block_host(1);
+    let done = client.wait(Duration::from_secs(10));
+    done.assert_success();
+    assert!(
+        done.stdout.contains("Failed to read packet: -1006."),
+        "expected -EFLOWPEER from the qosspec_t timeout: {}",
+        done.describe()
+    );
+    let us: f64 = done
+        .stderr
+        .lines()
+        .find_map(|l| kv(l, "second_read_us"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no timing: {}", done.describe()));
+    // Timeout after the last frame heard: between 3/4 and 5/4 of it (plus
+    // slack), counted here from the start of the read, 300 ms before the block.
+    let ms = us / 1e3;
+    println!("C client: EFLOWPEER after {ms:.0} ms of reading (timeout {TIMEOUT_MS} ms)");
+    assert!(
+        ms >= (TIMEOUT_MS as f64) * 0.75 && ms <= (TIMEOUT_MS as f64) * 1.25 + 400.0,
+        "EFLOWPEER after {ms} ms"
+    );
+    // The server's end times out too: fevent says FLOW_PEER.
+    server.wait_for_stdout("type=FLOW_PEER", Duration::from_secs(5));
+}
+
+#[test]
 fn c_client_rust_server_and_rust_client_c_server() {
     let Some(rig) = Rig::pair("c_and_rust") else {
         return;
