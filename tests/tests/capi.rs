@@ -287,6 +287,31 @@ int main(void)
 }
 
 #[test]
+fn the_manual_pages_are_installed_and_render_cleanly() {
+    let man3 = built().prefix.join("share/man/man3");
+    for f in [
+        "libouroboros-dev.3",
+        "flow_alloc.3",
+        "flow_read.3",
+        "fccntl.3",
+        "fevent.3",
+    ] {
+        assert!(man3.join(f).is_file(), "{f} not installed in {man3:?}");
+    }
+    let out = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(man3.join("libouroboros-dev.3"))
+        .output()
+        .expect("run groff");
+    assert!(out.status.success(), "groff failed");
+    assert!(
+        out.stderr.is_empty(),
+        "groff warnings: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn without_irmd_flow_alloc_fails_with_eirmd() {
     let done = Command::new(c_prog("c-oecho"))
         .env("IRM_SOCKET", built().prefix.join("no-such-irmd.sock"))
