@@ -51,7 +51,9 @@ fn built() -> &'static Built {
             .parent()
             .expect("profile dir")
             .to_path_buf();
-        let base = std::env::temp_dir().join(format!("ethflow-capi-{}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        remove_stale_builds(&tmp);
+        let base = tmp.join(format!("ethflow-capi-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let prefix = base.join("prefix");
         let bin = base.join("bin");
@@ -88,6 +90,26 @@ fn built() -> &'static Built {
         }
         Built { prefix, bin }
     })
+}
+
+/// A test process cannot clean up after itself (the build is shared by its
+/// tests until it exits): remove the builds of test processes that are gone.
+fn remove_stale_builds(tmp: &Path) {
+    let Ok(dir) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("ethflow-capi-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Full path of a compiled example (`c-oecho` ...).
