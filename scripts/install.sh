@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs ethflow: the daemons and tools, the C library libouroboros-dev
-# (shared and static), its headers and the pkg-config file ouroboros-dev.pc.
+# (shared and static), its headers, its manual pages and the pkg-config file
+# ouroboros-dev.pc.
 #
 #   scripts/install.sh [--prefix P] [--debug] [--no-build] [--from DIR]
 #
 # --prefix P   install under P (default /usr/local): P/bin, P/lib,
-#              P/include/ouroboros, P/lib/pkgconfig
+#              P/include/ouroboros, P/lib/pkgconfig, P/share/man/man3
 # --debug      install the debug build (target/debug) instead of release
 # --no-build   do not run cargo; install what is already built
 # --from DIR   install the build output in DIR (implies --no-build)
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         -h | --help)
-            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -79,12 +80,13 @@ bindir="$prefix/bin"
 libdir="$prefix/lib"
 incdir="$prefix/include/ouroboros"
 pcdir="$libdir/pkgconfig"
+mandir="$prefix/share/man/man3"
 
 for f in libouroboros_dev.so libouroboros_dev.a irmd irm ipcpd-eth oecho oping operf; do
     [ -f "$out/$f" ] || { echo "install.sh: $out/$f is missing (build first, or drop --no-build)" >&2; exit 1; }
 done
 
-install -d "$bindir" "$libdir" "$incdir" "$pcdir"
+install -d "$bindir" "$libdir" "$incdir" "$pcdir" "$mandir"
 for b in irmd irm ipcpd-eth oecho oping operf; do
     install -m 0755 "$out/$b" "$bindir/$b"
 done
@@ -92,6 +94,7 @@ install -m 0755 "$out/libouroboros_dev.so" "$libdir/libouroboros-dev.so.0"
 ln -sfn libouroboros-dev.so.0 "$libdir/libouroboros-dev.so"
 install -m 0644 "$out/libouroboros_dev.a" "$libdir/libouroboros-dev.a"
 install -m 0644 capi/include/ouroboros/*.h "$incdir/"
+install -m 0644 capi/man/*.3 "$mandir/"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" \
     capi/ouroboros-dev.pc.in >"$pcdir/ouroboros-dev.pc"
 chmod 0644 "$pcdir/ouroboros-dev.pc"

@@ -40,6 +40,7 @@ packages=(
     psmisc          # fuser, for the apt lock wait above
     gcc libc6-dev pkg-config  # C programs built against libouroboros-dev (capi/)
     valgrind        # memory checks of the C examples (tests/tests/capi.rs)
+    g++ groff-base  # the headers' C++ check; rendering the manual pages
 )
 
 wait_for_apt

@@ -19,6 +19,7 @@
 #include <ouroboros/fqueue.h>
 #include <ouroboros/hash.h>
 #include <ouroboros/qos.h>
+#include <ouroboros/time.h>
 #include <ouroboros/version.h>
 
 #include <stddef.h>
@@ -58,7 +59,7 @@ int main(int argc, char ** argv)
                 C(FLOW_DEALLOC), C(FLOW_PEER),
                 C(HASH_CRC32), C(HASH_MD5), C(HASH_SHA3_224),
                 C(HASH_SHA3_256), C(HASH_SHA3_384), C(HASH_SHA3_512),
-                C(QOS_DEFAULT_TIMEOUT),
+                C(QOS_DEFAULT_TIMEOUT), C(MILLION), C(BILLION),
                 C(OUROBOROS_VERSION_MAJOR), C(OUROBOROS_VERSION_MINOR),
                 { "sizeof(qosspec_t)", (long long) sizeof(qosspec_t), 0 },
                 OFF(delay), OFF(bandwidth), OFF(availability), OFF(loss),

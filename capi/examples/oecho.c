@@ -19,6 +19,7 @@
 #include <ouroboros/errno.h>
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@ static void usage(void)
                "  -m MSG  message to send (default \"Client says hi!\")\n"
                "  -1      client: read only the reply\n"
                "  -d      client: print the second read's duration (us) on stderr\n"
+               "  -w      client: after the second read, try a write\n"
+               "  -t MS   client: the flow's liveness timeout (qos timeout)\n"
                "  -h      this help\n");
 }
 
@@ -83,7 +86,8 @@ static long elapsed_us(const struct timespec * a, const struct timespec * b)
 }
 
 static int client_main(const char * name, const char * message,
-                       bool once, bool timing)
+                       bool once, bool timing, bool write_after,
+                       long timeout_ms)
 {
         char            buf[BUF_SIZE];
         ssize_t         count;
@@ -91,6 +95,9 @@ static int client_main(const char * name, const char * message,
         qosspec_t       qs = qos_raw;
         struct timespec t0;
         struct timespec t1;
+
+        if (timeout_ms > 0)
+                qs.timeout = (uint32_t) timeout_ms;
 
         fd = flow_alloc(name, &qs, NULL);
         if (fd < 0) {
@@ -125,6 +132,9 @@ static int client_main(const char * name, const char * message,
                 if (timing)
                         fprintf(stderr, "second_read_us=%ld\n",
                                 elapsed_us(&t0, &t1));
+                if (write_after)
+                        printf("Write after the read: %zd.\n",
+                               flow_write(fd, message, strlen(message)));
         }
 
         flow_dealloc(fd);
@@ -139,9 +149,11 @@ int main(int argc, char ** argv)
         bool         server  = false;
         bool         once    = false;
         bool         timing  = false;
+        bool         write_after = false;
+        long         timeout_ms = 0;
         int          c;
 
-        while ((c = getopt(argc, argv, "ln:m:1dh")) != -1) {
+        while ((c = getopt(argc, argv, "ln:m:1dwt:h")) != -1) {
                 switch (c) {
                 case 'l':
                         server = true;
@@ -158,6 +170,12 @@ int main(int argc, char ** argv)
                 case 'd':
                         timing = true;
                         break;
+                case 'w':
+                        write_after = true;
+                        break;
+                case 't':
+                        timeout_ms = atol(optarg);
+                        break;
                 case 'h':
                         usage();
                         return 0;
@@ -167,5 +185,9 @@ int main(int argc, char ** argv)
                 }
         }
 
-        return server ? server_main() : client_main(name, message, once, timing);
+        if (server)
+                return server_main();
+
+        return client_main(name, message, once, timing, write_after,
+                           timeout_ms);
 }

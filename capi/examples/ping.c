@@ -162,6 +162,21 @@ static double ms_since(int64_t t0)
         return (now_ns() - t0) / 1e6;
 }
 
+struct blocked {
+        int     fd;
+        ssize_t ret;
+};
+
+static void * blocked_read(void * arg)
+{
+        struct blocked * b = arg;
+        char             buf[64];
+
+        b->ret = flow_read(b->fd, buf, sizeof(buf));
+
+        return NULL;
+}
+
 /* Each check prints one line; the tests read them. */
 static int probe_main(const char * name, int wait_ms)
 {
@@ -260,8 +275,22 @@ static int probe_main(const char * name, int wait_ms)
         n = flow_read(fd, big, sizeof(big));
         printf("check fork_parent ret=%zd\n", n);
 
-        r = flow_dealloc(fd);
-        printf("check dealloc ret=%d\n", r);
+        /* Deallocating wakes a thread blocked reading the flow. */
+        {
+                struct timespec pause = { 0, 100 * 1000000L };
+                struct blocked  b = { fd, 0 };
+                pthread_t       t;
+
+                fccntl(fd, FLOWSRCVTIMEO, NULL);
+                pthread_create(&t, NULL, blocked_read, &b);
+                nanosleep(&pause, NULL);
+                t0 = now_ns();
+                r = flow_dealloc(fd);
+                printf("check dealloc ret=%d\n", r);
+                pthread_join(t, NULL);
+                printf("check dealloc_wakes_reader ret=%zd ms=%.1f\n", b.ret,
+                       ms_since(t0));
+        }
         n = flow_read(fd, big, sizeof(big));
         printf("check read_after_dealloc ret=%zd\n", n);
         n = flow_read(-1, big, sizeof(big));

@@ -114,55 +114,63 @@ impl FSet {
         lock(&self.pending).members.contains(&fd)
     }
 
-    /// `fevent`: wait for events (None: for ever), put them in `fq`;
-    /// returns how many, or -ETIMEDOUT.
-    pub fn wait(&self, fq: &FQueue, timeout: Option<Duration>) -> Ret {
-        let deadline = timeout.map(|t| Instant::now().checked_add(t));
+    /// One slice of `fevent`: wait at most `slice` (capped at
+    /// [`FEVENT_SLICE`]) for events and put them in `fq`. Some(count) when
+    /// there were events (or an error), None when the slice passed quietly.
+    pub fn wait_slice(&self, fq: &FQueue, slice: Duration) -> Option<Ret> {
         let mut events: Vec<FlowEvent> = Vec::new();
         let mut out = VecDeque::new();
-        loop {
-            let left = match deadline {
-                None | Some(None) => FEVENT_SLICE,
-                Some(Some(d)) => d
-                    .saturating_duration_since(Instant::now())
-                    .min(FEVENT_SLICE),
+        let mut inner = lock(&self.inner);
+        {
+            let mut p = lock(&self.pending);
+            apply_pending(&mut inner, &mut p.changes);
+        }
+        if let Err(e) = inner
+            .set
+            .wait_into(&mut events, Some(slice.min(FEVENT_SLICE)))
+        {
+            return Some(crate::table::err(&e));
+        }
+        for ev in &events {
+            let Some(&fd) = inner.fds.get(&ev.flow_id) else {
+                continue;
             };
-            let mut inner = lock(&self.inner);
-            {
-                let mut p = lock(&self.pending);
-                apply_pending(&mut inner, &mut p.changes);
+            let kind = match ev.kind {
+                EventKind::Pkt => FLOW_PKT,
+                EventKind::Down => FLOW_DOWN,
+                EventKind::Up => FLOW_UP,
+                EventKind::Peer => FLOW_PEER,
+                EventKind::Dealloc => FLOW_DEALLOC,
+            };
+            if ev.kind == EventKind::Dealloc {
+                // The set let go of the flow; its descriptor is free.
+                inner.fds.remove(&ev.flow_id);
+                lock(&self.pending).members.remove(&fd);
             }
-            events.clear();
-            if let Err(e) = inner.set.wait_into(&mut events, Some(left)) {
-                return crate::table::err(&e);
+            out.push_back((fd, kind));
+        }
+        drop(inner);
+        if out.is_empty() {
+            return None;
+        }
+        let n = out.len();
+        fq.fill(out);
+        Some(n as Ret)
+    }
+
+    /// `fevent` without thread cancellation: wait for events (None: for
+    /// ever), put them in `fq`; returns how many, or -ETIMEDOUT.
+    pub fn wait(&self, fq: &FQueue, timeout: Option<Duration>) -> Ret {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = deadline.map_or(FEVENT_SLICE, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if let Some(r) = self.wait_slice(fq, left) {
+                return r;
             }
-            for ev in &events {
-                let Some(&fd) = inner.fds.get(&ev.flow_id) else {
-                    continue;
-                };
-                let kind = match ev.kind {
-                    EventKind::Pkt => FLOW_PKT,
-                    EventKind::Down => FLOW_DOWN,
-                    EventKind::Up => FLOW_UP,
-                    EventKind::Peer => FLOW_PEER,
-                    EventKind::Dealloc => FLOW_DEALLOC,
-                };
-                if ev.kind == EventKind::Dealloc {
-                    // The set let go of the flow; its descriptor is free.
-                    inner.fds.remove(&ev.flow_id);
-                    lock(&self.pending).members.remove(&fd);
-                }
-                out.push_back((fd, kind));
-            }
-            drop(inner);
-            if !out.is_empty() {
-                let n = out.len();
-                fq.fill(out);
-                return n as Ret;
-            }
-            match deadline {
-                Some(Some(d)) if Instant::now() >= d => return errno(libc::ETIMEDOUT),
-                _ => {}
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return errno(libc::ETIMEDOUT);
             }
         }
     }

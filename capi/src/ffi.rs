@@ -6,7 +6,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use irm::Flow;
 use libc::{size_t, ssize_t, timespec};
@@ -18,6 +18,76 @@ use crate::table::{self, err, errno, table, Ret};
 /// Runs `f`; a panic (a bug) becomes -EIO instead of unwinding into C.
 fn guard(f: impl FnOnce() -> Ret) -> Ret {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(-(libc::EIO as Ret))
+}
+
+// Thread cancellation (glibc values). Inside the library a thread is never
+// cancelled: a cancellation unwinding through Rust frames that hold locks
+// would be undefined behaviour. Blocking calls wait in slices instead, and
+// act on a pending `pthread_cancel` between them, in frames that own
+// nothing (see docs/capi.md).
+const PTHREAD_CANCEL_DISABLE: c_int = 1;
+
+extern "C" {
+    fn pthread_setcancelstate(state: c_int, oldstate: *mut c_int) -> c_int;
+}
+
+extern "C-unwind" {
+    fn pthread_testcancel();
+}
+
+/// Longest a blocking call waits before it looks for a pending cancellation.
+const CANCEL_SLICE: Duration = Duration::from_millis(250);
+/// The same for `flow_accept`, which costs a request to irmd per slice.
+const ACCEPT_SLICE: Duration = Duration::from_secs(1);
+
+/// Runs `f` with this thread's cancellation disabled, then restores it.
+fn no_cancel<R>(f: impl FnOnce() -> R) -> R {
+    let mut old: c_int = 0;
+    // SAFETY: plain libc call with a valid out-pointer.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut old) };
+    let r = f();
+    let mut ignored: c_int = 0;
+    // SAFETY: as above; restores the caller's state.
+    unsafe { pthread_setcancelstate(old, &mut ignored) };
+    r
+}
+
+/// What one slice of a blocking call came to.
+enum Step {
+    Done(Ret),
+    /// Nothing yet: look for a cancellation, then go on.
+    Again,
+}
+
+/// Runs `step` until it is done, acting on a pending thread cancellation
+/// between steps. `step` must capture only references and `Copy` values:
+/// a cancellation unwinds through this frame, which must own nothing.
+fn blocking(mut step: impl FnMut() -> Step) -> Ret {
+    loop {
+        match no_cancel(&mut step) {
+            Step::Done(r) => return r,
+            // SAFETY: a cancellation point; the frames it may unwind
+            // (this one and the extern "C-unwind" caller) own nothing
+            // that needs dropping.
+            Step::Again => unsafe { pthread_testcancel() },
+        }
+    }
+}
+
+/// The wait for one slice of an operation whose whole wait ends at
+/// `deadline` (None: without bound), and whether this slice is the last.
+fn slice_of(deadline: Option<Instant>, slice: Duration) -> (Duration, bool) {
+    match deadline {
+        None => (slice, false),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left <= slice {
+                (left, true)
+            } else {
+                (slice, false)
+            }
+        }
+    }
 }
 
 fn int(r: Ret) -> c_int {
@@ -90,50 +160,68 @@ pub unsafe extern "C" fn flow_alloc(
     qs: *mut QosSpec,
     timeo: *const timespec,
 ) -> c_int {
-    int(guard(|| {
-        if dst_name.is_null() {
-            return errno(libc::EINVAL);
-        }
-        if table::inherited() {
-            return errno(EIRMD);
-        }
-        // SAFETY: non-null C string (caller's promise).
-        let name = unsafe { CStr::from_ptr(dst_name) };
-        let Ok(name) = name.to_str() else {
-            return errno(libc::EINVAL);
-        };
-        // SAFETY: timeo is NULL or a timespec (caller's promise).
-        let timeout = match unsafe { timeout_of(timeo) } {
-            Ok(t) => t,
-            Err(r) => return r,
-        };
-        let spec = if qs.is_null() {
-            QosSpec::raw_default()
-        } else {
-            // SAFETY: non-null qosspec_t (caller's promise).
-            unsafe { std::ptr::read(qs) }
-        };
-        connected();
-        install(Flow::alloc(name, &spec.to_qos(), timeout), qs)
+    // Bounded by irmd (about a second without a timeout): no slices.
+    int(no_cancel(|| {
+        guard(|| {
+            if dst_name.is_null() {
+                return errno(libc::EINVAL);
+            }
+            if table::inherited() {
+                return errno(EIRMD);
+            }
+            // SAFETY: non-null C string (caller's promise).
+            let name = unsafe { CStr::from_ptr(dst_name) };
+            let Ok(name) = name.to_str() else {
+                return errno(libc::EINVAL);
+            };
+            // SAFETY: timeo is NULL or a timespec (caller's promise).
+            let timeout = match unsafe { timeout_of(timeo) } {
+                Ok(t) => t,
+                Err(r) => return r,
+            };
+            let spec = if qs.is_null() {
+                QosSpec::raw_default()
+            } else {
+                // SAFETY: non-null qosspec_t (caller's promise).
+                unsafe { std::ptr::read(qs) }
+            };
+            connected();
+            install(Flow::alloc(name, &spec.to_qos(), timeout), qs)
+        })
     }))
 }
 
 /// # Safety
 /// `qs` NULL or a `qosspec_t`; `timeo` NULL or a `struct timespec`.
 #[no_mangle]
-pub unsafe extern "C" fn flow_accept(qs: *mut QosSpec, timeo: *const timespec) -> c_int {
-    int(guard(|| {
-        if table::inherited() {
-            return errno(EIRMD);
-        }
-        // SAFETY: timeo is NULL or a timespec (caller's promise).
-        let timeout = match unsafe { timeout_of(timeo) } {
-            Ok(t) => t,
-            Err(r) => return r,
-        };
-        connected();
-        install(Flow::accept(timeout), qs)
+pub unsafe extern "C-unwind" fn flow_accept(qs: *mut QosSpec, timeo: *const timespec) -> c_int {
+    if table::inherited() {
+        return -EIRMD;
+    }
+    // SAFETY: timeo is NULL or a timespec (caller's promise).
+    let timeout = match unsafe { timeout_of(timeo) } {
+        Ok(t) => t,
+        Err(r) => return int(r),
+    };
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    // Each slice is one accept request that irmd itself ends at its
+    // deadline, so no flow is lost between slices: irmd keeps an incoming
+    // flow for the next request.
+    int(blocking(|| {
+        guard_step(|| {
+            connected();
+            let (wait, last) = slice_of(deadline, ACCEPT_SLICE);
+            match Flow::accept(Some(wait)) {
+                Err(irm::Error::TimedOut) if !last => Step::Again,
+                r => Step::Done(install(r, qs)),
+            }
+        })
     }))
+}
+
+/// [`guard`] for one step.
+fn guard_step(f: impl FnOnce() -> Step) -> Step {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(Step::Done(-(libc::EIO as Ret)))
 }
 
 /// Broadcast layers do not exist over ethflow's Ethernet layer.
@@ -144,52 +232,83 @@ pub extern "C" fn flow_join(_dst: *const c_char, _timeo: *const timespec) -> c_i
 
 #[no_mangle]
 pub extern "C" fn flow_dealloc(fd: c_int) -> c_int {
-    int(guard(|| table::dealloc(fd)))
+    // Waits (bounded) for irmd's acknowledgement.
+    int(no_cancel(|| guard(|| table::dealloc(fd))))
 }
 
 /// # Safety
 /// `buf` points to `count` readable bytes (or `count` is 0).
 #[no_mangle]
-pub unsafe extern "C" fn flow_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    guard(|| {
-        if buf.is_null() && count > 0 || count > isize::MAX as usize {
-            return errno(libc::EINVAL);
-        }
-        let entry = match table().get(fd) {
-            Ok(e) => e,
-            Err(r) => return r,
-        };
-        let data: &[u8] = if count == 0 {
-            &[]
-        } else {
-            // SAFETY: non-null, count readable bytes (caller's promise), and
-            // the library does not keep the slice past this call.
-            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), count) }
-        };
-        entry.write(data)
+pub unsafe extern "C-unwind" fn flow_write(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+) -> ssize_t {
+    if buf.is_null() && count > 0 || count > isize::MAX as usize {
+        return errno(libc::EINVAL);
+    }
+    // The write timeout, read at the first step.
+    let mut deadline: Option<Option<Instant>> = None;
+    blocking(|| {
+        guard_step(|| {
+            let entry = match table().get(fd) {
+                Ok(e) => e,
+                Err(r) => return Step::Done(r),
+            };
+            let d = *deadline.get_or_insert_with(|| {
+                entry
+                    .timeout(true)
+                    .and_then(|t| Instant::now().checked_add(t))
+            });
+            let (wait, last) = slice_of(d, CANCEL_SLICE);
+            let data: &[u8] = if count == 0 {
+                &[]
+            } else {
+                // SAFETY: non-null, count readable bytes (caller's promise),
+                // and the library does not keep the slice past this call.
+                unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), count) }
+            };
+            match entry.write(data, Some(wait)) {
+                r if r == -(libc::ETIMEDOUT as Ret) && !last => Step::Again,
+                r => Step::Done(r),
+            }
+        })
     })
 }
 
 /// # Safety
 /// `buf` points to `count` writable bytes (or `count` is 0).
 #[no_mangle]
-pub unsafe extern "C" fn flow_read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    guard(|| {
-        if buf.is_null() && count > 0 || count > isize::MAX as usize {
-            return errno(libc::EINVAL);
-        }
-        let entry = match table().get(fd) {
-            Ok(e) => e,
-            Err(r) => return r,
-        };
-        let data: &mut [u8] = if count == 0 {
-            &mut []
-        } else {
-            // SAFETY: non-null, count writable bytes (caller's promise), not
-            // aliased by anything of ours, and not kept past this call.
-            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), count) }
-        };
-        entry.read(data)
+pub unsafe extern "C-unwind" fn flow_read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    if buf.is_null() && count > 0 || count > isize::MAX as usize {
+        return errno(libc::EINVAL);
+    }
+    // The read timeout, read at the first step.
+    let mut deadline: Option<Option<Instant>> = None;
+    blocking(|| {
+        guard_step(|| {
+            let entry = match table().get(fd) {
+                Ok(e) => e,
+                Err(r) => return Step::Done(r),
+            };
+            let d = *deadline.get_or_insert_with(|| {
+                entry
+                    .timeout(false)
+                    .and_then(|t| Instant::now().checked_add(t))
+            });
+            let (wait, last) = slice_of(d, CANCEL_SLICE);
+            let data: &mut [u8] = if count == 0 {
+                &mut []
+            } else {
+                // SAFETY: non-null, count writable bytes (caller's promise),
+                // not aliased by anything of ours, and not kept past this call.
+                unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), count) }
+            };
+            match entry.read(data, Some(wait)) {
+                r if r == -(libc::ETIMEDOUT as Ret) && !last => Step::Again,
+                r => Step::Done(r),
+            }
+        })
     })
 }
 
@@ -403,7 +522,7 @@ pub unsafe extern "C" fn fqueue_type(fq: *mut FQueue) -> c_int {
 /// # Safety
 /// `set` and `fq` are NULL or live; `timeo` NULL or a `struct timespec`.
 #[no_mangle]
-pub unsafe extern "C" fn fevent(
+pub unsafe extern "C-unwind" fn fevent(
     set: *mut FSet,
     fq: *mut FQueue,
     timeo: *const timespec,
@@ -418,7 +537,16 @@ pub unsafe extern "C" fn fevent(
         Ok(t) => t,
         Err(r) => return r,
     };
-    guard(|| s.wait(q, timeout))
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    blocking(|| {
+        guard_step(|| {
+            let (wait, last) = slice_of(deadline, CANCEL_SLICE);
+            match s.wait(q, Some(wait)) {
+                r if r == -(libc::ETIMEDOUT as Ret) && !last => Step::Again,
+                r => Step::Done(r),
+            }
+        })
+    })
 }
 
 /// Length in bytes of a digest of `algo` (`enum hash_algo` of hash.h);

@@ -70,8 +70,11 @@ impl Entry {
         self.flags.load(Ordering::Relaxed)
     }
 
-    /// `flow_read`: one SDU (or the next part of one) into `buf`.
-    pub fn read(&self, buf: &mut [u8]) -> Ret {
+    /// `flow_read`: one SDU (or the next part of one) into `buf`, waiting
+    /// at most `wait` (None: without bound) unless the flow is
+    /// non-blocking. The caller passes the read timeout ([`Entry::timeout`])
+    /// or a slice of it.
+    pub fn read(&self, buf: &mut [u8], wait: Option<Duration>) -> Ret {
         let flags = self.flags();
         if flags & FLOWFACCMODE == FLOWFWRONLY {
             return errno(libc::EPERM);
@@ -93,7 +96,7 @@ impl Entry {
             }
             return n as Ret;
         }
-        let timeout = *lock(&self.rcv_timeo);
+        let timeout = wait;
         let nonblocking = flags & FLOWFRNOBLOCK != 0;
         let max = self.flow.max_sdu();
         if buf.len() >= max {
@@ -127,8 +130,9 @@ impl Entry {
     }
 
     /// `flow_write`: one SDU; larger than the flow's maximum is refused
-    /// (EMSGSIZE) unless partial writes are on, which split it.
-    pub fn write(&self, data: &[u8]) -> Ret {
+    /// (EMSGSIZE) unless partial writes are on, which split it. Waits for
+    /// ring space at most `wait`, as [`Entry::read`].
+    pub fn write(&self, data: &[u8], wait: Option<Duration>) -> Ret {
         let flags = self.flags();
         if flags & FLOWFACCMODE == FLOWFRDONLY {
             return errno(libc::EPERM);
@@ -136,7 +140,7 @@ impl Entry {
         if flags & FLOWFDOWN != 0 {
             return errno(EFLOWDOWN);
         }
-        let timeout = *lock(&self.snd_timeo);
+        let timeout = wait;
         let nonblocking = flags & FLOWFWNOBLOCK != 0;
         let max = self.flow.max_sdu();
         if data.len() <= max || flags & FLOWFWNOPART != 0 || max == 0 {

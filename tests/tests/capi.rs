@@ -51,7 +51,9 @@ fn built() -> &'static Built {
             .parent()
             .expect("profile dir")
             .to_path_buf();
-        let base = std::env::temp_dir().join(format!("ethflow-capi-{}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        remove_stale_builds(&tmp);
+        let base = tmp.join(format!("ethflow-capi-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let prefix = base.join("prefix");
         let bin = base.join("bin");
@@ -72,7 +74,7 @@ fn built() -> &'static Built {
                 .env("PKG_CONFIG_PATH", &pc),
             "pkg-config --cflags --libs ouroboros-dev",
         );
-        for ex in ["oecho", "ping", "fqserver", "constants"] {
+        for ex in ["oecho", "ping", "fqserver", "constants", "cancel"] {
             let src = root.join("capi/examples").join(format!("{ex}.c"));
             let mut cc = Command::new("cc");
             cc.args([
@@ -88,6 +90,26 @@ fn built() -> &'static Built {
         }
         Built { prefix, bin }
     })
+}
+
+/// A test process cannot clean up after itself (the build is shared by its
+/// tests until it exits): remove the builds of test processes that are gone.
+fn remove_stale_builds(tmp: &Path) {
+    let Ok(dir) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("ethflow-capi-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Full path of a compiled example (`c-oecho` ...).
@@ -171,6 +193,147 @@ fn the_static_library_links_and_runs() {
 }
 
 #[test]
+fn every_header_compiles_on_its_own_in_c_and_cpp() {
+    let b = built();
+    let inc = b.prefix.join("include");
+    let dir = b.bin.join("headers");
+    std::fs::create_dir_all(&dir).expect("create headers dir");
+    let mut headers: Vec<String> = std::fs::read_dir(inc.join("ouroboros"))
+        .expect("installed headers")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    headers.sort();
+    for h in [
+        "cdefs.h",
+        "dev.h",
+        "endian.h",
+        "errno.h",
+        "fccntl.h",
+        "fqueue.h",
+        "hash.h",
+        "qos.h",
+        "time.h",
+        "time_utils.h",
+        "version.h",
+    ] {
+        assert!(
+            headers.iter().any(|x| x == h),
+            "{h} not installed: {headers:?}"
+        );
+    }
+    for h in &headers {
+        let src = dir.join("one.c");
+        std::fs::write(
+            &src,
+            format!("#include <ouroboros/{h}>\nint main(void) {{ return 0; }}\n"),
+        )
+        .expect("write test source");
+        for (compiler, std) in [
+            ("cc", "-std=gnu89"),
+            ("cc", "-std=c11"),
+            ("c++", "-std=c++11"),
+        ] {
+            let mut cmd = Command::new(compiler);
+            cmd.args([std, "-Wall", "-Wextra", "-Werror", "-c"]);
+            if compiler == "c++" {
+                cmd.args(["-x", "c++"]);
+            }
+            cmd.arg("-I")
+                .arg(&inc)
+                .arg(&src)
+                .arg("-o")
+                .arg(dir.join("one.o"));
+            run_checked(&mut cmd, &format!("{compiler} {std} <ouroboros/{h}>"));
+        }
+    }
+    // The helpers compute what their names say.
+    let src = dir.join("helpers.c");
+    std::fs::write(
+        &src,
+        r#"#define _POSIX_C_SOURCE 200809L
+#include <ouroboros/endian.h>
+#include <ouroboros/time.h>
+#include <ouroboros/hash.h>
+#include <stdio.h>
+int main(void)
+{
+        struct timespec a = TIMESPEC_INIT_MS(1500);
+        struct timespec b = TIMESPEC_INIT_NS(700000000L);
+        struct timespec c;
+        unsigned char   h[4] = { 0xde, 0xad, 0xbe, 0xef };
+        uint32_t        n = hton32(0x01020304);
+        char            s[16];
+        int             bad = 0;
+
+        ts_add(&a, &b, &c);
+        bad |= !(c.tv_sec == 2 && c.tv_nsec == 200000000L);
+        ts_diff(&a, &b, &c);
+        bad |= !(c.tv_sec == 0 && c.tv_nsec == 800000000L);
+        bad |= ts_diff_ms(&b, &a) != 800;
+        bad |= ts_diff_us(&b, &a) != 800000;
+        bad |= ((unsigned char *) &n)[0] != 1 || ntoh32(n) != 0x01020304;
+        bad |= ntoh64(hton64(0x0102030405060708ULL)) != 0x0102030405060708ULL;
+        snprintf(s, sizeof(s), HASH_FMT32, HASH_VAL32(h));
+        bad |= s[0] != 'd' || s[7] != 'f';
+        bad |= hash_len(HASH_SHA3_256) != 32;
+        printf("helpers %s\n", bad ? "wrong" : "ok");
+        return bad;
+}
+"#,
+    )
+    .expect("write helpers.c");
+    let flags = run_checked(
+        Command::new("pkg-config")
+            .args(["--cflags", "--libs", "ouroboros-dev"])
+            .env("PKG_CONFIG_PATH", b.prefix.join("lib/pkgconfig")),
+        "pkg-config",
+    );
+    let exe = dir.join("helpers");
+    run_checked(
+        Command::new("cc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .args(flags.split_whitespace())
+            .arg(format!("-Wl,-rpath,{}", b.prefix.join("lib").display())),
+        "cc helpers.c",
+    );
+    let out = run_checked(&mut Command::new(&exe), "helpers");
+    assert_eq!(out.trim(), "helpers ok");
+}
+
+#[test]
+fn the_manual_pages_are_installed_and_render_cleanly() {
+    let man3 = built().prefix.join("share/man/man3");
+    for f in [
+        "libouroboros-dev.3",
+        "flow_alloc.3",
+        "flow_read.3",
+        "fccntl.3",
+        "fevent.3",
+    ] {
+        assert!(man3.join(f).is_file(), "{f} not installed in {man3:?}");
+    }
+    let out = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(man3.join("libouroboros-dev.3"))
+        .output()
+        .expect("run groff");
+    assert!(out.status.success(), "groff failed");
+    assert!(
+        out.stderr.is_empty(),
+        "groff warnings: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn without_irmd_flow_alloc_fails_with_eirmd() {
     let done = Command::new(c_prog("c-oecho"))
         .env("IRM_SOCKET", built().prefix.join("no-such-irmd.sock"))
@@ -214,6 +377,18 @@ fn c_seed_scenario_second_read_fails_with_eflowdown_at_once() {
     println!("C seed: second read failed after {:.1} ms", us / 1e3);
     // One round trip on the veth rig, with the same bound as the Rust seed test.
     assert!(us < 50_000.0, "second read took {us} us (bound 50 ms)");
+    // A write to the dead flow fails the same way.
+    let w = rig.a().run(
+        &c_prog("c-oecho"),
+        &["-n", "oecho", "-w"],
+        Duration::from_secs(10),
+    );
+    w.assert_success();
+    assert!(
+        w.stdout.contains("Write after the read: -1005."),
+        "{}",
+        w.describe()
+    );
     for h in rig.hosts() {
         if let Err(left) = h.wait_no_flows(Duration::from_secs(3)) {
             panic!("host {}: flows left: {left:?}", h.name());
@@ -281,6 +456,11 @@ fn c_fccntl_timeouts_flags_and_partial_reads() {
     );
     assert_eq!(ret(&done, "fork_parent"), 5);
     assert_eq!(ret(&done, "dealloc"), 0);
+    // A thread blocked reading the flow is woken by the deallocation (its
+    // wait is sliced: within 250 ms), not left hanging.
+    let woke = check(&done, "dealloc_wakes_reader");
+    assert_eq!(kv_num::<i64>(woke, "ret"), -1000, "{woke}");
+    assert!(kv_num::<f64>(woke, "ms") < 1000.0, "{woke}");
     assert_eq!(ret(&done, "read_after_dealloc"), -1000);
     assert_eq!(ret(&done, "read_bad_fd"), -(libc::EBADF as i64));
     assert_eq!(ret(&done, "join"), -(libc::ENOTSUP as i64));
@@ -372,6 +552,48 @@ fn c_fqueue_server_many_flows_then_pkt_and_down_when_the_peer_is_killed() {
 }
 
 #[test]
+fn c_qos_timeout_gives_eflowpeer_and_flow_peer_when_all_frames_are_lost() {
+    // As liveness.rs's all_frames_lost: hosts on a bridge, the server's
+    // port disabled (no link event); only the liveness timeout can tell.
+    const TIMEOUT_MS: u64 = 1000;
+    let Some(rig) = Rig::builder("c_qos_timeout").bridge().hosts(2).build() else {
+        return;
+    };
+    let server = serve_c(rig.b(), "c-fqserver", "fqs", &[]);
+    let client = rig.a().spawn(
+        &c_prog("c-oecho"),
+        &["-n", "fqs", "-m", "p", "-d", "-t", &TIMEOUT_MS.to_string()],
+    );
+    client.wait_for_stdout("Server replied with p", Duration::from_secs(10));
+    // Let a keep-alive exchange happen, then lose every frame.
+    std::thread::sleep(Duration::from_millis(300));
+    rig.block_host(1);
+    let done = client.wait(Duration::from_secs(10));
+    done.assert_success();
+    assert!(
+        done.stdout.contains("Failed to read packet: -1006."),
+        "expected -EFLOWPEER from the qosspec_t timeout: {}",
+        done.describe()
+    );
+    let us: f64 = done
+        .stderr
+        .lines()
+        .find_map(|l| kv(l, "second_read_us"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no timing: {}", done.describe()));
+    // Timeout after the last frame heard: between 3/4 and 5/4 of it (plus
+    // slack), counted here from the start of the read, 300 ms before the block.
+    let ms = us / 1e3;
+    println!("C client: EFLOWPEER after {ms:.0} ms of reading (timeout {TIMEOUT_MS} ms)");
+    assert!(
+        ms >= (TIMEOUT_MS as f64) * 0.75 && ms <= (TIMEOUT_MS as f64) * 1.25 + 400.0,
+        "EFLOWPEER after {ms} ms"
+    );
+    // The server's end times out too: fevent says FLOW_PEER.
+    server.wait_for_stdout("type=FLOW_PEER", Duration::from_secs(5));
+}
+
+#[test]
 fn c_client_rust_server_and_rust_client_c_server() {
     let Some(rig) = Rig::pair("c_and_rust") else {
         return;
@@ -417,6 +639,51 @@ fn c_blocked_reader_dies_by_sigint_and_its_peer_sees_the_flow_down() {
         done.describe()
     );
     server.wait_for_stdout("type=FLOW_DOWN", Duration::from_secs(3));
+}
+
+#[test]
+fn c_threads_blocked_in_the_library_can_be_cancelled() {
+    let Some(rig) = Rig::pair("c_cancel") else {
+        return;
+    };
+    let server = serve_c(rig.b(), "c-cancel", "cancel", &[]);
+    let client = rig
+        .a()
+        .spawn(&c_prog("c-oecho"), &["-n", "cancel", "-m", "c"]);
+    client.wait_for_stdout("Server replied with c", Duration::from_secs(10));
+    server.wait_for_stdout("cancel server ready", Duration::from_secs(5));
+    server.wait_for_stdout("reader waiting", Duration::from_secs(5));
+    // Let the three threads settle into their waits.
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::SIGINT);
+    let done = server.wait(Duration::from_secs(5));
+    done.assert_success();
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cancelled 3 threads"))
+        .unwrap_or_else(|| panic!("{}", done.describe()));
+    println!("{line}");
+    // Nothing returned from a wait: each thread was cancelled inside it.
+    assert!(
+        !done.stdout.contains("returned"),
+        "a wait returned instead of being cancelled: {}",
+        done.describe()
+    );
+    let ms: u64 = line
+        .split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {line:?}"));
+    // Reads and fevent look every 250 ms, accept every second.
+    assert!(ms < 2000, "cancellation took {ms} ms");
+    // The server deallocated: the client's blocked second read ends.
+    let c = client.wait(Duration::from_secs(5));
+    assert!(
+        c.stdout.contains("Failed to read packet: -1005."),
+        "{}",
+        c.describe()
+    );
 }
 
 /// valgrind's verdict on one run: no invalid access, no leak.

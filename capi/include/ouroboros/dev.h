@@ -12,6 +12,10 @@
 #include <unistd.h>
 #include <time.h>
 
+/* Declared by <time.h> under POSIX or C11; named here so the prototypes
+ * below mean the same struct in any mode. */
+struct timespec;
+
 __BEGIN_DECLS
 
 /* A flow to the program registered as dst_name; returns its descriptor.

@@ -22,6 +22,10 @@ enum fqtype {
 typedef struct flow_set fset_t;
 typedef struct fqueue   fqueue_t;
 
+/* Declared by <time.h> under POSIX or C11; named here so the prototypes
+ * below mean the same struct in any mode. */
+struct timespec;
+
 __BEGIN_DECLS
 
 fset_t *    fset_create(void);
