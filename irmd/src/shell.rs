@@ -29,6 +29,9 @@ const KIND_MASK: u64 = 3 << 62;
 /// Messages read from one connection per turn, so one chatty client cannot
 /// starve the others.
 const READS_PER_TURN: usize = 16;
+/// Connections accepted per turn, so a connection flood cannot starve the
+/// clients already connected.
+const ACCEPTS_PER_TURN: usize = 64;
 /// Replies queued for a client that does not read; past this it is cut off.
 const MAX_QUEUED: usize = 1024;
 
@@ -166,7 +169,7 @@ impl Shell {
     // ---- clients ----
 
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let sock = match self.listener.accept_nonblocking() {
                 Ok(s) => s,
                 Err(Error::Again) => return,
@@ -192,7 +195,6 @@ impl Shell {
                 warn!("cannot watch a connection: {e}");
                 continue;
             }
-            let admin = is_admin(&cred);
             self.clients.insert(
                 conn,
                 Client {
@@ -208,7 +210,7 @@ impl Shell {
                     pid: cred.pid,
                     uid: cred.uid,
                     gid: cred.gid,
-                    admin,
+                    admin: cred.uid == 0,
                 },
             });
             self.drain();
@@ -264,10 +266,15 @@ impl Shell {
                 match decode::<ClientHello>(&r.bytes) {
                     Ok(h) => {
                         c.role = Some(h.role.clone());
+                        // Only the irm tool can ask for admin actions: look at
+                        // capabilities for it alone (a /proc read per connection
+                        // would be a cost a connection flood could impose).
+                        let admin = h.role == ClientRole::Cli && is_admin(&c.cred);
                         self.feed(Input::Hello {
                             conn,
                             id: 0,
                             role: h.role,
+                            admin,
                         });
                     }
                     Err(e) => {

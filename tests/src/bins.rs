@@ -18,6 +18,7 @@ pub const OURS: &[&str] = &[
     "flowtest",
     "forge",
     "rawflood",
+    "ctrlflood",
 ];
 
 fn candidate_dirs() -> Vec<PathBuf> {

@@ -36,10 +36,12 @@ pub enum Input {
     /// A client connected (before its hello): counted against its uid's limits.
     Connected { conn: ConnId, cred: Cred },
     /// The client's hello, with the version already checked by the shell.
+    /// `admin`: root or CAP_NET_ADMIN (the shell checks it for the CLI only).
     Hello {
         conn: ConnId,
         id: u64,
         role: ClientRole,
+        admin: bool,
     },
     App {
         conn: ConnId,
@@ -257,7 +259,12 @@ impl Registry {
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
             Input::Connected { conn, cred } => self.connected(conn, cred),
-            Input::Hello { conn, id, role } => self.hello(conn, id, role),
+            Input::Hello {
+                conn,
+                id,
+                role,
+                admin,
+            } => self.hello(conn, id, role, admin),
             Input::App { conn, id, req } => self.app(now, conn, id, req),
             Input::Cli { conn, id, req } => self.cli(now, conn, id, req),
             Input::Closed { conn } => self.closed(conn),
@@ -358,7 +365,7 @@ impl Registry {
         self.conns.insert(conn, Conn { cred, role: None });
     }
 
-    fn hello(&mut self, conn: ConnId, id: u64, role: ClientRole) {
+    fn hello(&mut self, conn: ConnId, id: u64, role: ClientRole, admin: bool) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -371,6 +378,7 @@ impl Registry {
             }
             info!("New instance ({}) of {prog} added.", c.cred.pid);
         }
+        c.cred.admin = c.cred.is_root() || admin;
         c.role = Some(role);
         self.send(conn, id, Reply::Ok);
     }

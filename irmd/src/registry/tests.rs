@@ -60,7 +60,12 @@ impl T {
 
     fn connect(&mut self, conn: ConnId, cred: Cred, role: ClientRole) {
         self.input(Input::Connected { conn, cred });
-        self.input(Input::Hello { conn, id: 0, role });
+        self.input(Input::Hello {
+            conn,
+            id: 0,
+            role,
+            admin: cred.admin,
+        });
         let r = self.reply(conn, 0);
         assert_eq!(r, Some(Reply::Ok), "hello of {conn}");
     }
