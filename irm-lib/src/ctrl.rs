@@ -253,6 +253,30 @@ impl CtrlSocket {
         })
     }
 
+    /// A pidfd for the process that connected (SO_PEERPIDFD, Linux 6.5+): it
+    /// names that very process, so a pid reused after it exits cannot be
+    /// mistaken for it.
+    pub fn peer_pidfd(&self) -> Result<OwnedFd> {
+        const SO_PEERPIDFD: libc::c_int = 77;
+        let mut fd: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `fd`, a c_int.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERPIDFD,
+                (&mut fd as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 || fd < 0 {
+            return Err(Error::from(std::io::Error::last_os_error()));
+        }
+        // SAFETY: the kernel installed a new pidfd for us; we own it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     /// Process id of the peer (SO_PEERCRED).
     pub fn peer_pid(&self) -> Result<u32> {
         Ok(self.peer_cred()?.pid)

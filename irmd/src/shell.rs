@@ -76,28 +76,38 @@ pub struct Shell {
     max_remote_timeout_ms: Option<u64>,
 }
 
-fn is_admin(cred: &PeerCred) -> bool {
+/// Root, or CAP_NET_ADMIN in the effective set of the process that
+/// connected. The capability is read from /proc by pid, and believed only if
+/// the pidfd the kernel gave for the connecting process (SO_PEERPIDFD) still
+/// names a live process with that pid after the read: so a pid recycled by
+/// another process cannot lend it its capabilities. Without SO_PEERPIDFD only
+/// root is an admin.
+fn is_admin(sock: &CtrlSocket, cred: &PeerCred) -> bool {
     if cred.uid == 0 {
         return true;
     }
-    // CAP_NET_ADMIN (bit 12) in the effective set. The Uid line is checked
-    // against SO_PEERCRED so a recycled pid of another user is not believed.
+    let Ok(pidfd) = sock.peer_pidfd() else {
+        return false;
+    };
     let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", cred.pid)) else {
         return false;
     };
-    let uid_ok = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u32>().ok())
-        == Some(cred.uid);
     let cap = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
     const CAP_NET_ADMIN: u32 = 12;
-    uid_ok && cap & (1 << CAP_NET_ADMIN) != 0
+    if cap & (1 << CAP_NET_ADMIN) == 0 {
+        return false;
+    }
+    // The pidfd's process: its pid, or -1 once it exited.
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        == Some(i64::from(cred.pid))
 }
 
 impl Shell {
@@ -269,7 +279,7 @@ impl Shell {
                         // Only the irm tool can ask for admin actions: look at
                         // capabilities for it alone (a /proc read per connection
                         // would be a cost a connection flood could impose).
-                        let admin = h.role == ClientRole::Cli && is_admin(&c.cred);
+                        let admin = h.role == ClientRole::Cli && is_admin(&c.sock, &c.cred);
                         self.feed(Input::Hello {
                             conn,
                             id: 0,

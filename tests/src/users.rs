@@ -21,6 +21,8 @@ pub enum User {
     SecondMember,
     /// `ethflow-other` as it is: not in the group.
     NonMember,
+    /// `ethflow-member` with CAP_NET_ADMIN (ambient, so it survives exec).
+    MemberNetAdmin,
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -73,7 +75,7 @@ impl User {
     pub fn prefix(self) -> Vec<String> {
         let (name, extra) = match self {
             User::Root => return Vec::new(),
-            User::Member => (MEMBER, None),
+            User::Member | User::MemberNetAdmin => (MEMBER, None),
             User::SecondMember => (OTHER, Some(GROUP)),
             User::NonMember => (OTHER, None),
         };
@@ -94,6 +96,10 @@ impl User {
                 v.push(format!("--groups={gid}"));
             }
         }
+        if self == User::MemberNetAdmin {
+            v.push("--inh-caps=+net_admin".into());
+            v.push("--ambient-caps=+net_admin".into());
+        }
         v.push("--".into());
         v
     }
@@ -101,7 +107,7 @@ impl User {
     pub fn uid(self) -> u32 {
         let name = match self {
             User::Root => return 0,
-            User::Member => MEMBER,
+            User::Member | User::MemberNetAdmin => MEMBER,
             User::SecondMember | User::NonMember => OTHER,
         };
         ensure();

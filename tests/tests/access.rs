@@ -107,6 +107,21 @@ fn a_non_member_is_refused_with_the_group_named() {
 }
 
 #[test]
+fn another_protocol_version_is_refused_clearly() {
+    let Some(rig) = rig("another_protocol_version_is_refused_clearly") else {
+        return;
+    };
+    let done = rig
+        .a()
+        .run_as(User::Member, "ctrlflood", &["version", "1"], LONG);
+    let want = format!(
+        "refused: control protocol version 1 is not {}",
+        irm::proto::PROTO_VERSION
+    );
+    assert!(done.stdout.contains(&want), "{}", done.describe());
+}
+
+#[test]
 fn a_member_cannot_bootstrap_or_destroy_an_ipcp() {
     let Some(rig) = rig("a_member_cannot_bootstrap_or_destroy_an_ipcp") else {
         return;
@@ -142,6 +157,25 @@ fn a_member_cannot_bootstrap_or_destroy_an_ipcp() {
             && !list.contains("evil"),
         "{list}"
     );
+}
+
+#[test]
+fn a_member_with_cap_net_admin_may_destroy_an_ipcp() {
+    let Some(rig) = rig("a_member_with_cap_net_admin_may_destroy_an_ipcp") else {
+        return;
+    };
+    let pid = rig.a().ipcp_pid();
+    irm_ok(
+        &rig,
+        0,
+        User::MemberNetAdmin,
+        &["ipcp", "destroy", "name", rig.a().ipcp_name()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while procfs::is_alive(pid) {
+        assert!(Instant::now() < deadline, "IPCP {pid} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! * `forge N MS` — as an application, send N forged IPCP messages
 //!   (allocation results for guessed flow and request ids), repeating for
 //!   up to MS milliseconds; print `forged K`.
+//! * `version V` — say hello with protocol version V; print irmd's answer.
 //! * `probe N` — N times: connect as the `irm` tool, list IPCPs; print the
 //!   slowest round trip as `max-ms X` and `ok K`.
 
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         Some("fds") => fds(arg(&args, 1) as usize),
         Some("forge") => forge(arg(&args, 1) as usize, arg(&args, 2)),
         Some("probe") => probe(arg(&args, 1) as usize),
+        Some("version") => version(arg(&args, 1) as u32),
         _ => Err("usage: ctrlflood conns|names|fds|forge|probe ...".into()),
     };
     match r {
@@ -223,5 +225,26 @@ fn probe(n: usize) -> Result<(), String> {
         worst = worst.max(t.elapsed());
     }
     println!("max-ms={:.3} ok={ok}", worst.as_secs_f64() * 1000.0);
+    Ok(())
+}
+
+fn version(v: u32) -> Result<(), String> {
+    let s = CtrlSocket::connect(&socket_path()).map_err(|e| e.to_string())?;
+    s.send(
+        &ClientHello {
+            version: v,
+            role: ClientRole::Cli,
+        },
+        &[],
+    )
+    .map_err(|e| e.to_string())?;
+    match s.recv::<Reply>() {
+        Ok(Some(r)) => match r.env.msg {
+            Reply::Err(e) => println!("refused: {e}"),
+            other => println!("answer: {other:?}"),
+        },
+        Ok(None) => println!("closed"),
+        Err(e) => println!("error: {e}"),
+    }
     Ok(())
 }
