@@ -12,7 +12,7 @@
 //!   up to MS milliseconds; print `forged K`.
 //! * `version V` — say hello with protocol version V; print irmd's answer.
 //! * `probe N` — N times: connect as the `irm` tool, list IPCPs; print the
-//!   slowest round trip as `max-ms X` and `ok K`.
+//!   median and slowest round trips as `median-ms=X max-ms=Y ok=K`.
 
 use irm::ctrl::CtrlSocket;
 use irm::proto::{
@@ -205,7 +205,7 @@ fn nonblocking_recv(s: &CtrlSocket) -> irm::Result<Option<irm::ctrl::RawReceived
 use std::os::fd::AsFd;
 
 fn probe(n: usize) -> Result<(), String> {
-    let mut worst = Duration::ZERO;
+    let mut times = Vec::new();
     let mut ok = 0;
     for _ in 0..n.min(1000) {
         let t = Instant::now();
@@ -222,9 +222,15 @@ fn probe(n: usize) -> Result<(), String> {
             Some(r) if matches!(r.env.msg, Reply::IpcpRows(_)) => ok += 1,
             other => return Err(format!("unexpected {:?}", other.map(|r| r.env.msg))),
         }
-        worst = worst.max(t.elapsed());
+        times.push(t.elapsed());
     }
-    println!("max-ms={:.3} ok={ok}", worst.as_secs_f64() * 1000.0);
+    times.sort();
+    let ms = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    println!(
+        "median-ms={:.3} max-ms={:.3} ok={ok}",
+        ms(times.get(times.len() / 2)),
+        ms(times.last())
+    );
     Ok(())
 }
 
