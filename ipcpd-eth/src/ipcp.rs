@@ -16,7 +16,8 @@ use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
 use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
 use irm::ctrl::{CtrlSocket, Received};
 use irm::proto::{
-    name_hash, socket_path, DownCause, Envelope, FlowState, IpcpInfo, Msg, RingGeometry, Role,
+    name_hash, DownCause, Envelope, FlowCounters, FlowState, IpcpHello, IpcpInfo, IpcpToIrmd,
+    IrmdToIpcp, RingGeometry, PROTO_VERSION,
 };
 use irm::shm::{IpcpEnd, ShmMap, TxWake};
 use irm::Error;
@@ -57,6 +58,8 @@ struct FlowIo {
     active: bool,
     /// SDUs went into its receive ring during this batch; wake the reader once.
     wake_pending: std::cell::Cell<bool>,
+    /// (tx SDUs, rx SDUs, dropped) last reported to irmd.
+    reported: Option<(u64, u64, u64)>,
 }
 
 /// Counters of frames the IPCP refused.
@@ -120,32 +123,32 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl Ipcp {
-    /// Connect to irmd, open the interface, and report the outcome to irmd.
-    pub fn start(opts: Options) -> Result<Ipcp, String> {
-        let path = socket_path();
-        let ctrl = CtrlSocket::connect(&path).map_err(err)?;
+    /// Greet irmd on the channel it gave us, open the interface, and report
+    /// the outcome to irmd.
+    pub fn start(opts: Options, ctrl: CtrlSocket) -> Result<Ipcp, String> {
         ctrl.send(
-            &Envelope {
-                id: 1,
-                msg: Msg::Hello {
-                    role: Role::Ipcp {
-                        name: opts.name.clone(),
-                    },
-                    pid: std::process::id(),
-                },
+            &IpcpHello {
+                version: PROTO_VERSION,
+                name: opts.name.clone(),
             },
             &[],
         )
         .map_err(err)?;
-        match ctrl.recv().map_err(err)? {
+        match ctrl.recv::<IrmdToIpcp>().map_err(err)? {
             Some(Received {
-                env: Envelope { msg: Msg::Ok, .. },
+                env:
+                    Envelope {
+                        msg: IrmdToIpcp::Welcome(Ok(())),
+                        ..
+                    },
                 ..
             }) => {}
             Some(Received {
-                env: Envelope {
-                    msg: Msg::Err(e), ..
-                },
+                env:
+                    Envelope {
+                        msg: IrmdToIpcp::Welcome(Err(e)),
+                        ..
+                    },
                 ..
             }) => return Err(format!("irmd refused us: {e}")),
             other => {
@@ -166,7 +169,7 @@ impl Ipcp {
                 ctrl.send(
                     &Envelope {
                         id: 0,
-                        msg: Msg::IpcpBootstrapped(Ok(info)),
+                        msg: IpcpToIrmd::Bootstrapped(Ok(info)),
                     },
                     &[],
                 )
@@ -177,7 +180,7 @@ impl Ipcp {
                 let _ = ctrl.send(
                     &Envelope {
                         id: 0,
-                        msg: Msg::IpcpBootstrapped(Err(e.clone())),
+                        msg: IpcpToIrmd::Bootstrapped(Err(e.clone())),
                     },
                     &[],
                 );
@@ -356,7 +359,49 @@ impl Ipcp {
         }
         if now != self.reported {
             self.reported = now.clone();
-            self.reply(0, Msg::IpcpCounters(now));
+            self.reply(0, IpcpToIrmd::Counters(now));
+        }
+        self.report_flow_counters();
+    }
+
+    /// Per-flow counters for `irm flow list`, as this IPCP reads them (irmd
+    /// never reads them from memory the application can write). Only flows
+    /// whose numbers changed, in pages well under the message limit.
+    fn report_flow_counters(&mut self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut ids: Vec<u32> = self.flows.keys().copied().collect();
+        ids.sort_unstable();
+        let mut page = Vec::new();
+        for id in ids {
+            let Some(f) = self.flows.get_mut(&id) else {
+                continue;
+            };
+            let st = f.end.stats();
+            let c = FlowCounters {
+                flow_id: id,
+                tx_sdus: st.tx_sdus,
+                tx_bytes: st.tx_bytes,
+                rx_sdus: st.rx_sdus,
+                rx_bytes: st.rx_bytes,
+                dropped: st.dropped,
+                last_rx_ms_ago: (st.last_rx_unix_ms != 0)
+                    .then(|| now_ms.saturating_sub(st.last_rx_unix_ms)),
+            };
+            let key = (c.tx_sdus, c.rx_sdus, c.dropped);
+            if f.reported == Some(key) {
+                continue;
+            }
+            f.reported = Some(key);
+            page.push(c);
+            if page.len() == 256 {
+                self.reply(0, IpcpToIrmd::FlowCounters(std::mem::take(&mut page)));
+            }
+        }
+        if !page.is_empty() {
+            self.reply(0, IpcpToIrmd::FlowCounters(page));
         }
     }
 
@@ -419,7 +464,7 @@ impl Ipcp {
             max_sdu: self.max_sdu(),
             backend: self.sock.name(),
         };
-        self.reply(0, Msg::IpcpBootstrapped(Ok(info)));
+        self.reply(0, IpcpToIrmd::Bootstrapped(Ok(info)));
     }
 
     /// Every flow's counters from the IPCP's own memory (never the
@@ -640,7 +685,7 @@ impl Ipcp {
             self.detach(flow_id);
             self.reply(
                 0,
-                Msg::IpcpFlowState {
+                IpcpToIrmd::FlowState {
                     flow_id,
                     cause: DownCause::RingCorrupt,
                 },
@@ -683,7 +728,7 @@ impl Ipcp {
 
     /// Handle one control message from irmd. Returns false when irmd is gone.
     fn control(&mut self) -> bool {
-        let rcv = match self.ctrl.recv() {
+        let rcv = match self.ctrl.recv::<IrmdToIpcp>() {
             Ok(Some(r)) => r,
             Ok(None) => return false,
             Err(e) => {
@@ -694,12 +739,12 @@ impl Ipcp {
         let now = self.now();
         let Received { env, fds } = rcv;
         match env.msg {
-            Msg::IpcpRegName { name } => {
+            IrmdToIpcp::RegName { name } => {
                 self.fa.register_name(name_hash(&name));
                 info!("Registered name {name}.");
             }
-            Msg::IpcpUnregName { name } => self.fa.unregister_name(name_hash(&name)),
-            Msg::IpcpFlowAlloc {
+            IrmdToIpcp::UnregName { name } => self.fa.unregister_name(name_hash(&name)),
+            IrmdToIpcp::FlowAlloc {
                 flow_id,
                 name,
                 qos,
@@ -715,13 +760,13 @@ impl Ipcp {
                 }
                 Err(e) => self.reply(
                     env.id,
-                    Msg::IpcpFlowAllocResult {
+                    IpcpToIrmd::FlowAllocResult {
                         flow_id,
                         result: Err(e),
                     },
                 ),
             },
-            Msg::IpcpFlowAcceptResult {
+            IrmdToIpcp::FlowAcceptResult {
                 token,
                 result,
                 timeout_ms,
@@ -747,12 +792,12 @@ impl Ipcp {
                     let _ = self.fa.accept_result(now, token, Err(reason), 0);
                 }
             },
-            Msg::IpcpFlowDealloc { flow_id } => {
+            IrmdToIpcp::FlowDealloc { flow_id } => {
                 self.flush_flow(flow_id);
                 self.fa.dealloc(now, flow_id);
                 self.detach(flow_id);
                 if env.id != 0 {
-                    self.reply(env.id, Msg::Ok);
+                    self.reply(env.id, IpcpToIrmd::Done(Ok(())));
                 }
             }
             other => debug!("ignoring control message {other:?}"),
@@ -791,6 +836,7 @@ impl Ipcp {
                 eid: None,
                 active,
                 wake_pending: std::cell::Cell::new(false),
+                reported: None,
             },
         ) {
             let _ = self.epoll.delete(old.end.ipcp_fd());
@@ -820,7 +866,7 @@ impl Ipcp {
         self.alloc_replies.remove(&flow_id);
     }
 
-    fn reply(&self, id: u64, msg: Msg) {
+    fn reply(&self, id: u64, msg: IpcpToIrmd) {
         if let Err(e) = self.ctrl.send(&Envelope { id, msg }, &[]) {
             warn!("cannot talk to irmd: {e}");
         }
@@ -834,7 +880,7 @@ impl Ipcp {
                 _ => FlowState::Down,
             });
         }
-        self.reply(0, Msg::IpcpFlowState { flow_id, cause });
+        self.reply(0, IpcpToIrmd::FlowState { flow_id, cause });
     }
 
     fn carry_out_actions(&mut self) {
@@ -846,7 +892,7 @@ impl Ipcp {
                     if result.is_err() {
                         self.detach(flow_id);
                     }
-                    self.reply(id, Msg::IpcpFlowAllocResult { flow_id, result });
+                    self.reply(id, IpcpToIrmd::FlowAllocResult { flow_id, result });
                 }
                 Action::FlowReqArrived {
                     token,
@@ -855,7 +901,7 @@ impl Ipcp {
                     max_sdu,
                 } => self.reply(
                     0,
-                    Msg::IpcpFlowReqArrived {
+                    IpcpToIrmd::FlowReqArrived {
                         token,
                         name_hash,
                         qos,

@@ -34,6 +34,19 @@ struct Args {
     /// with it. Without it, tagged frames are ignored.
     #[arg(long, value_parser = ipcpd_eth::segment::parse_vlan)]
     vlan: Option<u16>,
+    /// The fd of the control channel irmd created and passed at spawn (the
+    /// IPCP never uses irmd's public socket).
+    #[arg(long)]
+    ctrl_fd: i32,
+    /// File holding the layer key (accepted and stored; used by the layer-key code).
+    #[arg(long)]
+    key: Option<std::path::PathBuf>,
+    /// Encrypt frames with the layer key (accepted and stored).
+    #[arg(long)]
+    encrypt: bool,
+    /// Longest liveness timeout (ms) a remote peer may ask of us (accepted and stored).
+    #[arg(long)]
+    max_remote_timeout: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +58,13 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     irm::limits::raise_nofile();
+    let ctrl = match irm::ctrl::CtrlSocket::inherited(args.ctrl_fd) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("--ctrl-fd {}: {e}", args.ctrl_fd);
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = Options {
         name: args.name,
         layer: args.layer,
@@ -54,7 +74,15 @@ fn main() -> ExitCode {
         busy_poll: std::time::Duration::from_micros(args.busy_poll as u64),
         vlan: args.vlan,
     };
-    match Ipcp::start(opts) {
+    if args.key.is_some() || args.encrypt || args.max_remote_timeout.is_some() {
+        log::debug!(
+            "accepted key {:?}, encrypt {}, max remote timeout {:?}",
+            args.key,
+            args.encrypt,
+            args.max_remote_timeout
+        );
+    }
+    match Ipcp::start(opts, ctrl) {
         Ok(mut ipcp) => {
             ipcp.run();
             ExitCode::SUCCESS

@@ -8,7 +8,10 @@
 
 use crate::ctrl::{CtrlSocket, Received};
 use crate::error::{Error, Result};
-use crate::proto::{socket_path, Envelope, Msg, Role};
+use crate::proto::{
+    socket_path, AppRequest, CliRequest, ClientHello, ClientRole, Envelope, Reply, PROTO_VERSION,
+};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,8 +22,9 @@ use std::time::Duration;
 pub struct Client {
     sock: CtrlSocket,
     path: String,
+    role: ClientRole,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, mpsc::Sender<Received>>>,
+    pending: Mutex<HashMap<u64, mpsc::Sender<Received<Reply>>>>,
     closed: AtomicBool,
 }
 
@@ -48,7 +52,7 @@ pub fn global() -> Result<Arc<Client>> {
     }
     // Each flow holds a few fds (wake-up pipe ends) in this process.
     crate::limits::raise_nofile();
-    let c = Client::connect(Role::App {
+    let c = Client::connect(ClientRole::App {
         prog: program_name(),
     })?;
     *g = Some(c.clone());
@@ -56,14 +60,39 @@ pub fn global() -> Result<Arc<Client>> {
 }
 
 impl Client {
-    /// Connect to irmd (at `$IRM_SOCKET` or the default path) and introduce ourselves.
-    pub fn connect(role: Role) -> Result<Arc<Client>> {
+    /// Connect to irmd (at `$IRM_SOCKET` or the default path) and introduce
+    /// ourselves: the hello carries the protocol version and our role, which
+    /// fixes the only requests this connection can make.
+    pub fn connect(role: ClientRole) -> Result<Arc<Client>> {
         let path = socket_path();
         let sock = CtrlSocket::connect(&path)?;
+        sock.set_send_timeout(Duration::from_secs(10))?;
+        sock.send(
+            &ClientHello {
+                version: PROTO_VERSION,
+                role: role.clone(),
+            },
+            &[],
+        )
+        .map_err(|e| Error::Irmd(format!("{path}: {e}")))?;
+        match sock.recv::<Reply>() {
+            Ok(Some(r)) => match r.env.msg {
+                Reply::Ok => {}
+                Reply::Err(e) => return Err(e),
+                other => {
+                    return Err(Error::Irmd(format!(
+                        "{path}: unexpected reply to hello: {other:?}"
+                    )))
+                }
+            },
+            Ok(None) => return Err(Error::Irmd(format!("{path}: irmd closed the connection"))),
+            Err(e) => return Err(Error::Irmd(format!("{path}: {e}"))),
+        }
         let reader = sock.try_clone()?;
         let client = Arc::new(Client {
             sock,
             path,
+            role,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -73,27 +102,44 @@ impl Client {
             .name("irm-ctrl".into())
             .spawn(move || reader_loop(reader, weak))
             .map_err(|e| Error::Io(e.to_string()))?;
-        let r = client.request(
-            Msg::Hello {
-                role,
-                pid: std::process::id(),
-            },
-            &[],
-            Some(Duration::from_secs(10)),
-        )?;
-        match r.env.msg {
-            Msg::Ok => Ok(client),
-            Msg::Err(e) => Err(e),
-            other => Err(Error::Irmd(format!("unexpected reply to hello: {other:?}"))),
-        }
+        Ok(client)
     }
 
     pub fn socket_path(&self) -> &str {
         &self.path
     }
 
-    /// Send a request and wait for its reply (bounded by `timeout` if given).
-    pub fn request(&self, msg: Msg, fds: &[RawFd], timeout: Option<Duration>) -> Result<Received> {
+    /// An application's request; waits for its reply (bounded by `timeout` if given).
+    pub fn request(
+        &self,
+        msg: AppRequest,
+        fds: &[RawFd],
+        timeout: Option<Duration>,
+    ) -> Result<Received<Reply>> {
+        if !matches!(self.role, ClientRole::App { .. }) {
+            return Err(Error::Invalid("not connected as an application".into()));
+        }
+        self.exchange(msg, fds, timeout)
+    }
+
+    /// A request of the `irm` tool; waits for its reply.
+    pub fn cli_request(
+        &self,
+        msg: CliRequest,
+        timeout: Option<Duration>,
+    ) -> Result<Received<Reply>> {
+        if self.role != ClientRole::Cli {
+            return Err(Error::Invalid("not connected as the irm tool".into()));
+        }
+        self.exchange(msg, &[], timeout)
+    }
+
+    fn exchange<M: Serialize>(
+        &self,
+        msg: M,
+        fds: &[RawFd],
+        timeout: Option<Duration>,
+    ) -> Result<Received<Reply>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.gone());
         }
@@ -130,8 +176,8 @@ impl Client {
         got
     }
 
-    /// Send without waiting for a reply.
-    pub fn notify(&self, msg: Msg) -> Result<()> {
+    /// Send an application's request without waiting for a reply.
+    pub fn notify(&self, msg: AppRequest) -> Result<()> {
         self.sock.send(&Envelope { id: 0, msg }, &[])
     }
 
@@ -142,7 +188,7 @@ impl Client {
 
 fn reader_loop(sock: CtrlSocket, client: std::sync::Weak<Client>) {
     loop {
-        let got = sock.recv();
+        let got = sock.recv::<Reply>();
         let Some(c) = client.upgrade() else { return };
         match got {
             Ok(Some(r)) => {
@@ -158,8 +204,8 @@ fn reader_loop(sock: CtrlSocket, client: std::sync::Weak<Client>) {
                     None => {
                         // Nobody waits any more (timed out): a flow handed to us
                         // now would leak in irmd, so give it back.
-                        if let Msg::FlowReady { flow_id, .. } = r.env.msg {
-                            let _ = c.notify(Msg::FlowDealloc { flow_id });
+                        if let Reply::FlowReady { flow_id, .. } = r.env.msg {
+                            let _ = c.notify(AppRequest::FlowDealloc { flow_id });
                         }
                     }
                 }

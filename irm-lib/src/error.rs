@@ -41,6 +41,15 @@ pub enum Error {
     NoMem(String),
     #[error("I/O error: {0}")]
     Io(String),
+    /// The caller may not do this (not its name, flow or IPCP, or not root).
+    #[error("permission denied: {0} (EPERM)")]
+    Perm(String),
+    /// The control socket refused us (file permissions): says which group grants access.
+    #[error("permission denied on {path}: join group {group} (EACCES)")]
+    Access { path: String, group: String },
+    /// The peer speaks another version of the control protocol.
+    #[error("control protocol version {theirs} is not {ours} (EPROTO)")]
+    Version { ours: u32, theirs: u32 },
 }
 
 pub const ENOTALLOC: i32 = 1000;
@@ -75,6 +84,9 @@ impl Error {
             Error::Refused(_) => libc::ECONNREFUSED,
             Error::NoMem(_) => libc::ENOMEM,
             Error::Io(_) => libc::EIO,
+            Error::Perm(_) => libc::EPERM,
+            Error::Access { .. } => libc::EACCES,
+            Error::Version { .. } => libc::EPROTO,
         }
     }
 }

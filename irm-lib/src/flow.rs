@@ -2,7 +2,7 @@
 
 use crate::client::{global, Client};
 use crate::error::{Error, Result};
-use crate::proto::{FlowState, Msg, RingGeometry};
+use crate::proto::{AppRequest, FlowState, Reply, RingGeometry};
 use crate::qos::Qos;
 use crate::shm::{AppEnd, ShmMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -49,7 +49,7 @@ impl Flow {
     /// bounds apply (a name nobody answers fails in about a second).
     pub fn alloc(name: &str, qos: &Qos, timeout: Option<Duration>) -> Result<Flow> {
         let client = global()?;
-        let msg = Msg::FlowAlloc {
+        let msg = AppRequest::FlowAlloc {
             name: name.to_string(),
             qos: *qos,
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
@@ -62,16 +62,16 @@ impl Flow {
     /// Wait for a flow to one of the names this program is bound to.
     pub fn accept(timeout: Option<Duration>) -> Result<Flow> {
         let client = global()?;
-        let msg = Msg::FlowAccept {
+        let msg = AppRequest::FlowAccept {
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
         };
         let r = client.request(msg, &[], timeout.map(|t| t + Duration::from_secs(1)))?;
         Flow::from_reply(client, r)
     }
 
-    fn from_reply(client: Arc<Client>, r: crate::ctrl::Received) -> Result<Flow> {
+    fn from_reply(client: Arc<Client>, r: crate::ctrl::Received<Reply>) -> Result<Flow> {
         match r.env.msg {
-            Msg::FlowReady {
+            Reply::FlowReady {
                 flow_id,
                 name,
                 qos,
@@ -82,11 +82,11 @@ impl Flow {
                 let flow = Flow::attach(client.clone(), flow_id, name, qos, max_sdu, geometry, fds);
                 if flow.is_err() {
                     // We cannot use it; let irmd release it.
-                    let _ = client.notify(Msg::FlowDealloc { flow_id });
+                    let _ = client.notify(AppRequest::FlowDealloc { flow_id });
                 }
                 flow
             }
-            Msg::Err(e) => Err(e),
+            Reply::Err(e) => Err(e),
             other => Err(Error::Irmd(format!("unexpected reply: {other:?}"))),
         }
     }
@@ -233,13 +233,13 @@ impl Flow {
         // An event set watching the flow reports DEALLOC and lets go of it.
         self.end.close_watch();
         let r = self.client.request(
-            Msg::FlowDealloc { flow_id: self.id },
+            AppRequest::FlowDealloc { flow_id: self.id },
             &[],
             Some(DEALLOC_WAIT),
         )?;
         match r.env.msg {
-            Msg::Ok => Ok(()),
-            Msg::Err(e) => Err(e),
+            Reply::Ok => Ok(()),
+            Reply::Err(e) => Err(e),
             other => Err(Error::Irmd(format!("unexpected reply: {other:?}"))),
         }
     }

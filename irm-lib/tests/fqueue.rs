@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use irm::ctrl::{CtrlListener, CtrlSocket};
-use irm::proto::{Envelope, FlowState, Msg, RingGeometry};
+use irm::proto::{AppRequest, ClientHello, Envelope, FlowState, Reply, RingGeometry};
 use irm::shm::{create, IpcpEnd, ShmMap};
 use irm::{Error, EventKind, Flow, FlowEvent, FlowSet, Interest, Qos};
 
@@ -36,11 +36,17 @@ struct FakeIrmd {
 
 impl FakeIrmd {
     fn serve(&self, sock: CtrlSocket) {
-        while let Ok(Some(r)) = sock.recv() {
+        // The hello comes first, then only an application's requests.
+        match sock.recv_raw() {
+            Ok(Some(r)) if irm::proto::decode::<ClientHello>(&r.bytes).is_ok() => {
+                reply(&sock, 0, Reply::Ok, &[])
+            }
+            _ => return,
+        }
+        while let Ok(Some(r)) = sock.recv::<AppRequest>() {
             let id = r.env.id;
             match r.env.msg {
-                Msg::Hello { .. } => reply(&sock, id, Msg::Ok, &[]),
-                Msg::FlowAlloc { name, qos, .. } => {
+                AppRequest::FlowAlloc { name, qos, .. } => {
                     let flow_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
                     let fds = create(GEOM).unwrap();
                     let [_, ipcp_r, rx_w, tx_w] = fds.for_ipcp().map(|f| f.try_clone().unwrap());
@@ -54,7 +60,7 @@ impl FakeIrmd {
                         .lock()
                         .unwrap()
                         .insert(flow_id, Arc::new(ipcp));
-                    let msg = Msg::FlowReady {
+                    let msg = Reply::FlowReady {
                         flow_id,
                         name,
                         qos,
@@ -64,15 +70,15 @@ impl FakeIrmd {
                     let raw = fds.for_app().map(|f| f.as_raw_fd());
                     reply(&sock, id, msg, &raw);
                 }
-                Msg::FlowDealloc { flow_id } => {
+                AppRequest::FlowDealloc { flow_id } => {
                     self.ipcp_ends.lock().unwrap().remove(&flow_id);
                     self.deallocated.lock().unwrap().insert(flow_id);
-                    reply(&sock, id, Msg::Ok, &[]);
+                    reply(&sock, id, Reply::Ok, &[]);
                 }
                 other => reply(
                     &sock,
                     id,
-                    Msg::Err(Error::Invalid(format!("stand-in irmd: {other:?}"))),
+                    Reply::Err(Error::Invalid(format!("stand-in irmd: {other:?}"))),
                     &[],
                 ),
             }
@@ -84,7 +90,7 @@ impl FakeIrmd {
     }
 }
 
-fn reply(sock: &CtrlSocket, id: u64, msg: Msg, fds: &[i32]) {
+fn reply(sock: &CtrlSocket, id: u64, msg: Reply, fds: &[i32]) {
     sock.send(&Envelope { id, msg }, fds).unwrap();
 }
 

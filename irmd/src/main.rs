@@ -1,19 +1,19 @@
 //! `irmd`: the IPC Resource Manager daemon.
 //!
-//! One thread per control connection reads requests; all state lives in one
-//! [`registry::Registry`] behind a mutex. A closed connection is a dead
-//! process: its flows are released at once, no polling.
+//! One thread runs everything: [`shell::Shell`] waits on the listening socket,
+//! every client connection and every IPCP channel, and feeds what arrives to the
+//! sans-IO [`registry::Registry`]. A closed connection is a dead process: its
+//! flows are released at once, no polling.
 
+mod access;
 mod registry;
+mod shell;
 mod spawn;
 
 use clap::Parser;
-use irm::ctrl::CtrlListener;
-use irm::proto::socket_path;
-use log::{error, info};
-use registry::Shared;
-use std::sync::Arc;
-use std::time::Duration;
+use irm::proto::{socket_path, DEFAULT_GROUP};
+use log::info;
+use registry::{Policy, Registry};
 
 #[derive(Parser, Debug)]
 #[command(name = "irmd", about = "ethflow IPC Resource Manager daemon", version)]
@@ -27,6 +27,14 @@ struct Args {
     /// 2-core machine 512 slots lost 1.5% of a 64 B flood, 4096 lost 0.02%).
     #[arg(long, default_value_t = 4096)]
     ring_slots: u32,
+    /// Group whose members may use irmd (the control socket's group; mode 0660).
+    /// If the group does not exist, only root can connect (with a warning).
+    #[arg(long, default_value = DEFAULT_GROUP)]
+    socket_group: String,
+    /// Longest liveness timeout (ms) a remote peer may ask of this host's IPCPs;
+    /// passed to ipcpd-eth.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_remote_timeout: Option<u64>,
 }
 
 fn main() {
@@ -46,7 +54,7 @@ fn main() {
     }
     irm::limits::raise_nofile();
     let path = socket_path();
-    let listener = match CtrlListener::bind(&path) {
+    let listener = match access::listen(&path, &args.socket_group) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("irmd: cannot listen on {path}: {e}");
@@ -58,35 +66,20 @@ fn main() {
         args.flow_timeout
     );
     install_exit_handler(path.clone());
-    let shared = Arc::new(Shared::new(args.flow_timeout, args.ring_slots));
-    let _ = registry::SHARED.set(shared.clone());
-    {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("housekeeping".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(10));
-                shared.housekeeping();
-            })
-            .expect("spawn housekeeping thread");
-    }
-    loop {
-        match listener.accept() {
-            Ok(sock) => {
-                let shared = shared.clone();
-                if let Err(e) = std::thread::Builder::new()
-                    .name("conn".into())
-                    .spawn(move || shared.serve(sock))
-                {
-                    error!("cannot start a connection thread: {e}");
-                }
-            }
+    let policy = Policy {
+        default_timeout_ms: args.flow_timeout,
+        ring_slots: args.ring_slots,
+        ..Policy::default()
+    };
+    let mut shell =
+        match shell::Shell::new(Registry::new(policy), listener, args.max_remote_timeout) {
+            Ok(s) => s,
             Err(e) => {
-                error!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
+                eprintln!("irmd: {e}");
+                std::process::exit(1);
             }
-        }
-    }
+        };
+    shell.run();
 }
 
 /// Remove the socket file on SIGINT/SIGTERM so the next irmd starts clean.

@@ -1,47 +1,149 @@
 //! Starting `ipcpd-eth` processes.
+//!
+//! irmd starts only the `ipcpd-eth` installed next to its own executable (never
+//! one found through `PATH`, which a user could steer), and talks to it over a
+//! socketpair made here: the child's end becomes its fd 3 (`--ctrl-fd 3`), so
+//! the IPCP never uses the public socket and nothing else can speak as it
+//! (decision 0009).
 
-use std::path::PathBuf;
+use irm::ctrl::CtrlSocket;
+use irm::proto::BootstrapSpec;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// `ipcpd-eth` next to our own executable, else whatever `PATH` finds.
-pub fn ipcpd_path() -> PathBuf {
-    if let Ok(me) = std::env::current_exe() {
-        if let Some(dir) = me.parent() {
-            let p = dir.join("ipcpd-eth");
-            if p.is_file() {
-                return p;
-            }
-        }
+/// The fd number the IPCP finds its channel on.
+pub const CHILD_CTRL_FD: RawFd = 3;
+
+/// Why an IPCP could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot find irmd's own executable: {0}")]
+    NoSelf(std::io::Error),
+    #[error("{0} is missing: install ipcpd-eth next to irmd")]
+    Missing(PathBuf),
+    #[error("cannot create the IPCP's channel: {0}")]
+    Channel(irm::Error),
+    #[error("cannot start {path}: {err}")]
+    Exec { path: PathBuf, err: std::io::Error },
+}
+
+/// `ipcpd-eth` next to our own executable; nothing else.
+pub fn ipcpd_path() -> Result<PathBuf, SpawnError> {
+    let me = std::env::current_exe().map_err(SpawnError::NoSelf)?;
+    let dir = me.parent().unwrap_or(Path::new("/"));
+    let p = dir.join("ipcpd-eth");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(SpawnError::Missing(p))
     }
-    PathBuf::from("ipcpd-eth")
 }
 
-pub struct IpcpArgs<'a> {
-    pub name: &'a str,
-    pub layer: &'a str,
-    pub dev: &'a str,
-    pub ethertype: u16,
-    pub backend: &'a str,
-    pub busy_poll_us: u32,
+/// The command line for an IPCP (without the program).
+pub fn ipcp_args(spec: &BootstrapSpec, max_remote_timeout_ms: Option<u64>) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--ctrl-fd".into(),
+        CHILD_CTRL_FD.to_string(),
+        "--name".into(),
+        spec.name.clone(),
+        "--layer".into(),
+        spec.layer.clone(),
+        "--dev".into(),
+        spec.dev.clone(),
+        "--ethertype".into(),
+        format!("0x{:04x}", spec.ethertype),
+        "--backend".into(),
+        spec.backend.clone(),
+        "--busy-poll".into(),
+        spec.busy_poll_us.to_string(),
+    ];
+    if let Some(v) = spec.vlan {
+        a.push("--vlan".into());
+        a.push(v.to_string());
+    }
+    if let Some(k) = &spec.key {
+        a.push("--key".into());
+        a.push(k.clone());
+    }
+    if spec.encrypt {
+        a.push("--encrypt".into());
+    }
+    if let Some(t) = max_remote_timeout_ms {
+        a.push("--max-remote-timeout".into());
+        a.push(t.to_string());
+    }
+    a
 }
 
-/// Spawn the IPCP; it inherits `IRM_SOCKET` and our stderr (its log lines show
-/// beside irmd's).
-pub fn spawn_ipcp(a: &IpcpArgs) -> std::io::Result<Child> {
-    Command::new(ipcpd_path())
-        .arg("--name")
-        .arg(a.name)
-        .arg("--layer")
-        .arg(a.layer)
-        .arg("--dev")
-        .arg(a.dev)
-        .arg("--ethertype")
-        .arg(format!("0x{:04x}", a.ethertype))
-        .arg("--backend")
-        .arg(a.backend)
-        .arg("--busy-poll")
-        .arg(a.busy_poll_us.to_string())
-        .env("IRM_SOCKET", irm::proto::socket_path())
-        .stdin(Stdio::null())
-        .spawn()
+/// Spawn the IPCP with its end of a fresh channel as fd 3; returns the child
+/// and irmd's end. It inherits our stderr (its log lines show beside irmd's).
+pub fn spawn_ipcp(
+    spec: &BootstrapSpec,
+    max_remote_timeout_ms: Option<u64>,
+) -> Result<(Child, CtrlSocket), SpawnError> {
+    let path = ipcpd_path()?;
+    let (ours, theirs) = CtrlSocket::pair().map_err(SpawnError::Channel)?;
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(&path);
+    cmd.args(ipcp_args(spec, max_remote_timeout_ms))
+        .env_remove("IRM_SOCKET")
+        .stdin(Stdio::null());
+    // SAFETY: runs in the forked child before exec; dup2 and fcntl are
+    // async-signal-safe and touch only the child's fd table. dup2 leaves the
+    // new fd without CLOEXEC; when the fd already is 3, clear the flag instead.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == CHILD_CTRL_FD {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, CHILD_CTRL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|err| SpawnError::Exec {
+        path: path.clone(),
+        err,
+    })?;
+    drop(theirs);
+    Ok((child, ours))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_keywords_reach_the_command_line() {
+        let spec = BootstrapSpec {
+            name: "eth-a".into(),
+            layer: "eth".into(),
+            dev: "veth0".into(),
+            ethertype: 0x88b5,
+            backend: "raw".into(),
+            busy_poll_us: 0,
+            vlan: Some(12),
+            key: Some("/etc/ethflow/k".into()),
+            encrypt: true,
+        };
+        let a = ipcp_args(&spec, Some(5000)).join(" ");
+        assert!(a.starts_with("--ctrl-fd 3 "), "{a}");
+        assert!(a.contains("--vlan 12"), "{a}");
+        assert!(a.contains("--key /etc/ethflow/k"), "{a}");
+        assert!(a.contains("--encrypt"), "{a}");
+        assert!(a.contains("--max-remote-timeout 5000"), "{a}");
+        let plain = BootstrapSpec {
+            vlan: None,
+            key: None,
+            encrypt: false,
+            ..spec
+        };
+        let a = ipcp_args(&plain, None).join(" ");
+        assert!(!a.contains("--vlan") && !a.contains("--key") && !a.contains("--encrypt"));
+        assert!(!a.contains("--max-remote-timeout"));
+    }
 }

@@ -19,6 +19,7 @@ pub const OURS: &[&str] = &[
     "forge",
     "rawflood",
     "hostileapp",
+    "ctrlflood",
 ];
 
 fn candidate_dirs() -> Vec<PathBuf> {

@@ -23,9 +23,11 @@ pub mod parse;
 pub mod proc;
 pub mod procfs;
 pub mod rig;
+pub mod users;
 
 pub use proc::{Finished, Proc};
 pub use rig::{backend, wait_for_path, Host, Rig, RigBuilder, Topology, LAYER};
+pub use users::User;
 
 /// Checks that an oping run succeeded with every one of `count` pings
 /// answered, and returns its statistics.

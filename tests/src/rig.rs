@@ -490,6 +490,51 @@ impl Host {
         cmd
     }
 
+    /// `program args...` inside this host as `user` (through `setpriv`).
+    pub fn cmd_as(&self, user: crate::User, program: &str, args: &[&str]) -> Command {
+        let prefix = user.prefix();
+        if prefix.is_empty() {
+            return self.cmd(program, args);
+        }
+        let mut cmd = netns::exec_cmd(&self.ns, &prefix[0]);
+        cmd.args(&prefix[1..])
+            .arg(bins::resolve(program))
+            .args(args)
+            .env("IRM_SOCKET", &self.socket)
+            .env("RUST_BACKTRACE", "1");
+        cmd
+    }
+
+    /// [`Host::spawn`] as `user`.
+    pub fn spawn_as(&self, user: crate::User, program: &str, args: &[&str]) -> Proc {
+        let label = self.shared.label(&self.name, program);
+        let proc = Proc::spawn(self.cmd_as(user, program, args), &self.shared.dir, &label);
+        self.shared.track(&proc, false);
+        proc
+    }
+
+    /// [`Host::run`] as `user`.
+    pub fn run_as(
+        &self,
+        user: crate::User,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Finished {
+        let label = self.shared.label(&self.name, program);
+        run(
+            self.cmd_as(user, program, args),
+            &self.shared.dir,
+            &label,
+            timeout,
+        )
+    }
+
+    /// `irm ARGS` as `user`.
+    pub fn irm_as(&self, user: crate::User, args: &[&str]) -> Finished {
+        self.run_as(user, "irm", args, IRM_TIMEOUT)
+    }
+
     /// Starts a program in the background; the rig kills it at the end at the latest.
     pub fn spawn(&self, program: &str, args: &[&str]) -> Proc {
         let label = self.shared.label(&self.name, program);

@@ -5,7 +5,7 @@
 
 use clap::{Parser, Subcommand};
 use irm::client::Client;
-use irm::proto::{FlowRow, IpcpRow, Msg, NameRow, Role};
+use irm::proto::{BootstrapSpec, CliRequest, ClientRole, FlowRow, IpcpRow, NameRow, Reply};
 use irm::Error;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -53,7 +53,7 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum IpcpCmd {
-    /// bootstrap type eth name <ipcp> layer <layer> dev <ifname> [ethertype 0x88b5] [backend raw|xdp|auto] [busy-poll <µs>]
+    /// bootstrap type eth name <ipcp> layer <layer> dev <ifname> [ethertype 0x88b5] [backend raw|xdp|auto] [busy-poll <µs>] [vlan <id>] [key <file>] [encrypt]
     Bootstrap {
         #[arg(num_args = 0.., allow_hyphen_values = true)]
         args: Vec<String>,
@@ -152,7 +152,7 @@ fn main() -> ExitCode {
 }
 
 fn connect() -> Result<std::sync::Arc<Client>, String> {
-    Client::connect(Role::Cli).map_err(|e| match e {
+    Client::connect(ClientRole::Cli).map_err(|e| match e {
         Error::Irmd(m) => {
             format!("cannot reach irmd at {m} (is irmd running? IRM_SOCKET selects the socket)")
         }
@@ -160,18 +160,35 @@ fn connect() -> Result<std::sync::Arc<Client>, String> {
     })
 }
 
-fn ask(client: &Client, msg: Msg, wait: Duration) -> Result<Msg, String> {
+fn ask(client: &Client, msg: CliRequest, wait: Duration) -> Result<Reply, String> {
     let r = client
-        .request(msg, &[], Some(wait))
+        .cli_request(msg, Some(wait))
         .map_err(|e| e.to_string())?;
     match r.env.msg {
-        Msg::Err(e) => Err(e.to_string()),
+        Reply::Err(e) => Err(e.to_string()),
         m => Ok(m),
     }
 }
 
-fn request(msg: Msg, wait: Duration) -> Result<Msg, String> {
+fn request(msg: CliRequest, wait: Duration) -> Result<Reply, String> {
     ask(&*connect()?, msg, wait)
+}
+
+/// `encrypt` stands alone; every other bootstrap keyword takes a value.
+fn split_flags(args: &[String]) -> (Vec<String>, bool) {
+    let mut rest = Vec::new();
+    let mut encrypt = false;
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "encrypt" {
+            encrypt = true;
+            i += 1;
+        } else {
+            rest.extend(args[i..(i + 2).min(args.len())].iter().cloned());
+            i += 2;
+        }
+    }
+    (rest, encrypt)
 }
 
 fn run(cmd: Cmd) -> Result<(), String> {
@@ -180,6 +197,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Ipcp {
             cmd: IpcpCmd::Bootstrap { args },
         } => {
+            let (args, encrypt) = split_flags(&args);
             let kv = pairs(
                 &args,
                 &[
@@ -190,6 +208,8 @@ fn run(cmd: Cmd) -> Result<(), String> {
                     "ethertype",
                     "backend",
                     "busy-poll",
+                    "vlan",
+                    "key",
                 ],
                 &["type", "name", "layer", "dev"],
             )?;
@@ -211,15 +231,35 @@ fn run(cmd: Cmd) -> Result<(), String> {
                     .map_err(|_| format!("busy-poll `{v}` is not a number of microseconds"))?,
                 None => 0,
             };
+            let vlan = kv
+                .get("vlan")
+                .map(|v| {
+                    v.parse::<u16>()
+                        .ok()
+                        .filter(|v| (1..=4094).contains(v))
+                        .ok_or_else(|| format!("vlan `{v}` is not a VLAN id (1..4094)"))
+                })
+                .transpose()?;
+            let key = kv
+                .get("key")
+                .map(|k| {
+                    std::fs::canonicalize(k)
+                        .map(|p| p.display().to_string())
+                        .map_err(|e| format!("key file {k}: {e}"))
+                })
+                .transpose()?;
             request(
-                Msg::IpcpBootstrap {
+                CliRequest::IpcpBootstrap(BootstrapSpec {
                     name: kv["name"].clone(),
                     layer: kv["layer"].clone(),
                     dev: kv["dev"].clone(),
                     ethertype,
                     backend,
                     busy_poll_us,
-                },
+                    vlan,
+                    key,
+                    encrypt,
+                }),
                 WAIT,
             )?;
             println!(
@@ -230,7 +270,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Ipcp {
             cmd: IpcpCmd::List { json },
         } => {
-            let Msg::IpcpRows(rows) = request(Msg::IpcpList, WAIT)? else {
+            let Reply::IpcpRows(rows) = request(CliRequest::IpcpList, WAIT)? else {
                 return Err("unexpected reply".into());
             };
             print_ipcps(&rows, json);
@@ -240,7 +280,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         } => {
             let kv = pairs(&args, &["name"], &["name"])?;
             request(
-                Msg::IpcpDestroy {
+                CliRequest::IpcpDestroy {
                     name: kv["name"].clone(),
                 },
                 WAIT,
@@ -251,7 +291,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         } => {
             let kv = pairs(&args, &["layer"], &["layer"])?;
             request(
-                Msg::NameRegister {
+                CliRequest::NameRegister {
                     name,
                     layer: kv["layer"].clone(),
                 },
@@ -263,7 +303,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         } => {
             let kv = pairs(&args, &["layer"], &["layer"])?;
             request(
-                Msg::NameUnregister {
+                CliRequest::NameUnregister {
                     name,
                     layer: kv["layer"].clone(),
                 },
@@ -273,9 +313,20 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Name {
             cmd: NameCmd::List { json },
         } => {
-            let Msg::NameRows(rows) = request(Msg::NameList, WAIT)? else {
-                return Err("unexpected reply".into());
-            };
+            // The list comes in pages; one connection asks for them all.
+            let client = connect()?;
+            let mut rows: Vec<NameRow> = Vec::new();
+            loop {
+                let after = rows.last().map(|r| r.name.clone());
+                let Reply::NameRows(page) = ask(&client, CliRequest::NameList { after }, WAIT)?
+                else {
+                    return Err("unexpected reply".into());
+                };
+                if page.is_empty() {
+                    break;
+                }
+                rows.extend(page);
+            }
             print_names(&rows, json);
         }
         Cmd::Bind {
@@ -283,7 +334,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         } => {
             let kv = pairs(&args, &["name"], &["name"])?;
             request(
-                Msg::BindProgram {
+                CliRequest::BindProgram {
                     prog: program,
                     name: kv["name"].clone(),
                 },
@@ -295,7 +346,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         } => {
             let kv = pairs(&args, &["name"], &["name"])?;
             request(
-                Msg::UnbindProgram {
+                CliRequest::UnbindProgram {
                     prog: program,
                     name: kv["name"].clone(),
                 },
@@ -310,7 +361,8 @@ fn run(cmd: Cmd) -> Result<(), String> {
             let mut rows: Vec<FlowRow> = Vec::new();
             loop {
                 let after = rows.last().map(|r| r.flow_id);
-                let Msg::FlowRows(page) = ask(&client, Msg::FlowList { after }, WAIT)? else {
+                let Reply::FlowRows(page) = ask(&client, CliRequest::FlowList { after }, WAIT)?
+                else {
                     return Err("unexpected reply".into());
                 };
                 let done = page.len() < irm::proto::FLOW_ROWS_PER_MSG;
@@ -463,6 +515,16 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn encrypt_stands_alone() {
+        let (rest, enc) = split_flags(&s(&["type", "eth", "encrypt", "key", "/k"]));
+        assert!(enc);
+        assert_eq!(rest, s(&["type", "eth", "key", "/k"]));
+        let (rest, enc) = split_flags(&s(&["type", "eth"]));
+        assert!(!enc);
+        assert_eq!(rest, s(&["type", "eth"]));
     }
 
     #[test]

@@ -1,0 +1,717 @@
+//! The registry in virtual time: deadlines, allocation races, process death,
+//! limits, and who may do what.
+
+use super::*;
+use irm::proto::{IpcpInfo, RefuseReason};
+use std::time::Duration;
+
+const ROOT_CLI: ConnId = 1;
+const ROOT: Cred = Cred {
+    pid: 100,
+    uid: 0,
+    gid: 0,
+    admin: true,
+};
+
+fn user(uid: u32) -> Cred {
+    Cred {
+        pid: 10_000 + uid,
+        uid,
+        gid: 500,
+        admin: false,
+    }
+}
+
+struct T {
+    reg: Registry,
+    now: Instant,
+    outs: Vec<Output>,
+}
+
+impl T {
+    fn new(policy: Policy) -> T {
+        let mut t = T {
+            reg: Registry::new(policy),
+            now: Instant::now(),
+            outs: Vec::new(),
+        };
+        t.connect(ROOT_CLI, ROOT, ClientRole::Cli);
+        t
+    }
+
+    fn input(&mut self, i: Input) {
+        self.reg.handle(self.now, i);
+        while let Some(o) = self.reg.poll_output() {
+            self.outs.push(o);
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.reg.handle_timeout(self.now);
+        while let Some(o) = self.reg.poll_output() {
+            self.outs.push(o);
+        }
+    }
+
+    fn take(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outs)
+    }
+
+    fn connect(&mut self, conn: ConnId, cred: Cred, role: ClientRole) {
+        self.input(Input::Connected { conn, cred });
+        self.input(Input::Hello {
+            conn,
+            id: 0,
+            role,
+            admin: cred.admin,
+        });
+        let r = self.reply(conn, 0);
+        assert_eq!(r, Some(Reply::Ok), "hello of {conn}");
+    }
+
+    /// The reply to (conn, id) among the outputs so far, taken out.
+    fn reply(&mut self, conn: ConnId, id: u64) -> Option<Reply> {
+        let pos = self.outs.iter().position(
+            |o| matches!(o, Output::Send { conn: c, id: i, .. } if *c == conn && *i == id),
+        )?;
+        match self.outs.remove(pos) {
+            Output::Send { msg, .. } => Some(msg),
+            _ => unreachable!(),
+        }
+    }
+
+    fn cli(&mut self, conn: ConnId, id: u64, req: CliRequest) -> Reply {
+        self.input(Input::Cli { conn, id, req });
+        self.reply(conn, id)
+            .expect("a CLI request is answered at once")
+    }
+
+    /// A bootstrapped IPCP in layer `eth`.
+    fn ipcp(&mut self) -> IpcpId {
+        self.input(Input::Cli {
+            conn: ROOT_CLI,
+            id: 900,
+            req: CliRequest::IpcpBootstrap(spec("eth-a")),
+        });
+        let ipcp = self
+            .take()
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Spawn { ipcp, .. } => Some(ipcp),
+                _ => None,
+            })
+            .expect("spawn");
+        self.input(Input::Spawned { ipcp, pid: 77 });
+        self.input(Input::FromIpcp {
+            ipcp,
+            id: 0,
+            msg: IpcpToIrmd::Bootstrapped(Ok(IpcpInfo {
+                mac: [2, 0, 0, 0, 0, 1],
+                mtu: 1500,
+                max_sdu: 1480,
+                backend: "raw".into(),
+            })),
+        });
+        assert_eq!(self.reply(ROOT_CLI, 900), Some(Reply::Ok));
+        self.take();
+        ipcp
+    }
+
+    /// The request id irmd used for its FlowAlloc of `flow` to the IPCP.
+    fn alloc_req(&self) -> Option<(u32, u64)> {
+        self.outs.iter().find_map(|o| match o {
+            Output::ToIpcp {
+                id,
+                msg: IrmdToIpcp::FlowAlloc { flow_id, .. },
+                ..
+            } => Some((*flow_id, *id)),
+            _ => None,
+        })
+    }
+}
+
+fn spec(name: &str) -> BootstrapSpec {
+    BootstrapSpec {
+        name: name.into(),
+        layer: "eth".into(),
+        dev: "veth0".into(),
+        ethertype: 0x88b5,
+        backend: "raw".into(),
+        busy_poll_us: 0,
+        vlan: None,
+        key: None,
+        encrypt: false,
+    }
+}
+
+fn is_err(r: &Reply, code: i32) -> bool {
+    matches!(r, Reply::Err(e) if e.code() == code)
+}
+
+#[test]
+fn bootstrap_gives_up_after_ten_seconds() {
+    let mut t = T::new(Policy::default());
+    t.input(Input::Cli {
+        conn: ROOT_CLI,
+        id: 5,
+        req: CliRequest::IpcpBootstrap(spec("eth-a")),
+    });
+    let ipcp = t
+        .take()
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Spawn { ipcp, .. } => Some(ipcp),
+            _ => None,
+        })
+        .unwrap();
+    t.input(Input::Spawned { ipcp, pid: 77 });
+    t.advance(Duration::from_millis(9_999));
+    assert_eq!(t.reply(ROOT_CLI, 5), None, "still waiting");
+    t.advance(Duration::from_millis(1));
+    let r = t.reply(ROOT_CLI, 5).expect("answered at 10 s");
+    assert!(
+        matches!(&r, Reply::Err(Error::Ipcp(m)) if m.contains("did not report")),
+        "{r:?}"
+    );
+    assert!(t.take().contains(&Output::Kill { ipcp }));
+    // It is gone: a list shows nothing.
+    assert_eq!(
+        t.cli(ROOT_CLI, 6, CliRequest::IpcpList),
+        Reply::IpcpRows(vec![])
+    );
+}
+
+#[test]
+fn accept_times_out_when_asked_to() {
+    let mut t = T::new(Policy::default());
+    t.connect(2, user(1000), ClientRole::App { prog: "srv".into() });
+    t.input(Input::App {
+        conn: 2,
+        id: 1,
+        req: AppRequest::FlowAccept {
+            timeout_ms: Some(500),
+        },
+    });
+    t.advance(Duration::from_millis(499));
+    assert_eq!(t.reply(2, 1), None);
+    t.advance(Duration::from_millis(1));
+    assert_eq!(t.reply(2, 1), Some(Reply::Err(Error::TimedOut)));
+}
+
+/// Register `name` and bind `prog` to it as `cred` over CLI connection `conn`.
+fn serve(t: &mut T, conn: ConnId, cred: Cred, name: &str, prog: &str) {
+    t.connect(conn, cred, ClientRole::Cli);
+    let r = t.cli(
+        conn,
+        1,
+        CliRequest::NameRegister {
+            name: name.into(),
+            layer: "eth".into(),
+        },
+    );
+    assert_eq!(r, Reply::Ok);
+    let r = t.cli(
+        conn,
+        2,
+        CliRequest::BindProgram {
+            prog: prog.into(),
+            name: name.into(),
+        },
+    );
+    assert_eq!(r, Reply::Ok);
+}
+
+fn arrive(t: &mut T, ipcp: IpcpId, token: u64, name: &str) {
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: 0,
+        msg: IpcpToIrmd::FlowReqArrived {
+            token,
+            name_hash: irm::proto::name_hash(name),
+            qos: Qos::raw(),
+            max_sdu: 1480,
+        },
+    });
+}
+
+fn refusal(t: &mut T, token: u64) -> Option<RefuseReason> {
+    t.take().into_iter().find_map(|o| match o {
+        Output::ToIpcp {
+            msg:
+                IrmdToIpcp::FlowAcceptResult {
+                    token: tk,
+                    result: Err(r),
+                    ..
+                },
+            ..
+        } if tk == token => Some(r),
+        _ => None,
+    })
+}
+
+#[test]
+fn incoming_flow_waits_two_seconds_for_an_accept() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    serve(&mut t, 3, user(1000), "svc", "srv");
+    // A live instance that has not called accept yet.
+    t.connect(4, user(1000), ClientRole::App { prog: "srv".into() });
+    arrive(&mut t, ipcp, 9, "svc");
+    assert_eq!(refusal(&mut t, 9), None, "waits for the instance");
+    t.advance(Duration::from_millis(1_999));
+    assert_eq!(refusal(&mut t, 9), None);
+    t.advance(Duration::from_millis(1));
+    assert_eq!(refusal(&mut t, 9), Some(RefuseReason::NoAcceptingProcess));
+}
+
+#[test]
+fn incoming_flow_goes_to_an_accept_of_the_binding_uid_only() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    serve(&mut t, 3, user(1000), "svc", "srv");
+    // Another user runs a program of the same name and waits in accept.
+    t.connect(5, user(1001), ClientRole::App { prog: "srv".into() });
+    t.input(Input::App {
+        conn: 5,
+        id: 1,
+        req: AppRequest::FlowAccept { timeout_ms: None },
+    });
+    arrive(&mut t, ipcp, 9, "svc");
+    assert_eq!(
+        refusal(&mut t, 9),
+        Some(RefuseReason::NoAcceptingProcess),
+        "not another uid's instance"
+    );
+    assert_eq!(t.reply(5, 1), None);
+    // The owner's instance gets it.
+    t.connect(4, user(1000), ClientRole::App { prog: "srv".into() });
+    t.input(Input::App {
+        conn: 4,
+        id: 1,
+        req: AppRequest::FlowAccept { timeout_ms: None },
+    });
+    arrive(&mut t, ipcp, 10, "svc");
+    assert!(matches!(t.reply(4, 1), Some(Reply::FlowReady { .. })));
+    assert_eq!(t.reply(5, 1), None);
+}
+
+#[test]
+fn allocation_completes_only_for_the_right_ipcp_and_request() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
+    t.input(Input::App {
+        conn: 2,
+        id: 7,
+        req: AppRequest::FlowAlloc {
+            name: "svc".into(),
+            qos: Qos::raw(),
+            timeout_ms: None,
+        },
+    });
+    let (flow_id, req) = t.alloc_req().expect("asked the IPCP");
+    assert!(t.outs.contains(&Output::CreateFlow {
+        flow_id,
+        geometry: RingGeometry {
+            slots: 4096,
+            slot_size: 1480
+        }
+    }));
+    t.take();
+    // A guessed request id, or another IPCP, does not complete it.
+    for (who, id) in [(ipcp, req + 1), (ipcp + 1, req)] {
+        t.input(Input::FromIpcp {
+            ipcp: who,
+            id,
+            msg: IpcpToIrmd::FlowAllocResult {
+                flow_id,
+                result: Ok(1000),
+            },
+        });
+        assert_eq!(t.reply(2, 7), None);
+    }
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: req,
+        msg: IpcpToIrmd::FlowAllocResult {
+            flow_id,
+            result: Ok(1000),
+        },
+    });
+    let out = t.take();
+    assert!(out.contains(&Output::Send {
+        conn: 2,
+        id: 7,
+        msg: Reply::FlowReady {
+            flow_id,
+            name: "svc".into(),
+            qos: Qos::raw(),
+            max_sdu: 1000,
+            geometry: RingGeometry {
+                slots: 4096,
+                slot_size: 1480
+            }
+        },
+        fds: Some(FdsOf::App(flow_id)),
+    }));
+}
+
+#[test]
+fn process_death_during_an_allocation_releases_the_flow() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
+    t.input(Input::App {
+        conn: 2,
+        id: 7,
+        req: AppRequest::FlowAlloc {
+            name: "svc".into(),
+            qos: Qos::raw(),
+            timeout_ms: None,
+        },
+    });
+    let (flow_id, req) = t.alloc_req().unwrap();
+    t.take();
+    t.input(Input::Closed { conn: 2 });
+    let dealloc = t.take().into_iter().find_map(|o| match o {
+        Output::ToIpcp {
+            id,
+            msg: IrmdToIpcp::FlowDealloc { flow_id: f },
+            ..
+        } if f == flow_id => Some(id),
+        _ => None,
+    });
+    let dealloc = dealloc.expect("the IPCP is told at once");
+    // The late answer to the allocation finds nobody to hand the flow to.
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: req,
+        msg: IpcpToIrmd::FlowAllocResult {
+            flow_id,
+            result: Ok(1000),
+        },
+    });
+    assert!(!t
+        .outs
+        .iter()
+        .any(|o| matches!(o, Output::Send { conn: 2, .. })));
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: dealloc,
+        msg: IpcpToIrmd::Done(Ok(())),
+    });
+    assert!(t.take().contains(&Output::DropFlow { flow_id }));
+    match t.cli(ROOT_CLI, 3, CliRequest::FlowList { after: None }) {
+        Reply::FlowRows(r) => assert!(r.is_empty(), "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn allocation_deadline_and_ipcp_death() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
+    t.input(Input::App {
+        conn: 2,
+        id: 7,
+        req: AppRequest::FlowAlloc {
+            name: "svc".into(),
+            qos: Qos::raw(),
+            timeout_ms: Some(300),
+        },
+    });
+    t.advance(Duration::from_millis(300));
+    assert_eq!(t.reply(2, 7), Some(Reply::Err(Error::TimedOut)));
+    // Another allocation, then the IPCP dies: the waiter hears at once.
+    t.input(Input::App {
+        conn: 2,
+        id: 8,
+        req: AppRequest::FlowAlloc {
+            name: "svc".into(),
+            qos: Qos::raw(),
+            timeout_ms: None,
+        },
+    });
+    t.input(Input::IpcpGone {
+        ipcp,
+        why: "test".into(),
+    });
+    assert!(matches!(t.reply(2, 8), Some(Reply::Err(Error::Ipcp(_)))));
+}
+
+#[test]
+fn per_uid_limits_are_enforced_with_a_clear_error() {
+    let mut t = T::new(Policy {
+        max_names_per_uid: 2,
+        max_conns_per_uid: 3,
+        max_accepts_per_uid: 1,
+        max_flows_per_uid: 1,
+        ..Policy::default()
+    });
+    t.ipcp();
+    t.connect(2, user(1000), ClientRole::Cli);
+    for (i, n) in ["a", "b"].iter().enumerate() {
+        let r = t.cli(
+            2,
+            i as u64 + 1,
+            CliRequest::NameRegister {
+                name: (*n).into(),
+                layer: "eth".into(),
+            },
+        );
+        assert_eq!(r, Reply::Ok);
+    }
+    let r = t.cli(
+        2,
+        3,
+        CliRequest::NameRegister {
+            name: "c".into(),
+            layer: "eth".into(),
+        },
+    );
+    assert!(
+        matches!(&r, Reply::Err(Error::NoMem(m)) if m.contains("names")),
+        "{r:?}"
+    );
+    // Root is not held to it.
+    let r = t.cli(
+        ROOT_CLI,
+        4,
+        CliRequest::NameRegister {
+            name: "c".into(),
+            layer: "eth".into(),
+        },
+    );
+    assert_eq!(r, Reply::Ok);
+    // Names longer than 255 bytes are refused.
+    let r = t.cli(
+        ROOT_CLI,
+        5,
+        CliRequest::NameRegister {
+            name: "n".repeat(256),
+            layer: "eth".into(),
+        },
+    );
+    assert!(is_err(&r, irm::error::ENAME), "{r:?}");
+    // Accepts.
+    t.connect(3, user(1000), ClientRole::App { prog: "p".into() });
+    t.input(Input::App {
+        conn: 3,
+        id: 1,
+        req: AppRequest::FlowAccept { timeout_ms: None },
+    });
+    t.input(Input::App {
+        conn: 3,
+        id: 2,
+        req: AppRequest::FlowAccept { timeout_ms: None },
+    });
+    assert!(matches!(t.reply(3, 2), Some(Reply::Err(Error::NoMem(m))) if m.contains("accepts")));
+    // Flows.
+    for id in [3, 4] {
+        t.input(Input::App {
+            conn: 3,
+            id,
+            req: AppRequest::FlowAlloc {
+                name: "x".into(),
+                qos: Qos::raw(),
+                timeout_ms: None,
+            },
+        });
+    }
+    assert!(matches!(t.reply(3, 4), Some(Reply::Err(Error::NoMem(m))) if m.contains("flows")));
+    // Connections: this uid holds 2; the 4th is refused and closed.
+    t.connect(4, user(1000), ClientRole::Cli);
+    t.input(Input::Connected {
+        conn: 5,
+        cred: user(1000),
+    });
+    assert!(
+        matches!(t.reply(5, 0), Some(Reply::Err(Error::NoMem(m))) if m.contains("connections"))
+    );
+    assert!(t.take().contains(&Output::Close { conn: 5 }));
+}
+
+#[test]
+fn name_list_pages_stay_under_the_message_limit() {
+    let mut t = T::new(Policy::default());
+    t.ipcp();
+    for i in 0..300 {
+        let name = format!("{i:04}{}", "n".repeat(251));
+        let r = t.cli(
+            ROOT_CLI,
+            10 + i,
+            CliRequest::NameRegister {
+                name,
+                layer: "eth".into(),
+            },
+        );
+        assert_eq!(r, Reply::Ok);
+    }
+    let mut after = None;
+    let mut seen = 0;
+    loop {
+        let r = t.cli(
+            ROOT_CLI,
+            1,
+            CliRequest::NameList {
+                after: after.clone(),
+            },
+        );
+        let bytes = irm::proto::encode(&irm::proto::Envelope {
+            id: 1,
+            msg: r.clone(),
+        })
+        .unwrap();
+        assert!(bytes.len() <= irm::proto::MAX_MSG);
+        let Reply::NameRows(rows) = r else { panic!() };
+        if rows.is_empty() {
+            break;
+        }
+        seen += rows.len();
+        after = rows.last().map(|r| r.name.clone());
+    }
+    assert_eq!(seen, 300);
+}
+
+/// Every CLI request by root, by the owner of the objects it touches (a
+/// member), and by another member; and what each must get.
+#[test]
+fn authorization_table() {
+    const OWNER: u32 = 1000;
+    const OTHER: u32 = 1001;
+    #[derive(Clone, Copy, Debug)]
+    enum Who {
+        Root,
+        Owner,
+        Other,
+    }
+    // (request, root allowed, owner allowed, other allowed)
+    let table: Vec<(CliRequest, [bool; 3])> = vec![
+        (
+            CliRequest::IpcpBootstrap(BootstrapSpec {
+                dev: "veth1".into(),
+                ..spec("eth-b")
+            }),
+            [true, false, false],
+        ),
+        (
+            CliRequest::IpcpDestroy {
+                name: "eth-a".into(),
+            },
+            [true, false, false],
+        ),
+        (CliRequest::IpcpList, [true, true, true]),
+        (
+            CliRequest::NameRegister {
+                name: "svc".into(),
+                layer: "eth".into(),
+            },
+            [true, true, false],
+        ),
+        (
+            CliRequest::BindProgram {
+                prog: "srv2".into(),
+                name: "svc".into(),
+            },
+            [true, true, false],
+        ),
+        (
+            CliRequest::UnbindProgram {
+                prog: "srv".into(),
+                name: "svc".into(),
+            },
+            [true, true, false],
+        ),
+        (
+            CliRequest::NameUnregister {
+                name: "svc".into(),
+                layer: "eth".into(),
+            },
+            [true, true, false],
+        ),
+        (CliRequest::NameList { after: None }, [true, true, true]),
+        (CliRequest::FlowList { after: None }, [true, true, true]),
+    ];
+    for (req, allowed) in table {
+        for (k, who) in [Who::Root, Who::Owner, Who::Other].into_iter().enumerate() {
+            // A fresh world each time: an IPCP, and OWNER's name with a binding.
+            let mut t = T::new(Policy::default());
+            t.ipcp();
+            serve(&mut t, 3, user(OWNER), "svc", "srv");
+            let conn = 9;
+            let cred = match who {
+                Who::Root => ROOT,
+                Who::Owner => user(OWNER),
+                Who::Other => user(OTHER),
+            };
+            t.connect(conn, cred, ClientRole::Cli);
+            t.input(Input::Cli {
+                conn,
+                id: 1,
+                req: req.clone(),
+            });
+            let r = t.reply(conn, 1);
+            let denied = matches!(&r, Some(Reply::Err(Error::Perm(_))));
+            assert_eq!(!denied, allowed[k], "{req:?} by {who:?}: got {r:?}");
+            if !denied {
+                // Allowed requests did what they say (bootstrap answers later).
+                assert!(
+                    r.is_none() || !matches!(r, Some(Reply::Err(_))),
+                    "{req:?} by {who:?}: {r:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn flows_are_private_to_their_process_and_uid() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    let flow_of = |t: &mut T, conn: ConnId, uid: u32| {
+        t.connect(conn, user(uid), ClientRole::App { prog: "c".into() });
+        t.input(Input::App {
+            conn,
+            id: 1,
+            req: AppRequest::FlowAlloc {
+                name: "svc".into(),
+                qos: Qos::raw(),
+                timeout_ms: None,
+            },
+        });
+        let (flow_id, req) = t.alloc_req().unwrap();
+        t.take();
+        t.input(Input::FromIpcp {
+            ipcp,
+            id: req,
+            msg: IpcpToIrmd::FlowAllocResult {
+                flow_id,
+                result: Ok(1000),
+            },
+        });
+        t.take();
+        flow_id
+    };
+    let a = flow_of(&mut t, 2, 1000);
+    let b = flow_of(&mut t, 3, 1001);
+    // 1001 cannot deallocate 1000's flow.
+    t.input(Input::App {
+        conn: 3,
+        id: 5,
+        req: AppRequest::FlowDealloc { flow_id: a },
+    });
+    assert_eq!(t.reply(3, 5), Some(Reply::Err(Error::NotAlloc)));
+    // Each member's list shows its own flow only; root sees both.
+    let list = |t: &mut T, conn: ConnId, cred: Cred| -> Vec<u32> {
+        t.connect(conn, cred, ClientRole::Cli);
+        match t.cli(conn, 1, CliRequest::FlowList { after: None }) {
+            Reply::FlowRows(r) => r.into_iter().map(|r| r.flow_id).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(list(&mut t, 10, user(1000)), vec![a]);
+    assert_eq!(list(&mut t, 11, user(1001)), vec![b]);
+    assert_eq!(list(&mut t, 12, ROOT), vec![a, b]);
+}
