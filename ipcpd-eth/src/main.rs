@@ -34,6 +34,10 @@ struct Args {
     /// with it. Without it, tagged frames are ignored.
     #[arg(long, value_parser = ipcpd_eth::segment::parse_vlan)]
     vlan: Option<u16>,
+    /// Longest liveness timeout (ms) a remote host may ask for in a flow
+    /// request; longer requests are capped (docs/security.md). Default 1 hour.
+    #[arg(long, default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_remote_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         backend: args.backend,
         busy_poll: std::time::Duration::from_micros(args.busy_poll as u64),
         vlan: args.vlan,
+        max_remote_timeout: std::time::Duration::from_millis(args.max_remote_timeout),
     };
     match Ipcp::start(opts) {
         Ok(mut ipcp) => {

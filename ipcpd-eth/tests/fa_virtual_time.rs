@@ -3,9 +3,9 @@
 //! loss), a clock that jumps from deadline to deadline, and assertions on the
 //! exact frames and state changes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipcpd_eth::fa::{Action, Config, FlowAllocator};
+use ipcpd_eth::fa::{Action, Config, FlowAllocator, Policy, Rate};
 use ipcpd_eth::wire::{Eid, FlowReplyRepr, Frame, FrameType, Mac, Payload, ReplyCode, BROADCAST};
 use irm::proto::{name_hash, DownCause, RefuseReason};
 
@@ -21,6 +21,41 @@ const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// A deterministic random source (splitmix64), one stream per seed.
+fn seeded(seed: u64) -> Box<dyn ipcpd_eth::fa::Entropy> {
+    let mut state = seed;
+    Box::new(move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// B accepts any timeout a remote asks for (no cap).
+fn uncapped() -> Policy {
+    Policy {
+        max_remote_timeout: Duration::MAX,
+        ..Policy::default()
+    }
+}
+
+/// No budget gets in the way: for tests of scale, not of defence.
+fn unlimited() -> Policy {
+    Policy {
+        rx_per_mac: Rate::UNLIMITED,
+        rx_total: Rate::UNLIMITED,
+        reply_per_mac: Rate::UNLIMITED,
+        reply_total: Rate::UNLIMITED,
+        max_pending: 1 << 24,
+        max_pending_per_mac: 1 << 24,
+        max_inbound_flows: 1 << 24,
+        max_inbound_flows_per_mac: 1 << 24,
+        ..Policy::default()
+    }
 }
 
 /// How the simulated irmd answers FlowReqArrived.
@@ -51,9 +86,14 @@ struct Node {
 
 impl Node {
     fn new(mac: Mac, instance: u64, max_sdu: u32) -> Node {
+        Node::with_policy(mac, instance, max_sdu, Policy::default())
+    }
+
+    fn with_policy(mac: Mac, instance: u64, max_sdu: u32, policy: Policy) -> Node {
         Node {
             mac,
-            fa: FlowAllocator::new(Config { instance, max_sdu }),
+            fa: FlowAllocator::with(Config { instance, max_sdu }, policy, seeded(instance))
+                .expect("valid policy"),
             answer: Answer::Accept,
             next_flow_id: B_FIRST_FLOW,
             held: Vec::new(),
@@ -71,8 +111,6 @@ struct Net {
     nodes: [Node; 2],
     /// (sender, frame) → true to lose the frame.
     drop: DropRule,
-    /// Slowest handle_timeout call seen, for the scaling test.
-    slowest_timeout: Duration,
 }
 
 impl Net {
@@ -84,7 +122,6 @@ impl Net {
                 Node::new(MAC_B, INSTANCE_B, 1480),
             ],
             drop: Box::new(|_, _| false),
-            slowest_timeout: Duration::ZERO,
         }
     }
 
@@ -172,9 +209,7 @@ impl Net {
                     );
                     self.now = self.now.max(deadline);
                     for i in [A, B] {
-                        let started = Instant::now();
                         self.nodes[i].fa.handle_timeout(self.now);
-                        self.slowest_timeout = self.slowest_timeout.max(started.elapsed());
                     }
                     self.pump();
                 }
@@ -282,7 +317,13 @@ impl Net {
 
 /// A (flow 1) allocates a flow to "srv" on B (which accepts it as flow 100).
 fn connected(timeout_ms: u64) -> Net {
+    connected_with(timeout_ms, Policy::default())
+}
+
+/// As [`connected`], with B running `policy_b`.
+fn connected_with(timeout_ms: u64, policy_b: Policy) -> Net {
     let mut net = Net::new();
+    net.nodes[B] = Node::with_policy(MAC_B, INSTANCE_B, 1480, policy_b);
     net.nodes[B].fa.register_name(name_hash("srv"));
     let eid = net.alloc(A, 1, "srv", timeout_ms);
     assert!(!eid.is_none());
@@ -544,6 +585,7 @@ fn malformed_flow_reply_does_not_stall_the_request() {
             instance: INSTANCE_B,
             code: ReplyCode::Ok,
             max_sdu: 1480,
+            timeout: 1000,
         }),
     };
     net.nodes[A].fa.handle_frame(start, MAC_B, &bogus);
@@ -624,7 +666,7 @@ fn keepalive_cadence_follows_the_shortest_timeout() {
 /// heard, exactly once, and comes back Up when B is heard again.
 fn check_expiry(timeout_ms: u64) {
     let timeout = ms(timeout_ms);
-    let mut net = connected(timeout_ms);
+    let mut net = connected_with(timeout_ms, uncapped());
     // Ten timeouts with both sides alive: keep-alives hold the flow up.
     let start = net.now;
     net.advance(timeout * 10);
@@ -676,7 +718,7 @@ fn expiry_is_exact_with_a_ten_year_timeout() {
 
 #[test]
 fn largest_timeout_does_not_overflow() {
-    let mut net = connected(u64::MAX);
+    let mut net = connected_with(u64::MAX, uncapped());
     net.advance(ms(100 * YEAR_MS));
     assert!(net.nodes[A].fa.poll_timeout().is_some());
     assert_eq!(net.all_states(A) + net.all_states(B), 0);
@@ -708,6 +750,8 @@ fn flows_with_different_timeouts_expire_in_order() {
 fn hundred_thousand_idle_flows_cost_one_keepalive_per_interval() {
     const FLOWS: u32 = 100_000;
     let mut net = Net::new();
+    net.nodes[A] = Node::with_policy(MAC_A, INSTANCE_A, 1480, unlimited());
+    net.nodes[B] = Node::with_policy(MAC_B, INSTANCE_B, 1480, unlimited());
     net.nodes[B].fa.register_name(name_hash("srv"));
     for id in 1..=FLOWS {
         net.alloc(A, id, "srv", 1000);
@@ -722,7 +766,7 @@ fn hundred_thousand_idle_flows_cost_one_keepalive_per_interval() {
     assert_eq!(ok, FLOWS as usize);
 
     net.advance(ms(1));
-    net.slowest_timeout = Duration::ZERO;
+    let visits = [A, B].map(|n| net.nodes[n].fa.stats().flow_visits);
     let start = net.now;
     net.advance(ms(10_000));
     for node in [A, B] {
@@ -736,12 +780,12 @@ fn hundred_thousand_idle_flows_cost_one_keepalive_per_interval() {
         assert_eq!(everything, 40, "node {node} sent only keep-alives");
     }
     assert_eq!(net.all_states(A) + net.all_states(B), 0);
-    // A keep-alive round is O(peers): far below the cost of visiting 100 000
-    // flows (tens of ms unoptimised), even on a loaded test machine.
-    assert!(
-        net.slowest_timeout < ms(5),
-        "handle_timeout took {:?}",
-        net.slowest_timeout
+    // A keep-alive round (sending and receiving) is O(peers): not one flow
+    // record was visited in 40 rounds over 100 000 flows.
+    assert_eq!(
+        [A, B].map(|n| net.nodes[n].fa.stats().flow_visits),
+        visits,
+        "keep-alives walked flows"
     );
 
     // All of them expire together, and recover together.
@@ -849,9 +893,14 @@ fn peer_restart_is_found_by_the_next_keepalive_exchange() {
     assert_eq!(states[0].1, DownCause::PeerRestarted);
     assert!(states[0].0 - t <= ms(250), "within one keep-alive interval");
     assert_eq!(
-        net.count_sent(B, FrameType::KeepAlive),
+        net.count_sent(B, FrameType::ChallengeReply),
         1,
         "one answer to the stale keep-alive"
+    );
+    assert_eq!(
+        net.count_sent(B, FrameType::KeepAlive),
+        0,
+        "the new run never sends its nonce"
     );
     // Nothing live to keep alive any more.
     let quiet = net.now;
@@ -1002,7 +1051,7 @@ fn unknown_eid_replies_are_rate_limited() {
             replies += is_type(&Frame::parse(&frame).unwrap(), FrameType::UnknownEid) as usize;
         }
     }
-    assert_eq!(replies, 10, "burst of 10");
+    assert_eq!(replies, 9, "burst of 10, one spent on the NAME_REPLY");
     for i in 0..1000u64 {
         net.nodes[B]
             .fa
