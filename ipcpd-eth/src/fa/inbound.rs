@@ -156,7 +156,7 @@ impl FlowAllocator {
         timeout: u64,
     ) {
         let payload = Payload::FlowReply(FlowReplyRepr {
-            instance: self.cfg.instance,
+            instance: self.instance_for(mac),
             code,
             max_sdu: self.cfg.max_sdu,
             timeout,
@@ -175,7 +175,7 @@ impl FlowAllocator {
         timeout: u64,
     ) {
         let payload = Payload::FlowReply(FlowReplyRepr {
-            instance: self.cfg.instance,
+            instance: self.instance_for(mac),
             code,
             max_sdu: self.cfg.max_sdu,
             timeout,

@@ -72,7 +72,7 @@ impl FlowAllocator {
         if ka.receiver_instance == 0 {
             return; // The sender does not know us: nothing to say.
         }
-        if ka.receiver_instance != self.cfg.instance {
+        if ka.receiver_instance != self.instance_for(mac) {
             // The sender talks to another run of this IPCP (or guesses):
             // prove we saw its frame and say we are someone else, without
             // giving our nonce away.
@@ -133,7 +133,7 @@ impl FlowAllocator {
     }
 
     pub(super) fn on_challenge(&mut self, now: Duration, mac: Mac, c: &ChallengeRepr) {
-        let verdict = if c.believed_instance == self.cfg.instance {
+        let verdict = if c.believed_instance == self.instance_for(mac) {
             Verdict::Same
         } else {
             Verdict::Different
@@ -191,10 +191,11 @@ impl FlowAllocator {
             return;
         }
         let challenge = self.random_nonzero();
+        let mine = self.peers.get(p).map(|peer| self.instance_for(peer.mac));
         let peer = self.peers.get_mut(p).expect("checked above");
         peer.ka_challenges = [challenge, peer.ka_challenges[0]];
         let ka = KeepAliveRepr {
-            sender_instance: self.cfg.instance,
+            sender_instance: mine.expect("checked above"),
             receiver_instance: peer.instance,
             challenge,
         };

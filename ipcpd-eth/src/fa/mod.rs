@@ -141,6 +141,9 @@ pub struct Stats {
 /// The flow allocator of one IPCP. See the module documentation.
 pub struct FlowAllocator {
     cfg: Config,
+    /// This run's secret: the instance nonce shown to a MAC is derived from
+    /// it and the MAC ([`FlowAllocator::instance_for`]).
+    secret: [u8; 32],
     policy: Policy,
     rng: Box<dyn Entropy>,
     ep: Endpoints,
@@ -183,8 +186,14 @@ impl FlowAllocator {
         while instance == 0 {
             instance = rng.next_u64();
         }
+        let mut secret = [0u8; 32];
+        secret[..8].copy_from_slice(&instance.to_be_bytes());
+        for chunk in secret[8..].chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+        }
         Ok(FlowAllocator {
             cfg: Config { instance, ..cfg },
+            secret,
             ep: Endpoints::new(policy.max_slots),
             budgets: Budgets::new(&policy),
             policy,
@@ -198,9 +207,19 @@ impl FlowAllocator {
         })
     }
 
-    /// This run's instance nonce.
-    pub fn instance(&self) -> u64 {
-        self.cfg.instance
+    /// This run's instance nonce as shown to `mac`: a keyed hash of the
+    /// run's secret and the MAC, never 0. Each peer learns only its own, so
+    /// a host that got a flow accepted (and so our nonce for its MAC) learns
+    /// nothing it could use towards another peer; a restart changes them all.
+    pub fn instance_for(&self, mac: Mac) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"ethflow instance v2");
+        h.update(self.secret);
+        h.update(mac);
+        let d = h.finalize();
+        let v = u64::from_be_bytes(d[..8].try_into().expect("32-byte digest"));
+        v.max(1)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -623,7 +642,9 @@ mod tests {
             }),
         )
         .unwrap();
-        assert_eq!(fa.instance(), 42);
+        assert_eq!(fa.cfg.instance, 42);
+        assert_ne!(fa.instance_for([2; 6]), fa.instance_for([3; 6]));
+        assert_ne!(fa.instance_for([2; 6]), 0);
     }
 
     #[test]

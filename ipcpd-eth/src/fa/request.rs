@@ -38,8 +38,9 @@ pub(crate) struct Query {
     pub(crate) waiting: Vec<u32>,
     /// The MAC that answered last time (a re-verification): preferred.
     pub(crate) incumbent: Option<Mac>,
-    /// The first other MAC that answered while we waited for the incumbent.
-    pub(crate) candidate: Option<Mac>,
+    /// The first other MAC that answered while we waited for the incumbent,
+    /// and how many queries had gone out then.
+    pub(crate) candidate: Option<(Mac, usize)>,
 }
 
 /// Requester-side state. Ordered maps: timers fire in the same order every run.
@@ -127,7 +128,7 @@ impl FlowAllocator {
             return;
         };
         let payload = Payload::FlowReq(FlowReqRepr {
-            instance: self.cfg.instance,
+            instance: self.instance_for(mac),
             name_hash: req.name_hash,
             qos: req.qos,
             max_sdu: self.cfg.max_sdu,
@@ -207,9 +208,10 @@ impl FlowAllocator {
             return;
         };
         if let Some(incumbent) = query.incumbent.filter(|&i| i != mac) {
-            // Re-verifying: the MAC that served the name so far gets until
-            // the next query timer to answer before a newcomer is used.
-            query.candidate.get_or_insert(mac);
+            // Re-verifying: the MAC that served the name so far gets one
+            // more query, and its wait, before a newcomer is used.
+            let sends = query.sends;
+            query.candidate.get_or_insert((mac, sends));
             self.name_conflict(now, name_hash, incumbent, mac);
             return;
         }
@@ -384,12 +386,16 @@ impl FlowAllocator {
                 .queries
                 .get_mut(&name_hash)
                 .expect("collected above");
-            if let Some(candidate) = query.candidate {
-                // The incumbent stayed silent for a whole wait: use the newcomer.
-                self.resolve(now, name_hash, candidate);
-                continue;
-            }
             let waits = &self.policy.name_query_waits;
+            match query.candidate {
+                // The incumbent stayed silent through a whole further query:
+                // use the newcomer.
+                Some((candidate, at)) if query.sends > at || query.sends >= waits.len() => {
+                    self.resolve(now, name_hash, candidate);
+                    continue;
+                }
+                _ => {}
+            }
             if query.sends < waits.len() {
                 query.next_at = query.next_at.saturating_add(waits[query.sends]);
                 query.sends += 1;
