@@ -433,6 +433,20 @@ fn flow_req_flood_from_one_mac_stays_under_its_caps() {
 }
 
 #[test]
+fn a_mac_claiming_ever_new_instances_is_challenged_not_served() {
+    let mut net = connected_with(1000, small_caps());
+    flow_req_flood(&mut net, |_| MAC_C, |i| i + 1);
+    let b = &net.nodes[B].fa;
+    assert_eq!(b.inbound_count(Some(MAC_C)), 1, "only its first instance");
+    assert!(b.stats().challenges_sent > 0);
+    assert_eq!(
+        b.stats().restarts_confirmed,
+        0,
+        "C never sees the challenges"
+    );
+}
+
+#[test]
 fn flow_req_flood_from_random_macs_leaves_room_for_known_peers() {
     let mut net = connected_with(1000, small_caps());
     assert!(net.send_data(A, 1)); // B has seen A prove the flow.
