@@ -84,7 +84,7 @@ impl Counters {
 }
 
 /// Least gap between two walks over a peer's flows to record a keep-alive.
-const KEEPALIVE_TOUCH_GAP: Duration = Duration::from_millis(100);
+const KEEPALIVE_TOUCH_GAP: Duration = Duration::from_millis(50);
 
 /// How often changed counters are reported to irmd.
 const COUNTER_REPORT: Duration = Duration::from_secs(1);
@@ -1051,19 +1051,15 @@ fn handle_frame(
     }
     match Frame::parse(rest) {
         Ok(f) => {
-            let before = fa.peer_last_heard(eth.src);
             fa.handle_frame(now, eth.src, &f);
             // A keep-alive that proved the peer alive is news for every flow
             // with it (`irm flow list` shows the time since the last frame).
             // Walking the flows is O(flows), so it happens at most once per
             // KEEPALIVE_TOUCH_GAP per peer, and never for a frame that proved
             // nothing (forged keep-alives cost O(1)).
-            let after = fa.peer_last_heard(eth.src);
-            let refreshed = match (before, after) {
-                (Some(b), Some(a)) => a >= b.saturating_add(KEEPALIVE_TOUCH_GAP),
-                _ => false,
-            };
-            if f.frame_type() == FrameType::KeepAlive && refreshed {
+            if f.frame_type() == FrameType::KeepAlive
+                && fa.liveness_report_due(eth.src, now, KEEPALIVE_TOUCH_GAP)
+            {
                 for id in fa.flows_of_peer(eth.src) {
                     if let Some(flow) = flows.get(&id) {
                         flow.end.touch_last_rx();

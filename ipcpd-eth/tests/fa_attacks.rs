@@ -567,12 +567,21 @@ fn keepalive_visits(n: u32) -> u64 {
     assert_eq!(net.nodes[A].fa.flow_count(), n as usize);
     let before = net.nodes[A].fa.stats().flow_visits;
     let (a_nonce, b_nonce) = (nonce(&net, A, MAC_B), nonce(&net, B, MAC_A));
+    let gap = ms(50);
+    let mut reports = 0;
     for i in 0..1000u64 {
-        net.now += Duration::from_micros(10);
-        net.forge(A, MAC_B, &ka(b_nonce, a_nonce, i + 1));
+        net.now += Duration::from_micros(100);
+        let now = net.now;
+        // Frames that prove nothing never call for a walk over the flows...
         net.forge(A, MAC_B, &ka(b_nonce, i + 1, i + 1));
         net.forge(A, MAC_C, &ka(i, a_nonce, i + 1));
+        assert!(!net.nodes[A].fa.liveness_report_due(MAC_B, now, gap));
+        assert!(!net.nodes[A].fa.liveness_report_due(MAC_C, now, gap));
+        // ...valid ones at most once per gap.
+        net.forge(A, MAC_B, &ka(b_nonce, a_nonce, i + 1));
+        reports += net.nodes[A].fa.liveness_report_due(MAC_B, now, gap) as u32;
     }
+    assert_eq!(reports, 2, "100 ms of keep-alives, one report per 50 ms");
     assert_eq!(net.nodes[A].fa.last_heard(1), Some(net.now));
     net.nodes[A].fa.stats().flow_visits - before
 }

@@ -408,6 +408,28 @@ impl FlowAllocator {
         Some(self.peers.get(flow.peer?)?.last_rx)
     }
 
+    /// Should the caller tell the flows of the peer at `mac` that it was
+    /// heard from (a walk over them)? True if the peer proved itself alive at
+    /// `now` and the last such report is at least `gap` old; then it counts
+    /// as reported. Frames that prove nothing never make it true, so the walk
+    /// happens at most once per `gap` per peer, whatever arrives.
+    pub fn liveness_report_due(&mut self, mac: Mac, now: Duration, gap: Duration) -> bool {
+        let Some(p) = self.peers.index_of(mac) else {
+            return false;
+        };
+        let Some(peer) = self.peers.get_mut(p) else {
+            return false;
+        };
+        let due = peer.last_rx == now
+            && peer
+                .reported_at
+                .is_none_or(|at| now >= at.saturating_add(gap));
+        if due {
+            peer.reported_at = Some(now);
+        }
+        due
+    }
+
     /// Source MACs holding budgets (bounded by [`Policy::mac_table_cap`]).
     pub fn mac_table_len(&self) -> usize {
         self.budgets.len()

@@ -54,6 +54,9 @@ pub(crate) struct Peer {
     pub(crate) last_tx: Duration,
     /// The challenges of our last two keep-alives (0 = none).
     pub(crate) ka_challenges: [u64; 2],
+    /// When the caller last reported this peer's liveness to its flows
+    /// ([`FlowAllocator::liveness_report_due`](super::FlowAllocator)).
+    pub(crate) reported_at: Option<Duration>,
     /// An outstanding CHALLENGE, if any.
     pub(crate) challenge: Option<Challenge>,
     /// The peer answered something only a host that sees our unicast frames
@@ -78,6 +81,7 @@ impl Peer {
             last_rx: now,
             last_tx: now,
             ka_challenges: [0; 2],
+            reported_at: None,
             challenge: None,
             verified: false,
             flows: BTreeSet::new(),
