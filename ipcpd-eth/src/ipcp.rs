@@ -367,6 +367,7 @@ impl Ipcp {
         for (k, v) in self.sock.counters() {
             now.push((k.to_string(), v));
         }
+        now.extend(self.fa.stats().named());
         if now != self.reported {
             self.reported = now.clone();
             self.reply(0, Msg::IpcpCounters(now));

@@ -138,6 +138,24 @@ pub struct Stats {
     pub name_conflicts: u64,
 }
 
+impl Stats {
+    /// The counters by name, in a fixed order (for `irm ipcp list`).
+    pub fn named(&self) -> Vec<(String, u64)> {
+        [
+            ("fa_budget_drops", self.budget_drops),
+            ("fa_replies_suppressed", self.replies_suppressed),
+            ("fa_challenges_sent", self.challenges_sent),
+            ("fa_restarts_confirmed", self.restarts_confirmed),
+            ("fa_requests_capped", self.requests_capped),
+            ("fa_timeouts_capped", self.timeouts_capped),
+            ("fa_name_conflicts", self.name_conflicts),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 /// The flow allocator of one IPCP. See the module documentation.
 pub struct FlowAllocator {
     cfg: Config,
