@@ -99,7 +99,7 @@ fn unanswered_name_query_fails_at_750_ms() {
     net.advance(ms(5_000));
 
     let (at, result) = net.alloc_result(A, 1).expect("allocation failed");
-    assert_eq!(at - start, ms(750));
+    assert_eq!(at - start, Policy::default().name_query_window()); // 750 ms
     assert_eq!(
         result,
         Err(irm::Error::Name("no IPCP answered for this name".into()))
@@ -147,7 +147,7 @@ fn stale_cache_entry_is_requeried_once() {
     );
     net.advance(ms(2000));
     let (at, result) = net.alloc_result(A, 2).unwrap();
-    assert_eq!(at - start, ms(750));
+    assert_eq!(at - start, Policy::default().name_query_window()); // 750 ms
     assert_eq!(
         result,
         Err(irm::Error::Name("no IPCP answered for this name".into()))
@@ -173,7 +173,7 @@ fn flow_req_is_retransmitted_then_the_allocation_fails() {
     net.alloc(A, 1, "srv", 1000);
     net.advance(ms(5000));
     let (at, result) = net.alloc_result(A, 1).unwrap();
-    assert_eq!(at - start, ms(2600));
+    assert_eq!(at - start, Policy::default().flow_req_window()); // 2.6 s
     assert_eq!(result, Err(irm::Error::Ipcp("no flow reply".into())));
     let reqs: Vec<Duration> = net
         .sent(A, FrameType::FlowReq, start, net.now)
@@ -262,7 +262,7 @@ fn malformed_flow_reply_does_not_stall_the_request() {
     assert_eq!(
         net.alloc_result(A, 1),
         Some((
-            start + ms(2600),
+            start + Policy::default().flow_req_window(),
             Err(irm::Error::Ipcp("no flow reply".into()))
         ))
     );
