@@ -58,7 +58,7 @@ volatile const __u64 our_mac = 0;
 /* Our 802.1Q VLAN id; 0 = untagged frames only. */
 volatile const __u16 vlan_id = 0;
 
-#define ETHFLOW_VERSION 1
+#define ETHFLOW_VERSION 2 /* docs/wire.md; keep equal to ipcpd_eth::wire::VERSION */
 #define TYPE_DATA 0
 #define TYPE_NAME_QUERY 1
 #define TPID_8021Q 0x8100

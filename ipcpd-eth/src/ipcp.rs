@@ -10,7 +10,7 @@
 //! log line), never served again.
 
 use crate::backend::FrameIo;
-use crate::fa::{Action, Config, FlowAllocator};
+use crate::fa::{Action, Config, FlowAllocator, OsEntropy, Policy};
 use crate::link::{CarrierProbe, LinkEvent, LinkMonitor};
 use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
 use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
@@ -47,6 +47,8 @@ pub struct Options {
     pub busy_poll: Duration,
     /// 802.1Q VLAN id of the layer (`None`: untagged frames only).
     pub vlan: Option<u16>,
+    /// Longest liveness timeout a remote requester may ask for.
+    pub max_remote_timeout: Duration,
 }
 
 /// One flow as the IPCP holds it.
@@ -83,6 +85,9 @@ impl Counters {
         ]
     }
 }
+
+/// Least gap between two walks over a peer's flows to record a keep-alive.
+const KEEPALIVE_TOUCH_GAP: Duration = Duration::from_millis(50);
 
 /// How often changed counters are reported to irmd.
 const COUNTER_REPORT: Duration = Duration::from_secs(1);
@@ -265,12 +270,20 @@ impl Ipcp {
             }
         }
         let max_sdu = link.mtu - HEADER_LEN as u32;
-        let instance = loop {
-            let v: u64 = rand::random();
-            if v != 0 {
-                break v;
-            }
+        let policy = Policy {
+            max_remote_timeout: opts.max_remote_timeout,
+            ..Policy::default()
         };
+        // Instance nonce 0 here: the allocator draws it from the OS source.
+        let fa = FlowAllocator::with(
+            Config {
+                instance: 0,
+                max_sdu,
+            },
+            policy,
+            Box::new(OsEntropy),
+        )
+        .map_err(err)?;
         let frame_room = ETH_HEADER_LEN + link.mtu as usize + 64;
         info!(
             "IPCP {} bootstrapped on {} (ifindex {}, MTU {}, max SDU {max_sdu}, ethertype 0x{:04x}, backend {}).",
@@ -282,7 +295,7 @@ impl Ipcp {
             sock.name()
         );
         Ok(Ipcp {
-            fa: FlowAllocator::new(Config { instance, max_sdu }),
+            fa,
             ethertype: opts.ethertype,
             opts,
             ctrl,
@@ -357,6 +370,7 @@ impl Ipcp {
         for (k, v) in self.sock.counters() {
             now.push((k.to_string(), v));
         }
+        now.extend(self.fa.stats().named());
         if now != self.reported {
             self.reported = now.clone();
             self.reply(0, IpcpToIrmd::Counters(now));
@@ -909,6 +923,17 @@ impl Ipcp {
                     },
                 ),
                 Action::FlowState { flow_id, cause } => self.flow_state(flow_id, cause),
+                Action::NameConflict {
+                    name_hash,
+                    kept,
+                    other,
+                } => warn!(
+                    "flow-allocator: name {:02x?}… answered by {:02x?} and by {:02x?}; using {:02x?}.",
+                    &name_hash[..4],
+                    kept,
+                    other,
+                    kept
+                ),
             }
         }
     }
@@ -1074,9 +1099,14 @@ fn handle_frame(
     match Frame::parse(rest) {
         Ok(f) => {
             fa.handle_frame(now, eth.src, &f);
-            // A keep-alive is news from the peer for every flow with it
-            // (`irm flow list` shows the time since the last frame).
-            if f.frame_type() == FrameType::KeepAlive {
+            // A keep-alive that proved the peer alive is news for every flow
+            // with it (`irm flow list` shows the time since the last frame).
+            // Walking the flows is O(flows), so it happens at most once per
+            // KEEPALIVE_TOUCH_GAP per peer, and never for a frame that proved
+            // nothing (forged keep-alives cost O(1)).
+            if f.frame_type() == FrameType::KeepAlive
+                && fa.liveness_report_due(eth.src, now, KEEPALIVE_TOUCH_GAP)
+            {
                 for id in fa.flows_of_peer(eth.src) {
                     if let Some(flow) = flows.get(&id) {
                         flow.end.touch_last_rx();

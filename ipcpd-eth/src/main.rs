@@ -44,9 +44,10 @@ struct Args {
     /// Encrypt frames with the layer key (accepted and stored).
     #[arg(long)]
     encrypt: bool,
-    /// Longest liveness timeout (ms) a remote peer may ask of us (accepted and stored).
-    #[arg(long)]
-    max_remote_timeout: Option<u64>,
+    /// Longest liveness timeout (ms) a remote host may ask for in a flow
+    /// request; longer requests are capped (docs/security.md). Default 1 hour.
+    #[arg(long, default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_remote_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -73,14 +74,10 @@ fn main() -> ExitCode {
         backend: args.backend,
         busy_poll: std::time::Duration::from_micros(args.busy_poll as u64),
         vlan: args.vlan,
+        max_remote_timeout: std::time::Duration::from_millis(args.max_remote_timeout),
     };
-    if args.key.is_some() || args.encrypt || args.max_remote_timeout.is_some() {
-        log::debug!(
-            "accepted key {:?}, encrypt {}, max remote timeout {:?}",
-            args.key,
-            args.encrypt,
-            args.max_remote_timeout
-        );
+    if args.key.is_some() || args.encrypt {
+        log::debug!("accepted key {:?}, encrypt {}", args.key, args.encrypt);
     }
     match Ipcp::start(opts, ctrl) {
         Ok(mut ipcp) => {

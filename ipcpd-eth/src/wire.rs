@@ -13,15 +13,93 @@
 //!
 //! `payload len` is authoritative: Ethernet pads short frames, so bytes past it
 //! are ignored; a length larger than the frame is an error.
+//!
+//! Every fixed layout has one private `field` table of byte ranges (smoltcp's
+//! habit); lengths are taken from the tables' last field.
 
-/// Wire protocol version carried in every frame.
-pub const VERSION: u8 = 1;
+use std::ops::Range;
+
+/// Wire protocol version carried in every frame. Version 2 added random
+/// endpoint generations, the keep-alive challenge and CHALLENGE /
+/// CHALLENGE_REPLY (see `docs/wire.md`).
+pub const VERSION: u8 = 2;
 /// Default ethertype (IEEE 802 local experimental 1).
 pub const DEFAULT_ETHERTYPE: u16 = 0x88b5;
+/// Byte ranges of the ethflow header.
+mod field {
+    use std::ops::Range;
+    pub const VERSION: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const LEN: Range<usize> = 2..4;
+    pub const DST_EID: Range<usize> = 4..12;
+    pub const SRC_EID: Range<usize> = 12..20;
+}
+
+/// Byte ranges of the Ethernet header.
+mod eth_field {
+    use std::ops::Range;
+    pub const DST: Range<usize> = 0..6;
+    pub const SRC: Range<usize> = 6..12;
+    pub const ETHERTYPE: Range<usize> = 12..14;
+}
+
+/// Byte ranges inside a NAME_QUERY / NAME_REPLY payload.
+pub mod name_field {
+    use std::ops::Range;
+    pub const NAME_HASH: Range<usize> = 0..32;
+}
+
+/// Byte ranges inside a FLOW_REQ payload.
+pub mod flow_req_field {
+    use std::ops::Range;
+    pub const INSTANCE: Range<usize> = 0..8;
+    pub const NAME_HASH: Range<usize> = 8..40;
+    pub const DELAY: Range<usize> = 40..44;
+    pub const BANDWIDTH: Range<usize> = 44..52;
+    pub const AVAILABILITY: usize = 52;
+    pub const LOSS: Range<usize> = 53..57;
+    pub const BER: Range<usize> = 57..61;
+    pub const IN_ORDER: usize = 61;
+    pub const MAX_GAP: Range<usize> = 62..66;
+    pub const TIMEOUT: Range<usize> = 66..74;
+    pub const MAX_SDU: Range<usize> = 74..78;
+}
+
+/// Byte ranges inside a FLOW_REPLY payload.
+pub mod flow_reply_field {
+    use std::ops::Range;
+    pub const INSTANCE: Range<usize> = 0..8;
+    pub const CODE: usize = 8;
+    pub const MAX_SDU: Range<usize> = 9..13;
+    pub const TIMEOUT: Range<usize> = 13..21;
+}
+
+/// Byte ranges inside a KEEP_ALIVE payload.
+pub mod keep_alive_field {
+    use std::ops::Range;
+    pub const SENDER_INSTANCE: Range<usize> = 0..8;
+    pub const RECEIVER_INSTANCE: Range<usize> = 8..16;
+    pub const CHALLENGE: Range<usize> = 16..24;
+}
+
+/// Byte ranges inside a CHALLENGE payload.
+pub mod challenge_field {
+    use std::ops::Range;
+    pub const CHALLENGE: Range<usize> = 0..8;
+    pub const BELIEVED_INSTANCE: Range<usize> = 8..16;
+}
+
+/// Byte ranges inside a CHALLENGE_REPLY payload.
+pub mod challenge_reply_field {
+    use std::ops::Range;
+    pub const ECHO: Range<usize> = 0..8;
+    pub const VERDICT: usize = 8;
+}
+
 /// Bytes of the ethflow header.
-pub const HEADER_LEN: usize = 20;
+pub const HEADER_LEN: usize = field::SRC_EID.end;
 /// Bytes of the Ethernet header (no VLAN tag).
-pub const ETH_HEADER_LEN: usize = 14;
+pub const ETH_HEADER_LEN: usize = eth_field::ETHERTYPE.end;
 /// Broadcast MAC.
 pub const BROADCAST: Mac = [0xff; 6];
 
@@ -68,6 +146,25 @@ pub enum FrameType {
     DeallocAck = 6,
     KeepAlive = 7,
     UnknownEid = 8,
+    Challenge = 9,
+    ChallengeReply = 10,
+}
+
+impl FrameType {
+    /// Every frame type, in wire order.
+    pub const ALL: [FrameType; 11] = [
+        FrameType::Data,
+        FrameType::NameQuery,
+        FrameType::NameReply,
+        FrameType::FlowReq,
+        FrameType::FlowReply,
+        FrameType::Dealloc,
+        FrameType::DeallocAck,
+        FrameType::KeepAlive,
+        FrameType::UnknownEid,
+        FrameType::Challenge,
+        FrameType::ChallengeReply,
+    ];
 }
 
 /// QoS fields as carried in a flow request.
@@ -111,14 +208,47 @@ pub struct FlowReplyRepr {
     pub instance: u64,
     pub code: ReplyCode,
     pub max_sdu: u32,
+    /// The liveness timeout (ms) the responder runs the flow with (the
+    /// requested one, or lower if capped); the requester adopts it if lower.
+    /// 0 on a refusal.
+    pub timeout: u64,
 }
 
-/// Per-peer keep-alive: who I am, and which instance of you I believe I talk to
-/// (0 = none), so a restarted peer can say at once that it is someone else.
+/// Per-peer keep-alive: who I am, which instance of you I believe I talk to
+/// (0 = none), and a fresh random challenge. A keep-alive refreshes liveness
+/// only if `receiver_instance` is the receiver's current nonce; a receiver
+/// that is not that instance answers with a CHALLENGE_REPLY echoing
+/// `challenge` (verdict Different), which proves it saw this unicast frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepAliveRepr {
     pub sender_instance: u64,
     pub receiver_instance: u64,
+    pub challenge: u64,
+}
+
+/// "Are you still the instance I believe?": sent to a peer MAC when a frame
+/// claims that peer restarted. Carries a fresh random value to be echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeRepr {
+    pub challenge: u64,
+    /// The instance nonce the challenger believes the receiver has.
+    pub believed_instance: u64,
+}
+
+/// Whether the answering IPCP is the instance the challenger believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Verdict {
+    Same = 0,
+    Different = 1,
+}
+
+/// Answer to a CHALLENGE (or to a keep-alive for another instance). It never
+/// carries the answerer's own nonce, only the echo and a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeReplyRepr {
+    pub echo: u64,
+    pub verdict: Verdict,
 }
 
 /// The payload of a frame, by type.
@@ -133,6 +263,8 @@ pub enum Payload<'a> {
     DeallocAck,
     KeepAlive(KeepAliveRepr),
     UnknownEid,
+    Challenge(ChallengeRepr),
+    ChallengeReply(ChallengeReplyRepr),
 }
 
 /// A parsed frame (the part after the Ethernet header).
@@ -159,15 +291,19 @@ pub enum WireError {
 }
 
 /// Payload bytes of a name query or name reply (a SHA-256 name hash).
-pub const NAME_PAYLOAD_LEN: usize = 32;
+pub const NAME_PAYLOAD_LEN: usize = name_field::NAME_HASH.end;
 /// Bytes of the QoS block inside a flow request.
-pub const QOS_LEN: usize = 4 + 8 + 1 + 4 + 4 + 1 + 4 + 8;
+pub const QOS_LEN: usize = flow_req_field::TIMEOUT.end - flow_req_field::DELAY.start;
 /// Payload bytes of a flow request.
-pub const FLOW_REQ_LEN: usize = 8 + 32 + QOS_LEN + 4;
+pub const FLOW_REQ_LEN: usize = flow_req_field::MAX_SDU.end;
 /// Payload bytes of a flow reply.
-pub const FLOW_REPLY_LEN: usize = 8 + 1 + 4;
+pub const FLOW_REPLY_LEN: usize = flow_reply_field::TIMEOUT.end;
 /// Payload bytes of a keep-alive.
-pub const KEEP_ALIVE_LEN: usize = 16;
+pub const KEEP_ALIVE_LEN: usize = keep_alive_field::CHALLENGE.end;
+/// Payload bytes of a challenge.
+pub const CHALLENGE_LEN: usize = challenge_field::BELIEVED_INSTANCE.end;
+/// Payload bytes of a challenge reply.
+pub const CHALLENGE_REPLY_LEN: usize = challenge_reply_field::VERDICT + 1;
 /// Largest payload the 16-bit length field can describe.
 pub const MAX_PAYLOAD_LEN: usize = u16::MAX as usize;
 
@@ -185,6 +321,8 @@ impl TryFrom<u8> for FrameType {
             6 => FrameType::DeallocAck,
             7 => FrameType::KeepAlive,
             8 => FrameType::UnknownEid,
+            9 => FrameType::Challenge,
+            10 => FrameType::ChallengeReply,
             other => return Err(WireError::BadType(other)),
         })
     }
@@ -200,6 +338,8 @@ impl FrameType {
             FrameType::FlowReply => Some(FLOW_REPLY_LEN),
             FrameType::Dealloc | FrameType::DeallocAck | FrameType::UnknownEid => Some(0),
             FrameType::KeepAlive => Some(KEEP_ALIVE_LEN),
+            FrameType::Challenge => Some(CHALLENGE_LEN),
+            FrameType::ChallengeReply => Some(CHALLENGE_REPLY_LEN),
         }
     }
 }
@@ -215,6 +355,18 @@ impl TryFrom<u8> for ReplyCode {
             3 => ReplyCode::ResourceLimit,
             _ => return Err(WireError::BadField),
         })
+    }
+}
+
+impl TryFrom<u8> for Verdict {
+    type Error = WireError;
+
+    fn try_from(value: u8) -> Result<Self, Self::Error> {
+        match value {
+            0 => Ok(Verdict::Same),
+            1 => Ok(Verdict::Different),
+            _ => Err(WireError::BadField),
+        }
     }
 }
 
@@ -262,68 +414,43 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-/// Reads big-endian fields from a slice whose length the caller already checked.
+/// Fixed-size field `range` of a slice whose length the caller checked.
 /// Running past the end is a bug in this module, so it panics rather than erring.
-struct Reader<'a> {
-    buf: &'a [u8],
+fn get<const N: usize>(buf: &[u8], range: Range<usize>) -> [u8; N] {
+    buf[range].try_into().expect("field table gives N bytes")
 }
 
-impl<'a> Reader<'a> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let (head, rest) = self.buf.split_at(N);
-        self.buf = rest;
-        head.try_into().expect("split_at gave N bytes")
-    }
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_be_bytes(self.take())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_be_bytes(self.take())
-    }
-    fn bool(&mut self) -> Result<bool, WireError> {
-        match self.u8() {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(WireError::BadField),
-        }
+fn get_u32(buf: &[u8], range: Range<usize>) -> u32 {
+    u32::from_be_bytes(get(buf, range))
+}
+
+fn get_u64(buf: &[u8], range: Range<usize>) -> u64 {
+    u64::from_be_bytes(get(buf, range))
+}
+
+fn get_bool(buf: &[u8], at: usize) -> Result<bool, WireError> {
+    match buf[at] {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(WireError::BadField),
     }
 }
 
-/// Writes big-endian fields into a slice the caller sized from `buffer_len`.
-struct Writer<'a> {
-    buf: &'a mut [u8],
+fn put_u32(buf: &mut [u8], range: Range<usize>, v: u32) {
+    buf[range].copy_from_slice(&v.to_be_bytes());
 }
 
-impl Writer<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        let buf = std::mem::take(&mut self.buf);
-        let (head, rest) = buf.split_at_mut(bytes.len());
-        head.copy_from_slice(bytes);
-        self.buf = rest;
-    }
-    fn u8(&mut self, v: u8) {
-        self.put(&[v]);
-    }
-    fn u32(&mut self, v: u32) {
-        self.put(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.put(&v.to_be_bytes());
-    }
+fn put_u64(buf: &mut [u8], range: Range<usize>, v: u64) {
+    buf[range].copy_from_slice(&v.to_be_bytes());
 }
 
 fn write_header(buf: &mut [u8], ty: FrameType, len: u16, dst: Eid, src: Eid) {
-    let mut w = Writer {
-        buf: &mut buf[..HEADER_LEN],
-    };
-    w.u8(VERSION);
-    w.u8(ty as u8);
-    w.put(&len.to_be_bytes());
-    w.u64(dst.0);
-    w.u64(src.0);
+    let buf = &mut buf[..HEADER_LEN];
+    buf[field::VERSION] = VERSION;
+    buf[field::TYPE] = ty as u8;
+    buf[field::LEN].copy_from_slice(&len.to_be_bytes());
+    put_u64(buf, field::DST_EID, dst.0);
+    put_u64(buf, field::SRC_EID, src.0);
 }
 
 /// Write a data header in place, for the fast path where the SDU already sits
@@ -349,17 +476,14 @@ impl<'a> HeaderView<'a> {
         if buf.len() < HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        let mut r = Reader {
-            buf: &buf[..HEADER_LEN],
-        };
-        let version = r.u8();
+        let version = buf[field::VERSION];
         if version != VERSION {
             return Err(WireError::BadVersion(version));
         }
-        let frame_type = FrameType::try_from(r.u8())?;
-        let len = u16::from_be_bytes(r.take()) as usize;
-        let dst = Eid(r.u64());
-        let src = Eid(r.u64());
+        let frame_type = FrameType::try_from(buf[field::TYPE])?;
+        let len = u16::from_be_bytes(get(buf, field::LEN)) as usize;
+        let dst = Eid(get_u64(buf, field::DST_EID));
+        let src = Eid(get_u64(buf, field::SRC_EID));
         let payload = buf[HEADER_LEN..].get(..len).ok_or(WireError::Truncated)?;
         Ok(HeaderView {
             frame_type,
@@ -396,6 +520,8 @@ impl<'a> Payload<'a> {
             Payload::DeallocAck => FrameType::DeallocAck,
             Payload::KeepAlive(_) => FrameType::KeepAlive,
             Payload::UnknownEid => FrameType::UnknownEid,
+            Payload::Challenge(_) => FrameType::Challenge,
+            Payload::ChallengeReply(_) => FrameType::ChallengeReply,
         }
     }
 
@@ -417,71 +543,96 @@ impl<'a> Payload<'a> {
                 return Err(WireError::BadLength);
             }
         }
-        let mut r = Reader { buf: bytes };
+        use flow_req_field as rq;
+        let b = bytes;
         Ok(match ty {
             FrameType::Data => Payload::Data(bytes),
             FrameType::NameQuery => Payload::NameQuery {
-                name_hash: r.take(),
+                name_hash: get(b, name_field::NAME_HASH),
             },
             FrameType::NameReply => Payload::NameReply {
-                name_hash: r.take(),
+                name_hash: get(b, name_field::NAME_HASH),
             },
             FrameType::FlowReq => Payload::FlowReq(FlowReqRepr {
-                instance: r.u64(),
-                name_hash: r.take(),
+                instance: get_u64(b, rq::INSTANCE),
+                name_hash: get(b, rq::NAME_HASH),
                 qos: WireQos {
-                    delay: r.u32(),
-                    bandwidth: r.u64(),
-                    availability: r.u8(),
-                    loss: r.u32(),
-                    ber: r.u32(),
-                    in_order: r.bool()?,
-                    max_gap: r.u32(),
-                    timeout: r.u64(),
+                    delay: get_u32(b, rq::DELAY),
+                    bandwidth: get_u64(b, rq::BANDWIDTH),
+                    availability: b[rq::AVAILABILITY],
+                    loss: get_u32(b, rq::LOSS),
+                    ber: get_u32(b, rq::BER),
+                    in_order: get_bool(b, rq::IN_ORDER)?,
+                    max_gap: get_u32(b, rq::MAX_GAP),
+                    timeout: get_u64(b, rq::TIMEOUT),
                 },
-                max_sdu: r.u32(),
+                max_sdu: get_u32(b, rq::MAX_SDU),
             }),
             FrameType::FlowReply => Payload::FlowReply(FlowReplyRepr {
-                instance: r.u64(),
-                code: ReplyCode::try_from(r.u8())?,
-                max_sdu: r.u32(),
+                instance: get_u64(b, flow_reply_field::INSTANCE),
+                code: ReplyCode::try_from(b[flow_reply_field::CODE])?,
+                max_sdu: get_u32(b, flow_reply_field::MAX_SDU),
+                timeout: get_u64(b, flow_reply_field::TIMEOUT),
             }),
             FrameType::Dealloc => Payload::Dealloc,
             FrameType::DeallocAck => Payload::DeallocAck,
             FrameType::KeepAlive => Payload::KeepAlive(KeepAliveRepr {
-                sender_instance: r.u64(),
-                receiver_instance: r.u64(),
+                sender_instance: get_u64(b, keep_alive_field::SENDER_INSTANCE),
+                receiver_instance: get_u64(b, keep_alive_field::RECEIVER_INSTANCE),
+                challenge: get_u64(b, keep_alive_field::CHALLENGE),
             }),
             FrameType::UnknownEid => Payload::UnknownEid,
+            FrameType::Challenge => Payload::Challenge(ChallengeRepr {
+                challenge: get_u64(b, challenge_field::CHALLENGE),
+                believed_instance: get_u64(b, challenge_field::BELIEVED_INSTANCE),
+            }),
+            FrameType::ChallengeReply => Payload::ChallengeReply(ChallengeReplyRepr {
+                echo: get_u64(b, challenge_reply_field::ECHO),
+                verdict: Verdict::try_from(b[challenge_reply_field::VERDICT])?,
+            }),
         })
     }
 
-    fn emit(&self, w: &mut Writer<'_>) {
+    /// Write the payload into `b`, which is exactly `self.len()` bytes.
+    fn emit(&self, b: &mut [u8]) {
+        use flow_req_field as rq;
         match self {
-            Payload::Data(sdu) => w.put(sdu),
-            Payload::NameQuery { name_hash } | Payload::NameReply { name_hash } => w.put(name_hash),
+            Payload::Data(sdu) => b.copy_from_slice(sdu),
+            Payload::NameQuery { name_hash } | Payload::NameReply { name_hash } => {
+                b[name_field::NAME_HASH].copy_from_slice(name_hash)
+            }
             Payload::FlowReq(req) => {
-                w.u64(req.instance);
-                w.put(&req.name_hash);
                 let q = &req.qos;
-                w.u32(q.delay);
-                w.u64(q.bandwidth);
-                w.u8(q.availability);
-                w.u32(q.loss);
-                w.u32(q.ber);
-                w.u8(q.in_order as u8);
-                w.u32(q.max_gap);
-                w.u64(q.timeout);
-                w.u32(req.max_sdu);
+                put_u64(b, rq::INSTANCE, req.instance);
+                b[rq::NAME_HASH].copy_from_slice(&req.name_hash);
+                put_u32(b, rq::DELAY, q.delay);
+                put_u64(b, rq::BANDWIDTH, q.bandwidth);
+                b[rq::AVAILABILITY] = q.availability;
+                put_u32(b, rq::LOSS, q.loss);
+                put_u32(b, rq::BER, q.ber);
+                b[rq::IN_ORDER] = q.in_order as u8;
+                put_u32(b, rq::MAX_GAP, q.max_gap);
+                put_u64(b, rq::TIMEOUT, q.timeout);
+                put_u32(b, rq::MAX_SDU, req.max_sdu);
             }
             Payload::FlowReply(rep) => {
-                w.u64(rep.instance);
-                w.u8(rep.code as u8);
-                w.u32(rep.max_sdu);
+                put_u64(b, flow_reply_field::INSTANCE, rep.instance);
+                b[flow_reply_field::CODE] = rep.code as u8;
+                put_u32(b, flow_reply_field::MAX_SDU, rep.max_sdu);
+                put_u64(b, flow_reply_field::TIMEOUT, rep.timeout);
             }
             Payload::KeepAlive(ka) => {
-                w.u64(ka.sender_instance);
-                w.u64(ka.receiver_instance);
+                put_u64(b, keep_alive_field::SENDER_INSTANCE, ka.sender_instance);
+                put_u64(b, keep_alive_field::RECEIVER_INSTANCE, ka.receiver_instance);
+                put_u64(b, keep_alive_field::CHALLENGE, ka.challenge);
+            }
+            Payload::Challenge(c) => {
+                put_u64(b, challenge_field::CHALLENGE, c.challenge);
+                put_u64(b, challenge_field::BELIEVED_INSTANCE, c.believed_instance);
+            }
+            Payload::ChallengeReply(r) => {
+                put_u64(b, challenge_reply_field::ECHO, r.echo);
+                b[challenge_reply_field::VERDICT] = r.verdict as u8;
             }
             Payload::Dealloc | Payload::DeallocAck | Payload::UnknownEid => {}
         }
@@ -518,9 +669,7 @@ impl<'a> Frame<'a> {
         );
         let len = u16::try_from(self.payload.len()).expect("payload longer than 65535 bytes");
         write_header(buf, self.frame_type(), len, self.dst, self.src);
-        self.payload.emit(&mut Writer {
-            buf: &mut buf[HEADER_LEN..total],
-        });
+        self.payload.emit(&mut buf[HEADER_LEN..total]);
         total
     }
 
@@ -549,23 +698,19 @@ impl EthHeader {
         if buf.len() < ETH_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        let mut r = Reader { buf };
         let header = EthHeader {
-            dst: r.take(),
-            src: r.take(),
-            ethertype: u16::from_be_bytes(r.take()),
+            dst: get(buf, eth_field::DST),
+            src: get(buf, eth_field::SRC),
+            ethertype: u16::from_be_bytes(get(buf, eth_field::ETHERTYPE)),
         };
         Ok((header, &buf[ETH_HEADER_LEN..]))
     }
 
     /// Write the header into `buf[..ETH_HEADER_LEN]`. Panics if `buf` is shorter.
     pub fn emit(&self, buf: &mut [u8]) {
-        let mut w = Writer {
-            buf: &mut buf[..ETH_HEADER_LEN],
-        };
-        w.put(&self.dst);
-        w.put(&self.src);
-        w.put(&self.ethertype.to_be_bytes());
+        buf[eth_field::DST].copy_from_slice(&self.dst);
+        buf[eth_field::SRC].copy_from_slice(&self.src);
+        buf[eth_field::ETHERTYPE].copy_from_slice(&self.ethertype.to_be_bytes());
     }
 }
 
@@ -608,14 +753,24 @@ mod tests {
                 instance: 43,
                 code: ReplyCode::NoAcceptingProcess,
                 max_sdu: 9000,
+                timeout: 0,
             }),
             Payload::Dealloc,
             Payload::DeallocAck,
             Payload::KeepAlive(KeepAliveRepr {
                 sender_instance: 1,
                 receiver_instance: u64::MAX,
+                challenge: 0x1234_5678_9abc_def0,
             }),
             Payload::UnknownEid,
+            Payload::Challenge(ChallengeRepr {
+                challenge: 77,
+                believed_instance: 78,
+            }),
+            Payload::ChallengeReply(ChallengeReplyRepr {
+                echo: 79,
+                verdict: Verdict::Different,
+            }),
         ]
     }
 
@@ -623,7 +778,11 @@ mod tests {
     fn every_frame_type_round_trips() {
         let sdu = b"hello, flow";
         let payloads = every_payload(sdu);
-        assert_eq!(payloads.len(), 9, "one payload per frame type");
+        assert_eq!(
+            payloads.len(),
+            FrameType::ALL.len(),
+            "one payload per frame type"
+        );
         for payload in payloads {
             let frame = Frame {
                 dst: DST,
@@ -640,7 +799,12 @@ mod tests {
     fn fixed_sizes_match_the_documented_layout() {
         assert_eq!(QOS_LEN, 34);
         assert_eq!(FLOW_REQ_LEN, 78);
-        assert_eq!(FLOW_REPLY_LEN, 13);
+        assert_eq!(FLOW_REPLY_LEN, 21);
+        assert_eq!(KEEP_ALIVE_LEN, 24);
+        assert_eq!(CHALLENGE_LEN, 16);
+        assert_eq!(CHALLENGE_REPLY_LEN, 9);
+        assert_eq!(HEADER_LEN, 20);
+        assert_eq!(ETH_HEADER_LEN, 14);
         for payload in every_payload(b"") {
             let frame = Frame {
                 dst: DST,
@@ -678,13 +842,48 @@ mod tests {
                 instance: 0x0102,
                 code: ReplyCode::ResourceLimit,
                 max_sdu: 0x0506,
+                timeout: 0x0708,
             }),
         };
         let bytes = frame.to_vec();
         assert_eq!(
             &bytes[HEADER_LEN..],
-            &[0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 5, 6]
+            &[0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 5, 6, 0, 0, 0, 0, 0, 0, 7, 8]
         );
+    }
+
+    #[test]
+    fn keep_alive_and_challenge_layouts() {
+        let ka = Frame {
+            dst: Eid::NONE,
+            src: Eid::NONE,
+            payload: Payload::KeepAlive(KeepAliveRepr {
+                sender_instance: 0x0101,
+                receiver_instance: 0x0202,
+                challenge: 0x0303,
+            }),
+        }
+        .to_vec();
+        let p = &ka[HEADER_LEN..];
+        assert_eq!(
+            p[keep_alive_field::SENDER_INSTANCE],
+            [0, 0, 0, 0, 0, 0, 1, 1]
+        );
+        assert_eq!(
+            p[keep_alive_field::RECEIVER_INSTANCE],
+            [0, 0, 0, 0, 0, 0, 2, 2]
+        );
+        assert_eq!(p[keep_alive_field::CHALLENGE], [0, 0, 0, 0, 0, 0, 3, 3]);
+        let rep = Frame {
+            dst: Eid::NONE,
+            src: Eid::NONE,
+            payload: Payload::ChallengeReply(ChallengeReplyRepr {
+                echo: 0x0404,
+                verdict: Verdict::Different,
+            }),
+        }
+        .to_vec();
+        assert_eq!(&rep[HEADER_LEN..], &[0, 0, 0, 0, 0, 0, 4, 4, 1]);
     }
 
     #[test]
@@ -748,11 +947,11 @@ mod tests {
             payload: Payload::UnknownEid,
         }
         .to_vec();
-        bytes[0] = 2;
-        assert_eq!(Frame::parse(&bytes), Err(WireError::BadVersion(2)));
+        bytes[0] = 1;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::BadVersion(1)));
         bytes[0] = VERSION;
-        bytes[1] = 9;
-        assert_eq!(Frame::parse(&bytes), Err(WireError::BadType(9)));
+        bytes[1] = 11;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::BadType(11)));
     }
 
     #[test]
@@ -763,10 +962,11 @@ mod tests {
             payload: Payload::KeepAlive(KeepAliveRepr {
                 sender_instance: 1,
                 receiver_instance: 2,
+                challenge: 3,
             }),
         }
         .to_vec();
-        bytes[3] = 15;
+        bytes[3] = 23;
         assert_eq!(Frame::parse(&bytes), Err(WireError::BadLength));
     }
 
@@ -783,7 +983,7 @@ mod tests {
             }),
         };
         let mut bytes = req.to_vec();
-        let in_order_at = HEADER_LEN + 8 + 32 + 4 + 8 + 1 + 4 + 4;
+        let in_order_at = HEADER_LEN + flow_req_field::IN_ORDER;
         assert_eq!(bytes[in_order_at], 1);
         bytes[in_order_at] = 2;
         assert_eq!(Frame::parse(&bytes), Err(WireError::BadField));
@@ -795,10 +995,23 @@ mod tests {
                 instance: 1,
                 code: ReplyCode::Ok,
                 max_sdu: 1,
+                timeout: 1,
             }),
         };
         let mut bytes = rep.to_vec();
-        bytes[HEADER_LEN + 8] = 4;
+        bytes[HEADER_LEN + flow_reply_field::CODE] = 4;
+        assert_eq!(Frame::parse(&bytes), Err(WireError::BadField));
+
+        let mut bytes = Frame {
+            dst: DST,
+            src: SRC,
+            payload: Payload::ChallengeReply(ChallengeReplyRepr {
+                echo: 1,
+                verdict: Verdict::Same,
+            }),
+        }
+        .to_vec();
+        bytes[HEADER_LEN + challenge_reply_field::VERDICT] = 2;
         assert_eq!(Frame::parse(&bytes), Err(WireError::BadField));
     }
 
@@ -852,7 +1065,7 @@ mod tests {
         for v in 0..=255u8 {
             match FrameType::try_from(v) {
                 Ok(t) => assert_eq!(t as u8, v),
-                Err(e) => assert!(v > 8 && e == WireError::BadType(v)),
+                Err(e) => assert!(v > 10 && e == WireError::BadType(v)),
             }
             match ReplyCode::try_from(v) {
                 Ok(c) => assert_eq!(c as u8, v),

@@ -43,6 +43,10 @@ fn reply_code() -> impl Strategy<Value = ReplyCode> {
     ]
 }
 
+fn verdict() -> impl Strategy<Value = Verdict> {
+    prop_oneof![Just(Verdict::Same), Just(Verdict::Different)]
+}
+
 /// A payload with owned data, so a strategy can produce it; borrow it as a
 /// [`Payload`] with [`OwnedPayload::as_payload`].
 #[derive(Debug, Clone)]
@@ -74,22 +78,37 @@ fn payload() -> impl Strategy<Value = OwnedPayload> {
                 })
             }
         ),
-        (any::<u64>(), reply_code(), any::<u32>()).prop_map(|(instance, code, max_sdu)| {
-            Payload::FlowReply(FlowReplyRepr {
-                instance,
-                code,
-                max_sdu,
-            })
-        }),
+        (any::<u64>(), reply_code(), any::<u32>(), any::<u64>()).prop_map(
+            |(instance, code, max_sdu, timeout)| {
+                Payload::FlowReply(FlowReplyRepr {
+                    instance,
+                    code,
+                    max_sdu,
+                    timeout,
+                })
+            }
+        ),
         Just(Payload::Dealloc),
         Just(Payload::DeallocAck),
-        (any::<u64>(), any::<u64>()).prop_map(|(sender_instance, receiver_instance)| {
-            Payload::KeepAlive(KeepAliveRepr {
-                sender_instance,
-                receiver_instance,
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(sender_instance, receiver_instance, challenge)| {
+                Payload::KeepAlive(KeepAliveRepr {
+                    sender_instance,
+                    receiver_instance,
+                    challenge,
+                })
+            }
+        ),
+        Just(Payload::UnknownEid),
+        (any::<u64>(), any::<u64>()).prop_map(|(challenge, believed_instance)| {
+            Payload::Challenge(ChallengeRepr {
+                challenge,
+                believed_instance,
             })
         }),
-        Just(Payload::UnknownEid),
+        (any::<u64>(), verdict()).prop_map(|(echo, verdict)| {
+            Payload::ChallengeReply(ChallengeReplyRepr { echo, verdict })
+        }),
     ];
     prop_oneof![
         // Mostly small SDUs, sometimes up to the largest the length field allows.
@@ -113,6 +132,8 @@ fn fixed_type() -> impl Strategy<Value = FrameType> {
         Just(FrameType::DeallocAck),
         Just(FrameType::KeepAlive),
         Just(FrameType::UnknownEid),
+        Just(FrameType::Challenge),
+        Just(FrameType::ChallengeReply),
     ]
 }
 
@@ -157,7 +178,7 @@ proptest! {
 
     #[test]
     fn random_bytes_behind_a_valid_header_never_panic(
-        ty in 0u8..=8,
+        ty in 0u8..=10,
         body in proptest::collection::vec(any::<u8>(), 0..128),
         extra in 0usize..8,
     ) {
@@ -181,7 +202,7 @@ proptest! {
     }
 
     #[test]
-    fn unknown_type_is_bad_type((dst, src, owned) in frame_bytes(), ty in 9u8..=255) {
+    fn unknown_type_is_bad_type((dst, src, owned) in frame_bytes(), ty in 11u8..=255) {
         let mut bytes = Frame { dst, src, payload: owned.as_payload() }.to_vec();
         bytes[1] = ty;
         prop_assert_eq!(Frame::parse(&bytes), Err(WireError::BadType(ty)));
@@ -211,6 +232,28 @@ proptest! {
         emit_data_header(&mut bytes, dst, src, len as u16);
         bytes[1] = ty as u8;
         prop_assert_eq!(Frame::parse(&bytes), Err(WireError::BadLength));
+    }
+
+    #[test]
+    fn every_fixed_type_parses_any_payload_of_its_length(
+        ty in fixed_type(),
+        body in proptest::collection::vec(any::<u8>(), 0..128),
+    ) {
+        // Any bytes of the right length: a value or a field error, and a
+        // value re-emits to exactly these bytes.
+        let len = ty.fixed_payload_len().unwrap();
+        let body: Vec<u8> = body.into_iter().chain(std::iter::repeat(0)).take(len).collect();
+        let mut bytes = vec![0u8; HEADER_LEN];
+        emit_data_header(&mut bytes, Eid(1), Eid(2), len as u16);
+        bytes[1] = ty as u8;
+        bytes.extend_from_slice(&body);
+        match Frame::parse(&bytes) {
+            Ok(frame) => {
+                prop_assert_eq!(frame.frame_type(), ty);
+                prop_assert_eq!(frame.to_vec(), bytes);
+            }
+            Err(e) => prop_assert_eq!(e, WireError::BadField),
+        }
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use ipcpd_eth::wire::{
-    self, Eid, EthHeader, FlowReplyRepr, FlowReqRepr, Frame, FrameType, KeepAliveRepr, Mac,
-    Payload, ReplyCode, WireQos, ETH_HEADER_LEN, HEADER_LEN,
+    self, ChallengeReplyRepr, ChallengeRepr, Eid, EthHeader, FlowReplyRepr, FlowReqRepr, Frame,
+    FrameType, KeepAliveRepr, Mac, Payload, ReplyCode, Verdict, WireQos, ETH_HEADER_LEN,
+    HEADER_LEN,
 };
 use pnet_base::MacAddr;
 use pnet_packet::ethernet::{EtherType, EtherTypes, MutableEthernetPacket};
@@ -258,7 +259,7 @@ impl Default for BodySpec {
     }
 }
 
-const FRAME_TYPES: [FrameType; 9] = [
+const FRAME_TYPES: [FrameType; 11] = [
     FrameType::Data,
     FrameType::NameQuery,
     FrameType::NameReply,
@@ -268,6 +269,8 @@ const FRAME_TYPES: [FrameType; 9] = [
     FrameType::DeallocAck,
     FrameType::KeepAlive,
     FrameType::UnknownEid,
+    FrameType::Challenge,
+    FrameType::ChallengeReply,
 ];
 
 /// Names a frame type the way the command line does (`keep-alive`, ...).
@@ -282,6 +285,8 @@ pub fn frame_type_by_name(s: &str) -> Option<FrameType> {
         "dealloc-ack" => FrameType::DeallocAck,
         "keep-alive" => FrameType::KeepAlive,
         "unknown-eid" => FrameType::UnknownEid,
+        "challenge" => FrameType::Challenge,
+        "challenge-reply" => FrameType::ChallengeReply,
         _ => return None,
     })
 }
@@ -325,6 +330,7 @@ impl BodySpec {
                 instance,
                 code: self.code,
                 max_sdu: self.max_sdu,
+                timeout: self.timeout_ms,
             }),
             FrameType::Dealloc => Payload::Dealloc,
             FrameType::DeallocAck => Payload::DeallocAck,
@@ -335,8 +341,25 @@ impl BodySpec {
                 } else {
                     self.receiver_instance
                 },
+                challenge: rng.gen(),
             }),
             FrameType::UnknownEid => Payload::UnknownEid,
+            FrameType::Challenge => Payload::Challenge(ChallengeRepr {
+                challenge: rng.gen(),
+                believed_instance: if random {
+                    rng.gen()
+                } else {
+                    self.receiver_instance
+                },
+            }),
+            FrameType::ChallengeReply => Payload::ChallengeReply(ChallengeReplyRepr {
+                echo: rng.gen(),
+                verdict: if rng.gen() {
+                    Verdict::Same
+                } else {
+                    Verdict::Different
+                },
+            }),
         };
         let (dst, src) = if random {
             (Eid(rng.gen()), Eid(rng.gen()))
@@ -546,6 +569,7 @@ pub fn impostor(
                         instance: rng.gen(),
                         code: ReplyCode::Ok,
                         max_sdu: req.max_sdu,
+                        timeout: req.qos.timeout,
                     }),
                 }
                 .to_vec()
@@ -654,13 +678,14 @@ mod tests {
         assert_eq!(vlan.get_vlan_identifier(), 42);
         assert_eq!(vlan.get_ethertype(), EtherType(0x88b5));
         let f = Frame::parse(vlan.payload()).unwrap();
-        assert_eq!(
+        assert!(matches!(
             f.payload,
             Payload::KeepAlive(KeepAliveRepr {
                 sender_instance: 9,
-                receiver_instance: 3
+                receiver_instance: 3,
+                ..
             })
-        );
+        ));
         assert!(matches!(
             EthSpec {
                 dst: B,

@@ -99,8 +99,8 @@ fn main() {
         f[6..12].copy_from_slice(&[0x02, 0xf1, 0x00, 0x00, 0x00, 0x01]);
         f[12..14].copy_from_slice(&ethertype.to_be_bytes());
         f[14] = match args.kind {
-            Kind::Unknown => 1,
-            Kind::Malformed => 2,
+            Kind::Unknown => 2,      // wire version 2
+            Kind::Malformed => 0x7f, // no such version
         };
         f[15] = 0; // DATA
         f[16..18].copy_from_slice(&26u16.to_be_bytes());
