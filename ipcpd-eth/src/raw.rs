@@ -3,16 +3,22 @@
 //! the ring cannot be set up) and sending with sendmmsg and
 //! PACKET_QDISC_BYPASS.
 //!
-//! The socket is created with protocol 0 and only then bound with the
-//! ethertype: a packet socket created with a protocol starts receiving that
-//! protocol from *every* interface until it is bound.
+//! The socket is created with protocol 0 and only then bound: a packet
+//! socket created with a protocol starts receiving that protocol from *every*
+//! interface until it is bound. It is bound for every protocol (ETH_P_ALL)
+//! with a classic BPF filter that keeps only our ethertype.
 //!
-//! Every received frame passes [`SegmentFilter::judge`] before the IPCP sees
-//! it: frames for other MACs and other VLANs are counted and dropped. The
-//! kernel takes a VLAN tag out of the frame before a packet socket sees it;
-//! the ring's slot header (or PACKET_AUXDATA) says which tag it was, so a
-//! tagged frame is never taken for an untagged one. With a VLAN, frames go out
-//! with the tag put back between the MACs and the ethertype.
+//! Why ETH_P_ALL: the kernel takes a VLAN tag out of a frame before packet
+//! sockets see it. A socket bound to one protocol gets a tagged frame only
+//! after the kernel has found no VLAN device for it and *cleared* the tag, so
+//! it cannot tell a tagged frame from an untagged one. An ETH_P_ALL socket
+//! sees the frame while the tag is still known: the ring's slot header (or
+//! PACKET_AUXDATA) reports it, and the filter's protocol is the inner one.
+//!
+//! Every received frame then passes [`SegmentFilter::judge`] before the IPCP
+//! sees it: frames for other MACs and other VLANs are counted and dropped.
+//! With a VLAN, frames go out with the tag put back between the MACs and the
+//! ethertype.
 
 mod rx_ring;
 
@@ -206,6 +212,68 @@ fn take_kernel_drops(fd: BorrowedFd<'_>) -> u64 {
     }
 }
 
+/// The classic BPF program: keep frames whose protocol (the kernel's
+/// `skb->protocol`, the inner ethertype once a VLAN tag is taken out) is
+/// `ethertype`, whole; drop the rest.
+fn ethertype_filter(ethertype: u16) -> [libc::sock_filter; 4] {
+    const BPF_W: u16 = 0x00;
+    const BPF_K: u16 = 0x00;
+    const BPF_JMP: u16 = 0x05;
+    let op = |code: u32, extra: u16| (code as u16) | extra;
+    [
+        // A = skb->protocol (host order)
+        libc::sock_filter {
+            code: op(libc::BPF_LD | libc::BPF_ABS, BPF_W),
+            jt: 0,
+            jf: 0,
+            k: (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32,
+        },
+        // if A == ethertype: next, else skip one
+        libc::sock_filter {
+            code: op(libc::BPF_JEQ, BPF_JMP | BPF_K),
+            jt: 0,
+            jf: 1,
+            k: u32::from(ethertype),
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_RET, BPF_K),
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_RET, BPF_K),
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ]
+}
+
+fn attach_filter(fd: BorrowedFd<'_>, ethertype: u16) -> io::Result<()> {
+    let mut prog = ethertype_filter(ethertype);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at `prog`, which lives across the call; the kernel
+    // copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 impl RawSocket {
     pub fn open(ifindex: i32, ethertype: u16, filter: SegmentFilter) -> io::Result<RawSocket> {
         // SAFETY: plain socket() call; protocol 0 = receive nothing until bound.
@@ -233,10 +301,12 @@ impl RawSocket {
                 None
             }
         };
+        // The filter goes on before bind too: from bind on, every frame meets it.
+        attach_filter(fd.as_fd(), ethertype)?;
         // SAFETY: sockaddr_ll is plain old data; zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ethertype.to_be();
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
         sll.sll_ifindex = ifindex;
         // SAFETY: sll is a valid sockaddr_ll and its size is passed.
         let r = unsafe {
