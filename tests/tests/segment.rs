@@ -622,6 +622,7 @@ fn random_frame_flood_for_60_s() {
         + d(&after_b, &before_b, "xdp_drop_unknown_eid")
         + d(&after_b, &before_b, "xdp_drop_malformed")
         + d(&after_b, &before_b, "xdp_drop_no_socket")
+        + d(&after_b, &before_b, "xdp_drop_mgmt_budget")
         + d(&after_b, &before_b, "xsk_rx_dropped")
         + d(&after_b, &before_b, "not_for_us");
     let from_a = d(&after_a, &before_a, "tx_frames");
