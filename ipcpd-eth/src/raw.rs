@@ -22,7 +22,7 @@
 
 mod rx_ring;
 
-use crate::segment::{SegmentCounters, SegmentFilter, VlanTag};
+use crate::segment::{is_management, MgmtBudget, SegmentCounters, SegmentFilter, VlanTag};
 use log::{info, warn};
 use rx_ring::RxRing;
 use std::cell::Cell;
@@ -50,6 +50,9 @@ pub struct RawSocket {
     /// Our MAC and VLAN: which received frames are ours.
     filter: SegmentFilter,
     segment: SegmentCounters,
+    mgmt_budget: MgmtBudget,
+    /// Origin of the budget's clock.
+    epoch: std::time::Instant,
     /// VLAN tags of the frames of the current receive batch.
     tags: [Option<VlanTag>; BATCH],
 }
@@ -348,6 +351,8 @@ impl RawSocket {
             kernel_drops: Cell::new(0),
             filter,
             segment: SegmentCounters::default(),
+            mgmt_budget: MgmtBudget::default(),
+            epoch: std::time::Instant::now(),
             tags: [None; BATCH],
         })
     }
@@ -368,10 +373,16 @@ impl RawSocket {
                 break;
             }
             // Keep the admitted frames at the front (swapping buffers, not bytes).
+            let now_ns = (self.epoch.elapsed().as_nanos() as u64).max(1);
             let mut w = kept;
             for i in kept..kept + got {
                 let frame = &bufs[i][..lens[i]];
-                if self.segment.admit(self.filter.judge(frame, self.tags[i])) {
+                let mut ok = self.segment.admit(self.filter.judge(frame, self.tags[i]));
+                if ok && is_management(frame) && !self.mgmt_budget.may_pass(&frame[6..], now_ns) {
+                    self.segment.mgmt_budget += 1;
+                    ok = false;
+                }
+                if ok {
                     bufs.swap(w, i);
                     lens[w] = lens[i];
                     w += 1;

@@ -552,11 +552,45 @@ fn flow_req_flood_stays_under_the_per_mac_cap() {
     assert_flow_survived(&rig, ping, 600);
 }
 
-/// operf from a to b for `secs`, in SDUs per second at the receiver.
+/// The core a and b run on, and the core c floods from. This machine's cores
+/// are shared by the attacker and its victims; on a real segment c has its
+/// own machine. Pinning gives a and b one core of their own, before and
+/// during the flood alike (the kernel's per-frame work for c's frames,
+/// bridge and XDP included, runs in softirq on c's core).
+const VICTIM_CPU: &str = "1";
+const ATTACKER_CPU: &str = "0";
+
+/// `taskset -a -p -c CPU PID`: every thread of `pid` onto `cpu`.
+fn pin(pid: i32, cpu: &str) {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .output()
+        .expect("run taskset");
+    assert!(
+        out.status.success(),
+        "taskset {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// operf from a to b for `secs` on the victims' core, in SDUs per second at
+/// the receiver.
 fn operf_rate(a: &Host, secs: &str) -> f64 {
+    let operf = ethflow_tests::bins::path("operf");
     let done: Finished = a.run(
-        "operf",
-        &["-n", "operf", "-s", "1000", "-d", secs, "--json"],
+        "taskset",
+        &[
+            "-c",
+            VICTIM_CPU,
+            &operf.to_string_lossy(),
+            "-n",
+            "operf",
+            "-s",
+            "1000",
+            "-d",
+            secs,
+            "--json",
+        ],
         LONG,
     );
     done.assert_success();
@@ -568,24 +602,31 @@ fn operf_rate(a: &Host, secs: &str) -> f64 {
 /// A 60 s flood of random well-formed ethflow frames from c to b at the
 /// highest rate c can send: both IPCPs stay alive, the a→b flow keeps at
 /// least 90 % of its operf throughput, and b's counters account for every
-/// frame c sent.
+/// frame c sent. a and b run on one core, c on the other (see [`VICTIM_CPU`]).
 #[test]
 fn random_frame_flood_for_60_s() {
     let Some(rig) = attack_rig("random_frame_flood_for_60_s") else {
         return;
     };
     let (a, b, c) = (rig.a(), rig.b(), rig.c());
-    let _server = b.serve("operf", "operf", &["--listen"]);
+    let server = b.serve("operf", "operf", &["--listen"]);
     let ipcps = (a.ipcp_pid(), b.ipcp_pid());
+    for pid in [a.irmd_pid(), b.irmd_pid(), ipcps.0, ipcps.1, server.pid()] {
+        pin(pid, VICTIM_CPU);
+    }
     let baseline = operf_rate(a, "5");
     // Counters reach irmd up to a second after they change.
     std::thread::sleep(Duration::from_millis(1500));
     let before_b = b.ipcp_counters();
     let before_a = a.ipcp_counters();
     let b_mac = b.mac();
+    let forge = ethflow_tests::bins::path("forge");
     let flood = c.spawn(
-        "forge",
+        "taskset",
         &[
+            "-c",
+            ATTACKER_CPU,
+            &forge.to_string_lossy(),
             "--dev",
             c.ifname(),
             "--type",
@@ -623,6 +664,7 @@ fn random_frame_flood_for_60_s() {
         + d(&after_b, &before_b, "xdp_drop_malformed")
         + d(&after_b, &before_b, "xdp_drop_no_socket")
         + d(&after_b, &before_b, "xdp_drop_mgmt_budget")
+        + d(&after_b, &before_b, "mgmt_budget_drops")
         + d(&after_b, &before_b, "xsk_rx_dropped")
         + d(&after_b, &before_b, "not_for_us");
     let from_a = d(&after_a, &before_a, "tx_frames");
