@@ -13,7 +13,10 @@
  *     broadcast but NAME_QUERY   -> drop, count C_DROP_NOT_FOR_US
  *   - too short, bad version,
  *     length beyond the frame    -> drop, count C_DROP_MALFORMED
- *   - management (type != DATA)  -> the AF_XDP socket of this rx queue
+ *   - management (type != DATA)  -> the AF_XDP socket of this rx queue, within
+ *     a budget per sender MAC and CPU (token bucket); beyond it drop, count
+ *     C_DROP_MGMT_BUDGET (the flow allocator has the same budget and more:
+ *     this one spares the IPCP the work under a flood from one host)
  *   - DATA for a live endpoint   -> the AF_XDP socket of this rx queue
  *   - DATA for an unknown eid    -> drop, count C_DROP_UNKNOWN_EID; except a
  *     few per sender MAC and CPU (token bucket), which go up so the IPCP can answer
@@ -53,6 +56,8 @@ static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)BPF_
 volatile const __u16 ethertype = 0x88B5;		/* host byte order */
 volatile const __u32 unknown_eid_burst = 10;		/* frames per sender MAC ... */
 volatile const __u64 unknown_eid_refill_ns = 10000000; /* ... plus one per this */
+volatile const __u32 mgmt_burst = 1024;			/* management frames per sender MAC ... */
+volatile const __u64 mgmt_refill_ns = 50000;		/* ... plus one per this */
 /* Our MAC: its 6 bytes in memory order, then two zero bytes. */
 volatile const __u64 our_mac = 0;
 /* Our 802.1Q VLAN id; 0 = untagged frames only. */
@@ -75,7 +80,8 @@ enum {
 	C_DROP_NO_SOCKET = 5,
 	C_DROP_NOT_FOR_US = 6,
 	C_PASS_OTHER_VLAN = 7,
-	C_COUNT = 8,
+	C_DROP_MGMT_BUDGET = 8,
+	C_COUNT = 9,
 };
 
 struct vlan_tag {
@@ -135,6 +141,13 @@ struct {
 	__uint(max_entries, LIMITER_SLOTS);
 } unknown_eid_limiters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct limiter);
+	__uint(max_entries, LIMITER_SLOTS);
+} mgmt_limiters SEC(".maps");
+
 static __attribute__((always_inline)) void count(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
@@ -160,11 +173,12 @@ static __attribute__((always_inline)) int to_socket(struct xdp_md *ctx, __u32 id
 }
 
 /*
- * Token bucket per sender MAC (slot), the same shape as the flow allocator's
- * limiter for UNKNOWN_EID replies. The coarse clock (a tick, a few ms) is
- * fine for a 10 ms refill and costs far less than the precise one.
+ * Token bucket per sender MAC (slot) in `limiters`, the same shape as the
+ * flow allocator's limiters. The coarse clock (a tick, a few ms) is fine
+ * for these refill intervals and costs far less than the precise one.
  */
-static __attribute__((always_inline)) int unknown_eid_may_pass(const __u8 *mac)
+static __attribute__((always_inline)) int may_pass(void *limiters, const __u8 *mac, __u32 burst,
+						    __u64 refill_ns)
 {
 	__u64 key = 0;
 	__u32 slot;
@@ -174,23 +188,23 @@ static __attribute__((always_inline)) int unknown_eid_may_pass(const __u8 *mac)
 
 	__builtin_memcpy(&key, mac, ETH_ALEN);
 	slot = (key * 0x9E3779B97F4A7C15ULL) >> 56; /* Fibonacci hash: 0..255 */
-	l = bpf_map_lookup_elem(&unknown_eid_limiters, &slot);
+	l = bpf_map_lookup_elem(limiters, &slot);
 	if (!l)
 		return 0;
 	now = bpf_ktime_get_coarse_ns();
 	if (l->refilled_ns == 0) {
 		/* First frame of this slot on this CPU: a full bucket. */
 		l->refilled_ns = now;
-		l->tokens = unknown_eid_burst;
+		l->tokens = burst;
 	}
-	earned = (now - l->refilled_ns) / unknown_eid_refill_ns;
-	room = unknown_eid_burst - l->tokens;
+	earned = (now - l->refilled_ns) / refill_ns;
+	room = burst - l->tokens;
 	if (earned >= room) {
-		l->tokens = unknown_eid_burst;
+		l->tokens = burst;
 		l->refilled_ns = now;
 	} else if (earned > 0) {
 		l->tokens += earned;
-		l->refilled_ns += earned * unknown_eid_refill_ns;
+		l->refilled_ns += earned * refill_ns;
 	}
 	if (l->tokens == 0)
 		return 0;
@@ -278,13 +292,16 @@ int ethflow_xdp(struct xdp_md *ctx)
 
 	/* Management frames never meet the live-endpoint filter: allocation,
 	 * keep-alives and deallocation must get through whatever else floods. */
-	if (h->type != TYPE_DATA)
+	if (h->type != TYPE_DATA) {
+		if (!may_pass(&mgmt_limiters, eth->h_source, mgmt_burst, mgmt_refill_ns))
+			return drop(C_DROP_MGMT_BUDGET);
 		return to_socket(ctx, C_REDIRECT_MGMT);
+	}
 
 	__builtin_memcpy(&dst, h->dst, sizeof(dst));
 	if (bpf_map_lookup_elem(&live_eids, &dst))
 		return to_socket(ctx, C_REDIRECT_DATA);
-	if (unknown_eid_may_pass(eth->h_source))
+	if (may_pass(&unknown_eid_limiters, eth->h_source, unknown_eid_burst, unknown_eid_refill_ns))
 		return to_socket(ctx, C_PASS_UNKNOWN_EID);
 	return drop(C_DROP_UNKNOWN_EID);
 }

@@ -30,7 +30,7 @@ ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast -- --test-threads
 # The same flow and liveness suites over the XDP fast path (tests/tests/xdp.rs
 # already ran above: it bootstraps xdp itself).
 echo "==> end-to-end tests, backend xdp"
-ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness -- --test-threads=1 || status=1
+ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness --test segment -- --test-threads=1 || status=1
 # Benchmark smoke run (root + namespaces, about 15-40 s once built): every
 # figure of scripts/bench.sh is produced and positive.
 if [ "${ETHFLOW_SKIP_NETNS:-0}" != 1 ]; then

@@ -3,20 +3,26 @@
 //! the ring cannot be set up) and sending with sendmmsg and
 //! PACKET_QDISC_BYPASS.
 //!
-//! The socket is created with protocol 0 and only then bound with the
-//! ethertype: a packet socket created with a protocol starts receiving that
-//! protocol from *every* interface until it is bound.
+//! The socket is created with protocol 0 and only then bound: a packet
+//! socket created with a protocol starts receiving that protocol from *every*
+//! interface until it is bound. It is bound for every protocol (ETH_P_ALL)
+//! with a classic BPF filter that keeps only our ethertype.
 //!
-//! Every received frame passes [`SegmentFilter::judge`] before the IPCP sees
-//! it: frames for other MACs and other VLANs are counted and dropped. The
-//! kernel takes a VLAN tag out of the frame before a packet socket sees it;
-//! the ring's slot header (or PACKET_AUXDATA) says which tag it was, so a
-//! tagged frame is never taken for an untagged one. With a VLAN, frames go out
-//! with the tag put back between the MACs and the ethertype.
+//! Why ETH_P_ALL: the kernel takes a VLAN tag out of a frame before packet
+//! sockets see it. A socket bound to one protocol gets a tagged frame only
+//! after the kernel has found no VLAN device for it and *cleared* the tag, so
+//! it cannot tell a tagged frame from an untagged one. An ETH_P_ALL socket
+//! sees the frame while the tag is still known: the ring's slot header (or
+//! PACKET_AUXDATA) reports it, and the filter's protocol is the inner one.
+//!
+//! Every received frame then passes [`SegmentFilter::judge`] before the IPCP
+//! sees it: frames for other MACs and other VLANs are counted and dropped.
+//! With a VLAN, frames go out with the tag put back between the MACs and the
+//! ethertype.
 
 mod rx_ring;
 
-use crate::segment::{SegmentCounters, SegmentFilter, VlanTag};
+use crate::segment::{is_management, MgmtBudget, SegmentCounters, SegmentFilter, VlanTag};
 use log::{info, warn};
 use rx_ring::RxRing;
 use std::cell::Cell;
@@ -44,6 +50,9 @@ pub struct RawSocket {
     /// Our MAC and VLAN: which received frames are ours.
     filter: SegmentFilter,
     segment: SegmentCounters,
+    mgmt_budget: MgmtBudget,
+    /// Origin of the budget's clock.
+    epoch: std::time::Instant,
     /// VLAN tags of the frames of the current receive batch.
     tags: [Option<VlanTag>; BATCH],
 }
@@ -206,6 +215,68 @@ fn take_kernel_drops(fd: BorrowedFd<'_>) -> u64 {
     }
 }
 
+/// The classic BPF program: keep frames whose protocol (the kernel's
+/// `skb->protocol`, the inner ethertype once a VLAN tag is taken out) is
+/// `ethertype`, whole; drop the rest.
+fn ethertype_filter(ethertype: u16) -> [libc::sock_filter; 4] {
+    const BPF_W: u16 = 0x00;
+    const BPF_K: u16 = 0x00;
+    const BPF_JMP: u16 = 0x05;
+    let op = |code: u32, extra: u16| (code as u16) | extra;
+    [
+        // A = skb->protocol (host order)
+        libc::sock_filter {
+            code: op(libc::BPF_LD | libc::BPF_ABS, BPF_W),
+            jt: 0,
+            jf: 0,
+            k: (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32,
+        },
+        // if A == ethertype: next, else skip one
+        libc::sock_filter {
+            code: op(libc::BPF_JEQ, BPF_JMP | BPF_K),
+            jt: 0,
+            jf: 1,
+            k: u32::from(ethertype),
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_RET, BPF_K),
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_RET, BPF_K),
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ]
+}
+
+fn attach_filter(fd: BorrowedFd<'_>, ethertype: u16) -> io::Result<()> {
+    let mut prog = ethertype_filter(ethertype);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at `prog`, which lives across the call; the kernel
+    // copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 impl RawSocket {
     pub fn open(ifindex: i32, ethertype: u16, filter: SegmentFilter) -> io::Result<RawSocket> {
         // SAFETY: plain socket() call; protocol 0 = receive nothing until bound.
@@ -233,10 +304,12 @@ impl RawSocket {
                 None
             }
         };
+        // The filter goes on before bind too: from bind on, every frame meets it.
+        attach_filter(fd.as_fd(), ethertype)?;
         // SAFETY: sockaddr_ll is plain old data; zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ethertype.to_be();
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
         sll.sll_ifindex = ifindex;
         // SAFETY: sll is a valid sockaddr_ll and its size is passed.
         let r = unsafe {
@@ -278,6 +351,8 @@ impl RawSocket {
             kernel_drops: Cell::new(0),
             filter,
             segment: SegmentCounters::default(),
+            mgmt_budget: MgmtBudget::default(),
+            epoch: std::time::Instant::now(),
             tags: [None; BATCH],
         })
     }
@@ -298,10 +373,16 @@ impl RawSocket {
                 break;
             }
             // Keep the admitted frames at the front (swapping buffers, not bytes).
+            let now_ns = (self.epoch.elapsed().as_nanos() as u64).max(1);
             let mut w = kept;
             for i in kept..kept + got {
                 let frame = &bufs[i][..lens[i]];
-                if self.segment.admit(self.filter.judge(frame, self.tags[i])) {
+                let mut ok = self.segment.admit(self.filter.judge(frame, self.tags[i]));
+                if ok && is_management(frame) && !self.mgmt_budget.may_pass(&frame[6..], now_ns) {
+                    self.segment.mgmt_budget += 1;
+                    ok = false;
+                }
+                if ok {
                     bufs.swap(w, i);
                     lens[w] = lens[i];
                     w += 1;

@@ -126,11 +126,94 @@ impl SegmentFilter {
     }
 }
 
+/// Slots of [`MgmtBudget`]: MACs hash into them; MACs sharing a slot share
+/// its budget (which only ever passes fewer frames).
+pub const BUDGET_SLOTS: usize = 256;
+
+/// A token bucket per sender MAC (hashed into [`BUDGET_SLOTS`] slots) for
+/// management frames, before the flow allocator: the same budget the XDP
+/// program applies in the driver (`mgmt_limiters`), so a flood from one host
+/// costs backend raw a copy and a compare per frame, not the allocator's
+/// work. The allocator keeps its own, finer budgets (per type, global).
+/// Sans-IO: the caller passes the time in nanoseconds.
+#[derive(Debug, Clone)]
+pub struct MgmtBudget {
+    burst: u32,
+    refill_ns: u64,
+    /// (tokens, refilled at) per slot; refilled at 0 = never used.
+    slots: Vec<(u32, u64)>,
+}
+
+/// Management frames per sender MAC: a burst of 1024, then 20 000/s — the
+/// XDP program's numbers (`xdp/program.rs`).
+pub const MGMT_BURST: u32 = 1024;
+pub const MGMT_REFILL_NS: u64 = 50_000;
+
+impl Default for MgmtBudget {
+    fn default() -> Self {
+        MgmtBudget::new(MGMT_BURST, MGMT_REFILL_NS)
+    }
+}
+
+impl MgmtBudget {
+    pub fn new(burst: u32, refill_ns: u64) -> MgmtBudget {
+        MgmtBudget {
+            burst: burst.max(1),
+            refill_ns: refill_ns.max(1),
+            slots: vec![(0, 0); BUDGET_SLOTS],
+        }
+    }
+
+    fn slot(mac: &[u8]) -> usize {
+        let mut key = [0u8; 8];
+        key[..6].copy_from_slice(&mac[..6]);
+        // Fibonacci hash, as in the XDP program.
+        (u64::from_le_bytes(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize
+    }
+
+    /// Whether one more management frame from `src` may pass at `now_ns`
+    /// (nanoseconds on any clock that does not go back; never 0).
+    pub fn may_pass(&mut self, src: &[u8], now_ns: u64) -> bool {
+        if src.len() < 6 {
+            return true;
+        }
+        let (tokens, at) = &mut self.slots[Self::slot(src)];
+        if *at == 0 {
+            *tokens = self.burst;
+            *at = now_ns;
+        }
+        let earned = now_ns.saturating_sub(*at) / self.refill_ns;
+        let room = u64::from(self.burst - *tokens);
+        if earned >= room {
+            *tokens = self.burst;
+            *at = now_ns;
+        } else if earned > 0 {
+            *tokens += earned as u32;
+            *at += earned * self.refill_ns;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+}
+
+/// Whether an accepted frame (Ethernet header first) is a management frame,
+/// i.e. has an ethflow type byte that is not DATA.
+pub fn is_management(frame: &[u8]) -> bool {
+    frame
+        .get(ETH_HEADER_LEN + 1)
+        .is_some_and(|&t| t != FrameType::Data as u8)
+}
+
 /// Counts of frames a backend refused by [`SegmentFilter::judge`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SegmentCounters {
     pub not_for_us: u64,
     pub other_vlan: u64,
+    /// Management frames over their sender's [`MgmtBudget`].
+    pub mgmt_budget: u64,
 }
 
 impl SegmentCounters {
@@ -151,10 +234,11 @@ impl SegmentCounters {
     }
 
     /// By name, the same names the XDP program's counters use.
-    pub fn named(&self) -> [(&'static str, u64); 2] {
+    pub fn named(&self) -> [(&'static str, u64); 3] {
         [
             ("not_for_us", self.not_for_us),
             ("other_vlan", self.other_vlan),
+            ("mgmt_budget_drops", self.mgmt_budget),
         ]
     }
 }
@@ -285,6 +369,35 @@ mod tests {
     }
 
     #[test]
+    fn management_budget_per_mac() {
+        let mut b = MgmtBudget::new(3, 1000);
+        let t0 = 1_000_000;
+        // A burst of 3, then one per 1000 ns.
+        assert!((0..3).all(|_| b.may_pass(&PEER, t0)));
+        assert!(!b.may_pass(&PEER, t0));
+        assert!(!b.may_pass(&PEER, t0 + 999));
+        assert!(b.may_pass(&PEER, t0 + 1000));
+        assert!(!b.may_pass(&PEER, t0 + 1000));
+        // Another MAC (another slot) has its own budget.
+        assert_ne!(MgmtBudget::slot(&PEER), MgmtBudget::slot(&OTHER));
+        assert!(b.may_pass(&OTHER, t0));
+        // A long pause refills to the burst, no more.
+        let later = t0 + 1_000_000;
+        assert!((0..3).all(|_| b.may_pass(&PEER, later)));
+        assert!(!b.may_pass(&PEER, later));
+        // A clock that seems to go back passes nothing extra, and never panics.
+        assert!(!b.may_pass(&PEER, t0));
+        assert!(b.may_pass(&[1, 2], t0));
+    }
+
+    #[test]
+    fn management_frames_are_told_from_data() {
+        assert!(is_management(&frame(ME, PEER, Payload::Dealloc)));
+        assert!(!is_management(&frame(ME, PEER, Payload::Data(b"x"))));
+        assert!(!is_management(&[0u8; ETH_HEADER_LEN]));
+    }
+
+    #[test]
     fn counters_count_refusals_only() {
         let mut c = SegmentCounters::default();
         assert!(c.admit(Verdict::Accept));
@@ -296,7 +409,8 @@ mod tests {
             c,
             SegmentCounters {
                 not_for_us: 1,
-                other_vlan: 2
+                other_vlan: 2,
+                mgmt_budget: 0
             }
         );
     }

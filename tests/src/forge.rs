@@ -34,6 +34,10 @@ pub const MAX_COUNT: u64 = 100_000_000;
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Frames per sendmmsg.
 pub const BATCH: usize = 64;
+/// Most frames a run builds ahead (random parts repeat after this many).
+pub const POOL_FRAMES: usize = 65_536;
+/// Most bytes of frames a run builds ahead.
+pub const POOL_BYTES: usize = 16 << 20;
 /// Ethernet minimum frame without FCS: shorter frames are padded, as a NIC does.
 pub const MIN_FRAME: usize = 60;
 /// Bytes of an 802.1Q tag.
@@ -436,16 +440,30 @@ pub fn send(
         Some(s) => StdRng::seed_from_u64(s),
         None => StdRng::from_entropy(),
     };
-    // Frames that never change are built once.
+    // Frames are built ahead, so a flood costs the sender only its sends;
+    // random parts repeat after POOL_FRAMES frames (or POOL_BYTES).
     let fixed = matches!(body.kind, Kind::Ethflow(_))
         && body.dst_eid != EidSpec::Random
         && body.src_eid != EidSpec::Random
         && body.instance.is_some()
         && !matches!(body.payload, Bytes::Random(_));
-    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    let first = eth.build(&body.build(&mut rng))?;
+    let room = (POOL_BYTES / first.len()).clamp(1, POOL_FRAMES) as u64;
+    let pool_len = if fixed {
+        1
+    } else {
+        bounds.count.min(room) as usize
+    };
+    let mut pool = Vec::with_capacity(pool_len);
+    pool.push(first);
+    while pool.len() < pool_len {
+        pool.push(eth.build(&body.build(&mut rng))?);
+    }
     let start = Instant::now();
     let deadline = start + bounds.duration;
     let mut stats = SendStats::default();
+    let mut next = 0usize;
+    let mut batch: Vec<&[u8]> = Vec::with_capacity(BATCH);
     while stats.sent < bounds.count {
         let now = Instant::now();
         if now >= deadline {
@@ -457,21 +475,19 @@ pub fn send(
             let due = (now - start).as_secs_f64() * rate as f64;
             let allowed = (due.floor() as u64 + 1).saturating_sub(stats.sent);
             if allowed == 0 {
-                let next = start + Duration::from_secs_f64((stats.sent as f64) / rate as f64);
-                std::thread::sleep(next.saturating_duration_since(now).min(deadline - now));
+                let next_due = start + Duration::from_secs_f64((stats.sent as f64) / rate as f64);
+                std::thread::sleep(next_due.saturating_duration_since(now).min(deadline - now));
                 continue;
             }
             n = n.min(allowed as usize);
         }
-        if !fixed || batch.is_empty() {
-            batch.clear();
-            for _ in 0..n.max(1) {
-                batch.push(eth.build(&body.build(&mut rng))?);
+        batch.clear();
+        batch.extend((0..n).map(|i| pool[(next + i) % pool.len()].as_slice()));
+        match sock.send_batch(&batch) {
+            Ok(k) => {
+                stats.sent += k as u64;
+                next = (next + k) % pool.len();
             }
-        }
-        let take = n.min(batch.len());
-        match sock.send_batch(&batch[..take]) {
-            Ok(k) => stats.sent += k as u64,
             Err(e)
                 if matches!(
                     e.raw_os_error(),
@@ -482,9 +498,6 @@ pub fn send(
                 std::thread::sleep(Duration::from_micros(50));
             }
             Err(e) => return Err(e.into()),
-        }
-        if fixed && batch.len() < take {
-            batch.clear();
         }
     }
     stats.elapsed = start.elapsed();
@@ -587,7 +600,7 @@ pub fn impostor(
             vlan: None,
         }
         .build(&reply)?;
-        sock.send_batch(&[out])?;
+        sock.send_batch(&[&out])?;
     }
     Ok(stats)
 }

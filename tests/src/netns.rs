@@ -169,6 +169,31 @@ pub fn set_bridge_port_forwarding(ns: &str, port: &str, forwarding: bool) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `ethtool -K IF txvlan on|off` inside `ns`. With it off, a VLAN tag goes
+/// out inside the frame's bytes: what a receiver's XDP program sees on a wire.
+pub fn set_tx_vlan_offload(ns: &str, ifname: &str, on: bool) {
+    let state = if on { "on" } else { "off" };
+    iproute(
+        "ip",
+        &[
+            "netns", "exec", ns, "ethtool", "-K", ifname, "txvlan", state,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Turns MAC learning on a bridge port on or off.
+pub fn set_bridge_port_learning(ns: &str, port: &str, on: bool) {
+    let state = if on { "on" } else { "off" };
+    iproute(
+        "ip",
+        &[
+            "netns", "exec", ns, "bridge", "link", "set", "dev", port, "learning", state,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// `tc qdisc replace dev IF root netem SPEC...` inside `ns`. `Err` explains why
 /// not, e.g. kernels built without `sch_netem` (CONFIG_NET_SCH_NETEM).
 pub fn netem(ns: &str, ifname: &str, spec: &[&str]) -> Result<(), String> {

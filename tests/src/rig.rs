@@ -240,6 +240,27 @@ impl Rig {
         netns::set_bridge_port_forwarding(ns, port, true);
     }
 
+    /// Turns MAC learning off (or on) at host `i`'s bridge port: frames it
+    /// sends with a forged source MAC then cannot steer the bridge's
+    /// forwarding (a switch with port security). Bridge rigs only.
+    pub fn set_learning(&self, i: usize, on: bool) {
+        let (ns, port) = self.bridge_port(i);
+        netns::set_bridge_port_learning(ns, port, on);
+    }
+
+    /// Makes the bridge forget every MAC at once (ageing time 0): it floods
+    /// every frame to every port, so each host sees all traffic (on-path).
+    pub fn flood_everything(&self) {
+        let ns = self
+            .switch_ns
+            .as_deref()
+            .expect("flooding everything needs a bridge rig");
+        netns::ip_in(
+            ns,
+            &["link", "set", "br0", "type", "bridge", "ageing_time", "0"],
+        );
+    }
+
     fn bridge_port(&self, i: usize) -> (&str, &str) {
         assert_eq!(
             self.topology,
@@ -284,6 +305,9 @@ impl Rig {
                     let port = names::ifname(format!("{}{l}p", self.tag));
                     netns::add_veth(&host_ns[i], &ifnames[i], &switch, &port, mtu);
                     netns::enslave(&switch, &port, "br0");
+                    // Frames leave the bridge with their VLAN tag in the bytes,
+                    // as on a wire (veth would otherwise pass it beside them).
+                    netns::set_tx_vlan_offload(&switch, &port, false);
                     ends.push((switch.clone(), port));
                 }
                 if let Some(mtu) = mtu {
@@ -656,6 +680,52 @@ impl Host {
     /// `irm ipcp bootstrap type eth name eth-X layer eth dev IF`.
     pub fn bootstrap(&self) -> Finished {
         self.bootstrap_as(&self.ipcp)
+    }
+
+    /// [`Host::bootstrap`] with more keywords (`vlan 7`, `ethertype 88b6`...).
+    pub fn bootstrap_with(&self, extra: &[&str]) -> Finished {
+        let backend = backend();
+        let mut args = vec![
+            "ipcp",
+            "bootstrap",
+            "type",
+            "eth",
+            "name",
+            &self.ipcp,
+            "layer",
+            LAYER,
+            "dev",
+            &self.ifname,
+            "backend",
+            &backend,
+        ];
+        args.extend_from_slice(extra);
+        self.irm(&args)
+    }
+
+    /// The MAC of this host's interface (`aa:bb:cc:dd:ee:ff`).
+    pub fn mac(&self) -> String {
+        let out = netns::ip_in(&self.ns, &["-j", "link", "show", "dev", &self.ifname]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
+        v[0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address in {out}"))
+            .to_string()
+    }
+
+    /// The counters of this host's (first) IPCP, as `irm ipcp list --json` shows them.
+    pub fn ipcp_counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let out = self.irm_ok(&["ipcp", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("`irm ipcp list --json`: {e}:\n{out}"));
+        v[0]["counters"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Bootstraps an eth IPCP with another name (e.g. after killing the first),

@@ -220,7 +220,9 @@ impl FrameIo for XdpBackend {
         Some(
             p.counter(Counter::DropUnknownEid)
                 + p.counter(Counter::DropMalformed)
-                + p.counter(Counter::DropNoSocket),
+                + p.counter(Counter::DropNoSocket)
+                + p.counter(Counter::DropMgmtBudget)
+                + p.counter(Counter::DropNotForUs),
         )
     }
 

@@ -29,6 +29,12 @@ fn object() -> Result<&'static [u8], String> {
 /// UNKNOWN_EID replies, so every reply it may send gets its frame.
 const UNKNOWN_EID_BURST: u32 = 10;
 const UNKNOWN_EID_REFILL_NS: u64 = 10_000_000;
+/// Management frames passed up per sender MAC (and CPU): a burst of 1024,
+/// then 20 000/s. Above what allocation, keep-alive and deallocation need
+/// (the flow allocator's own per-MAC budget is 10 000/s per frame type), far
+/// below line rate: a flood from one host is dropped in the driver.
+const MGMT_BURST: u32 = 1024;
+const MGMT_REFILL_NS: u64 = 50_000;
 
 /// Counter slots of the program's `counters` map (same numbers as the C enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +47,11 @@ pub enum Counter {
     DropNoSocket = 5,
     DropNotForUs = 6,
     PassOtherVlan = 7,
+    DropMgmtBudget = 8,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 9] = [
         Counter::DropUnknownEid,
         Counter::DropMalformed,
         Counter::PassUnknownEid,
@@ -53,6 +60,7 @@ impl Counter {
         Counter::DropNoSocket,
         Counter::DropNotForUs,
         Counter::PassOtherVlan,
+        Counter::DropMgmtBudget,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +74,7 @@ impl Counter {
             // The same names as backend raw's: the rule is the same.
             Counter::DropNotForUs => "not_for_us",
             Counter::PassOtherVlan => "other_vlan",
+            Counter::DropMgmtBudget => "xdp_drop_mgmt_budget",
         }
     }
 }
@@ -166,6 +175,8 @@ impl Program {
             .override_global("vlan_id", &vlan_id, true)
             .override_global("unknown_eid_burst", &UNKNOWN_EID_BURST, true)
             .override_global("unknown_eid_refill_ns", &UNKNOWN_EID_REFILL_NS, true)
+            .override_global("mgmt_burst", &MGMT_BURST, true)
+            .override_global("mgmt_refill_ns", &MGMT_REFILL_NS, true)
             .map_max_entries("xsks", queues.max(1))
             .load(object)
             .map_err(|e| {

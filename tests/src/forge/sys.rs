@@ -53,7 +53,7 @@ impl PacketSocket {
     }
 
     /// Sends `frames` with one sendmmsg; returns how many left.
-    pub fn send_batch(&self, frames: &[Vec<u8>]) -> io::Result<usize> {
+    pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
         if frames.is_empty() {
             return Ok(0);
         }
