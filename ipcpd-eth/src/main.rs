@@ -34,6 +34,14 @@ struct Args {
     /// with it. Without it, tagged frames are ignored.
     #[arg(long, value_parser = ipcpd_eth::segment::parse_vlan)]
     vlan: Option<u16>,
+    /// Layer key file (32 bytes, owned by root, mode 0600): every frame is
+    /// authenticated; FILE.next, when present, is accepted too. SIGHUP
+    /// re-reads both (see docs/security.md, "Changing the key").
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
+    /// Encrypt frame payloads with the layer key as well.
+    #[arg(long, requires = "key")]
+    encrypt: bool,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +53,16 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     irm::limits::raise_nofile();
+    if args.key.is_some() {
+        // SIGHUP re-reads the key files: block it before any thread starts,
+        // so it only ever arrives through the IPCP's signal fd.
+        let mut mask = nix::sys::signal::SigSet::empty();
+        mask.add(nix::sys::signal::Signal::SIGHUP);
+        if let Err(e) = mask.thread_block() {
+            log::error!("cannot block SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let opts = Options {
         name: args.name,
         layer: args.layer,
@@ -53,6 +71,8 @@ fn main() -> ExitCode {
         backend: args.backend,
         busy_poll: std::time::Duration::from_micros(args.busy_poll as u64),
         vlan: args.vlan,
+        key: args.key,
+        encrypt: args.encrypt,
     };
     match Ipcp::start(opts) {
         Ok(mut ipcp) => {
