@@ -53,6 +53,14 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     irm::limits::raise_nofile();
+    // irmd blocks SIGINT/SIGTERM for its own handling and a child inherits
+    // the mask: without this, `irm ipcp destroy` (SIGTERM) would not end us.
+    let mut term = nix::sys::signal::SigSet::empty();
+    term.add(nix::sys::signal::Signal::SIGTERM);
+    term.add(nix::sys::signal::Signal::SIGINT);
+    if let Err(e) = term.thread_unblock() {
+        log::warn!("cannot unblock SIGTERM: {e}");
+    }
     if args.key.is_some() {
         // SIGHUP re-reads the key files: block it before any thread starts,
         // so it only ever arrives through the IPCP's signal fd.
