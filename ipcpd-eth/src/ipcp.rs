@@ -281,6 +281,18 @@ impl Ipcp {
                     },
                     &[],
                 );
+                // Let irmd read why before it sees this process exit: close
+                // our side and wait (bounded) until irmd closes its own, so
+                // the operator gets the reason, not just an exit status.
+                let _ = nix::sys::socket::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(&ctrl.as_fd()),
+                    nix::sys::socket::Shutdown::Write,
+                );
+                let mut fds = [nix::poll::PollFd::new(
+                    ctrl.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16));
                 Err(e)
             }
         }
@@ -292,6 +304,12 @@ impl Ipcp {
         if (link.mtu as usize) <= HEADER_LEN {
             return Err(format!("MTU {} of {} is too small", link.mtu, opts.dev));
         }
+        // The key first: a refused key file must not touch the interface.
+        let keyed = match &opts.key {
+            Some(path) => Some(Keyed::open(path, opts.encrypt, opts.vlan)?),
+            None if opts.encrypt => return Err("encrypt needs a layer key (key <file>)".into()),
+            None => None,
+        };
         let filter = crate::segment::SegmentFilter {
             mac: link.mac,
             vlan: opts.vlan,
@@ -361,11 +379,6 @@ impl Ipcp {
                 link.mtu = limit;
             }
         }
-        let keyed = match &opts.key {
-            Some(path) => Some(Keyed::open(path, opts.encrypt, opts.vlan)?),
-            None if opts.encrypt => return Err("encrypt needs a layer key (key <file>)".into()),
-            None => None,
-        };
         if let Some(k) = &keyed {
             epoll
                 .add(
