@@ -524,3 +524,98 @@ fn max_sdu_shrinks_by_the_trailer_and_one_more_byte_is_refused() {
         Some(libc::EMSGSIZE.to_string().as_str())
     );
 }
+
+/// With a key, the attacks of issue 9 by a host that sees every frame fail:
+/// c sends, with a's source MAC to b, a keep-alive claiming a restart (new
+/// sender instance), deallocations, unknown-endpoint notices, data, flow
+/// replies, requests for b's `oping` (liveness timeout u64::MAX), name
+/// replies, random and garbage frames — while a pings b. Not one ping is
+/// lost, b keeps no flow, and every forged frame is counted as refused.
+#[test]
+fn forged_frames_of_every_kind_change_nothing_with_a_key() {
+    let Some(rig) = Rig::builder("forged_frames_of_every_kind_change_nothing_with_a_key")
+        .hosts(3)
+        .bridge()
+        .build()
+    else {
+        return;
+    };
+    let (a, b, c) = (rig.a(), rig.b(), rig.c());
+    let key = keygen(&rig, "layer.key");
+    keyed(a, &key, false);
+    keyed(b, &key, false);
+    flood_everything(&rig);
+    let _ping = b.serve("oping", "oping", &["--listen"]);
+    let ping = a.spawn("oping", &["-n", "oping", "-c", "600", "-i", "5"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = counters(b);
+    let (a_mac, b_mac) = (format_mac(&mac_of(a)), format_mac(&mac_of(b)));
+    const EACH: u64 = 300;
+    let kinds = [
+        "keep-alive",
+        "dealloc",
+        "dealloc-ack",
+        "unknown-eid",
+        "data",
+        "flow-reply",
+        "flow-req",
+        "name-reply",
+        "random",
+        "garbage",
+    ];
+    for kind in kinds {
+        let mut cmd = netns::exec_cmd(c.ns(), &ethflow_tests::bins::resolve("forge"));
+        cmd.args([
+            "--dev",
+            c.ifname(),
+            "--dst",
+            &b_mac,
+            "--src",
+            &a_mac,
+            "--type",
+            kind,
+            "--name",
+            "oping",
+            "--timeout-ms",
+            &u64::MAX.to_string(),
+            "--count",
+            &EACH.to_string(),
+            "--rate",
+            "2000",
+            "--duration-s",
+            "10",
+        ]);
+        let done = ethflow_tests::proc::run(cmd, rig.dir(), &format!("forge-{kind}"), LONG);
+        done.assert_success();
+    }
+    let done = ping.wait(LONG);
+    ethflow_tests::pings_all_answered(&done, 600);
+    let total = EACH * kinds.len() as u64;
+    // The XDP program drops DATA for endpoints that are not live in the
+    // driver; everything else reaches the IPCP and fails authentication.
+    let refused = |k: &BTreeMap<String, u64>| {
+        n(k, "auth_fail") + n(k, "xdp_drop_unknown_eid") + n(k, "xdp_drop_malformed")
+            - n(&before, "auth_fail")
+            - n(&before, "xdp_drop_unknown_eid")
+            - n(&before, "xdp_drop_malformed")
+    };
+    let after = wait_counters(b, "every forged frame refused", |k| refused(k) >= total);
+    assert_eq!(refused(&after), total, "{after:?}");
+    assert_eq!(n(&after, "replay"), n(&before, "replay"), "{after:?}");
+    // The ping's flow is gone; a forged request would have left one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.flows().is_empty() {
+        assert!(Instant::now() < deadline, "b keeps a flow: {:?}", b.flows());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Only the ping's own end: a forged restart, deallocation or silence
+    // would show another cause (and lost pings).
+    for h in [a, b] {
+        let log = h.irmd_log();
+        let odd: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("down:") && !l.contains("down: Peer deallocated."))
+            .collect();
+        assert!(odd.is_empty(), "host {}: {odd:?}", h.name());
+    }
+}
