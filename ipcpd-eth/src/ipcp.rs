@@ -11,6 +11,7 @@
 
 use crate::backend::FrameIo;
 use crate::fa::{Action, Config, FlowAllocator, OsEntropy, Policy};
+use crate::layer_key::{KeyFiles, LayerKeys, Mode, TRAILER_LEN};
 use crate::link::{CarrierProbe, LinkEvent, LinkMonitor};
 use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
 use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;
 const TOKEN_LINK: u64 = 2;
+const TOKEN_SIGNAL: u64 = 3;
 const TOKEN_FLOW: u64 = 1 << 32;
 /// Receive batches per loop turn before the send side gets its turn.
 const RX_ROUNDS: usize = 8;
@@ -49,6 +51,102 @@ pub struct Options {
     pub vlan: Option<u16>,
     /// Longest liveness timeout a remote requester may ask for.
     pub max_remote_timeout: Duration,
+    /// Layer key file (`--key`): every frame is sealed and verified.
+    pub key: Option<std::path::PathBuf>,
+    /// Encrypt payloads too (`--encrypt`, needs a key).
+    pub encrypt: bool,
+}
+
+/// The layer key of a keyed IPCP: the files it re-reads on SIGHUP, the
+/// sealing and opening state, and the signal fd that says "re-read".
+struct Keyed {
+    files: KeyFiles,
+    keys: LayerKeys,
+    sighup: nix::sys::signalfd::SignalFd,
+}
+
+impl Keyed {
+    fn open(path: &std::path::Path, encrypt: bool, vlan: Option<u16>) -> Result<Keyed, String> {
+        let mode = if encrypt {
+            Mode::Encrypt
+        } else {
+            Mode::Authenticate
+        };
+        let files = KeyFiles::load(path, mode, vlan.unwrap_or(0)).map_err(err)?;
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+        let keys = LayerKeys::new(
+            &crate::layer_key::Policy::default(),
+            mode,
+            files.keyring(),
+            wall,
+        )
+        .map_err(err)?;
+        // SIGHUP is blocked in every thread (main does it before any other
+        // starts), so it arrives only here.
+        let mut mask = nix::sys::signal::SigSet::empty();
+        mask.add(nix::sys::signal::Signal::SIGHUP);
+        let sighup = nix::sys::signalfd::SignalFd::with_flags(
+            &mask,
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(err)?;
+        Ok(Keyed {
+            files,
+            keys,
+            sighup,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let ids: Vec<String> = self
+            .keys
+            .keyring()
+            .ids()
+            .iter()
+            .map(|i| format!("{i:#04x}"))
+            .collect();
+        format!(
+            "layer key {} ({}; sealing with key id {}, accepting {})",
+            self.files.path().display(),
+            match self.keys.mode() {
+                Mode::Encrypt => "authenticated and encrypted",
+                Mode::Authenticate => "authenticated",
+            },
+            ids[0],
+            ids.join(", ")
+        )
+    }
+
+    /// SIGHUP: re-read the key files; a bad file keeps the keys in use.
+    fn reload(&mut self) {
+        while let Ok(Some(_)) = self.sighup.read_signal() {}
+        match self.files.reload() {
+            Ok(()) => {
+                self.keys.rekey(self.files.keyring());
+                info!("Reloaded the {}.", self.describe());
+            }
+            Err(e) => warn!("cannot reload the layer key, keeping the keys in use: {e}"),
+        }
+    }
+
+    /// Seal the frames `bufs[i][..lens[i]]`; a frame that cannot be sealed
+    /// is dropped. Returns how many frames remain (compacted to the front).
+    fn seal_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
+        let mut kept = 0;
+        for i in 0..lens.len() {
+            match self.keys.seal(&mut bufs[i], lens[i]) {
+                Ok(n) => {
+                    bufs.swap(kept, i);
+                    lens[kept] = n;
+                    kept += 1;
+                }
+                Err(e) => warn!("frame not sent: {e}"),
+            }
+        }
+        kept
+    }
 }
 
 /// One flow as the IPCP holds it.
@@ -121,6 +219,8 @@ pub struct Ipcp {
     /// What irmd last heard, and when it may hear again.
     reported: Vec<(String, u64)>,
     next_report: Instant,
+    /// The layer key, when the IPCP was bootstrapped with one.
+    keyed: Option<Keyed>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -189,6 +289,18 @@ impl Ipcp {
                     },
                     &[],
                 );
+                // Let irmd read why before it sees this process exit: close
+                // our side and wait (bounded) until irmd closes its own, so
+                // the operator gets the reason, not just an exit status.
+                let _ = nix::sys::socket::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(&ctrl.as_fd()),
+                    nix::sys::socket::Shutdown::Write,
+                );
+                let mut fds = [nix::poll::PollFd::new(
+                    ctrl.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16));
                 Err(e)
             }
         }
@@ -200,6 +312,12 @@ impl Ipcp {
         if (link.mtu as usize) <= HEADER_LEN {
             return Err(format!("MTU {} of {} is too small", link.mtu, opts.dev));
         }
+        // The key first: a refused key file must not touch the interface.
+        let keyed = match &opts.key {
+            Some(path) => Some(Keyed::open(path, opts.encrypt, opts.vlan)?),
+            None if opts.encrypt => return Err("encrypt needs a layer key (key <file>)".into()),
+            None => None,
+        };
         let filter = crate::segment::SegmentFilter {
             mac: link.mac,
             vlan: opts.vlan,
@@ -269,7 +387,20 @@ impl Ipcp {
                 link.mtu = limit;
             }
         }
-        let max_sdu = link.mtu - HEADER_LEN as u32;
+        if let Some(k) = &keyed {
+            epoll
+                .add(
+                    k.sighup.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
+                )
+                .map_err(err)?;
+            info!("Using the {}.", k.describe());
+        }
+        let overhead = overhead(keyed.is_some());
+        if (link.mtu as usize) <= overhead {
+            return Err(format!("MTU {} of {} is too small", link.mtu, opts.dev));
+        }
+        let max_sdu = link.mtu - overhead as u32;
         let policy = Policy {
             max_remote_timeout: opts.max_remote_timeout,
             ..Policy::default()
@@ -318,6 +449,7 @@ impl Ipcp {
             counters: Counters::default(),
             reported: Vec::new(),
             next_report: Instant::now(),
+            keyed,
         })
     }
 
@@ -371,6 +503,10 @@ impl Ipcp {
             now.push((k.to_string(), v));
         }
         now.extend(self.fa.stats().named());
+        if let Some(k) = &self.keyed {
+            now.push(("auth_fail".into(), k.keys.counters.auth_fail));
+            now.push(("replay".into(), k.keys.counters.replay));
+        }
         if now != self.reported {
             self.reported = now.clone();
             self.reply(0, IpcpToIrmd::Counters(now));
@@ -459,7 +595,7 @@ impl Ipcp {
             }
         }
         let mtu = self.sock.max_mtu().map_or(mtu, |limit| mtu.min(limit));
-        if mtu == self.link.mtu || (mtu as usize) <= HEADER_LEN {
+        if mtu == self.link.mtu || (mtu as usize) <= overhead(self.keyed.is_some()) {
             return;
         }
         info!(
@@ -494,7 +630,7 @@ impl Ipcp {
     }
 
     fn max_sdu(&self) -> u32 {
-        self.link.mtu - HEADER_LEN as u32
+        self.link.mtu - overhead(self.keyed.is_some()) as u32
     }
 
     fn now(&self) -> Duration {
@@ -545,6 +681,11 @@ impl Ipcp {
                 match ev.data() {
                     TOKEN_SOCK => sock_ready = true,
                     TOKEN_LINK => self.link_changed(),
+                    TOKEN_SIGNAL => {
+                        if let Some(k) = &mut self.keyed {
+                            k.reload();
+                        }
+                    }
                     TOKEN_CTRL if !self.control() => {
                         info!("irmd closed the connection; IPCP {} exits.", self.opts.name);
                         return;
@@ -603,7 +744,16 @@ impl Ipcp {
             self.counters.rx_frames += n as u64;
             let now = self.now();
             for i in 0..n {
-                let frame = &self.rx_bufs[i][..self.rx_lens[i]];
+                let mut frame = &self.rx_bufs[i][..self.rx_lens[i]];
+                if let Some(k) = &mut self.keyed {
+                    // Verified before anything parses it: a frame that fails
+                    // is counted and changes nothing.
+                    let buf = &mut self.rx_bufs[i][..self.rx_lens[i]];
+                    match open_keyed(&mut k.keys, buf, self.link.mac, self.ethertype) {
+                        Some(len) => frame = &self.rx_bufs[i][..len],
+                        None => continue,
+                    }
+                }
                 handle_frame(
                     &mut self.fa,
                     &self.flows,
@@ -670,6 +820,9 @@ impl Ipcp {
                     Fill::Emptied | Fill::BatchFull => i += 1,
                 }
             }
+            if let Some(k) = &mut self.keyed {
+                count = k.seal_batch(&mut self.tx_bufs[..count], &mut self.tx_lens[..count]);
+            }
             send_built(
                 &mut *self.sock,
                 &self.tx_bufs,
@@ -727,6 +880,9 @@ impl Ipcp {
                 my_mac,
                 ethertype,
             );
+            if let Some(k) = &mut self.keyed {
+                count = k.seal_batch(&mut self.tx_bufs[..count], &mut self.tx_lens[..count]);
+            }
             send_built(
                 &mut *self.sock,
                 &self.tx_bufs,
@@ -939,14 +1095,21 @@ impl Ipcp {
     }
 
     fn send_mgmt(&mut self, dst: Mac, frame: &[u8]) {
-        let mut buf = vec![0u8; ETH_HEADER_LEN + frame.len()];
+        let trailer = overhead(self.keyed.is_some()) - HEADER_LEN;
+        let mut buf = vec![0u8; ETH_HEADER_LEN + frame.len() + trailer];
         EthHeader {
             dst,
             src: self.link.mac,
             ethertype: self.ethertype,
         }
         .emit(&mut buf);
-        buf[ETH_HEADER_LEN..].copy_from_slice(frame);
+        buf[ETH_HEADER_LEN..ETH_HEADER_LEN + frame.len()].copy_from_slice(frame);
+        if let Some(k) = &mut self.keyed {
+            if let Err(e) = k.keys.seal(&mut buf, ETH_HEADER_LEN + frame.len()) {
+                warn!("management frame not sent: {e}");
+                return;
+            }
+        }
         let sent = self.sock.send_batch(&[&buf]);
         if let Ok(k) = sent {
             self.counters.tx_frames += k as u64;
@@ -958,6 +1121,34 @@ impl Ipcp {
                 debug!("link down, management frame not sent: {e}");
             }
         }
+    }
+}
+
+/// Bytes a frame carries besides its SDU and Ethernet header: the ethflow
+/// header, and the layer-key trailer when keyed.
+fn overhead(keyed: bool) -> usize {
+    HEADER_LEN + if keyed { TRAILER_LEN } else { 0 }
+}
+
+/// Verify (and with `encrypt`, decrypt) a received frame in place; returns
+/// its length without the trailer, or `None` when it failed (counted in
+/// `keys`). Frames the IPCP ignores anyway (its own, other ethertypes) pass
+/// unverified for [`handle_frame`] to drop.
+fn open_keyed(
+    keys: &mut LayerKeys,
+    frame: &mut [u8],
+    my_mac: Mac,
+    ethertype: u16,
+) -> Option<usize> {
+    match EthHeader::parse(frame) {
+        Ok((eth, _)) if eth.src == my_mac || eth.ethertype != ethertype => Some(frame.len()),
+        _ => match keys.open(frame) {
+            Ok(len) => Some(len),
+            Err(e) => {
+                debug!("frame refused by the layer key: {e}");
+                None
+            }
+        },
     }
 }
 

@@ -38,11 +38,13 @@ struct Args {
     /// IPCP never uses irmd's public socket).
     #[arg(long)]
     ctrl_fd: i32,
-    /// File holding the layer key (accepted and stored; used by the layer-key code).
-    #[arg(long)]
+    /// Layer key file (32 bytes, owned by root, mode 0600): every frame is
+    /// authenticated; FILE.next, when present, is accepted too. SIGHUP
+    /// re-reads both (see docs/security.md, "Changing the key").
+    #[arg(long, value_name = "FILE")]
     key: Option<std::path::PathBuf>,
-    /// Encrypt frames with the layer key (accepted and stored).
-    #[arg(long)]
+    /// Encrypt frame payloads with the layer key as well.
+    #[arg(long, requires = "key")]
     encrypt: bool,
     /// Longest liveness timeout (ms) a remote host may ask for in a flow
     /// request; longer requests are capped (docs/security.md). Default 1 hour.
@@ -66,6 +68,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // irmd blocks SIGINT/SIGTERM for its own handling and a child inherits
+    // the mask: without this, `irm ipcp destroy` (SIGTERM) would not end us.
+    let mut term = nix::sys::signal::SigSet::empty();
+    term.add(nix::sys::signal::Signal::SIGTERM);
+    term.add(nix::sys::signal::Signal::SIGINT);
+    if let Err(e) = term.thread_unblock() {
+        log::warn!("cannot unblock SIGTERM: {e}");
+    }
+    if args.key.is_some() {
+        // SIGHUP re-reads the key files: block it before any thread starts,
+        // so it only ever arrives through the IPCP's signal fd.
+        let mut mask = nix::sys::signal::SigSet::empty();
+        mask.add(nix::sys::signal::Signal::SIGHUP);
+        if let Err(e) = mask.thread_block() {
+            log::error!("cannot block SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let opts = Options {
         name: args.name,
         layer: args.layer,
@@ -75,10 +95,9 @@ fn main() -> ExitCode {
         busy_poll: std::time::Duration::from_micros(args.busy_poll as u64),
         vlan: args.vlan,
         max_remote_timeout: std::time::Duration::from_millis(args.max_remote_timeout),
+        key: args.key,
+        encrypt: args.encrypt,
     };
-    if args.key.is_some() || args.encrypt {
-        log::debug!("accepted key {:?}, encrypt {}", args.key, args.encrypt);
-    }
     match Ipcp::start(opts, ctrl) {
         Ok(mut ipcp) => {
             ipcp.run();

@@ -217,3 +217,17 @@ fn a_clock_that_was_never_set_is_refused() {
     );
     assert!(r.is_err());
 }
+
+#[test]
+fn a_frame_moved_to_another_vlan_is_refused() {
+    let ring = |vlan| Keyring::on_vlan(Mode::Authenticate, vlan, &key(1), &[]);
+    let mut tx = LayerKeys::new(&Policy::default(), Mode::Authenticate, ring(7), T0).unwrap();
+    let f = sealed(&mut tx, b"vlan 7", false).0;
+    let mut same = LayerKeys::new(&Policy::default(), Mode::Authenticate, ring(7), T0).unwrap();
+    same.open(&mut f.clone()).unwrap();
+    for vlan in [0, 8] {
+        let mut other =
+            LayerKeys::new(&Policy::default(), Mode::Authenticate, ring(vlan), T0).unwrap();
+        assert_eq!(other.open(&mut f.clone()), Err(OpenError::Auth));
+    }
+}

@@ -2,9 +2,15 @@
 //! sender, and the AEAD (AES-256-GCM) that seals frames with them.
 //!
 //! * key id: `HKDF-Expand(PRK, "ethflow v2 key id")`, one byte;
-//! * frame key of a sender: `HKDF-Expand(PRK, label(mode) || sender MAC)`,
-//!   32 bytes, where the label differs between authenticate-only and
-//!   encrypt, and `PRK = HKDF-Extract("ethflow layer key", layer key)`.
+//! * frame key of a sender: `HKDF-Expand(PRK, label(mode) || VLAN id ||
+//!   sender MAC)`, 32 bytes, where the label differs between
+//!   authenticate-only and encrypt, the VLAN id is two bytes (0: untagged),
+//!   and `PRK = HKDF-Extract("ethflow layer key", layer key)`.
+//!
+//! The backends take a frame's VLAN tag out before the IPCP sees it and
+//! admit only the IPCP's own VLAN, so binding the VLAN id into the key
+//! authenticates the tag: a frame re-tagged onto another VLAN that uses the
+//! same layer key fails there.
 //!
 //! Every sender has its own AES key, so the 96-bit GCM nonce only has to be
 //! unique per sender: it is the sender's 64-bit frame counter. Two senders
@@ -41,11 +47,13 @@ const MAX_LABEL: usize = 32;
 pub struct LayerSecret {
     id: u8,
     mode: Mode,
+    vlan: u16,
     prk: Hkdf<Sha256>,
 }
 
 impl LayerSecret {
-    pub fn new(key: &LayerKey, mode: Mode) -> LayerSecret {
+    /// `vlan`: the layer's VLAN id, 0 when untagged.
+    pub fn new(key: &LayerKey, mode: Mode, vlan: u16) -> LayerSecret {
         let prk = Hkdf::<Sha256>::new(Some(SALT), key.as_bytes());
         let mut id = [0u8; 1];
         prk.expand(LABEL_KEY_ID, &mut id)
@@ -53,6 +61,7 @@ impl LayerSecret {
         LayerSecret {
             id: id[0],
             mode,
+            vlan,
             prk,
         }
     }
@@ -69,12 +78,14 @@ impl LayerSecret {
             Mode::Authenticate => LABEL_AUTH,
             Mode::Encrypt => LABEL_ENCRYPT,
         };
-        let mut info = [0u8; MAX_LABEL + 6];
-        info[..label.len()].copy_from_slice(label);
-        info[label.len()..label.len() + 6].copy_from_slice(src);
+        let mut info = [0u8; MAX_LABEL + 2 + 6];
+        let n = label.len();
+        info[..n].copy_from_slice(label);
+        info[n..n + 2].copy_from_slice(&self.vlan.to_be_bytes());
+        info[n + 2..n + 8].copy_from_slice(src);
         let mut k = Key::<Aes256Gcm>::default();
         self.prk
-            .expand(&info[..label.len() + 6], &mut k)
+            .expand(&info[..n + 8], &mut k)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         let aead = Aes256Gcm::new(&k);
         zeroize::Zeroize::zeroize(k.as_mut_slice());

@@ -14,10 +14,12 @@
 //! keys; nothing here reads a clock or a file. See `docs/security.md` ("With
 //! a layer key") and `docs/decisions/0017-layer-key-aead.md`.
 
+mod files;
 mod keys;
 mod replay;
 mod trailer;
 
+pub use files::{next_path, KeyFiles};
 pub use keys::{LayerSecret, Mode, SenderKey};
 pub use replay::{Replay, ReplayTable, Window, WINDOW, WINDOW_BITS};
 pub use trailer::{
@@ -145,11 +147,16 @@ impl Keyring {
     /// `send` seals and opens; each of `also` only opens (at most
     /// [`MAX_KEYS`] - 1 are kept, the first ones; repeats are dropped).
     pub fn new(mode: Mode, send: &LayerKey, also: &[&LayerKey]) -> Keyring {
-        let mut keys = vec![LayerSecret::new(send, mode)];
+        Keyring::on_vlan(mode, 0, send, also)
+    }
+
+    /// [`Keyring::new`] for a layer on VLAN `vlan` (0: untagged).
+    pub fn on_vlan(mode: Mode, vlan: u16, send: &LayerKey, also: &[&LayerKey]) -> Keyring {
+        let mut keys = vec![LayerSecret::new(send, mode, vlan)];
         let mut seen = vec![send];
         for &k in also {
             if keys.len() < MAX_KEYS && !seen.contains(&k) {
-                keys.push(LayerSecret::new(k, mode));
+                keys.push(LayerSecret::new(k, mode, vlan));
                 seen.push(k);
             }
         }
