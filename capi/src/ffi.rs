@@ -342,14 +342,13 @@ pub unsafe extern "C" fn ethflow_fccntl_ptr(fd: c_int, cmd: c_int, arg: *mut c_v
                 None => errno(libc::EPERM),
                 Some(t) => {
                     let (s, ns) = timespec_of(t);
-                    // SAFETY: non-null timespec to fill (fccntl(3)); zeroed
-                    // first so no padding stays uninitialised.
-                    unsafe {
-                        let mut ts: timespec = std::mem::zeroed();
-                        ts.tv_sec = s;
-                        ts.tv_nsec = ns;
-                        std::ptr::write(arg.cast::<timespec>(), ts);
-                    }
+                    // SAFETY: all-zero bytes are a valid timespec (zeroed so
+                    // no padding stays uninitialised).
+                    let mut ts: timespec = unsafe { std::mem::zeroed() };
+                    ts.tv_sec = s;
+                    ts.tv_nsec = ns;
+                    // SAFETY: non-null timespec to fill (fccntl(3)).
+                    unsafe { std::ptr::write(arg.cast::<timespec>(), ts) };
                     0
                 }
             },
@@ -527,8 +526,11 @@ pub unsafe extern "C-unwind" fn fevent(
     fq: *mut FQueue,
     timeo: *const timespec,
 ) -> ssize_t {
-    // SAFETY: caller's promise for all three.
-    let (s, q) = match unsafe { (set_ref(set), fq_ref(fq)) } {
+    // SAFETY: set is NULL or a live set (caller's promise).
+    let s = unsafe { set_ref(set) };
+    // SAFETY: fq is NULL or a live queue (caller's promise).
+    let q = unsafe { fq_ref(fq) };
+    let (s, q) = match (s, q) {
         (Some(s), Some(q)) => (s, q),
         _ => return errno(libc::EINVAL),
     };
