@@ -163,7 +163,9 @@ impl Registry {
         else {
             return Err(Error::Ipcp(format!("no IPCP named {name}")));
         };
-        self.out.push_back(Output::Kill { ipcp: id });
+        // Gone from the registry at once (its flows down, its name and device
+        // free for a new bootstrap); the shell stops and reaps the process.
+        self.ipcp_gone(id, "destroyed with irm");
         Ok(Some(Reply::Ok))
     }
 

@@ -715,3 +715,37 @@ fn flows_are_private_to_their_process_and_uid() {
     assert_eq!(list(&mut t, 11, user(1001)), vec![b]);
     assert_eq!(list(&mut t, 12, ROOT), vec![a, b]);
 }
+
+#[test]
+fn a_destroyed_ipcp_is_gone_at_once_and_its_device_is_free_again() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    let r = t.cli(
+        ROOT_CLI,
+        7,
+        CliRequest::IpcpDestroy {
+            name: "eth-a".into(),
+        },
+    );
+    assert_eq!(r, Reply::Ok);
+    assert!(
+        t.take()
+            .iter()
+            .any(|o| matches!(o, Output::Kill { ipcp: i } if *i == ipcp)),
+        "the shell is told to stop the process"
+    );
+    match t.cli(ROOT_CLI, 8, CliRequest::IpcpList) {
+        Reply::IpcpRows(rows) => assert!(rows.is_empty(), "still listed: {rows:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The same device and ethertype can be bootstrapped again at once.
+    t.input(Input::Cli {
+        conn: ROOT_CLI,
+        id: 9,
+        req: CliRequest::IpcpBootstrap(spec("eth-b")),
+    });
+    assert!(
+        t.take().iter().any(|o| matches!(o, Output::Spawn { .. })),
+        "a new IPCP on the freed device is spawned"
+    );
+}
