@@ -65,3 +65,56 @@ pub fn resolve(program: &str) -> String {
         program.to_string()
     }
 }
+
+/// True when every directory above `p` lets others search it and `p` lets
+/// others execute it: a test user can run it in place.
+fn others_can_exec(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let searchable =
+        |d: &Path| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    let Ok(full) = p.canonicalize() else {
+        return false;
+    };
+    searchable(&full) && full.ancestors().skip(1).all(searchable)
+}
+
+/// [`resolve`] for a program a non-root test user runs. A checkout under a
+/// private directory (such as `/root`) is out of that user's reach, so the
+/// binary is copied once per test process into a root-owned directory that
+/// others may read and search (under the sticky temporary directory, so no
+/// other user can replace it).
+pub fn resolve_for_others(program: &str) -> String {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::sync::Mutex;
+    if !OURS.contains(&program) {
+        return program.to_string();
+    }
+    let src = path(program);
+    if others_can_exec(&src) {
+        return src.to_string_lossy().into_owned();
+    }
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // Beside the rigs' log directories (`$TMPDIR/ethflow-<pid>/`).
+    let run_dir = std::env::temp_dir().join(format!("ethflow-{}", std::process::id()));
+    let dir = run_dir.join("bin");
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        for d in [&run_dir, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", d.display()));
+        }
+    }
+    let dst = dir.join(program);
+    if !dst.is_file() {
+        std::fs::copy(&src, &dst)
+            .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", src.display(), dst.display()));
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", dst.display()));
+    }
+    dst.to_string_lossy().into_owned()
+}

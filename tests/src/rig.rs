@@ -522,7 +522,7 @@ impl Host {
         }
         let mut cmd = netns::exec_cmd(&self.ns, &prefix[0]);
         cmd.args(&prefix[1..])
-            .arg(bins::resolve(program))
+            .arg(bins::resolve_for_others(program))
             .args(args)
             .env("IRM_SOCKET", &self.socket)
             .env("RUST_BACKTRACE", "1");
