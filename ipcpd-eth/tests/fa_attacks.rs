@@ -433,6 +433,42 @@ fn flow_req_flood_from_one_mac_stays_under_its_caps() {
 }
 
 #[test]
+fn a_legitimate_burst_over_the_pending_cap_only_waits() {
+    let mut net = connected_with(1000, small_caps());
+    // B's irmd is slow: 40 requests from A at once, 16 pending places per MAC.
+    net.nodes[B].answer = Answer::Hold;
+    for id in 2..42 {
+        net.alloc(A, id, "srv", 1000);
+    }
+    assert_eq!(net.nodes[B].fa.pending_count(), 16);
+    assert_eq!(
+        net.count_sent(B, FrameType::FlowReply),
+        1,
+        "no refusals, only flow 1's reply"
+    );
+    // irmd answers the held ones; the rest come in with the retransmissions.
+    net.nodes[B].answer = Answer::Accept;
+    let now = net.now;
+    for (i, token) in std::mem::take(&mut net.nodes[B].held)
+        .into_iter()
+        .enumerate()
+    {
+        assert!(net.nodes[B]
+            .fa
+            .accept_result(now, token, Ok(500 + i as u32), 0)
+            .is_some());
+    }
+    net.pump();
+    net.advance(ms(500));
+    for id in 2..42 {
+        assert!(
+            matches!(net.alloc_result(A, id), Some((_, Ok(_)))),
+            "flow {id}"
+        );
+    }
+}
+
+#[test]
 fn a_mac_claiming_ever_new_instances_is_challenged_not_served() {
     let mut net = connected_with(1000, small_caps());
     flow_req_flood(&mut net, |_| MAC_C, |i| i + 1);

@@ -5,7 +5,9 @@
 //! pending requests and [`Policy::max_inbound_flows_per_mac`](super::Policy)
 //! flows, under global caps of which a share is kept for MACs that proved a
 //! live flow with us (a host rotating forged MACs cannot lock those out).
-//! The liveness timeout a remote asks for is capped.
+//! The liveness timeout a remote asks for is capped. A request over a pending
+//! cap gets no answer (the requester retransmits, so a legitimate burst only
+//! waits); one over a flow cap is refused with RESOURCE_LIMIT.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -22,6 +24,15 @@ pub(crate) struct PendingAccept {
     pub(crate) key: InboundKey,
     qos: WireQos,
     max_sdu: u32,
+}
+
+/// Whether a FLOW_REQ may take a pending place.
+enum Admit {
+    Yes,
+    /// Over a pending cap (transient: irmd's answers free places).
+    Busy,
+    /// Over a cap of held flows: refused with RESOURCE_LIMIT.
+    Full,
 }
 
 /// State of a FLOW_REQ seen from a peer.
@@ -234,10 +245,20 @@ impl FlowAllocator {
             self.reply_flow(now, mac, requester, Eid::NONE, ReplyCode::NoSuchName, 0);
             return;
         }
-        if !self.admit_request(now, mac) {
-            self.stats.requests_capped += 1;
-            self.refuse(now, key, ReplyCode::ResourceLimit);
-            return;
+        match self.admit_request(now, mac) {
+            Admit::Yes => {}
+            // Pending places free up as irmd answers: no reply, so the
+            // requester's retransmission (every 100 ms) tries again and a
+            // legitimate burst of requests gets through, only later.
+            Admit::Busy => {
+                self.stats.requests_capped += 1;
+                return;
+            }
+            Admit::Full => {
+                self.stats.requests_capped += 1;
+                self.refuse(now, key, ReplyCode::ResourceLimit);
+                return;
+            }
         }
         let mut qos = req.qos;
         let cap = u64::try_from(self.policy.max_remote_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -261,7 +282,7 @@ impl FlowAllocator {
     }
 
     /// Take one pending place for `mac`, within the per-MAC and global caps.
-    fn admit_request(&mut self, now: Duration, mac: Mac) -> bool {
+    fn admit_request(&mut self, now: Duration, mac: Mac) -> Admit {
         let p = &self.policy;
         let verified = self.peers.by_mac(mac).is_some_and(|peer| peer.verified);
         let share = |cap: usize| {
@@ -273,8 +294,11 @@ impl FlowAllocator {
         };
         let (max_pending, max_inbound) = (share(p.max_pending), share(p.max_inbound_flows));
         let b = &self.budgets;
+        if b.inbound_flows >= max_inbound {
+            return Admit::Full;
+        }
         if b.pending >= max_pending || b.pending + b.inbound_flows >= max_inbound {
-            return false;
+            return Admit::Busy;
         }
         let (per_pending, per_flows) = (p.max_pending_per_mac, p.max_inbound_flows_per_mac);
         let rng = &mut self.rng;
@@ -282,14 +306,17 @@ impl FlowAllocator {
             .budgets
             .host(now, mac, &self.policy, &mut || rng.next_u64())
         else {
-            return false;
+            return Admit::Busy;
         };
+        if host.inbound_flows >= per_flows {
+            return Admit::Full;
+        }
         if host.pending >= per_pending || host.pending + host.inbound_flows >= per_flows {
-            return false;
+            return Admit::Busy;
         }
         host.pending += 1;
         self.budgets.pending += 1;
-        true
+        Admit::Yes
     }
 
     fn refuse(&mut self, now: Duration, key: InboundKey, code: ReplyCode) {

@@ -52,8 +52,9 @@ pub struct Policy {
     /// requests are capped. Default 1 hour: far above any timeout an
     /// application needs to ride out a reboot or a link flap (the model uses a
     /// fixed 120 s), yet a flow that a vanished or forging host set up frees
-    /// its slot within the hour instead of never. Local allocations are not
-    /// capped (irmd authorised them).
+    /// its slot within the hour instead of never. The requester adopts the
+    /// capped value from the FLOW_REPLY; a timeout irmd passes with its
+    /// accept is local and not capped.
     pub max_remote_timeout: Duration,
     /// Slots in the endpoint table (at most 2^24). Default 2^24.
     pub max_slots: usize,
