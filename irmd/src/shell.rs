@@ -57,9 +57,11 @@ struct IpcpProc {
     queue: VecDeque<Queued>,
 }
 
-/// A flow's memory, kept by the shell (the registry only names it).
+/// A flow's memory, kept by the shell (the registry only names it). The
+/// fds for the two ends are let go once the application's are sent (the
+/// IPCP's always go first), leaving irmd only the monitor's.
 struct FlowMem {
-    fds: FlowFds,
+    fds: Option<FlowFds>,
     monitor: Monitor,
 }
 
@@ -332,23 +334,24 @@ impl Shell {
             Some(FdsOf::App(id)) => (id, true),
             Some(FdsOf::Ipcp(id)) => (id, false),
         };
-        let m = self.flows.get(&id).ok_or(())?;
-        let set = if app {
-            m.fds.for_app()
-        } else {
-            m.fds.for_ipcp()
-        };
+        let m = self.flows.get(&id).and_then(|m| m.fds.as_ref()).ok_or(())?;
+        let set = if app { m.for_app() } else { m.for_ipcp() };
         set.iter()
             .map(|f| f.try_clone())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| warn!("cannot duplicate the fds of flow {id}: {e}"))
     }
 
-    fn send_reply(&mut self, conn: ConnId, id: u64, msg: Reply, fds: Option<FdsOf>) {
-        let Ok(fds) = self.fds_of(fds) else {
+    fn send_reply(&mut self, conn: ConnId, id: u64, msg: Reply, which: Option<FdsOf>) {
+        let Ok(fds) = self.fds_of(which) else {
             // The flow's memory could not be made; the registry answered already.
             return;
         };
+        if let Some(FdsOf::App(flow)) = which {
+            if let Some(m) = self.flows.get_mut(&flow) {
+                m.fds = None;
+            }
+        }
         let bytes = match encode(&Envelope { id, msg }) {
             Ok(b) => b,
             Err(e) => return warn!("cannot encode a reply: {e}"),
@@ -627,5 +630,8 @@ fn flush(sock: &CtrlSocket, queue: &mut VecDeque<Queued>) -> irm::Result<bool> {
 fn make_flow_memory(geometry: RingGeometry) -> irm::Result<FlowMem> {
     let fds = shm::create(geometry)?;
     let monitor = fds.monitor()?;
-    Ok(FlowMem { fds, monitor })
+    Ok(FlowMem {
+        fds: Some(fds),
+        monitor,
+    })
 }

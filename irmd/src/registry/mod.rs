@@ -515,6 +515,7 @@ impl Registry {
             return;
         };
         let name = i.spec.name.clone();
+        let ipcp_pid = i.pid.unwrap_or_default();
         warn!("IPCP {name} is gone ({why}); its flows are down.");
         if let IpcpState::Booting {
             reply: Some((c, r)),
@@ -556,7 +557,7 @@ impl Registry {
                 Phase::Deallocating { reply, .. } => {
                     self.flows.remove(&id);
                     self.out.push_back(Output::DropFlow { flow_id: id });
-                    info!("Completed deallocation of flow_id {id}.");
+                    info!("Completed deallocation of flow_id {id} by process {ipcp_pid}.");
                     if let Some((c, r)) = reply {
                         self.send(c, r, Reply::Ok);
                     }
