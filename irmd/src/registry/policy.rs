@@ -33,10 +33,10 @@ pub struct Policy {
     pub max_busy_poll_us: u32,
 }
 
-/// fds irmd holds per flow: while it is being allocated, the flow's seven
-/// plus the monitor's four; once handed out, the monitor's four. Sized for
-/// the worst case, with room for duplicates in flight.
-const FDS_PER_FLOW: u64 = 12;
+/// fds irmd holds per flow once it is handed out (the monitor's four), and
+/// one spare. While a flow is being allocated irmd holds seven more; if that
+/// runs out of fds, the requester gets the error, nothing else breaks.
+const FDS_PER_FLOW: u64 = 5;
 /// fds kept aside for irmd itself (listener, epoll, IPCP channels, logs).
 const FDS_RESERVED: u64 = 256;
 
