@@ -33,6 +33,8 @@ const READS_PER_TURN: usize = 16;
 /// clients already connected.
 const ACCEPTS_PER_TURN: usize = 64;
 /// Replies queued for a client that does not read; past this it is cut off.
+/// (irmd stops reading a client's requests while replies wait for it, so the
+/// queue grows only by replies to requests already read, such as accepts.)
 const MAX_QUEUED: usize = 1024;
 
 /// A message waiting to be sent, with duplicates of its fds.
@@ -230,7 +232,7 @@ impl Shell {
     }
 
     fn client_ready(&mut self, conn: ConnId, flags: EpollFlags) {
-        if flags.contains(EpollFlags::EPOLLOUT) {
+        if flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             self.flush_client(conn);
         }
         if !flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
@@ -240,6 +242,11 @@ impl Shell {
             let Some(c) = self.clients.get(&conn) else {
                 return;
             };
+            // Back-pressure: while replies wait for this client, read nothing
+            // more from it (so what irmd holds for one client stays small).
+            if !c.queue.is_empty() {
+                return;
+            }
             match c.sock.recv_raw() {
                 Ok(Some(r)) => self.client_msg(conn, r),
                 Ok(None) => return self.close_client(conn),
@@ -362,12 +369,10 @@ impl Shell {
         match send_or_queue(&c.sock, &mut c.queue, bytes, fds) {
             Ok(false) => {}
             Ok(true) => {
+                // Wait until it can take more; read from it again only then.
                 let _ = self.epoll.modify(
                     c.sock.as_fd(),
-                    &mut EpollEvent::new(
-                        EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT,
-                        KIND_CONN | conn,
-                    ),
+                    &mut EpollEvent::new(EpollFlags::EPOLLOUT, KIND_CONN | conn),
                 );
             }
             Err(e) => {

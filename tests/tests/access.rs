@@ -406,6 +406,46 @@ fn ten_thousand_connections_and_two_thousand_long_names_leave_irmd_answering() {
 }
 
 #[test]
+fn a_client_that_never_reads_cannot_make_irmd_hoard_replies() {
+    let Some(rig) = rig("a_client_that_never_reads_cannot_make_irmd_hoard_replies") else {
+        return;
+    };
+    // Pages of `irm name list` near their size limit.
+    let done = rig.a().run_as(
+        User::Root,
+        "ctrlflood",
+        &["names", "600", "255", "big-"],
+        LONG,
+    );
+    assert!(
+        done.stdout.contains("registered 600"),
+        "{}",
+        done.describe()
+    );
+    let irmd = rig.a().irmd_pid();
+    let before = procfs::rss_kib(irmd);
+    // Ten members' connections each ask for pages and never read them.
+    let hogs: Vec<_> = (0..10)
+        .map(|_| {
+            rig.a()
+                .spawn_as(User::Member, "ctrlflood", &["noread", "5000", "20000"])
+        })
+        .collect();
+    for h in &hogs {
+        let line = h.wait_for_stdout("requested", LONG);
+        eprintln!("hog: {line}");
+    }
+    let after = procfs::rss_kib(irmd);
+    eprintln!("irmd VmRSS {before} KiB before, {after} KiB with 10 clients not reading");
+    assert!(
+        after < before + 16 * 1024,
+        "irmd grew from {before} to {after} KiB"
+    );
+    let ms = probe_ms(&rig);
+    assert!(ms < 100.0, "irmd answered in {ms} ms (median)");
+}
+
+#[test]
 fn over_limit_control_messages_leave_no_fd_behind() {
     let Some(rig) = rig("over_limit_control_messages_leave_no_fd_behind") else {
         return;
