@@ -176,6 +176,8 @@ fn a_member_with_cap_net_admin_may_destroy_an_ipcp() {
         assert!(Instant::now() < deadline, "IPCP {pid} still runs");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let list = rig.a().irm_ok(&["ipcp", "list"]);
+    assert!(!list.contains(rig.a().ipcp_name()), "{list}");
 }
 
 #[test]
