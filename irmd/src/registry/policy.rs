@@ -15,6 +15,8 @@ pub struct Policy {
     pub bootstrap_wait: Duration,
     /// How long an incoming flow waits for a bound program to accept.
     pub incoming_wait: Duration,
+    /// How long a new connection may take to say hello before it is closed.
+    pub hello_wait: Duration,
     /// Connections (processes) one non-root uid may hold open.
     pub max_conns_per_uid: usize,
     /// Flows (allocated or being allocated) one non-root uid may hold.
@@ -59,6 +61,7 @@ impl Default for Policy {
             ring_slots: 4096,
             bootstrap_wait: Duration::from_secs(10),
             incoming_wait: Duration::from_secs(2),
+            hello_wait: Duration::from_secs(5),
             max_conns_per_uid: 512,
             max_flows_per_uid: 1024,
             max_accepts_per_uid: 64,

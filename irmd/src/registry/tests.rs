@@ -793,3 +793,20 @@ fn destroying_an_ipcp_takes_its_flows_down() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_connection_without_hello_is_closed_after_five_seconds() {
+    let mut t = T::new(Policy::default());
+    t.input(Input::Connected {
+        conn: 7,
+        cred: user(1000),
+    });
+    t.connect(8, user(1000), ClientRole::Cli);
+    t.advance(Duration::from_millis(4_999));
+    assert!(!t.outs.contains(&Output::Close { conn: 7 }));
+    t.advance(Duration::from_millis(1));
+    assert!(matches!(t.reply(7, 0), Some(Reply::Err(Error::Invalid(m))) if m.contains("hello")));
+    let out = t.take();
+    assert!(out.contains(&Output::Close { conn: 7 }), "{out:?}");
+    assert!(!out.contains(&Output::Close { conn: 8 }), "{out:?}");
+}
