@@ -66,7 +66,9 @@ impl Client {
     pub fn connect(role: ClientRole) -> Result<Arc<Client>> {
         let path = socket_path();
         let sock = CtrlSocket::connect(&path)?;
+        // irmd answers a hello at once; a stopped or wedged one must not hang us.
         sock.set_send_timeout(Duration::from_secs(10))?;
+        sock.set_recv_timeout(Some(Duration::from_secs(10)))?;
         sock.send(
             &ClientHello {
                 version: PROTO_VERSION,
@@ -86,8 +88,14 @@ impl Client {
                 }
             },
             Ok(None) => return Err(Error::Irmd(format!("{path}: irmd closed the connection"))),
+            Err(Error::Again) => {
+                return Err(Error::Irmd(format!(
+                    "{path}: irmd did not answer the hello within 10 s"
+                )))
+            }
             Err(e) => return Err(Error::Irmd(format!("{path}: {e}"))),
         }
+        sock.set_recv_timeout(None)?;
         let reader = sock.try_clone()?;
         let client = Arc::new(Client {
             sock,

@@ -128,6 +128,15 @@ impl CtrlSocket {
         Ok(())
     }
 
+    /// Bound a blocking receive (`None`: wait for ever); a receive that times
+    /// out is `Error::Again`.
+    pub fn set_recv_timeout(&self, t: Option<Duration>) -> Result<()> {
+        let t = t.unwrap_or(Duration::ZERO);
+        let tv = nix::sys::time::TimeVal::new(t.as_secs() as i64, t.subsec_micros() as i64);
+        socket::setsockopt(&self.fd, socket::sockopt::ReceiveTimeout, &tv)?;
+        Ok(())
+    }
+
     /// Bound a blocking send so a stuck peer cannot stall the sender for ever.
     pub fn set_send_timeout(&self, t: Duration) -> Result<()> {
         let tv = nix::sys::time::TimeVal::new(t.as_secs() as i64, t.subsec_micros() as i64);

@@ -52,7 +52,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    irm::limits::raise_nofile();
+    let nofile = irm::limits::raise_nofile();
     let path = socket_path();
     let listener = match access::listen(&path, &args.socket_group) {
         Ok(l) => l,
@@ -70,7 +70,12 @@ fn main() {
         default_timeout_ms: args.flow_timeout,
         ring_slots: args.ring_slots,
         ..Policy::default()
-    };
+    }
+    .fit_fds(nofile);
+    info!(
+        "limits: {} connections, {} flows in all (fd limit {nofile}).",
+        policy.max_conns, policy.max_flows
+    );
     let mut shell =
         match shell::Shell::new(Registry::new(policy), listener, args.max_remote_timeout) {
             Ok(s) => s,

@@ -33,6 +33,8 @@ const READS_PER_TURN: usize = 16;
 /// clients already connected.
 const ACCEPTS_PER_TURN: usize = 64;
 /// Replies queued for a client that does not read; past this it is cut off.
+/// (irmd stops reading a client's requests while replies wait for it, so the
+/// queue grows only by replies to requests already read, such as accepts.)
 const MAX_QUEUED: usize = 1024;
 
 /// A message waiting to be sent, with duplicates of its fds.
@@ -57,9 +59,11 @@ struct IpcpProc {
     queue: VecDeque<Queued>,
 }
 
-/// A flow's memory, kept by the shell (the registry only names it).
+/// A flow's memory, kept by the shell (the registry only names it). The
+/// fds for the two ends are let go once the application's are sent (the
+/// IPCP's always go first), leaving irmd only the monitor's.
 struct FlowMem {
-    fds: FlowFds,
+    fds: Option<FlowFds>,
     monitor: Monitor,
 }
 
@@ -228,7 +232,7 @@ impl Shell {
     }
 
     fn client_ready(&mut self, conn: ConnId, flags: EpollFlags) {
-        if flags.contains(EpollFlags::EPOLLOUT) {
+        if flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             self.flush_client(conn);
         }
         if !flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
@@ -238,6 +242,11 @@ impl Shell {
             let Some(c) = self.clients.get(&conn) else {
                 return;
             };
+            // Back-pressure: while replies wait for this client, read nothing
+            // more from it (so what irmd holds for one client stays small).
+            if !c.queue.is_empty() {
+                return;
+            }
             match c.sock.recv_raw() {
                 Ok(Some(r)) => self.client_msg(conn, r),
                 Ok(None) => return self.close_client(conn),
@@ -332,23 +341,24 @@ impl Shell {
             Some(FdsOf::App(id)) => (id, true),
             Some(FdsOf::Ipcp(id)) => (id, false),
         };
-        let m = self.flows.get(&id).ok_or(())?;
-        let set = if app {
-            m.fds.for_app()
-        } else {
-            m.fds.for_ipcp()
-        };
+        let m = self.flows.get(&id).and_then(|m| m.fds.as_ref()).ok_or(())?;
+        let set = if app { m.for_app() } else { m.for_ipcp() };
         set.iter()
             .map(|f| f.try_clone())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| warn!("cannot duplicate the fds of flow {id}: {e}"))
     }
 
-    fn send_reply(&mut self, conn: ConnId, id: u64, msg: Reply, fds: Option<FdsOf>) {
-        let Ok(fds) = self.fds_of(fds) else {
+    fn send_reply(&mut self, conn: ConnId, id: u64, msg: Reply, which: Option<FdsOf>) {
+        let Ok(fds) = self.fds_of(which) else {
             // The flow's memory could not be made; the registry answered already.
             return;
         };
+        if let Some(FdsOf::App(flow)) = which {
+            if let Some(m) = self.flows.get_mut(&flow) {
+                m.fds = None;
+            }
+        }
         let bytes = match encode(&Envelope { id, msg }) {
             Ok(b) => b,
             Err(e) => return warn!("cannot encode a reply: {e}"),
@@ -359,12 +369,10 @@ impl Shell {
         match send_or_queue(&c.sock, &mut c.queue, bytes, fds) {
             Ok(false) => {}
             Ok(true) => {
+                // Wait until it can take more; read from it again only then.
                 let _ = self.epoll.modify(
                     c.sock.as_fd(),
-                    &mut EpollEvent::new(
-                        EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT,
-                        KIND_CONN | conn,
-                    ),
+                    &mut EpollEvent::new(EpollFlags::EPOLLOUT, KIND_CONN | conn),
                 );
             }
             Err(e) => {
@@ -627,5 +635,8 @@ fn flush(sock: &CtrlSocket, queue: &mut VecDeque<Queued>) -> irm::Result<bool> {
 fn make_flow_memory(geometry: RingGeometry) -> irm::Result<FlowMem> {
     let fds = shm::create(geometry)?;
     let monitor = fds.monitor()?;
-    Ok(FlowMem { fds, monitor })
+    Ok(FlowMem {
+        fds: Some(fds),
+        monitor,
+    })
 }

@@ -118,6 +118,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_ipcpd_next_to_irmd_is_used() {
+        // This test runs from target/<profile>/deps, where no ipcpd-eth is.
+        let me = std::env::current_exe().unwrap();
+        let want = me.parent().unwrap().join("ipcpd-eth");
+        if want.exists() {
+            return assert_eq!(ipcpd_path().unwrap(), want);
+        }
+        let e = ipcpd_path().unwrap_err().to_string();
+        assert!(e.contains(&want.display().to_string()), "{e}");
+        assert!(e.contains("install ipcpd-eth next to irmd"), "{e}");
+    }
+
+    #[test]
     fn new_keywords_reach_the_command_line() {
         let spec = BootstrapSpec {
             name: "eth-a".into(),

@@ -97,6 +97,12 @@ impl RigBuilder {
             .join(format!("ethflow-{}", std::process::id()))
             .join(&tag);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {dir:?}: {e}"));
+        // irmd's socket lives here: root-owned 0755 whatever the umask, so the
+        // test users can reach it and irmd's directory check passes.
+        for d in [dir.parent(), Some(dir.as_path())].into_iter().flatten() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+        }
         let _ = std::fs::write(dir.join("test-name"), &self.test);
         let shared = Arc::new(Shared {
             dir: dir.clone(),

@@ -176,6 +176,8 @@ fn a_member_with_cap_net_admin_may_destroy_an_ipcp() {
         assert!(Instant::now() < deadline, "IPCP {pid} still runs");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let list = rig.a().irm_ok(&["ipcp", "list"]);
+    assert!(!list.contains(rig.a().ipcp_name()), "{list}");
 }
 
 #[test]
@@ -403,6 +405,46 @@ fn ten_thousand_connections_and_two_thousand_long_names_leave_irmd_answering() {
         "{}",
         done.describe()
     );
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_make_irmd_hoard_replies() {
+    let Some(rig) = rig("a_client_that_never_reads_cannot_make_irmd_hoard_replies") else {
+        return;
+    };
+    // Pages of `irm name list` near their size limit.
+    let done = rig.a().run_as(
+        User::Root,
+        "ctrlflood",
+        &["names", "600", "255", "big-"],
+        LONG,
+    );
+    assert!(
+        done.stdout.contains("registered 600"),
+        "{}",
+        done.describe()
+    );
+    let irmd = rig.a().irmd_pid();
+    let before = procfs::rss_kib(irmd);
+    // Ten members' connections each ask for pages and never read them.
+    let hogs: Vec<_> = (0..10)
+        .map(|_| {
+            rig.a()
+                .spawn_as(User::Member, "ctrlflood", &["noread", "5000", "20000"])
+        })
+        .collect();
+    for h in &hogs {
+        let line = h.wait_for_stdout("requested", LONG);
+        eprintln!("hog: {line}");
+    }
+    let after = procfs::rss_kib(irmd);
+    eprintln!("irmd VmRSS {before} KiB before, {after} KiB with 10 clients not reading");
+    assert!(
+        after < before + 16 * 1024,
+        "irmd grew from {before} to {after} KiB"
+    );
+    let ms = probe_ms(&rig);
+    assert!(ms < 100.0, "irmd answered in {ms} ms (median)");
 }
 
 #[test]

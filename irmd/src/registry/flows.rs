@@ -196,7 +196,7 @@ impl Registry {
         } else {
             self.flows.remove(&flow_id);
             self.out.push_back(Output::DropFlow { flow_id });
-            info!("Completed deallocation of flow_id {flow_id}.");
+            info!("Completed deallocation of flow_id {flow_id} by process {by_pid}.");
             if let Some((c, r)) = reply {
                 self.send(c, r, Reply::Ok);
             }

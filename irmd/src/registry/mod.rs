@@ -115,6 +115,7 @@ pub enum Output {
 /// A deadline; stale ones (their subject gone) are skipped when due.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    Hello { conn: ConnId },
     Accept { conn: ConnId, req: u64 },
     Incoming { ipcp: IpcpId, token: u64 },
     Alloc { flow_id: u32, req: u64 },
@@ -258,7 +259,7 @@ impl Registry {
     /// Handle one event.
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
-            Input::Connected { conn, cred } => self.connected(conn, cred),
+            Input::Connected { conn, cred } => self.connected(now, conn, cred),
             Input::Hello {
                 conn,
                 id,
@@ -338,7 +339,7 @@ impl Registry {
 
     // ---- connections ----
 
-    fn connected(&mut self, conn: ConnId, cred: Cred) {
+    fn connected(&mut self, now: Instant, conn: ConnId, cred: Cred) {
         let refuse = if self.conns.len() >= self.policy.max_conns {
             Some(format!(
                 "irmd holds {} connections, its limit",
@@ -363,6 +364,7 @@ impl Registry {
             return;
         }
         self.conns.insert(conn, Conn { cred, role: None });
+        self.arm(now + self.policy.hello_wait, Timer::Hello { conn });
     }
 
     fn hello(&mut self, conn: ConnId, id: u64, role: ClientRole, admin: bool) {
@@ -515,6 +517,7 @@ impl Registry {
             return;
         };
         let name = i.spec.name.clone();
+        let ipcp_pid = i.pid.unwrap_or_default();
         warn!("IPCP {name} is gone ({why}); its flows are down.");
         if let IpcpState::Booting {
             reply: Some((c, r)),
@@ -556,7 +559,7 @@ impl Registry {
                 Phase::Deallocating { reply, .. } => {
                     self.flows.remove(&id);
                     self.out.push_back(Output::DropFlow { flow_id: id });
-                    info!("Completed deallocation of flow_id {id}.");
+                    info!("Completed deallocation of flow_id {id} by process {ipcp_pid}.");
                     if let Some((c, r)) = reply {
                         self.send(c, r, Reply::Ok);
                     }
@@ -568,6 +571,18 @@ impl Registry {
 
     fn fire(&mut self, now: Instant, t: Timer) {
         match t {
+            Timer::Hello { conn } => {
+                if self.conns.get(&conn).is_some_and(|c| c.role.is_none()) {
+                    let wait = self.policy.hello_wait;
+                    self.send(
+                        conn,
+                        0,
+                        Reply::Err(Error::Invalid(format!("no hello within {wait:?}"))),
+                    );
+                    self.out.push_back(Output::Close { conn });
+                    self.conns.remove(&conn);
+                }
+            }
             Timer::Accept { conn, req } => {
                 if let Some(p) = self
                     .accepts

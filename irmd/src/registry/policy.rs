@@ -15,6 +15,8 @@ pub struct Policy {
     pub bootstrap_wait: Duration,
     /// How long an incoming flow waits for a bound program to accept.
     pub incoming_wait: Duration,
+    /// How long a new connection may take to say hello before it is closed.
+    pub hello_wait: Duration,
     /// Connections (processes) one non-root uid may hold open.
     pub max_conns_per_uid: usize,
     /// Flows (allocated or being allocated) one non-root uid may hold.
@@ -33,6 +35,25 @@ pub struct Policy {
     pub max_busy_poll_us: u32,
 }
 
+/// fds irmd holds per flow once it is handed out (the monitor's four), and
+/// one spare. While a flow is being allocated irmd holds seven more; if that
+/// runs out of fds, the requester gets the error, nothing else breaks.
+const FDS_PER_FLOW: u64 = 5;
+/// fds kept aside for irmd itself (listener, epoll, IPCP channels, logs).
+const FDS_RESERVED: u64 = 256;
+
+impl Policy {
+    /// Bound the totals by what `nofile` fds can hold: every connection one
+    /// fd, every flow [`FDS_PER_FLOW`]; connections get at most a fifth.
+    pub fn fit_fds(mut self, nofile: u64) -> Policy {
+        let room = nofile.saturating_sub(FDS_RESERVED);
+        self.max_conns = self.max_conns.min((room / 5) as usize).max(16);
+        let left = room.saturating_sub(self.max_conns as u64);
+        self.max_flows = ((left / FDS_PER_FLOW) as usize).max(16);
+        self
+    }
+}
+
 impl Default for Policy {
     fn default() -> Policy {
         Policy {
@@ -40,14 +61,37 @@ impl Default for Policy {
             ring_slots: 4096,
             bootstrap_wait: Duration::from_secs(10),
             incoming_wait: Duration::from_secs(2),
+            hello_wait: Duration::from_secs(5),
             max_conns_per_uid: 512,
             max_flows_per_uid: 1024,
             max_accepts_per_uid: 64,
             max_names_per_uid: 256,
             max_conns: 4096,
             max_flows: 1536,
+            // (both replaced by `fit_fds` at start from the fd limit)
             max_names: 4096,
             max_busy_poll_us: 10_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_fit_the_fd_limit() {
+        let p = Policy::default().fit_fds(20_000);
+        assert_eq!(p.max_conns, 3_948);
+        assert!(
+            p.max_conns as u64 + p.max_flows as u64 * FDS_PER_FLOW + FDS_RESERVED <= 20_000,
+            "{p:?}"
+        );
+        assert!(p.max_flows >= 1_000, "{p:?}");
+        let big = Policy::default().fit_fds(1 << 20);
+        assert_eq!(big.max_conns, 4096);
+        assert!(big.max_flows > 80_000, "{big:?}");
+        let tiny = Policy::default().fit_fds(100);
+        assert_eq!((tiny.max_conns, tiny.max_flows), (16, 16));
     }
 }

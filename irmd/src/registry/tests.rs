@@ -749,3 +749,64 @@ fn a_destroyed_ipcp_is_gone_at_once_and_its_device_is_free_again() {
         "a new IPCP on the freed device is spawned"
     );
 }
+
+#[test]
+fn destroying_an_ipcp_takes_its_flows_down() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    t.connect(2, user(1000), ClientRole::App { prog: "c".into() });
+    t.input(Input::App {
+        conn: 2,
+        id: 1,
+        req: AppRequest::FlowAlloc {
+            name: "svc".into(),
+            qos: Qos::raw(),
+            timeout_ms: None,
+        },
+    });
+    let (flow_id, req) = t.alloc_req().unwrap();
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: req,
+        msg: IpcpToIrmd::FlowAllocResult {
+            flow_id,
+            result: Ok(1000),
+        },
+    });
+    t.take();
+    let r = t.cli(
+        ROOT_CLI,
+        2,
+        CliRequest::IpcpDestroy {
+            name: "eth-a".into(),
+        },
+    );
+    assert_eq!(r, Reply::Ok);
+    let out = t.take();
+    assert!(out.contains(&Output::Kill { ipcp }), "{out:?}");
+    assert!(out.contains(&Output::SetFlowState {
+        flow_id,
+        state: FlowState::Down
+    }));
+    match t.cli(ROOT_CLI, 4, CliRequest::FlowList { after: None }) {
+        Reply::FlowRows(r) => assert_eq!(r[0].state, FlowState::Down),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_connection_without_hello_is_closed_after_five_seconds() {
+    let mut t = T::new(Policy::default());
+    t.input(Input::Connected {
+        conn: 7,
+        cred: user(1000),
+    });
+    t.connect(8, user(1000), ClientRole::Cli);
+    t.advance(Duration::from_millis(4_999));
+    assert!(!t.outs.contains(&Output::Close { conn: 7 }));
+    t.advance(Duration::from_millis(1));
+    assert!(matches!(t.reply(7, 0), Some(Reply::Err(Error::Invalid(m))) if m.contains("hello")));
+    let out = t.take();
+    assert!(out.contains(&Output::Close { conn: 7 }), "{out:?}");
+    assert!(!out.contains(&Output::Close { conn: 8 }), "{out:?}");
+}

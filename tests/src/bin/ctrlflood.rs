@@ -10,6 +10,9 @@
 //! * `forge N MS` — as an application, send N forged IPCP messages
 //!   (allocation results for guessed flow and request ids), repeating for
 //!   up to MS milliseconds; print `forged K`.
+//! * `noread N HOLD_MS` — as the `irm` tool, send up to N name-list
+//!   requests without reading a reply (until a send blocks for 2 s), print
+//!   `requested K`, hold the connection HOLD_MS.
 //! * `version V` — say hello with protocol version V; print irmd's answer.
 //! * `probe N` — N times: connect as the `irm` tool, list IPCPs; print the
 //!   median and slowest round trips as `median-ms=X max-ms=Y ok=K`.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Some("forge") => forge(arg(&args, 1) as usize, arg(&args, 2)),
         Some("probe") => probe(arg(&args, 1) as usize),
         Some("version") => version(arg(&args, 1) as u32),
+        Some("noread") => noread(arg(&args, 1) as usize, arg(&args, 2)),
         _ => Err("usage: ctrlflood conns|names|fds|forge|probe ...".into()),
     };
     match r {
@@ -252,5 +256,25 @@ fn version(v: u32) -> Result<(), String> {
         Ok(None) => println!("closed"),
         Err(e) => println!("error: {e}"),
     }
+    Ok(())
+}
+
+fn noread(n: usize, hold_ms: u64) -> Result<(), String> {
+    let s = hello(ClientRole::Cli)?;
+    s.set_send_timeout(Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    let mut sent = 0;
+    for i in 0..n.min(100_000) {
+        let env = Envelope {
+            id: i as u64 + 1,
+            msg: CliRequest::NameList { after: None },
+        };
+        if s.send(&env, &[]).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    println!("requested {sent}");
+    std::thread::sleep(Duration::from_millis(hold_ms.min(60_000)));
     Ok(())
 }
