@@ -1044,3 +1044,7 @@ fn handle_frame(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "ipcp_tests.rs"]
+mod tests;
