@@ -11,7 +11,7 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::stat::fstat;
 
-use super::wake::signal;
+use super::wake::{signal, wake_if_armed};
 use super::{
     required_len, required_len_u64, ring_offset, slot_stride, state_to_word, validate_geometry,
     word_to_state, Dir, Header, RingCtrl, MAGIC, PAGE, SLOT_HDR, VERSION,
@@ -182,14 +182,17 @@ impl ShmMap {
         }
     }
 
-    /// Set the state word, then signal both application wake pipes so a
-    /// blocked reader and a blocked writer both see it.
+    /// Set the state word, then wake the application: the rx pipe always (a
+    /// reader or a state-only watcher may wait on it without arming), the tx
+    /// pipe only for a writer that declared it waits (it re-checks the state
+    /// after arming: the fences make one of the two see the other), so a
+    /// flow whose writer never blocked never gets a page in its tx pipe.
     pub(super) fn set_state(&self, s: FlowState, rx_wake: BorrowedFd<'_>, tx_wake: BorrowedFd<'_>) {
         self.header()
             .state
             .store(state_to_word(s), Ordering::SeqCst);
         signal(rx_wake);
-        signal(tx_wake);
+        wake_if_armed(&self.ctrl(Dir::Tx).producer_waiting, tx_wake);
     }
 }
 

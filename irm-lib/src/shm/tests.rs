@@ -1262,3 +1262,29 @@ fn the_published_layout_is_where_the_library_looks() {
         0
     );
 }
+
+#[test]
+fn a_state_change_racing_a_writer_that_blocks_always_wakes_it() {
+    for round in 0..300u32 {
+        let f = flow(geom(2, 16));
+        f.app.write(b"x", None, true).unwrap();
+        f.app.write(b"y", None, true).unwrap();
+        let app = f.app.clone();
+        let writer = thread::spawn(move || {
+            app.write(b"z", Some(Instant::now() + Duration::from_secs(20)), false)
+        });
+        for _ in 0..round % 50 {
+            thread::yield_now();
+        }
+        if round % 2 == 0 {
+            f.ipcp.set_state(FlowState::Down);
+        } else {
+            f.monitor.set_state(FlowState::Down);
+        }
+        assert_eq!(
+            writer.join().unwrap(),
+            Err(Error::FlowDown),
+            "round {round}"
+        );
+    }
+}
