@@ -1311,3 +1311,7 @@ fn handle_frame(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "ipcp_tests.rs"]
+mod tests;

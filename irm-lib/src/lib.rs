@@ -17,6 +17,7 @@ pub mod limits;
 pub mod proto;
 pub mod qos;
 pub mod shm;
+pub mod sys;
 
 pub use error::{Error, Result};
 pub use flow::Flow;

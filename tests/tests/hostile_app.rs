@@ -127,3 +127,38 @@ fn a_hostile_application_harms_only_its_own_flows() {
     rig.a().run_ok("flowtest", &["alloc", "-n", "hostile-echo"]);
     assert!(timed_irm(&rig, &["ipcp", "list"]) < IRM_BOUND);
 }
+
+/// irmd writes the wake-ups of every flow of an IPCP that dies (to mark them
+/// DOWN). An application that froze its own wake-up fds must not freeze irmd
+/// there: irmd logs the death, answers, and the frozen application's flow is
+/// DOWN like every other.
+#[test]
+fn irmd_marks_a_frozen_applications_flow_down_when_its_ipcp_dies() {
+    let Some(rig) = Rig::pair("hostile_app_ipcp_dies") else {
+        return;
+    };
+    let _echo = rig.b().serve("flowtest", "hostile-echo", &["serve"]);
+    let freeze = rig.a().spawn(
+        "hostileapp",
+        &["-n", "hostile-echo", "--mode", "freeze", "--secs", "4"],
+    );
+    freeze.wait_for_stdout("freeze pipes_filled=", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    rig.a().signal_ipcp(nix::sys::signal::Signal::SIGKILL);
+    rig.a()
+        .expect_log("its flows are down.", Duration::from_secs(5));
+    for args in [&["ipcp", "list"][..], &["flow", "list"][..]] {
+        let took = timed_irm(&rig, args);
+        assert!(
+            took < IRM_BOUND,
+            "irm {args:?} took {took:?} after the IPCP died"
+        );
+    }
+    let done = freeze.wait(Duration::from_secs(20));
+    done.assert_success();
+    assert!(
+        done.stdout.contains("freeze-done") && done.stdout.contains("state=Down"),
+        "{}",
+        done.describe()
+    );
+}

@@ -11,10 +11,12 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
+use irm::sys::Mmap;
+
 /// The mapping and the pointers into it.
 struct Ring<T> {
-    map: *mut libc::c_void,
-    map_len: usize,
+    /// Owns the mapping the pointers below point into.
+    _map: Mmap,
     producer: *const AtomicU32,
     consumer: *const AtomicU32,
     flags: *const AtomicU32,
@@ -85,29 +87,13 @@ impl<T: Copy> Ring<T> {
                 format!("ring file of {} bytes is shorter than the ring", st.st_size),
             ));
         }
-        let pgoff = libc::off_t::try_from(pgoff)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ring offset out of range"))?;
-        // SAFETY: a fresh shared mapping of the socket's ring (or of a file at
-        // least this long); the kernel checks offset and length, and we only
-        // keep the result if it succeeded.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                pgoff,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        // The kernel checks offset and length against the socket's ring.
+        let map = Mmap::shared(fd, map_len, pgoff, true)?;
         // Every offset was checked to lie inside the `map_len` bytes mapped.
-        let at = |o: u64| map.cast::<u8>().wrapping_add(o as usize);
+        let base = map.as_ptr();
+        let at = |o: u64| base.wrapping_add(o as usize);
         Ok(Ring {
-            map,
-            map_len,
+            _map: map,
             producer: at(off.producer).cast(),
             consumer: at(off.consumer).cast(),
             flags: at(off.flags).cast(),
@@ -141,15 +127,6 @@ impl<T: Copy> Ring<T> {
 
     fn size(&self) -> u32 {
         self.mask + 1
-    }
-}
-
-impl<T> Drop for Ring<T> {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `map`; nothing points into it after.
-        unsafe {
-            libc::munmap(self.map, self.map_len);
-        }
     }
 }
 

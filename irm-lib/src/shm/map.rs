@@ -2,30 +2,29 @@
 //! bytes of a slot.
 
 use std::marker::PhantomData;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::stat::fstat;
 
-use super::wake::signal;
+use super::wake::{signal, wake_if_armed};
 use super::{
     required_len, required_len_u64, ring_offset, slot_stride, state_to_word, validate_geometry,
     word_to_state, Dir, Header, RingCtrl, MAGIC, PAGE, SLOT_HDR, VERSION,
 };
 use crate::error::{Error, Result};
 use crate::proto::{FlowState, RingGeometry};
+use crate::sys::Mmap;
 
 /// A mapping of a flow's memfd (munmap on Drop). Either the whole file
 /// ([`ShmMap::map`]) or only its header page ([`ShmMap::map_header`], enough for
 /// irmd's [`Monitor`]).
 #[derive(Debug)]
 pub struct ShmMap {
-    pub(super) base: NonNull<u8>,
-    pub(super) len: usize,
+    /// The mapping (its start: [`ShmMap::base`]).
+    pub(super) mmap: Mmap,
     pub(super) geom: RingGeometry,
     has_rings: bool,
 }
@@ -91,22 +90,9 @@ impl ShmMap {
         } else {
             PAGE as usize
         };
-        let nz = NonZeroUsize::new(len).ok_or_else(|| Error::Invalid("empty mapping".into()))?;
-        // SAFETY: a fresh shared mapping of a file at least `len` bytes long whose
-        // size is sealed; nothing else in this process refers to the new range.
-        let ptr = unsafe {
-            mmap(
-                None,
-                nz,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                memfd,
-                0,
-            )?
-        };
+        let mmap = Mmap::shared(memfd, len, 0, false)?;
         Ok(ShmMap {
-            base: ptr.cast(),
-            len,
+            mmap,
             geom,
             has_rings,
         })
@@ -121,11 +107,16 @@ impl ShmMap {
         self.has_rings
     }
 
+    /// Start of the mapping.
+    pub(super) fn base(&self) -> NonNull<u8> {
+        self.mmap.as_non_null()
+    }
+
     pub(super) fn header(&self) -> &Header {
         // SAFETY: the mapping is page-aligned and at least one page long
         // (size_of::<Header>() <= PAGE, asserted at compile time); every field is
         // an atomic, so concurrent writers in other processes are allowed.
-        unsafe { self.base.cast::<Header>().as_ref() }
+        unsafe { self.base().cast::<Header>().as_ref() }
     }
 
     pub(super) fn ctrl(&self, dir: Dir) -> &RingCtrl {
@@ -142,7 +133,7 @@ impl ShmMap {
         let off = ring_offset(self.geom, dir) + i * slot_stride(self.geom);
         // SAFETY: i < slots, so off + stride <= ring_offset + ring_bytes <= len:
         // the result stays inside the mapping (and is therefore non-null).
-        unsafe { self.base.add(off as usize) }
+        unsafe { self.base().add(off as usize) }
     }
 
     /// The length word at the start of a slot (atomic: either side may write it).
@@ -182,24 +173,17 @@ impl ShmMap {
         }
     }
 
-    /// Set the state word, then signal both application wake pipes so a
-    /// blocked reader and a blocked writer both see it.
+    /// Set the state word, then wake the application: the rx pipe always (a
+    /// reader or a state-only watcher may wait on it without arming), the tx
+    /// pipe only for a writer that declared it waits (it re-checks the state
+    /// after arming: the fences make one of the two see the other), so a
+    /// flow whose writer never blocked never gets a page in its tx pipe.
     pub(super) fn set_state(&self, s: FlowState, rx_wake: BorrowedFd<'_>, tx_wake: BorrowedFd<'_>) {
         self.header()
             .state
             .store(state_to_word(s), Ordering::SeqCst);
         signal(rx_wake);
-        signal(tx_wake);
-    }
-}
-
-impl Drop for ShmMap {
-    fn drop(&mut self) {
-        // SAFETY: base/len are exactly what mmap returned; the borrow checker
-        // guarantees no reference into the mapping outlives `self`.
-        unsafe {
-            let _ = munmap(self.base.cast(), self.len);
-        }
+        wake_if_armed(&self.ctrl(Dir::Tx).producer_waiting, tx_wake);
     }
 }
 

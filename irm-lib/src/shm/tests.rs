@@ -603,9 +603,9 @@ fn geometry_is_validated() {
 
 fn resident_bytes(map: &ShmMap) -> usize {
     let page = 4096;
-    let mut vec = vec![0u8; map.len.div_ceil(page)];
+    let mut vec = vec![0u8; map.mmap.len().div_ceil(page)];
     // SAFETY: base/len describe a live mapping; vec has one byte per page.
-    let rc = unsafe { libc::mincore(map.base.as_ptr().cast(), map.len, vec.as_mut_ptr()) };
+    let rc = unsafe { libc::mincore(map.base().as_ptr().cast(), map.mmap.len(), vec.as_mut_ptr()) };
     assert_eq!(rc, 0);
     vec.iter().filter(|&&b| b & 1 != 0).count() * page
 }
@@ -614,7 +614,7 @@ fn resident_bytes(map: &ShmMap) -> usize {
 fn idle_flow_stays_small_in_memory() {
     // 1024 slots of 9000 bytes: an 18 MB memfd, of which almost nothing is resident.
     let f = flow(geom(1024, 9000));
-    assert!(f.ipcp.map().len > 18_000_000);
+    assert!(f.ipcp.map().mmap.len() > 18_000_000);
     f.app.write(&[1; 100], None, false).unwrap();
     pop(&f.ipcp).unwrap();
     f.ipcp.push_rx(&[2; 100]).unwrap();
@@ -843,14 +843,14 @@ fn apply(map: &ShmMap, s: &Scribble) {
     match s {
         Scribble::Word { offset, value } => {
             // SAFETY: 4-aligned offset inside the mapping.
-            unsafe { &*(map.base.as_ptr().add(*offset) as *const AtomicU32) }
+            unsafe { &*(map.base().as_ptr().add(*offset) as *const AtomicU32) }
                 .store(*value, Ordering::Relaxed)
         }
         Scribble::Bytes { offset, bytes } => {
-            let n = bytes.len().min(map.len - offset);
+            let n = bytes.len().min(map.mmap.len() - offset);
             // SAFETY: offset + n <= len; only this thread touches the mapping now.
             unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.base.as_ptr().add(*offset), n)
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.base().as_ptr().add(*offset), n)
             }
         }
         Scribble::Ctrl { which, value } => {
@@ -929,7 +929,7 @@ fn ipcp_survives_a_concurrent_scribbler() {
         let stop = stop.clone();
         thread::spawn(move || {
             let mut x = 0x9E37_79B9u32;
-            let words = app.map().len / 4;
+            let words = app.map().mmap.len() / 4;
             while !stop.load(Ordering::Relaxed) {
                 // xorshift: cheap, deterministic garbage.
                 x ^= x << 13;
@@ -1232,7 +1232,7 @@ fn the_published_layout_is_where_the_library_looks() {
     let m = f.app.map();
     let word = |off: usize| {
         // SAFETY: a 4-aligned offset inside the header page of a live mapping.
-        unsafe { &*(m.base.as_ptr().add(off) as *const AtomicU32) }
+        unsafe { &*(m.base().as_ptr().add(off) as *const AtomicU32) }
     };
     assert_eq!(word(layout::SLOTS).load(Ordering::Relaxed), 8);
     assert_eq!(word(layout::SLOT_SIZE).load(Ordering::Relaxed), 100);
@@ -1245,7 +1245,7 @@ fn the_published_layout_is_where_the_library_looks() {
     assert_eq!(word(slot + layout::SLOT_LEN).load(Ordering::Relaxed), 3);
     // SAFETY: inside the first tx slot's data.
     assert_eq!(
-        unsafe { *m.base.as_ptr().add(slot + layout::SLOT_DATA) },
+        unsafe { *m.base().as_ptr().add(slot + layout::SLOT_DATA) },
         b'a'
     );
     pop(&f.ipcp).unwrap();
@@ -1261,4 +1261,30 @@ fn the_published_layout_is_where_the_library_looks() {
         word(layout::RX + layout::PRODUCER_WAITING).load(Ordering::Relaxed),
         0
     );
+}
+
+#[test]
+fn a_state_change_racing_a_writer_that_blocks_always_wakes_it() {
+    for round in 0..300u32 {
+        let f = flow(geom(2, 16));
+        f.app.write(b"x", None, true).unwrap();
+        f.app.write(b"y", None, true).unwrap();
+        let app = f.app.clone();
+        let writer = thread::spawn(move || {
+            app.write(b"z", Some(Instant::now() + Duration::from_secs(20)), false)
+        });
+        for _ in 0..round % 50 {
+            thread::yield_now();
+        }
+        if round % 2 == 0 {
+            f.ipcp.set_state(FlowState::Down);
+        } else {
+            f.monitor.set_state(FlowState::Down);
+        }
+        assert_eq!(
+            writer.join().unwrap(),
+            Err(Error::FlowDown),
+            "round {round}"
+        );
+    }
 }
