@@ -13,10 +13,12 @@
  *     broadcast but NAME_QUERY   -> drop, count C_DROP_NOT_FOR_US
  *   - too short, bad version,
  *     length beyond the frame    -> drop, count C_DROP_MALFORMED
- *   - management (type != DATA)  -> the AF_XDP socket of this rx queue, within
- *     a budget per sender MAC and CPU (token bucket); beyond it drop, count
- *     C_DROP_MGMT_BUDGET (the flow allocator has the same budget and more:
- *     this one spares the IPCP the work under a flood from one host)
+ *   - management (type != DATA)  -> the AF_XDP socket of this rx queue; all
+ *     but KEEP_ALIVE within a budget per sender MAC and CPU (token bucket),
+ *     beyond it drop, count C_DROP_MGMT_BUDGET (the same budget as backend
+ *     raw's, ipcpd-eth/src/segment.rs: it spares the IPCP a flood from one
+ *     host; keep-alives are exempt so a flood spoofing a peer's MAC cannot
+ *     starve its liveness)
  *   - DATA for a live endpoint   -> the AF_XDP socket of this rx queue
  *   - DATA for an unknown eid    -> drop, count C_DROP_UNKNOWN_EID; except a
  *     few per sender MAC and CPU (token bucket), which go up so the IPCP can answer
@@ -57,7 +59,7 @@ volatile const __u16 ethertype = 0x88B5;		/* host byte order */
 volatile const __u32 unknown_eid_burst = 10;		/* frames per sender MAC ... */
 volatile const __u64 unknown_eid_refill_ns = 10000000; /* ... plus one per this */
 volatile const __u32 mgmt_burst = 1024;			/* management frames per sender MAC ... */
-volatile const __u64 mgmt_refill_ns = 50000;		/* ... plus one per this */
+volatile const __u64 mgmt_refill_ns = 100000;		/* ... plus one per this */
 /* Our MAC: its 6 bytes in memory order, then two zero bytes. */
 volatile const __u64 our_mac = 0;
 /* Our 802.1Q VLAN id; 0 = untagged frames only. */
@@ -66,6 +68,7 @@ volatile const __u16 vlan_id = 0;
 #define ETHFLOW_VERSION 2 /* docs/wire.md; keep equal to ipcpd_eth::wire::VERSION */
 #define TYPE_DATA 0
 #define TYPE_NAME_QUERY 1
+#define TYPE_KEEP_ALIVE 7
 #define TPID_8021Q 0x8100
 #define TPID_8021AD 0x88A8
 #define VLAN_HLEN 4
@@ -293,7 +296,8 @@ int ethflow_xdp(struct xdp_md *ctx)
 	/* Management frames never meet the live-endpoint filter: allocation,
 	 * keep-alives and deallocation must get through whatever else floods. */
 	if (h->type != TYPE_DATA) {
-		if (!may_pass(&mgmt_limiters, eth->h_source, mgmt_burst, mgmt_refill_ns))
+		if (h->type != TYPE_KEEP_ALIVE &&
+		    !may_pass(&mgmt_limiters, eth->h_source, mgmt_burst, mgmt_refill_ns))
 			return drop(C_DROP_MGMT_BUDGET);
 		return to_socket(ctx, C_REDIRECT_MGMT);
 	}

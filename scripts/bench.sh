@@ -58,6 +58,8 @@ if [ "$SMOKE" -eq 1 ]; then
     RAW_MODES="mmsg"      # one mode is enough to show the figure is produced
     FLOOD_COUNT=100000
     HOLD_FLOWS=200
+    KA_FLOWS=200
+    KA_SECS=1
     SETTLE_MS=200
     REPEAT=1
     OUT=$ROOT/target/bench-smoke
@@ -72,6 +74,8 @@ else
     # Each open flow holds 3 fds in the application and in the IPCP: stay
     # within the hard limit this machine allows (10 000 flows need 30 000).
     HOLD_FLOWS=10000
+    KA_FLOWS=5000
+    KA_SECS=5
     FD_ROOM=$(( ($(ulimit -Hn) - 1000) / 3 / 1000 * 1000 ))
     [ "$FD_ROOM" -ge "$HOLD_FLOWS" ] || HOLD_FLOWS=$FD_ROOM
     OUT=$ROOT/target/bench
@@ -84,7 +88,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
 fi
 echo "==> building (release)"
 cargo build --release -q -p irmd -p ipcpd-eth -p ethflow-tools
-cargo build --release -q -p ethflow-tests --bin rawflood
+cargo build --release -q -p ethflow-tests --bin rawflood --bin forge
 cargo build --release -q -p ipcpd-eth --example rawbench
 BIN=$ROOT/target/release
 RAWBENCH=$BIN/examples/rawbench
@@ -329,6 +333,36 @@ flood() {
     echo "    flood ($backend): $line; $counter +$((after - before))"
 }
 
+# kaflood FLOWS: a holds FLOWS open flows to b (allocbench hold); forge, on
+# b's interface with b's MAC, sends KEEP_ALIVE frames with random instances to
+# a's IPCP as fast as it can for KA_SECS seconds; the CPU time a's IPCP spent
+# meanwhile, per frame sent, goes into kaflood_FLOWS.json. Keep-alive handling
+# must cost O(1) per frame: the figure must not grow with FLOWS.
+kaflood() {
+    local flows=$1 holder n line pid t0 t1
+    bg a "kahold-$flows.log" "$BIN/allocbench" -n allocbench --mode hold --threads 8 --count "$flows" \
+        -d 120 --settle-ms $(( (KA_SECS + 3) * 1000 )) --json
+    holder=$!
+    for _ in $(seq 600); do
+        n=$(on a 10 "$BIN/irm" flow list --json | grep -o '"tx_sdus"' | wc -l) || n=0
+        [ "$n" -ge "$flows" ] && break
+        kill -0 "$holder" 2>/dev/null || break
+        sleep 0.1
+    done
+    pid=$(pid_of_in a ipcpd-eth) || pid=
+    t0=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t0=0
+    line=$(on b $((KA_SECS + 30)) "$BIN/forge" --dev "${PREFIX}b" --dst "$(mac_of a)" --type keep-alive \
+        --instance random --count 100000000 --duration-s "$KA_SECS") ||
+        { echo "    kaflood $flows FAILED" >&2; : >"$DATA/kaflood_$flows.json"; wait "$holder" 2>/dev/null || true; return; }
+    t1=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t1=$t0
+    wait "$holder" 2>/dev/null || true
+    echo "$line" | awk -v flows="$flows" -v open="$n" -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '{
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        printf "{\"flows\": %d, \"open\": %d, \"sent\": %d, \"elapsed_ms\": %s, \"flood_pps\": %s, \"ipcp_cpu_s\": %.2f, \"cpu_ns_per_frame\": %.1f}\n",
+            flows, open, f["sent"], f["elapsed_ms"], f["pps"], t / hz, (f["sent"] > 0 ? t / hz / f["sent"] * 1e9 : 0) }' >"$DATA/kaflood_$flows.json"
+    echo "    kaflood with $n open flows: $line; a's IPCP $(cut -c1-200 "$DATA/kaflood_$flows.json")"
+}
+
 oping() { # NAME
     local bound
     bound=$(awk -v n="$PINGS" 'BEGIN { print int(n / 1000) + 15 }')
@@ -383,6 +417,12 @@ measure alloc_hold on a 300 "$BIN/allocbench" -n allocbench --mode hold --thread
     --pid "ipcp_a=$(pid_of_in a ipcpd-eth)" --pid "ipcp_b=$(pid_of_in b ipcpd-eth)" \
     --pid "app_server=$(pid_of_in b allocbench)" --pid "irmd_a=$(pid_of_in a irmd)" --pid "irmd_b=$(pid_of_in b irmd)" --json
 daemons_down
+echo "==> MTU 1500: KEEP_ALIVE flood toward a's IPCP with 1 and $KA_FLOWS open flows"
+for flows in 1 "$KA_FLOWS"; do
+    daemons_up
+    kaflood "$flows"
+    daemons_down
+done
 # Not a figure the smoke run asserts: skipped there.
 if [ "$SMOKE" -eq 0 ] && "$BIN/ipcpd-eth" --help | grep -q busy-poll; then
     echo "==> MTU 1500: oping with a busy-polling IPCP (200 µs)"

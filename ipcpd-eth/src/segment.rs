@@ -144,10 +144,11 @@ pub struct MgmtBudget {
     slots: Vec<(u32, u64)>,
 }
 
-/// Management frames per sender MAC: a burst of 1024, then 20 000/s — the
-/// XDP program's numbers (`xdp/program.rs`).
+/// Management frames per sender MAC: a burst of 1024, then 10 000/s — the
+/// XDP program's numbers (`xdp/program.rs`), and the flow allocator's per-type
+/// rate: room for the 5 000 allocations/s target from one host.
 pub const MGMT_BURST: u32 = 1024;
-pub const MGMT_REFILL_NS: u64 = 50_000;
+pub const MGMT_REFILL_NS: u64 = 100_000;
 
 impl Default for MgmtBudget {
     fn default() -> Self {
@@ -199,12 +200,15 @@ impl MgmtBudget {
     }
 }
 
-/// Whether an accepted frame (Ethernet header first) is a management frame,
-/// i.e. has an ethflow type byte that is not DATA.
+/// Whether an accepted frame (Ethernet header first) is a management frame
+/// under the [`MgmtBudget`]: any ethflow type but DATA and KEEP_ALIVE. A
+/// KEEP_ALIVE is exempt: it carries liveness, which a flood spoofing the
+/// peer's MAC must not be able to starve, and the flow allocator handles it
+/// in O(1) with budgets of its own.
 pub fn is_management(frame: &[u8]) -> bool {
     frame
         .get(ETH_HEADER_LEN + 1)
-        .is_some_and(|&t| t != FrameType::Data as u8)
+        .is_some_and(|&t| t != FrameType::Data as u8 && t != FrameType::KeepAlive as u8)
 }
 
 /// Counts of frames a backend refused by [`SegmentFilter::judge`].
@@ -394,6 +398,10 @@ mod tests {
     fn management_frames_are_told_from_data() {
         assert!(is_management(&frame(ME, PEER, Payload::Dealloc)));
         assert!(!is_management(&frame(ME, PEER, Payload::Data(b"x"))));
+        let ka = frame(ME, PEER, Payload::Dealloc);
+        let mut ka = ka;
+        ka[ETH_HEADER_LEN + 1] = FrameType::KeepAlive as u8;
+        assert!(!is_management(&ka), "keep-alives are exempt");
         assert!(!is_management(&[0u8; ETH_HEADER_LEN]));
     }
 

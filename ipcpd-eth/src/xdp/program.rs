@@ -29,12 +29,10 @@ fn object() -> Result<&'static [u8], String> {
 /// UNKNOWN_EID replies, so every reply it may send gets its frame.
 const UNKNOWN_EID_BURST: u32 = 10;
 const UNKNOWN_EID_REFILL_NS: u64 = 10_000_000;
-/// Management frames passed up per sender MAC (and CPU): a burst of 1024,
-/// then 20 000/s. Above what allocation, keep-alive and deallocation need
-/// (the flow allocator's own per-MAC budget is 10 000/s per frame type), far
-/// below line rate: a flood from one host is dropped in the driver.
-const MGMT_BURST: u32 = 1024;
-const MGMT_REFILL_NS: u64 = 50_000;
+/// Management frames (KEEP_ALIVE excepted) passed up per sender MAC and
+/// CPU: the raw backend's budget (`segment::MGMT_BURST`, `MGMT_REFILL_NS`).
+const MGMT_BURST: u32 = crate::segment::MGMT_BURST;
+const MGMT_REFILL_NS: u64 = crate::segment::MGMT_REFILL_NS;
 
 /// Counter slots of the program's `counters` map (same numbers as the C enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

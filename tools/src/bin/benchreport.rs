@@ -166,13 +166,14 @@ fn num(v: &Value, path: &[&str]) -> Option<f64> {
 /// Measurement files are named `kind_mtu_size` (for example `raw_1500_mmsg_64`,
 /// `operf_9000_8900` (backend raw), `operfxdp_1500_64` (backend xdp),
 /// `cpu_xdp_1500_64`, `iperf3udp_1500_64`, `iperf3tcp_9000`, `rtt_raw`,
-/// `flood_xdp`, `alloc_seq`, `alloc_hold`, `meta`).
+/// `flood_xdp`, `kaflood_5000`, `alloc_seq`, `alloc_hold`, `meta`).
 fn build(inputs: &BTreeMap<String, Value>) -> Value {
     let mut raw: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut operf: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut operf_xdp: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut cpu: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
     let mut flood = Map::new();
+    let mut kaflood = Map::new();
     let mut udp: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut tcp: BTreeMap<String, Value> = BTreeMap::new();
     let mut rtt = Map::new();
@@ -217,6 +218,9 @@ fn build(inputs: &BTreeMap<String, Value>) -> Value {
             ["flood", backend] => {
                 flood.insert(backend.to_string(), v.clone());
             }
+            ["kaflood", flows] => {
+                kaflood.insert(flows.to_string(), v.clone());
+            }
             ["iperf3udp", mtu, size] => {
                 if let Some(s) = iperf3_udp(v, size.parse().unwrap_or(0)) {
                     udp.entry(mtu.to_string())
@@ -247,6 +251,7 @@ fn build(inputs: &BTreeMap<String, Value>) -> Value {
         "operf_xdp": operf_xdp,
         "cpu": cpu,
         "flood": flood,
+        "keepalive_flood": kaflood,
         "rtt": rtt,
         "alloc": alloc,
     });
@@ -312,6 +317,17 @@ fn add_headline(r: &mut Value) {
     let xdp_drop_pps = num(r, &["flood", "xdp", "counted_per_s"]);
     ratios["xdp_drop_vs_raw_read"] =
         ratio(xdp_drop_pps, num(r, &["flood", "raw", "counted_per_s"]));
+    // KEEP_ALIVE flood: CPU per frame with the most open flows measured over
+    // CPU per frame with one (O(1) keep-alive handling keeps it near 1).
+    let ka: Vec<(u64, f64)> = r["keepalive_flood"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, num(v, &["cpu_ns_per_frame"])?)))
+        .collect();
+    let one = ka.iter().find(|(f, _)| *f == 1).map(|&(_, c)| c);
+    let most = ka.iter().max_by_key(|(f, _)| *f).filter(|(f, _)| *f > 1);
+    ratios["keepalive_cpu_many_vs_one_flow"] = ratio(most.map(|&(_, c)| c), one);
     if r["rtt"].get("oping_busy_poll").is_some() {
         ratios["oping_busy_poll_vs_raw_rtt"] =
             ratio(rtt_median("oping_busy_poll"), rtt_median("raw"));
@@ -614,6 +630,7 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
     );
     s += &format!("\n![throughput by SDU size]({chart_dir}{THROUGHPUT_SVG})\n");
     s += &xdp_markdown(r);
+    s += &keepalive_markdown(r);
     s += "\n### Round trips, 64 B (µs)\n\n| path | min | median | p99 | max | received/sent |\n|---|---:|---:|---:|---:|---:|\n";
     for (k, v) in r["rtt"].as_object().into_iter().flatten() {
         s += &format!(
@@ -659,6 +676,37 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
             fmt(num(r, &["flow_memory_kib"]), 2)
         );
     }
+    s
+}
+
+/// The KEEP_ALIVE flood: a's IPCP's CPU per frame against its open flows.
+fn keepalive_markdown(r: &Value) -> String {
+    let mut rows: Vec<(u64, &Value)> = r["keepalive_flood"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    rows.sort_by_key(|(f, _)| *f);
+    let mut s = String::from(
+        "\n### KEEP_ALIVE flood (forge from b's MAC toward a's IPCP, backend raw)\n\n| open flows | frames sent | frames/s | CPU s of a's IPCP | ns per frame |\n|---:|---:|---:|---:|---:|\n",
+    );
+    for (flows, v) in rows {
+        s += &format!(
+            "| {flows} | {} | {} | {} | {} |\n",
+            v["sent"],
+            fmt(num(v, &["flood_pps"]), 0),
+            fmt(num(v, &["ipcp_cpu_s"]), 2),
+            fmt(num(v, &["cpu_ns_per_frame"]), 1)
+        );
+    }
+    s += &format!(
+        "\nns per frame, most flows ÷ one flow: {} (keep-alive handling is O(1) per frame: about 1).\n",
+        fmt(num(r, &["ratios", "keepalive_cpu_many_vs_one_flow"]), 2)
+    );
     s
 }
 
@@ -998,6 +1046,30 @@ mod tests {
         assert!(md.contains("n/a: MTU > 3826"));
         assert!(md.contains("| 1500 | 64 | xdp | 1.00 | 1000000 | 1000 |"));
         assert!(md.contains("bench/throughput.svg"));
+    }
+
+    #[test]
+    fn keepalive_flood_rows_and_ratio() {
+        let mut m = sample();
+        m.insert(
+            "kaflood_1".into(),
+            json!({"flows": 1, "sent": 1000, "flood_pps": 500.0, "ipcp_cpu_s": 0.2, "cpu_ns_per_frame": 200.0}),
+        );
+        m.insert(
+            "kaflood_5000".into(),
+            json!({"flows": 5000, "sent": 1000, "flood_pps": 500.0, "ipcp_cpu_s": 0.21, "cpu_ns_per_frame": 210.0}),
+        );
+        let r = build(&m);
+        assert_eq!(r["ratios"]["keepalive_cpu_many_vs_one_flow"], 1.05);
+        let md = keepalive_markdown(&r);
+        let one = md.find("| 1 | 1000").expect("row for 1 flow");
+        let many = md.find("| 5000 | 1000").expect("row for 5000 flows");
+        assert!(one < many, "rows sorted by flows:\n{md}");
+        assert!(md.contains("1.05"), "{md}");
+        // Not measured: no section, no ratio.
+        let r = build(&sample());
+        assert_eq!(keepalive_markdown(&r), "");
+        assert!(r["ratios"]["keepalive_cpu_many_vs_one_flow"].is_null());
     }
 
     #[test]
