@@ -189,12 +189,16 @@ rig_down() {
 }
 
 DAEMON_PIDS=()
+# Bootstrap keywords every IPCP gets besides the backend (the layer-key runs
+# set `key FILE [encrypt]`).
+BOOT_EXTRA=()
 # daemons_up [BACKEND [busy-poll µs]]: irmd and an IPCP on each host (backend
 # raw unless told); operf, oping and allocbench servers on b, registered under
 # their own names.
 daemons_up() {
     local extra=(backend "${1:-raw}") h prog
     [ -n "${2:-}" ] && extra+=(busy-poll "$2")
+    [ "${#BOOT_EXTRA[@]}" -gt 0 ] && extra+=("${BOOT_EXTRA[@]}")
     local before=${#PIDS[@]}
     for h in a b; do
         rm -f "$WORK/$h.sock"
@@ -378,13 +382,24 @@ cat >"$DATA/meta.json" <<EOF
  "iperf3": "$(iperf3 --version | head -1)", "hold_flows": $HOLD_FLOWS, "repeat": $REPEAT, "irmd_args": "${IRMD_ARGS[*]}"}
 EOF
 
+# Layer key: one key file for both hosts (root's, mode 0600), measured where
+# both irm and ipcpd-eth know the `key` keyword.
+KEY_FILE=$WORK/layer.key
+(umask 077 && head -c 32 /dev/urandom >"$KEY_FILE")
+KEYED=0
+if "$BIN/ipcpd-eth" --help | grep -q -- '--key' && "$BIN/irm" ipcp bootstrap --help 2>&1 | grep -q 'key <file>'; then
+    KEYED=1
+else
+    echo "==> layer key: not measured (irm or ipcpd-eth without the key keyword)" >&2
+fi
+
 # ---- pass 1: MTU 1500 --------------------------------------------------------
 # Throughput: the three systems in turn, REPEAT times, so a change in the
 # machine's load hits all of them alike; the report takes each one's median.
 # The IPCPs are down while raw frames fly (same ethertype: they would read them).
 rig_up 1500
 for REP in $(seq "$REPEAT"); do
-    echo "==> MTU 1500, round $REP/$REPEAT: raw AF_PACKET limit, iperf3 UDP, ethflow (backend raw, backend xdp)"
+    echo "==> MTU 1500, round $REP/$REPEAT: raw AF_PACKET limit, iperf3 UDP, ethflow (backend raw, backend xdp, layer key)"
     for size in 64 512 1400; do raw_throughput 1500 "$size"; done
     for size in 64 512 1400; do iperf3_udp 1500 "$size"; done
     for backend in raw xdp; do
@@ -392,6 +407,18 @@ for REP in $(seq "$REPEAT"); do
         for size in 64 512 1400; do operf "$backend" 1500 "$size"; done
         daemons_down
     done
+    # A layer key beside no key in the same round (backend raw): frames
+    # sealed and verified (key), and with payloads encrypted (encrypt).
+    if [ "$KEYED" -eq 1 ]; then
+        for keyed in key encrypt; do
+            BOOT_EXTRA=(key "$KEY_FILE")
+            [ "$keyed" = encrypt ] && BOOT_EXTRA+=(encrypt)
+            daemons_up raw
+            for size in 64 1400; do operf "$keyed" 1500 "$size"; done
+            daemons_down
+            BOOT_EXTRA=()
+        done
+    fi
 done
 echo "==> MTU 1500: oping over backend xdp; unknown-eid flood of $FLOOD_COUNT frames: dropped by XDP, read by the raw IPCP"
 daemons_up xdp

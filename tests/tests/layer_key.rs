@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ethflow_tests::forge::{format_mac, PacketSocket};
-use ethflow_tests::{backend, netns, Host, Rig, LAYER};
+use ethflow_tests::{netns, Host, Rig};
 use ipcpd_eth::layer_key::TRAILER_LEN;
 use ipcpd_eth::wire::{Mac, DEFAULT_ETHERTYPE, ETH_HEADER_LEN, HEADER_LEN};
 use nix::sys::signal::Signal;
@@ -34,37 +34,30 @@ fn keygen(rig: &Rig, name: &str) -> PathBuf {
     path
 }
 
-/// Replace `host`'s IPCP by one bootstrapped with `extra` keywords
-/// (`key FILE`, `encrypt`); returns the bootstrap's outcome.
-fn rebootstrap(host: &Host, name: &str, extra: &[&str]) -> ethflow_tests::Finished {
-    let old = host.ipcp_pid();
-    let current = ipcp_row(host)["name"]
-        .as_str()
-        .expect("IPCP name")
-        .to_string();
-    host.irm_ok(&["ipcp", "destroy", "name", &current]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ethflow_tests::procfs::is_alive(old) {
-        assert!(Instant::now() < deadline, "old IPCP {old} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
+/// Hosts with irmd running and no IPCP yet: each test bootstraps them as it
+/// needs (two hosts on a veth pair, more on a bridge).
+fn rig(test: &str, hosts: usize) -> Option<Rig> {
+    let mut b = Rig::builder(test).hosts(hosts).bare();
+    if hosts > 2 {
+        b = b.bridge();
     }
-    let backend = backend();
-    let mut args = vec![
-        "ipcp",
-        "bootstrap",
-        "type",
-        "eth",
-        "name",
-        name,
-        "layer",
-        LAYER,
-        "dev",
-        host.ifname(),
-        "backend",
-        &backend,
-    ];
-    args.extend_from_slice(extra);
-    host.irm(&args)
+    let rig = b.build()?;
+    for h in rig.hosts() {
+        h.start_irmd(&[]);
+    }
+    Some(rig)
+}
+
+/// Bootstrap `host`'s IPCP with `extra` keywords and require success.
+fn bootstrap(host: &Host, extra: &[&str]) {
+    let done = host.bootstrap_with(extra);
+    assert!(
+        done.success(),
+        "host {}: bootstrap {extra:?}: {}\n{}",
+        host.name(),
+        done.describe(),
+        host.irmd_log()
+    );
 }
 
 fn keyed(host: &Host, key: &Path, encrypt: bool) {
@@ -73,8 +66,7 @@ fn keyed(host: &Host, key: &Path, encrypt: bool) {
     if encrypt {
         extra.push("encrypt");
     }
-    let name = format!("{}-k", host.ipcp_name());
-    rebootstrap(host, &name, &extra).assert_success();
+    bootstrap(host, &extra);
 }
 
 /// The IPCP's row of `irm ipcp list --json`.
@@ -126,28 +118,6 @@ fn mac_of(host: &Host) -> Mac {
     let out = netns::ip_in(host.ns(), &["-j", "link", "show", "dev", host.ifname()]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
     ethflow_tests::forge::parse_mac(v[0]["address"].as_str().expect("address")).expect("mac")
-}
-
-/// Make the rig's bridge flood every frame to every port (it forgets MACs at
-/// once), so host c sees the unicast between a and b.
-fn flood_everything(rig: &Rig) {
-    let sw = rig.switch_ns().expect("bridge rig");
-    let out = netns::ip_in(sw, &["-j", "link", "show", "type", "bridge"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
-    let br = v[0]["ifname"].as_str().expect("bridge name").to_string();
-    netns::ip_in(
-        sw,
-        &[
-            "link",
-            "set",
-            "dev",
-            &br,
-            "type",
-            "bridge",
-            "ageing_time",
-            "0",
-        ],
-    );
 }
 
 /// Frames captured on one interface of a namespace, by a thread that joined
@@ -226,23 +196,23 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// a and b share the key and exchange flows (oecho, oping without loss) over
-/// a bridge; c, first without a key and then with another key, cannot
-/// allocate a flow to b: b counts c's frames as `auth_fail` and opens no
-/// flow. Max SDU shrinks by the trailer. Payloads are authenticated, not
+/// a bridge; c without a key and d with another key cannot allocate a flow
+/// to b: b counts their frames as `auth_fail` and opens no flow. Max SDU shrinks by the trailer. Payloads are authenticated, not
 /// hidden: c's capture contains them (the control for the `encrypt` test).
 #[test]
 fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
-    let Some(rig) = Rig::builder("hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate")
-        .hosts(3)
-        .bridge()
-        .build()
-    else {
+    let Some(rig) = rig(
+        "hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate",
+        4,
+    ) else {
         return;
     };
-    let (a, b, c) = (rig.a(), rig.b(), rig.c());
+    let (a, b, c, d) = (rig.a(), rig.b(), rig.c(), rig.host(3));
     let key = keygen(&rig, "layer.key");
     keyed(a, &key, false);
     keyed(b, &key, false);
+    bootstrap(c, &[]);
+    keyed(d, &keygen(&rig, "other.key"), false);
     let row = ipcp_row(a);
     let mtu = row["mtu"].as_u64().expect("mtu");
     assert_eq!(
@@ -250,7 +220,7 @@ fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
         Some(mtu - (HEADER_LEN + TRAILER_LEN) as u64),
         "max SDU = MTU - header - trailer: {row}"
     );
-    flood_everything(&rig);
+    rig.flood_everything();
     // Captured where the bridge hands frames to c (an XDP program on c's own
     // interface would take them before a packet socket there sees them).
     let (port_ns, port) = c.peer_end();
@@ -270,19 +240,15 @@ fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
         frames.len()
     );
 
-    // c without a key, then with another key: nothing gets through.
-    let other = keygen(&rig, "other.key");
-    for (round, extra) in [
-        (0, vec![]),
-        (1, vec!["key", other.to_str().expect("utf-8")]),
-    ] {
+    // c without a key, d with another key: nothing gets through.
+    for h in [c, d] {
         let before = n(&counters(b), "auth_fail");
         let flows_before = b.flows().len();
-        rebootstrap(c, &format!("eth-c{round}"), &extra).assert_success();
-        let done = c.run("oping", &["-n", "oping", "-c", "3", "-i", "100"], LONG);
+        let done = h.run("oping", &["-n", "oping", "-c", "3", "-i", "100"], LONG);
         assert!(
             !done.success(),
-            "c reached b's oping without the layer key: {}",
+            "host {} reached b's oping without the layer key: {}",
+            h.name(),
             done.describe()
         );
         wait_counters(b, "c's frames as auth_fail", |k| n(k, "auth_fail") > before);
@@ -300,18 +266,14 @@ fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
 /// driver instead — and nothing else happens), and the flow keeps working.
 #[test]
 fn encrypted_frames_hide_the_sdu_and_replays_are_dropped() {
-    let Some(rig) = Rig::builder("encrypted_frames_hide_the_sdu_and_replays_are_dropped")
-        .hosts(3)
-        .bridge()
-        .build()
-    else {
+    let Some(rig) = rig("encrypted_frames_hide_the_sdu_and_replays_are_dropped", 3) else {
         return;
     };
     let (a, b, c) = (rig.a(), rig.b(), rig.c());
     let key = keygen(&rig, "layer.key");
     keyed(a, &key, true);
     keyed(b, &key, true);
-    flood_everything(&rig);
+    rig.flood_everything();
     // Captured where the bridge hands frames to c (an XDP program on c's own
     // interface would take them before a packet socket there sees them).
     let (port_ns, port) = c.peer_end();
@@ -372,15 +334,15 @@ fn encrypted_frames_hide_the_sdu_and_replays_are_dropped() {
 /// message; the same file with mode 0600 is taken.
 #[test]
 fn a_key_file_others_can_read_is_refused_at_bootstrap() {
-    let Some(rig) = Rig::pair("a_key_file_others_can_read_is_refused_at_bootstrap") else {
+    let Some(rig) = rig("a_key_file_others_can_read_is_refused_at_bootstrap", 2) else {
         return;
     };
-    let a = rig.a();
+    let (a, b) = (rig.a(), rig.b());
     let key = keygen(&rig, "layer.key");
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .expect("chmod");
     let k = key.to_str().expect("utf-8");
-    let done = rebootstrap(a, "eth-a-k", &["key", k]);
+    let done = a.bootstrap_with(&["key", k]);
     assert!(!done.success(), "bootstrapped with a 0644 key file");
     let text = format!("{}{}", done.stdout, done.stderr);
     assert!(
@@ -389,24 +351,7 @@ fn a_key_file_others_can_read_is_refused_at_bootstrap() {
     );
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .expect("chmod");
-    let b = rig.b();
-    let done = a.irm(&[
-        "ipcp",
-        "bootstrap",
-        "type",
-        "eth",
-        "name",
-        "eth-a-k2",
-        "layer",
-        LAYER,
-        "dev",
-        a.ifname(),
-        "backend",
-        &backend(),
-        "key",
-        k,
-    ]);
-    done.assert_success();
+    keyed(a, &key, false);
     keyed(b, &key, false);
     let _ping = b.serve("oping", "oping", &["--listen"]);
     let done = a.run("oping", &["-n", "oping", "-c", "20", "-i", "5"], LONG);
@@ -419,11 +364,7 @@ fn a_key_file_others_can_read_is_refused_at_bootstrap() {
 /// lost, and afterwards a host holding only the old key is refused.
 #[test]
 fn the_key_changes_under_a_running_flow_without_loss() {
-    let Some(rig) = Rig::builder("the_key_changes_under_a_running_flow_without_loss")
-        .hosts(3)
-        .bridge()
-        .build()
-    else {
+    let Some(rig) = rig("the_key_changes_under_a_running_flow_without_loss", 3) else {
         return;
     };
     let (a, b, c) = (rig.a(), rig.b(), rig.c());
@@ -442,6 +383,8 @@ fn the_key_changes_under_a_running_flow_without_loss() {
     std::fs::copy(&ka, &old).expect("copy");
     keyed(a, &ka, false);
     keyed(b, &kb, false);
+    // c keeps the old key throughout.
+    keyed(c, &old, false);
     let _ping = b.serve("oping", "oping", &["--listen"]);
     let ping = a.spawn("oping", &["-n", "oping", "-c", "1200", "-i", "5"]);
     let next = |k: &Path| ipcpd_eth::layer_key::next_path(k);
@@ -483,8 +426,7 @@ fn the_key_changes_under_a_running_flow_without_loss() {
         );
         assert_eq!(n(&counters(h), "auth_fail"), 0, "host {}", h.name());
     }
-    // A host that kept the old key is refused now.
-    keyed(c, &old, false);
+    // The host that kept the old key is refused now.
     let before = n(&counters(b), "auth_fail");
     let done = c.run("oping", &["-n", "oping", "-c", "3", "-i", "100"], LONG);
     assert!(!done.success(), "{}", done.describe());
@@ -495,7 +437,10 @@ fn the_key_changes_under_a_running_flow_without_loss() {
 /// bytes intact, and one byte more is refused with EMSGSIZE at `write`.
 #[test]
 fn max_sdu_shrinks_by_the_trailer_and_one_more_byte_is_refused() {
-    let Some(rig) = Rig::pair("max_sdu_shrinks_by_the_trailer_and_one_more_byte_is_refused") else {
+    let Some(rig) = rig(
+        "max_sdu_shrinks_by_the_trailer_and_one_more_byte_is_refused",
+        2,
+    ) else {
         return;
     };
     let key = keygen(&rig, "layer.key");
@@ -534,18 +479,14 @@ fn max_sdu_shrinks_by_the_trailer_and_one_more_byte_is_refused() {
 /// lost, b keeps no flow, and every forged frame is counted as refused.
 #[test]
 fn forged_frames_of_every_kind_change_nothing_with_a_key() {
-    let Some(rig) = Rig::builder("forged_frames_of_every_kind_change_nothing_with_a_key")
-        .hosts(3)
-        .bridge()
-        .build()
-    else {
+    let Some(rig) = rig("forged_frames_of_every_kind_change_nothing_with_a_key", 3) else {
         return;
     };
     let (a, b, c) = (rig.a(), rig.b(), rig.c());
     let key = keygen(&rig, "layer.key");
     keyed(a, &key, false);
     keyed(b, &key, false);
-    flood_everything(&rig);
+    rig.flood_everything();
     let _ping = b.serve("oping", "oping", &["--listen"]);
     let ping = a.spawn("oping", &["-n", "oping", "-c", "600", "-i", "5"]);
     std::thread::sleep(Duration::from_millis(500));

@@ -165,12 +165,15 @@ fn num(v: &Value, path: &[&str]) -> Option<f64> {
 
 /// Measurement files are named `kind_mtu_size` (for example `raw_1500_mmsg_64`,
 /// `operf_9000_8900` (backend raw), `operfxdp_1500_64` (backend xdp),
-/// `cpu_xdp_1500_64`, `iperf3udp_1500_64`, `iperf3tcp_9000`, `rtt_raw`,
-/// `flood_xdp`, `kaflood_5000`, `alloc_seq`, `alloc_hold`, `meta`).
+/// `operfkey_1500_64` / `operfencrypt_1500_64` (backend raw with a layer key,
+/// without and with `encrypt`), `cpu_xdp_1500_64`, `iperf3udp_1500_64`, `iperf3tcp_9000`,
+/// `rtt_raw`, `flood_xdp`, `kaflood_5000`, `alloc_seq`, `alloc_hold`, `meta`).
 fn build(inputs: &BTreeMap<String, Value>) -> Value {
     let mut raw: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut operf: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut operf_xdp: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut operf_key: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut operf_encrypt: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut cpu: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
     let mut flood = Map::new();
     let mut kaflood = Map::new();
@@ -204,6 +207,18 @@ fn build(inputs: &BTreeMap<String, Value>) -> Value {
             }
             ["operfxdp", mtu, size] => {
                 operf_xdp
+                    .entry(mtu.to_string())
+                    .or_default()
+                    .insert(size.to_string(), v.clone());
+            }
+            ["operfkey", mtu, size] => {
+                operf_key
+                    .entry(mtu.to_string())
+                    .or_default()
+                    .insert(size.to_string(), v.clone());
+            }
+            ["operfencrypt", mtu, size] => {
+                operf_encrypt
                     .entry(mtu.to_string())
                     .or_default()
                     .insert(size.to_string(), v.clone());
@@ -249,6 +264,8 @@ fn build(inputs: &BTreeMap<String, Value>) -> Value {
         "iperf3_tcp": tcp,
         "operf": operf,
         "operf_xdp": operf_xdp,
+        "operf_key": operf_key,
+        "operf_encrypt": operf_encrypt,
         "cpu": cpu,
         "flood": flood,
         "keepalive_flood": kaflood,
@@ -328,6 +345,18 @@ fn add_headline(r: &mut Value) {
     let one = ka.iter().find(|(f, _)| *f == 1).map(|&(_, c)| c);
     let most = ka.iter().max_by_key(|(f, _)| *f).filter(|(f, _)| *f > 1);
     ratios["keepalive_cpu_many_vs_one_flow"] = ratio(most.map(|&(_, c)| c), one);
+    // A layer key against none (backend raw, same rounds): SDUs/s and the
+    // IPCPs' CPU per SDU.
+    for (kind, sys) in [("key", "operf_key"), ("encrypt", "operf_encrypt")] {
+        for size in ["64", "1400"] {
+            if let Some(v) = num(r, &[sys, "1500", size, "sdus_per_s"]) {
+                ratios[format!("{kind}_vs_none_{size}")] =
+                    ratio(Some(v), operf("1500", size, "sdus_per_s"));
+                let cpu = |b: &str| num(r, &["cpu", b, "1500", size, "cpu_ns_per_sdu"]);
+                ratios[format!("{kind}_vs_none_cpu_per_sdu_{size}")] = ratio(cpu(kind), cpu("raw"));
+            }
+        }
+    }
     if r["rtt"].get("oping_busy_poll").is_some() {
         ratios["oping_busy_poll_vs_raw_rtt"] =
             ratio(rtt_median("oping_busy_poll"), rtt_median("raw"));
@@ -474,6 +503,15 @@ fn missing_figures(r: &Value) -> Vec<String> {
         paths.push(p(&format!("cpu.{backend}.1500.64.cpu_ns_per_sdu")));
         paths.push(p(&format!("flood.{backend}.counted_per_s")));
     }
+    // Measured only where irm and ipcpd-eth take `key` (bench.sh checks).
+    if r["operf_key"].as_object().is_some_and(|m| !m.is_empty()) {
+        for kind in ["key", "encrypt"] {
+            for size in ["64", "1400"] {
+                paths.push(p(&format!("operf_{kind}.1500.{size}.sdus_per_s")));
+                paths.push(p(&format!("cpu.{kind}.1500.{size}.cpu_ns_per_sdu")));
+            }
+        }
+    }
     paths.push(p("iperf3_tcp.9000.mbit_per_s"));
     for k in ["raw", "udp", "oping", "oping_xdp"] {
         paths.push(p(&format!("rtt.{k}.median_us")));
@@ -600,6 +638,34 @@ fn markdown(r: &Value, chart_dir: &str) -> String {
                 cell("operf"),
                 ratio2("operf", "raw"),
                 ratio2("operf", "iperf3_udp"),
+            );
+        }
+    }
+    if r["operf_key"].as_object().is_some_and(|m| !m.is_empty()) {
+        s += "\n### Layer key (backend raw, MTU 1500; kSDU/s · Mbit/s · loss %; IPCPs' CPU per received SDU)\n\n";
+        s += "| SDU B | no key | key | key + encrypt | key/no key | encrypt/no key | CPU ns/SDU: none · key · encrypt |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+        for size in ["64", "1400"] {
+            let cell = |sys: &str| {
+                let v = &r[sys]["1500"][size];
+                format!(
+                    "{} · {} · {}%",
+                    kpps(num(v, &["sdus_per_s"])),
+                    fmt(num(v, &["mbit_per_s"]), 0),
+                    fmt(num(v, &["loss_pct"]), 1)
+                )
+            };
+            let cpu = |b: &str| fmt(num(r, &["cpu", b, "1500", size, "cpu_ns_per_sdu"]), 0);
+            let rt = |k: &str| fmt(num(r, &["ratios", &format!("{k}_vs_none_{size}")]), 2);
+            s += &format!(
+                "| {size} | {} | {} | {} | {} | {} | {} · {} · {} |\n",
+                cell("operf"),
+                cell("operf_key"),
+                cell("operf_encrypt"),
+                rt("key"),
+                rt("encrypt"),
+                cpu("raw"),
+                cpu("key"),
+                cpu("encrypt")
             );
         }
     }
