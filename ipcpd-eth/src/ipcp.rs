@@ -158,8 +158,10 @@ struct FlowIo {
     active: bool,
     /// SDUs went into its receive ring during this batch; wake the reader once.
     wake_pending: std::cell::Cell<bool>,
-    /// (tx SDUs, rx SDUs, dropped) last reported to irmd.
-    reported: Option<(u64, u64, u64)>,
+    /// (tx SDUs, rx SDUs, dropped, last frame from the peer) last reported
+    /// to irmd: a keep-alive moves the last, so an idle flow is reported
+    /// once per keep-alive, a busy one at most once per report interval.
+    reported: Option<(u64, u64, u64, u64)>,
 }
 
 /// Counters of frames the IPCP refused.
@@ -540,7 +542,7 @@ impl Ipcp {
                 last_rx_ms_ago: (st.last_rx_unix_ms != 0)
                     .then(|| now_ms.saturating_sub(st.last_rx_unix_ms)),
             };
-            let key = (c.tx_sdus, c.rx_sdus, c.dropped);
+            let key = (c.tx_sdus, c.rx_sdus, c.dropped, st.last_rx_unix_ms);
             if f.reported == Some(key) {
                 continue;
             }

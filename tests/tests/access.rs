@@ -287,6 +287,21 @@ fn a_member_sees_only_its_own_flows() {
     assert!(all.contains(&(root_client.pid() as u64)), "{all:?}");
     assert!(all.contains(&(m2_client.pid() as u64)), "{all:?}");
     assert_eq!(flow_pids(&rig, User::Member), Vec::<u64>::new());
+    // The counters shown are the IPCP's reports (at most a second old).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let flows = rig.a().flows();
+        let mine = flows
+            .iter()
+            .find(|f| f["pid"].as_u64() == Some(root_client.pid() as u64))
+            .expect("root's flow");
+        let (tx, rx) = (mine["tx_sdus"].as_u64(), mine["rx_sdus"].as_u64());
+        if tx > Some(0) && rx > Some(0) && mine["last_rx_ms_ago"].as_u64() < Some(2_000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no counters reported: {mine}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         flow_pids(&rig, User::SecondMember),
         vec![m2_client.pid() as u64]
