@@ -87,6 +87,19 @@ fn a_hostile_application_harms_only_its_own_flows() {
         fork.describe()
     );
 
+    // A child that merely drops its copy of a flow leaves the parent's alone.
+    let fork_drop = rig.a().run(
+        "hostileapp",
+        &["-n", "hostile-echo", "--mode", "fork-drop"],
+        LONG,
+    );
+    fork_drop.assert_success();
+    assert!(
+        fork_drop.stdout.contains("parent-flow-works"),
+        "{}",
+        fork_drop.describe()
+    );
+
     // The other flow lost nothing.
     let pinged = ping.wait(LONG);
     let stats = ethflow_tests::pings_all_answered(&pinged, PINGS);
