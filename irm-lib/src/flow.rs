@@ -230,6 +230,11 @@ impl Flow {
         if self.deallocated.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // A child that inherited the flow by fork does not own it: dropping
+        // its copy must not deallocate the parent's flow.
+        if !self.end.is_owner() {
+            return Err(Error::NotAlloc);
+        }
         // An event set watching the flow reports DEALLOC and lets go of it.
         self.end.close_watch();
         let r = self.client.request(

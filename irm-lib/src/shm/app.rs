@@ -103,10 +103,16 @@ impl AppEnd {
         }
     }
 
+    /// Whether this process made this end (false in a child that inherited
+    /// it by fork).
+    pub fn is_owner(&self) -> bool {
+        fork::is_owner(self.owner)
+    }
+
     /// `NotAlloc` in a process that inherited this end by fork: a second
     /// producer would corrupt the single-producer ring.
     fn check_owner(&self) -> Result<()> {
-        if fork::is_owner(self.owner) {
+        if self.is_owner() {
             Ok(())
         } else {
             Err(Error::NotAlloc)

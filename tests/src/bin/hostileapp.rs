@@ -13,6 +13,8 @@
 //! * `corrupt` — garbage indices and lengths in the tx ring, then a wake-up.
 //! * `fork` — a child of the process writes as a second producer: first
 //!   through the library (which must refuse), then into the mapping by hand.
+//! * `fork-drop` — not an attack: a child drops its inherited copy of the
+//!   flow and exits; the parent's flow must still echo (`parent-flow-works`).
 //!
 //! For `corrupt` and `fork` the program then waits (bounded) for its flow to
 //! be DOWN and prints `down after_ms=N`. Output: one `word key=value` line per
@@ -34,6 +36,9 @@ enum Mode {
     Freeze,
     Corrupt,
     Fork,
+    /// Not an attack: a forked child drops its copy of the flow and exits
+    /// normally; the parent's flow must keep working.
+    ForkDrop,
 }
 
 #[derive(Parser)]
@@ -275,6 +280,28 @@ fn main() {
             poke_ipcp();
             println!("corrupted");
             await_down(&flow, &m, since)
+        }
+        Mode::ForkDrop => {
+            // SAFETY: the child only drops its copy of the flow and exits.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                fail(1, "fork");
+            }
+            if pid == 0 {
+                drop(flow);
+                exit(0);
+            }
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            std::thread::sleep(Duration::from_millis(300));
+            flow.write(b"still mine")
+                .unwrap_or_else(|e| fail(1, &format!("write err={e}")));
+            match flow.read(&mut buf) {
+                Ok(10) if &buf[..10] == b"still mine" => println!("parent-flow-works"),
+                other => fail(1, &format!("parent-echo got={other:?}")),
+            }
+            exit(0)
         }
         Mode::Fork => {
             // SAFETY: the child only runs the code below and leaves with _exit.
