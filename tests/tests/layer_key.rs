@@ -27,10 +27,33 @@ const LONG: Duration = Duration::from_secs(60);
 /// Every protocol, for a capture socket.
 const ETH_P_ALL: u16 = 0x0003;
 
-/// A fresh key file in the rig's directory (mode 0600, root's).
+/// A fresh key file in the rig's directory, made by `irm ipcp keygen`
+/// (mode 0600, root's); a second keygen on it is refused.
 fn keygen(rig: &Rig, name: &str) -> PathBuf {
     let path = rig.dir().join(name);
-    irm::keyfile::keygen(&path).expect("keygen");
+    let irm = ethflow_tests::bins::path("irm");
+    let run = || {
+        std::process::Command::new(&irm)
+            .args(["ipcp", "keygen"])
+            .arg(&path)
+            .output()
+            .expect("run irm ipcp keygen")
+    };
+    let out = run();
+    assert!(out.status.success(), "irm ipcp keygen: {out:?}");
+    let meta = std::fs::metadata(&path).expect("key file");
+    assert_eq!(
+        (
+            meta.len(),
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
+        ),
+        (32, 0o600)
+    );
+    let again = run();
+    assert!(
+        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("exists"),
+        "keygen over an existing key: {again:?}"
+    );
     path
 }
 
