@@ -584,3 +584,70 @@ fn forged_frames_of_every_kind_change_nothing_with_a_key() {
         assert!(odd.is_empty(), "host {}: {odd:?}", h.name());
     }
 }
+
+/// With a key, a flood of management frames carrying b's MAC (150 000/s,
+/// seven times the per-MAC management budget the backends keep without a
+/// key) cannot starve b's real keep-alives at a: no per-MAC budget is spent
+/// before the tag is checked. An idle flow with a 1 s liveness
+/// timeout, kept up only by keep-alives between pings 1.5 s apart, stays up
+/// through the flood.
+#[test]
+fn a_flood_with_a_members_mac_does_not_starve_its_keep_alives() {
+    let Some(rig) = Rig::builder("a_flood_with_a_members_mac_does_not_starve_its_keep_alives")
+        .hosts(3)
+        .bridge()
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    let (a, b, c) = (rig.a(), rig.b(), rig.c());
+    for h in [a, b] {
+        h.start_irmd(&["--flow-timeout".into(), "1000".into()]);
+    }
+    // Port security: c's forged source MAC must not steer the bridge (that
+    // would cut b off whatever the IPCPs do).
+    rig.set_learning(2, false);
+    let key = keygen(&rig, "layer.key");
+    keyed(a, &key, false);
+    keyed(b, &key, false);
+    let _ping = b.serve("oping", "oping", &["--listen"]);
+    let ping = a.spawn("oping", &["-n", "oping", "-c", "5", "-i", "1500"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (a_mac, b_mac) = (format_mac(&mac_of(a)), format_mac(&mac_of(b)));
+    let done = c.run(
+        "forge",
+        &[
+            "--dev",
+            c.ifname(),
+            "--dst",
+            &a_mac,
+            "--src",
+            &b_mac,
+            "--type",
+            "keep-alive",
+            "--count",
+            "750000",
+            "--rate",
+            "150000",
+            "--duration-s",
+            "5",
+        ],
+        LONG,
+    );
+    done.assert_success();
+    eprintln!("forge: {}", done.stdout.trim());
+    let done = ping.wait(LONG);
+    eprintln!("a: {:?}", counters(a));
+    ethflow_tests::pings_all_answered(&done, 5);
+    let log = a.irmd_log();
+    assert!(
+        !log.contains("Unresponsive peer"),
+        "b's keep-alives were starved:\n{log}"
+    );
+    assert!(
+        n(&counters(a), "auth_fail") > 20_000,
+        "the flood reached a: {:?}",
+        counters(a)
+    );
+}
