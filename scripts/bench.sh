@@ -385,7 +385,7 @@ EOF
 # Layer key: one key file for both hosts (root's, mode 0600), measured where
 # both irm and ipcpd-eth know the `key` keyword.
 KEY_FILE=$WORK/layer.key
-(umask 077 && head -c 32 /dev/urandom >"$KEY_FILE")
+"$BIN/irm" ipcp keygen "$KEY_FILE" >/dev/null
 KEYED=0
 if "$BIN/ipcpd-eth" --help | grep -q -- '--key' && "$BIN/irm" ipcp bootstrap --help 2>&1 | grep -q 'key <file>'; then
     KEYED=1

@@ -27,10 +27,10 @@ cargo test --workspace --exclude ethflow-tests --no-fail-fast || status=1
 # capi/examples/ with pkg-config, and runs them (also under valgrind).
 echo "==> end-to-end tests, backend raw"
 ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast -- --test-threads=1 || status=1
-# The same flow and liveness suites over the XDP fast path (tests/tests/xdp.rs
+# The same flow, liveness, segment and layer-key suites over the XDP fast path (tests/tests/xdp.rs
 # already ran above: it bootstraps xdp itself).
 echo "==> end-to-end tests, backend xdp"
-ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness --test segment -- --test-threads=1 || status=1
+ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness --test segment --test layer_key -- --test-threads=1 || status=1
 # Benchmark smoke run (root + namespaces, about 15-40 s once built): every
 # figure of scripts/bench.sh is produced and positive.
 if [ "${ETHFLOW_SKIP_NETNS:-0}" != 1 ]; then

@@ -323,6 +323,7 @@ impl Ipcp {
         let filter = crate::segment::SegmentFilter {
             mac: link.mac,
             vlan: opts.vlan,
+            keyed: keyed.is_some(),
         };
         let open_raw = || -> Result<Box<dyn FrameIo>, String> {
             let s = RawSocket::open(link.ifindex, opts.ethertype, filter).map_err(|e| {

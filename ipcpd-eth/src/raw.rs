@@ -378,7 +378,11 @@ impl RawSocket {
             for i in kept..kept + got {
                 let frame = &bufs[i][..lens[i]];
                 let mut ok = self.segment.admit(self.filter.judge(frame, self.tags[i]));
-                if ok && is_management(frame) && !self.mgmt_budget.may_pass(&frame[6..], now_ns) {
+                if ok
+                    && !self.filter.keyed
+                    && is_management(frame)
+                    && !self.mgmt_budget.may_pass(&frame[6..], now_ns)
+                {
                     self.segment.mgmt_budget += 1;
                     ok = false;
                 }

@@ -54,6 +54,11 @@ pub struct SegmentFilter {
     pub mac: Mac,
     /// `None`: untagged frames only.
     pub vlan: Option<u16>,
+    /// The layer has a key: the backends keep no per-MAC budget of their
+    /// own. Before the tag is checked the source MAC is only a claim, so a
+    /// forger could spend a member's budget and starve its keep-alives; the
+    /// flow allocator's budgets apply after verification instead.
+    pub keyed: bool,
 }
 
 /// Why a VLAN id is refused.
@@ -284,6 +289,7 @@ mod tests {
     const UNTAGGED: SegmentFilter = SegmentFilter {
         mac: ME,
         vlan: None,
+        keyed: false,
     };
 
     #[test]
@@ -328,6 +334,7 @@ mod tests {
         let tagged7 = SegmentFilter {
             mac: ME,
             vlan: Some(7),
+            keyed: false,
         };
         assert_eq!(UNTAGGED.judge(&f, tag(7)), Verdict::OtherVlan);
         assert_eq!(tagged7.judge(&f, tag(7)), Verdict::Accept);
@@ -359,6 +366,7 @@ mod tests {
         let f = SegmentFilter {
             mac: ME,
             vlan: Some(0x123),
+            keyed: false,
         };
         assert_eq!(f.tx_tag(), Some([0x81, 0x00, 0x01, 0x23]));
     }

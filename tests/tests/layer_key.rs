@@ -27,10 +27,33 @@ const LONG: Duration = Duration::from_secs(60);
 /// Every protocol, for a capture socket.
 const ETH_P_ALL: u16 = 0x0003;
 
-/// A fresh key file in the rig's directory (mode 0600, root's).
+/// A fresh key file in the rig's directory, made by `irm ipcp keygen`
+/// (mode 0600, root's); a second keygen on it is refused.
 fn keygen(rig: &Rig, name: &str) -> PathBuf {
     let path = rig.dir().join(name);
-    irm::keyfile::keygen(&path).expect("keygen");
+    let irm = ethflow_tests::bins::path("irm");
+    let run = || {
+        std::process::Command::new(&irm)
+            .args(["ipcp", "keygen"])
+            .arg(&path)
+            .output()
+            .expect("run irm ipcp keygen")
+    };
+    let out = run();
+    assert!(out.status.success(), "irm ipcp keygen: {out:?}");
+    let meta = std::fs::metadata(&path).expect("key file");
+    assert_eq!(
+        (
+            meta.len(),
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
+        ),
+        (32, 0o600)
+    );
+    let again = run();
+    assert!(
+        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("exists"),
+        "keygen over an existing key: {again:?}"
+    );
     path
 }
 
@@ -560,4 +583,59 @@ fn forged_frames_of_every_kind_change_nothing_with_a_key() {
             .collect();
         assert!(odd.is_empty(), "host {}: {odd:?}", h.name());
     }
+}
+
+/// With a key, a flood of management frames carrying b's MAC (DEALLOC at
+/// 150 000/s, far over the per-MAC management budget the backends keep
+/// without a key) spends nothing of b's budget at a: no budget is charged
+/// before the tag is checked. b allocates flows to a and pings through the
+/// flood; a's budget counters stay at zero and the flood is counted as
+/// `auth_fail`.
+#[test]
+fn a_flood_with_a_members_mac_does_not_spend_its_budget() {
+    let Some(rig) = rig("a_flood_with_a_members_mac_does_not_spend_its_budget", 3) else {
+        return;
+    };
+    let (a, b, c) = (rig.a(), rig.b(), rig.c());
+    // Port security: c's forged source MAC must not steer the bridge (that
+    // would cut b off whatever the IPCPs do).
+    rig.set_learning(2, false);
+    let key = keygen(&rig, "layer.key");
+    keyed(a, &key, false);
+    keyed(b, &key, false);
+    let _ping = a.serve("oping", "oping", &["--listen"]);
+    let (a_mac, b_mac) = (format_mac(&mac_of(a)), format_mac(&mac_of(b)));
+    let flood = c.spawn(
+        "forge",
+        &[
+            "--dev",
+            c.ifname(),
+            "--dst",
+            &a_mac,
+            "--src",
+            &b_mac,
+            "--type",
+            "dealloc",
+            "--count",
+            "750000",
+            "--rate",
+            "150000",
+            "--duration-s",
+            "5",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // Fresh allocations while the flood runs: each needs b's management
+    // frames (name query, flow request) to get through at a.
+    for _ in 0..3 {
+        let done = b.run("oping", &["-n", "oping", "-c", "5", "-i", "100"], LONG);
+        ethflow_tests::pings_all_answered(&done, 5);
+    }
+    flood.wait(LONG).assert_success();
+    let k = wait_counters(a, "the flood as auth_fail", |k| n(k, "auth_fail") > 20_000);
+    assert_eq!(
+        n(&k, "mgmt_budget_drops") + n(&k, "xdp_drop_mgmt_budget"),
+        0,
+        "b's budget was spent by frames that did not verify: {k:?}"
+    );
 }

@@ -167,14 +167,21 @@ impl Program {
         // The program compares the frame's 6 bytes, read into a zeroed u64.
         let our_mac = u64::from_ne_bytes(mac);
         let vlan_id: u16 = filter.vlan.unwrap_or(0);
+        // Keyed: no per-MAC management budget before the tag is checked
+        // (see `SegmentFilter::keyed`); a bucket that never empties.
+        let (mgmt_burst, mgmt_refill_ns) = if filter.keyed {
+            (u32::MAX, 1u64)
+        } else {
+            (MGMT_BURST, MGMT_REFILL_NS)
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("ethertype", &ethertype, true)
             .override_global("our_mac", &our_mac, true)
             .override_global("vlan_id", &vlan_id, true)
             .override_global("unknown_eid_burst", &UNKNOWN_EID_BURST, true)
             .override_global("unknown_eid_refill_ns", &UNKNOWN_EID_REFILL_NS, true)
-            .override_global("mgmt_burst", &MGMT_BURST, true)
-            .override_global("mgmt_refill_ns", &MGMT_REFILL_NS, true)
+            .override_global("mgmt_burst", &mgmt_burst, true)
+            .override_global("mgmt_refill_ns", &mgmt_refill_ns, true)
             .map_max_entries("xsks", queues.max(1))
             .load(object)
             .map_err(|e| {

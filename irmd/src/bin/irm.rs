@@ -68,6 +68,9 @@ enum IpcpCmd {
         #[arg(num_args = 0..)]
         args: Vec<String>,
     },
+    /// keygen <file>: write a new layer key (32 random bytes, mode 0600,
+    /// owned by you — run as root for an IPCP); never overwrites a file.
+    Keygen { file: std::path::PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -274,6 +277,15 @@ fn run(cmd: Cmd) -> Result<(), String> {
                 return Err("unexpected reply".into());
             };
             print_ipcps(&rows, json);
+        }
+        Cmd::Ipcp {
+            cmd: IpcpCmd::Keygen { file },
+        } => {
+            irm::keyfile::keygen(&file).map_err(|e| e.to_string())?;
+            println!(
+                "Wrote a layer key to {} (32 bytes, mode 0600).",
+                file.display()
+            );
         }
         Cmd::Ipcp {
             cmd: IpcpCmd::Destroy { args },
