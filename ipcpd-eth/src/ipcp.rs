@@ -514,13 +514,14 @@ impl Ipcp {
             self.reported = now.clone();
             self.reply(0, IpcpToIrmd::Counters(now));
         }
-        self.report_flow_counters();
+        self.report_flow_counters(false);
     }
 
     /// Per-flow counters for `irm flow list`, as this IPCP reads them (irmd
     /// never reads them from memory the application can write). Only flows
-    /// whose numbers changed, in pages well under the message limit.
-    fn report_flow_counters(&mut self) {
+    /// whose numbers changed (every flow when `all`), in pages well under the
+    /// message limit.
+    fn report_flow_counters(&mut self, all: bool) {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -544,7 +545,7 @@ impl Ipcp {
                     .then(|| now_ms.saturating_sub(st.last_rx_unix_ms)),
             };
             let key = (c.tx_sdus, c.rx_sdus, c.dropped, st.last_rx_unix_ms);
-            if f.reported == Some(key) {
+            if !all && f.reported == Some(key) {
                 continue;
             }
             f.reported = Some(key);
@@ -972,6 +973,10 @@ impl Ipcp {
                 if env.id != 0 {
                     self.reply(env.id, IpcpToIrmd::Done(Ok(())));
                 }
+            }
+            IrmdToIpcp::ReportFlowCounters => {
+                self.report_flow_counters(true);
+                self.reply(env.id, IpcpToIrmd::Done(Ok(())));
             }
             other => debug!("ignoring control message {other:?}"),
         }

@@ -299,6 +299,10 @@ pub enum IrmdToIpcp {
     FlowDealloc {
         flow_id: u32,
     },
+    /// Send the counters of every flow now (`FlowCounters` pages), then
+    /// `Done` with this request's envelope id: `irm flow list` shows fresh
+    /// numbers, not the last periodic report.
+    ReportFlowCounters,
 }
 
 /// Per-flow counters as the IPCP counts them (never read from the

@@ -120,6 +120,7 @@ enum Timer {
     Incoming { ipcp: IpcpId, token: u64 },
     Alloc { flow_id: u32, req: u64 },
     Bootstrap { ipcp: IpcpId },
+    FlowList { list: u64 },
 }
 
 struct Conn {
@@ -184,6 +185,16 @@ struct FlowRec {
     counters: Option<(FlowCounters, Instant)>,
 }
 
+/// An `irm flow list` page waiting for the IPCPs' fresh counters.
+struct PendingList {
+    conn: ConnId,
+    id: u64,
+    cred: Cred,
+    after: Option<u32>,
+    /// (IPCP, request id) of every report not yet complete.
+    waiting: BTreeSet<(IpcpId, u64)>,
+}
+
 struct PendingAccept {
     conn: ConnId,
     req: u64,
@@ -209,6 +220,7 @@ pub struct Registry {
     accepts: Vec<PendingAccept>,
     incoming: Vec<Incoming>,
     timers: BTreeSet<(Instant, u64, Timer)>,
+    lists: BTreeMap<u64, PendingList>,
     out: VecDeque<Output>,
     next_ipcp: IpcpId,
     next_req: u64,
@@ -227,6 +239,7 @@ impl Registry {
             accepts: Vec::new(),
             incoming: Vec::new(),
             timers: BTreeSet::new(),
+            lists: BTreeMap::new(),
             out: VecDeque::new(),
             next_ipcp: 1,
             next_req: 1,
@@ -449,7 +462,7 @@ impl Registry {
             CliRequest::NameList { after } => Ok(Some(self.name_rows(after))),
             CliRequest::BindProgram { prog, name } => self.bind(now, cred, prog, name),
             CliRequest::UnbindProgram { prog, name } => self.unbind(cred, prog, name),
-            CliRequest::FlowList { after } => Ok(Some(self.flow_rows(now, cred, after))),
+            CliRequest::FlowList { after } => Ok(self.flow_list(now, cred, conn, id, after)),
         };
         match r {
             Ok(Some(reply)) => self.send(conn, id, reply),
@@ -490,7 +503,11 @@ impl Registry {
                     }
                 }
             }
-            IpcpToIrmd::Done(_) => self.dealloc_done(ipcp, id),
+            IpcpToIrmd::Done(_) => {
+                if !self.list_report_done(now, ipcp, id) {
+                    self.dealloc_done(ipcp, id)
+                }
+            }
         }
     }
 
@@ -519,6 +536,7 @@ impl Registry {
         let name = i.spec.name.clone();
         let ipcp_pid = i.pid.unwrap_or_default();
         warn!("IPCP {name} is gone ({why}); its flows are down.");
+        self.lists_forget_ipcp(ipcp);
         if let IpcpState::Booting {
             reply: Some((c, r)),
         } = i.state
@@ -617,6 +635,7 @@ impl Registry {
                     self.out.push_back(Output::DropFlow { flow_id });
                 }
             }
+            Timer::FlowList { list } => self.answer_list(now, list),
             Timer::Bootstrap { ipcp } => {
                 let late = matches!(
                     self.ipcps.get(&ipcp).map(|i| &i.state),
@@ -644,5 +663,87 @@ impl Registry {
             }
         }
         let _ = now;
+    }
+}
+
+impl Registry {
+    /// `irm flow list`: ask every IPCP carrying a flow the caller may see for
+    /// its counters now, and answer once all have (or after
+    /// `flow_list_wait`, with the last reported ones). No such flow: at once.
+    fn flow_list(
+        &mut self,
+        now: Instant,
+        cred: Cred,
+        conn: ConnId,
+        id: u64,
+        after: Option<u32>,
+    ) -> Option<Reply> {
+        let ipcps: BTreeSet<IpcpId> = self
+            .flows
+            .values()
+            .filter(|f| cred.sees_flows_of(f.uid))
+            .map(|f| f.ipcp)
+            .filter(|i| {
+                self.ipcps
+                    .get(i)
+                    .is_some_and(|p| matches!(p.state, IpcpState::Operational))
+            })
+            .collect();
+        if ipcps.is_empty() {
+            return Some(self.flow_rows(now, cred, after));
+        }
+        let list = self.new_req();
+        let mut waiting = BTreeSet::new();
+        for ipcp in ipcps {
+            let req = self.new_req();
+            self.send_ipcp(ipcp, req, IrmdToIpcp::ReportFlowCounters, None);
+            waiting.insert((ipcp, req));
+        }
+        self.lists.insert(
+            list,
+            PendingList {
+                conn,
+                id,
+                cred,
+                after,
+                waiting,
+            },
+        );
+        self.arm(now + self.policy.flow_list_wait, Timer::FlowList { list });
+        None
+    }
+
+    /// An IPCP finished a counter report: answer the lists it completes.
+    /// False when `req` was not a counter report.
+    fn list_report_done(&mut self, now: Instant, ipcp: IpcpId, req: u64) -> bool {
+        let mut found = false;
+        let mut complete = Vec::new();
+        for (&list, p) in self.lists.iter_mut() {
+            if p.waiting.remove(&(ipcp, req)) {
+                found = true;
+                if p.waiting.is_empty() {
+                    complete.push(list);
+                }
+            }
+        }
+        for list in complete {
+            self.answer_list(now, list);
+        }
+        found
+    }
+
+    /// An IPCP is gone: no list waits for it any more (a list it held up
+    /// is answered when its deadline fires).
+    fn lists_forget_ipcp(&mut self, ipcp: IpcpId) {
+        for p in self.lists.values_mut() {
+            p.waiting.retain(|(i, _)| *i != ipcp);
+        }
+    }
+
+    fn answer_list(&mut self, now: Instant, list: u64) {
+        if let Some(p) = self.lists.remove(&list) {
+            let rows = self.flow_rows(now, p.cred, p.after);
+            self.send(p.conn, p.id, rows);
+        }
     }
 }

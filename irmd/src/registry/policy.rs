@@ -17,6 +17,9 @@ pub struct Policy {
     pub incoming_wait: Duration,
     /// How long a new connection may take to say hello before it is closed.
     pub hello_wait: Duration,
+    /// How long `irm flow list` waits for the IPCPs' fresh counters before it
+    /// answers with the last ones they reported.
+    pub flow_list_wait: Duration,
     /// Connections (processes) one non-root uid may hold open.
     pub max_conns_per_uid: usize,
     /// Flows (allocated or being allocated) one non-root uid may hold.
@@ -62,6 +65,7 @@ impl Default for Policy {
             bootstrap_wait: Duration::from_secs(10),
             incoming_wait: Duration::from_secs(2),
             hello_wait: Duration::from_secs(5),
+            flow_list_wait: Duration::from_millis(200),
             max_conns_per_uid: 512,
             max_flows_per_uid: 1024,
             max_accepts_per_uid: 64,

@@ -87,6 +87,45 @@ impl T {
             .expect("a CLI request is answered at once")
     }
 
+    /// `irm flow list` as `conn`: every IPCP asked for fresh counters
+    /// answers at once with `fresh` (its flows' counters), then the reply.
+    fn flow_list(&mut self, conn: ConnId, fresh: &[FlowCounters]) -> Reply {
+        self.input(Input::Cli {
+            conn,
+            id: 77,
+            req: CliRequest::FlowList { after: None },
+        });
+        let asks: Vec<(IpcpId, u64)> = self
+            .take()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::ToIpcp {
+                    ipcp,
+                    id,
+                    msg: IrmdToIpcp::ReportFlowCounters,
+                    ..
+                } => Some((ipcp, id)),
+                other => {
+                    self.outs.push(other);
+                    None
+                }
+            })
+            .collect();
+        for (ipcp, id) in asks {
+            self.input(Input::FromIpcp {
+                ipcp,
+                id: 0,
+                msg: IpcpToIrmd::FlowCounters(fresh.to_vec()),
+            });
+            self.input(Input::FromIpcp {
+                ipcp,
+                id,
+                msg: IpcpToIrmd::Done(Ok(())),
+            });
+        }
+        self.reply(conn, 77).expect("the list is answered")
+    }
+
     /// A bootstrapped IPCP in layer `eth`.
     fn ipcp(&mut self) -> IpcpId {
         self.input(Input::Cli {
@@ -706,7 +745,7 @@ fn flows_are_private_to_their_process_and_uid() {
     // Each member's list shows its own flow only; root sees both.
     let list = |t: &mut T, conn: ConnId, cred: Cred| -> Vec<u32> {
         t.connect(conn, cred, ClientRole::Cli);
-        match t.cli(conn, 1, CliRequest::FlowList { after: None }) {
+        match t.flow_list(conn, &[]) {
             Reply::FlowRows(r) => r.into_iter().map(|r| r.flow_id).collect(),
             other => panic!("{other:?}"),
         }
@@ -809,4 +848,69 @@ fn a_connection_without_hello_is_closed_after_five_seconds() {
     let out = t.take();
     assert!(out.contains(&Output::Close { conn: 7 }), "{out:?}");
     assert!(!out.contains(&Output::Close { conn: 8 }), "{out:?}");
+}
+
+#[test]
+fn flow_list_shows_counters_the_ipcp_reports_when_asked() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    t.connect(2, user(1000), ClientRole::App { prog: "c".into() });
+    t.input(Input::App {
+        conn: 2,
+        id: 1,
+        req: AppRequest::FlowAlloc {
+            name: "svc".into(),
+            qos: Qos::raw(),
+            timeout_ms: None,
+        },
+    });
+    let (flow_id, req) = t.alloc_req().unwrap();
+    t.take();
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: req,
+        msg: IpcpToIrmd::FlowAllocResult {
+            flow_id,
+            result: Ok(1000),
+        },
+    });
+    // A periodic report, then a second passes.
+    let old = FlowCounters {
+        flow_id,
+        rx_sdus: 1,
+        last_rx_ms_ago: Some(0),
+        ..Default::default()
+    };
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: 0,
+        msg: IpcpToIrmd::FlowCounters(vec![old]),
+    });
+    t.take();
+    t.advance(Duration::from_secs(1));
+    let row = |r: Reply| match r {
+        Reply::FlowRows(rows) => rows.into_iter().next().expect("one row"),
+        other => panic!("{other:?}"),
+    };
+    // Asked now, the IPCP's fresh numbers are what the list shows.
+    let fresh = FlowCounters {
+        rx_sdus: 9,
+        last_rx_ms_ago: Some(20),
+        ..old
+    };
+    let r = row(t.flow_list(ROOT_CLI, &[fresh]));
+    assert_eq!((r.rx_sdus, r.last_rx_ms_ago), (9, Some(20)));
+    // An IPCP that does not answer holds the list up for flow_list_wait
+    // only; then the last reported numbers are shown, aged.
+    t.input(Input::Cli {
+        conn: ROOT_CLI,
+        id: 78,
+        req: CliRequest::FlowList { after: None },
+    });
+    assert!(t.reply(ROOT_CLI, 78).is_none(), "waits for the IPCP");
+    t.advance(Duration::from_millis(199));
+    assert!(t.reply(ROOT_CLI, 78).is_none(), "still within the wait");
+    t.advance(Duration::from_millis(1));
+    let r = row(t.reply(ROOT_CLI, 78).expect("answered at the deadline"));
+    assert_eq!((r.rx_sdus, r.last_rx_ms_ago), (9, Some(220)));
 }
