@@ -17,6 +17,7 @@
 mod files;
 mod keys;
 mod replay;
+pub mod shell;
 mod trailer;
 
 pub use files::{next_path, KeyFiles};
