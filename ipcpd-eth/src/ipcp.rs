@@ -11,7 +11,7 @@
 
 use crate::backend::FrameIo;
 use crate::fa::{Action, Config, FlowAllocator, OsEntropy, Policy};
-use crate::layer_key::{KeyFiles, LayerKeys, Mode, TRAILER_LEN};
+use crate::layer_key::shell::{overhead, Keyed};
 use crate::link::{CarrierProbe, LinkEvent, LinkMonitor};
 use crate::raw::{link_info, LinkInfo, RawSocket, BATCH};
 use crate::wire::{EthHeader, Frame, FrameType, HeaderView, Mac, ETH_HEADER_LEN, HEADER_LEN};
@@ -55,98 +55,6 @@ pub struct Options {
     pub key: Option<std::path::PathBuf>,
     /// Encrypt payloads too (`--encrypt`, needs a key).
     pub encrypt: bool,
-}
-
-/// The layer key of a keyed IPCP: the files it re-reads on SIGHUP, the
-/// sealing and opening state, and the signal fd that says "re-read".
-struct Keyed {
-    files: KeyFiles,
-    keys: LayerKeys,
-    sighup: nix::sys::signalfd::SignalFd,
-}
-
-impl Keyed {
-    fn open(path: &std::path::Path, encrypt: bool, vlan: Option<u16>) -> Result<Keyed, String> {
-        let mode = if encrypt {
-            Mode::Encrypt
-        } else {
-            Mode::Authenticate
-        };
-        let files = KeyFiles::load(path, mode, vlan.unwrap_or(0)).map_err(err)?;
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
-        let keys = LayerKeys::new(
-            &crate::layer_key::Policy::default(),
-            mode,
-            files.keyring(),
-            wall,
-        )
-        .map_err(err)?;
-        // SIGHUP is blocked in every thread (main does it before any other
-        // starts), so it arrives only here.
-        let mut mask = nix::sys::signal::SigSet::empty();
-        mask.add(nix::sys::signal::Signal::SIGHUP);
-        let sighup = nix::sys::signalfd::SignalFd::with_flags(
-            &mask,
-            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
-        )
-        .map_err(err)?;
-        Ok(Keyed {
-            files,
-            keys,
-            sighup,
-        })
-    }
-
-    fn describe(&self) -> String {
-        let ids: Vec<String> = self
-            .keys
-            .keyring()
-            .ids()
-            .iter()
-            .map(|i| format!("{i:#04x}"))
-            .collect();
-        format!(
-            "layer key {} ({}; sealing with key id {}, accepting {})",
-            self.files.path().display(),
-            match self.keys.mode() {
-                Mode::Encrypt => "authenticated and encrypted",
-                Mode::Authenticate => "authenticated",
-            },
-            ids[0],
-            ids.join(", ")
-        )
-    }
-
-    /// SIGHUP: re-read the key files; a bad file keeps the keys in use.
-    fn reload(&mut self) {
-        while let Ok(Some(_)) = self.sighup.read_signal() {}
-        match self.files.reload() {
-            Ok(()) => {
-                self.keys.rekey(self.files.keyring());
-                info!("Reloaded the {}.", self.describe());
-            }
-            Err(e) => warn!("cannot reload the layer key, keeping the keys in use: {e}"),
-        }
-    }
-
-    /// Seal the frames `bufs[i][..lens[i]]`; a frame that cannot be sealed
-    /// is dropped. Returns how many frames remain (compacted to the front).
-    fn seal_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
-        let mut kept = 0;
-        for i in 0..lens.len() {
-            match self.keys.seal(&mut bufs[i], lens[i]) {
-                Ok(n) => {
-                    bufs.swap(kept, i);
-                    lens[kept] = n;
-                    kept += 1;
-                }
-                Err(e) => warn!("frame not sent: {e}"),
-            }
-        }
-        kept
-    }
 }
 
 /// One flow as the IPCP holds it.
@@ -316,7 +224,7 @@ impl Ipcp {
         }
         // The key first: a refused key file must not touch the interface.
         let keyed = match &opts.key {
-            Some(path) => Some(Keyed::open(path, opts.encrypt, opts.vlan)?),
+            Some(path) => Some(Keyed::open(path, opts.encrypt, opts.vlan).map_err(err)?),
             None if opts.encrypt => return Err("encrypt needs a layer key (key <file>)".into()),
             None => None,
         };
@@ -393,7 +301,7 @@ impl Ipcp {
         if let Some(k) = &keyed {
             epoll
                 .add(
-                    k.sighup.as_fd(),
+                    k.signal_fd(),
                     EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
                 )
                 .map_err(err)?;
@@ -507,8 +415,9 @@ impl Ipcp {
         }
         now.extend(self.fa.stats().named());
         if let Some(k) = &self.keyed {
-            now.push(("auth_fail".into(), k.keys.counters.auth_fail));
-            now.push(("replay".into(), k.keys.counters.replay));
+            let c = k.counters();
+            now.push(("auth_fail".into(), c.auth_fail));
+            now.push(("replay".into(), c.replay));
         }
         if now != self.reported {
             self.reported = now.clone();
@@ -753,7 +662,7 @@ impl Ipcp {
                     // Verified before anything parses it: a frame that fails
                     // is counted and changes nothing.
                     let buf = &mut self.rx_bufs[i][..self.rx_lens[i]];
-                    match open_keyed(&mut k.keys, buf, self.link.mac, self.ethertype) {
+                    match k.open_frame(buf, self.link.mac, self.ethertype) {
                         Some(len) => frame = &self.rx_bufs[i][..len],
                         None => continue,
                     }
@@ -1113,7 +1022,7 @@ impl Ipcp {
         .emit(&mut buf);
         buf[ETH_HEADER_LEN..ETH_HEADER_LEN + frame.len()].copy_from_slice(frame);
         if let Some(k) = &mut self.keyed {
-            if let Err(e) = k.keys.seal(&mut buf, ETH_HEADER_LEN + frame.len()) {
+            if let Err(e) = k.seal(&mut buf, ETH_HEADER_LEN + frame.len()) {
                 warn!("management frame not sent: {e}");
                 return;
             }
@@ -1129,34 +1038,6 @@ impl Ipcp {
                 debug!("link down, management frame not sent: {e}");
             }
         }
-    }
-}
-
-/// Bytes a frame carries besides its SDU and Ethernet header: the ethflow
-/// header, and the layer-key trailer when keyed.
-fn overhead(keyed: bool) -> usize {
-    HEADER_LEN + if keyed { TRAILER_LEN } else { 0 }
-}
-
-/// Verify (and with `encrypt`, decrypt) a received frame in place; returns
-/// its length without the trailer, or `None` when it failed (counted in
-/// `keys`). Frames the IPCP ignores anyway (its own, other ethertypes) pass
-/// unverified for [`handle_frame`] to drop.
-fn open_keyed(
-    keys: &mut LayerKeys,
-    frame: &mut [u8],
-    my_mac: Mac,
-    ethertype: u16,
-) -> Option<usize> {
-    match EthHeader::parse(frame) {
-        Ok((eth, _)) if eth.src == my_mac || eth.ethertype != ethertype => Some(frame.len()),
-        _ => match keys.open(frame) {
-            Ok(len) => Some(len),
-            Err(e) => {
-                debug!("frame refused by the layer key: {e}");
-                None
-            }
-        },
     }
 }
 

@@ -137,6 +137,13 @@ fn n(c: &BTreeMap<String, u64>, k: &str) -> u64 {
     c.get(k).copied().unwrap_or(0)
 }
 
+/// Frames the layer key refused: a forged trailer whose key id happens to
+/// match (a zero-padded short frame, when the key id is 0) fails as too old
+/// before its tag is even checked.
+fn key_refused(c: &BTreeMap<String, u64>) -> u64 {
+    n(c, "auth_fail") + n(c, "replay")
+}
+
 fn mac_of(host: &Host) -> Mac {
     let out = netns::ip_in(host.ns(), &["-j", "link", "show", "dev", host.ifname()]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
@@ -265,7 +272,7 @@ fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
 
     // c without a key, d with another key: nothing gets through.
     for h in [c, d] {
-        let before = n(&counters(b), "auth_fail");
+        let before = key_refused(&counters(b));
         let flows_before = b.flows().len();
         let done = h.run("oping", &["-n", "oping", "-c", "3", "-i", "100"], LONG);
         assert!(
@@ -274,7 +281,7 @@ fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
             h.name(),
             done.describe()
         );
-        wait_counters(b, "c's frames as auth_fail", |k| n(k, "auth_fail") > before);
+        wait_counters(b, "c's frames refused", |k| key_refused(k) > before);
         assert_eq!(b.flows().len(), flows_before, "c opened a flow on b");
     }
     // a and b are unaffected.
@@ -450,10 +457,10 @@ fn the_key_changes_under_a_running_flow_without_loss() {
         assert_eq!(n(&counters(h), "auth_fail"), 0, "host {}", h.name());
     }
     // The host that kept the old key is refused now.
-    let before = n(&counters(b), "auth_fail");
+    let before = key_refused(&counters(b));
     let done = c.run("oping", &["-n", "oping", "-c", "3", "-i", "100"], LONG);
     assert!(!done.success(), "{}", done.describe());
-    wait_counters(b, "c's frames as auth_fail", |k| n(k, "auth_fail") > before);
+    wait_counters(b, "c's frames refused", |k| key_refused(k) > before);
 }
 
 /// Keyed (and encrypting), a flow carries exactly MTU − header − trailer
@@ -559,14 +566,13 @@ fn forged_frames_of_every_kind_change_nothing_with_a_key() {
     // The XDP program drops DATA for endpoints that are not live in the
     // driver; everything else reaches the IPCP and fails authentication.
     let refused = |k: &BTreeMap<String, u64>| {
-        n(k, "auth_fail") + n(k, "xdp_drop_unknown_eid") + n(k, "xdp_drop_malformed")
-            - n(&before, "auth_fail")
+        key_refused(k) + n(k, "xdp_drop_unknown_eid") + n(k, "xdp_drop_malformed")
+            - key_refused(&before)
             - n(&before, "xdp_drop_unknown_eid")
             - n(&before, "xdp_drop_malformed")
     };
     let after = wait_counters(b, "every forged frame refused", |k| refused(k) >= total);
     assert_eq!(refused(&after), total, "{after:?}");
-    assert_eq!(n(&after, "replay"), n(&before, "replay"), "{after:?}");
     // The ping's flow is gone; a forged request would have left one.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !b.flows().is_empty() {
@@ -632,7 +638,7 @@ fn a_flood_with_a_members_mac_does_not_spend_its_budget() {
         ethflow_tests::pings_all_answered(&done, 5);
     }
     flood.wait(LONG).assert_success();
-    let k = wait_counters(a, "the flood as auth_fail", |k| n(k, "auth_fail") > 20_000);
+    let k = wait_counters(a, "the flood refused", |k| key_refused(k) > 20_000);
     assert_eq!(
         n(&k, "mgmt_budget_drops") + n(&k, "xdp_drop_mgmt_budget"),
         0,

@@ -10,13 +10,17 @@
 //! A received frame is opened ([`LayerKeys::open`]) before anything parses
 //! it: a frame that fails (truncated, unknown key id, replayed, bad tag) is
 //! counted and dropped without changing any state, the replay windows
-//! included. Sans-IO: the caller passes the wall clock at start and reloads
-//! keys; nothing here reads a clock or a file. See `docs/security.md` ("With
-//! a layer key") and `docs/decisions/0017-layer-key-aead.md`.
+//! included. [`LayerKeys`] is sans-IO: the caller passes the wall clock at
+//! start and new keys on a change. The IO is in two small modules: `files`
+//! (key files, `FILE.next`) and [`shell`] (SIGHUP, the IPCP's calls). See
+//! `docs/security.md` ("With a layer key"), `docs/wire.md` ("Layer-key
+//! trailer") and decisions 0017 and 0018; property tests in
+//! `ipcpd-eth/tests/layer_key_prop.rs`.
 
 mod files;
 mod keys;
 mod replay;
+pub mod shell;
 mod trailer;
 
 pub use files::{next_path, KeyFiles};
