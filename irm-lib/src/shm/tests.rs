@@ -1143,7 +1143,17 @@ fn a_forked_child_cannot_use_the_parents_flow() {
     if pid == 0 {
         let w = f.app.write(b"child", None, true);
         let r = f.app.read(&mut [0; 16], None, true);
-        let ok = w == Err(Error::NotAlloc) && r == Err(Error::NotAlloc) && !f.app.arm_rx_wakeup();
+        // A flow the child makes itself is the child's.
+        let own = flow(geom(4, 16));
+        let own_ok = own.app.write(b"mine", None, true) == Ok(4)
+            && pop(&own.ipcp).as_deref() == Some(&b"mine"[..]);
+        // And the parent's stays refused after that.
+        let still = f.app.write(b"child", None, true) == Err(Error::NotAlloc);
+        let ok = w == Err(Error::NotAlloc)
+            && r == Err(Error::NotAlloc)
+            && !f.app.arm_rx_wakeup()
+            && own_ok
+            && still;
         // SAFETY: _exit ends the child without running the parent's destructors.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
