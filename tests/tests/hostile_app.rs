@@ -5,12 +5,13 @@
 //! wake-up freeze (O_NONBLOCK cleared on every fd it holds, full pipes, every
 //! sleeping/waiting flag set, nothing ever drained), garbage indices and
 //! lengths in its tx ring, and a forked child writing as a second producer.
+//! The attacker is an ordinary member of the `ethflow` group (not root).
 //! The pings lose nothing, irmd keeps answering, each corrupted flow ends
 //! DOWN on both sides with one IPCP log line, and the IPCP returns to idle.
 
 use std::time::{Duration, Instant};
 
-use ethflow_tests::{procfs, Rig};
+use ethflow_tests::{procfs, Rig, User};
 
 const LONG: Duration = Duration::from_secs(60);
 const PINGS: u64 = 2000;
@@ -57,11 +58,18 @@ fn a_hostile_application_harms_only_its_own_flows() {
     std::thread::sleep(Duration::from_millis(300));
 
     // 1. The wake-up freeze, with irmd asked to answer in the middle of it.
-    let freeze = rig.a().spawn(
+    let freeze = rig.a().spawn_as(
+        User::Member,
         "hostileapp",
         &["-n", "hostile-echo", "--mode", "freeze", "--secs", "3"],
     );
     freeze.wait_for_stdout("freeze pipes_filled=", Duration::from_secs(10));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", freeze.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().nth(1) == Some(&User::Member.uid().to_string()),
+        "the attacker should be the member: {uid_line}"
+    );
     std::thread::sleep(Duration::from_millis(1000));
     for args in [&["ipcp", "list"][..], &["flow", "list"][..]] {
         let took = timed_irm(&rig, args);
@@ -77,7 +85,8 @@ fn a_hostile_application_harms_only_its_own_flows() {
     peer_ended(1);
 
     // 2. Garbage in the tx ring; 3. a forked second producer.
-    let corrupt = rig.a().run(
+    let corrupt = rig.a().run_as(
+        User::Member,
         "hostileapp",
         &["-n", "hostile-echo", "--mode", "corrupt"],
         LONG,
@@ -88,7 +97,8 @@ fn a_hostile_application_harms_only_its_own_flows() {
         "{}",
         corrupt.describe()
     );
-    let fork = rig.a().run(
+    let fork = rig.a().run_as(
+        User::Member,
         "hostileapp",
         &["-n", "hostile-echo", "--mode", "fork"],
         LONG,
@@ -103,7 +113,8 @@ fn a_hostile_application_harms_only_its_own_flows() {
     peer_ended(3);
 
     // A child that merely drops its copy of a flow leaves the parent's alone.
-    let fork_drop = rig.a().run(
+    let fork_drop = rig.a().run_as(
+        User::Member,
         "hostileapp",
         &["-n", "hostile-echo", "--mode", "fork-drop"],
         LONG,
@@ -157,7 +168,8 @@ fn irmd_marks_a_frozen_applications_flow_down_when_its_ipcp_dies() {
         return;
     };
     let _echo = rig.b().serve("flowtest", "hostile-echo", &["serve"]);
-    let freeze = rig.a().spawn(
+    let freeze = rig.a().spawn_as(
+        User::Member,
         "hostileapp",
         &["-n", "hostile-echo", "--mode", "freeze", "--secs", "4"],
     );

@@ -1,6 +1,6 @@
 //! Which process an application's end belongs to, checked without a
-//! syscall: one private page marked MADV_WIPEONFORK holds the id of the
-//! process that last asked; a child's copy of the page reads zero.
+//! syscall: one private page marked MADV_WIPEONFORK holds this process's
+//! token; a child's copy of the page reads zero, and the child draws its own.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -37,19 +37,34 @@ fn guard() -> Option<&'static AtomicU32> {
     })
 }
 
-/// A token naming this process (its pid), to keep in a new end.
+/// A token naming this process, to keep in a new end: a random non-zero
+/// word drawn once per process (a pid could repeat across pid namespaces),
+/// or the pid where there is no guard page.
 pub(super) fn owner() -> u32 {
     match guard() {
         Some(g) => match g.load(Ordering::Relaxed) {
             0 => {
-                let pid = std::process::id();
-                g.store(pid, Ordering::Relaxed);
-                pid
+                let token = fresh_token();
+                // Two threads drawing at once: the first store wins for both.
+                match g.compare_exchange(0, token, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => token,
+                    Err(other) => other,
+                }
             }
-            pid => pid,
+            token => token,
         },
         None => std::process::id(),
     }
+}
+
+fn fresh_token() -> u32 {
+    let mut b = [0u8; 4];
+    if getrandom::getrandom(&mut b).is_err() {
+        // No entropy source: the pid still tells parent from child in one
+        // pid namespace.
+        return std::process::id().max(1);
+    }
+    u32::from_ne_bytes(b).max(1)
 }
 
 /// Is this the process `token` (from [`owner`]) names? False in a child
