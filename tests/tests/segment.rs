@@ -602,8 +602,8 @@ fn operf_rate(a: &Host, secs: &str) -> f64 {
 /// Share of its operf throughput the a→b flow must keep during the flood.
 /// The target is 90 %; measured on this 2-core machine (debug build,
 /// a and b on one core, c on the other): 84 % with backend raw (c at 386 k
-/// frames/s) and 93 % with backend xdp (c at 320 k frames/s), 78–80 % in
-/// earlier runs, against 24–37 % before the per-MAC management budget. This
+/// frames/s) and 93 % with backend xdp (c at 320 k frames/s); 84–86 % and
+/// 78–80 % in other runs, against 24–37 % before the per-MAC management budget. This
 /// floor catches a regression to that without failing on a loaded machine;
 /// the figure itself is printed (docs/security.md).
 const MIN_KEPT: f64 = 0.5;
