@@ -32,6 +32,10 @@ impl Registry {
                 spec.dev
             )));
         }
+        // The same rule as `irm`'s parser: a client that sends the request
+        // itself must not start an IPCP on another protocol's ethertype.
+        irm::ethertype::check_ethertype(spec.ethertype)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         if spec.busy_poll_us > self.policy.max_busy_poll_us {
             return Err(Error::Invalid(format!(
                 "busy-poll {} µs is above the limit of {} µs",

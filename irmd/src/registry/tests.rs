@@ -914,3 +914,26 @@ fn flow_list_shows_counters_the_ipcp_reports_when_asked() {
     let r = row(t.reply(ROOT_CLI, 78).expect("answered at the deadline"));
     assert_eq!((r.rx_sdus, r.last_rx_ms_ago), (9, Some(220)));
 }
+
+#[test]
+fn a_bootstrap_on_another_protocols_ethertype_is_refused() {
+    let mut t = T::new(Policy::default());
+    for ethertype in [0x0800, 0x86dd, 0x8100, 0x05dc, 0xffff] {
+        let r = t.cli(
+            ROOT_CLI,
+            3,
+            CliRequest::IpcpBootstrap(BootstrapSpec {
+                ethertype,
+                ..spec("eth-x")
+            }),
+        );
+        assert!(
+            is_err(&r, Error::Invalid(String::new()).code()),
+            "{ethertype:#06x}: {r:?}"
+        );
+        assert!(
+            !t.take().iter().any(|o| matches!(o, Output::Spawn { .. })),
+            "{ethertype:#06x} spawned an IPCP"
+        );
+    }
+}
