@@ -12,6 +12,7 @@
 //! * `udp-ping` / `udp-pong`: the same over UDP sockets.
 //!
 //! Output is one JSON object (receiver / pinger), for the report generator.
+#![allow(unsafe_code)]
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ipcpd_eth::raw::link_info;

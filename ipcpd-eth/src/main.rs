@@ -56,10 +56,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     // A dying application must never take the IPCP with it.
-    // SAFETY: setting SIGPIPE to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    let _ = irm::sys::ignore_sigpipe();
     irm::limits::raise_nofile();
     let ctrl = match irm::ctrl::CtrlSocket::inherited(args.ctrl_fd) {
         Ok(c) => c,

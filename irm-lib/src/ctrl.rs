@@ -427,11 +427,11 @@ impl CtrlListener {
     fn accept_with(&self, flags: SockFlag) -> Result<CtrlSocket> {
         loop {
             match accept4(self.fd.as_raw_fd(), flags) {
-                // SAFETY: accept4 returned a fresh fd that we now own.
                 Ok(fd) => {
                     return Ok(CtrlSocket {
+                        // SAFETY: accept4 returned a fresh fd that we now own.
                         fd: unsafe { OwnedFd::from_raw_fd(fd) },
-                    })
+                    });
                 }
                 Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::ECONNABORTED) => continue,
                 Err(nix::errno::Errno::EAGAIN) => return Err(Error::Again),

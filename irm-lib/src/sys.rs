@@ -1,12 +1,15 @@
 //! The few system calls the library and the daemons make that nix does not
 //! offer as safe functions, each behind a safe, typed wrapper: SIGPIPE,
-//! RLIMIT_NOFILE, and [`Mmap`], the one owner of shared mappings (flow
+//! RLIMIT_NOFILE and RLIMIT_MEMLOCK, what a spawned child inherits or dies
+//! with, and [`Mmap`], the one owner of shared mappings (flow
 //! memory, the IPCP's AF_XDP rings). With `shm`'s accesses to flow memory
 //! and the control socket's fd passing, this is where `irm`'s `unsafe` lives.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::ptr::NonNull;
 
 /// Ignore SIGPIPE in this process: a write to a pipe or socket whose reader
@@ -55,6 +58,58 @@ pub fn set_nofile_limit(l: Limit) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Lift RLIMIT_MEMLOCK (BPF maps and AF_XDP memory count against it on
+/// older kernels). Needs CAP_SYS_RESOURCE to raise the hard limit.
+pub fn set_memlock_unlimited() -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the live local it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Have the child that `cmd` starts get `fd` as fd number `target` (without
+/// CLOEXEC), e.g. a channel it is to inherit. An `fd` that is not open by
+/// then makes the spawn fail with EBADF.
+pub fn pass_fd_as(cmd: &mut Command, fd: RawFd, target: RawFd) {
+    // SAFETY: the closure runs in the forked child before exec; dup2 and
+    // fcntl are async-signal-safe and touch only the child's fd table. dup2
+    // leaves the new fd without CLOEXEC; when it already is `target`, clear
+    // the flag instead.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Have the child that `cmd` starts be killed (SIGKILL) when the thread that
+/// started it dies, so nothing outlives a test or daemon killed from outside.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: runs in the forked child before exec; prctl is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A shared read-write mapping of a file or socket, unmapped on drop. It
@@ -158,6 +213,23 @@ mod tests {
     }
 
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_child_gets_the_fd_passed_to_it_and_a_bad_fd_fails_the_spawn() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo passed >&7"]);
+        pass_fd_as(&mut cmd, w.as_raw_fd(), 7);
+        die_with_parent(&mut cmd);
+        assert!(cmd.status().unwrap().success());
+        drop(w);
+        let mut buf = [0u8; 16];
+        let n = nix::unistd::read(r.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"passed\n");
+        let mut bad = Command::new("true");
+        pass_fd_as(&mut bad, 987_654, 7);
+        assert!(bad.status().is_err());
+    }
 
     #[test]
     fn sigpipe_ignored_makes_a_broken_pipe_an_error() {

@@ -48,10 +48,7 @@ fn main() {
         std::process::exit(2);
     }
     // A dying client must never take the daemon with it.
-    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    let _ = irm::sys::ignore_sigpipe();
     let nofile = irm::limits::raise_nofile();
     let path = socket_path();
     let listener = match access::listen(&path, &args.socket_group) {

@@ -9,7 +9,6 @@
 use irm::ctrl::CtrlSocket;
 use irm::proto::BootstrapSpec;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -90,21 +89,7 @@ pub fn spawn_ipcp(
     cmd.args(ipcp_args(spec, max_remote_timeout_ms))
         .env_remove("IRM_SOCKET")
         .stdin(Stdio::null());
-    // SAFETY: runs in the forked child before exec; dup2 and fcntl are
-    // async-signal-safe and touch only the child's fd table. dup2 leaves the
-    // new fd without CLOEXEC; when the fd already is 3, clear the flag instead.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == CHILD_CTRL_FD {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, CHILD_CTRL_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    irm::sys::pass_fd_as(&mut cmd, fd, CHILD_CTRL_FD);
     let child = cmd.spawn().map_err(|err| SpawnError::Exec {
         path: path.clone(),
         err,

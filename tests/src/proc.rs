@@ -5,7 +5,7 @@
 //! there to print when a test fails.
 
 use std::fs::File;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,16 +89,7 @@ impl Proc {
         let out = File::create(&stdout).unwrap_or_else(|e| panic!("create {stdout:?}: {e}"));
         let err = File::create(&stderr).unwrap_or_else(|e| panic!("create {stderr:?}: {e}"));
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent;
-        // it is the only call made between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        irm::sys::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {label} ({cmd:?}): {e}"));

@@ -9,6 +9,7 @@
 //!
 //! Everything read from a slot is checked against the slot size before use:
 //! the kernel fills the ring, but a bad offset must cost a frame, not memory.
+#![allow(unsafe_code)]
 
 use crate::segment::{VlanTag, TPID_8021Q};
 use std::io;

@@ -254,12 +254,5 @@ impl Drop for XdpBackend {
 /// may lift it. Best effort: without CAP_SYS_RESOURCE the open fails later
 /// with its own error.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit reads a valid rlimit struct.
-    unsafe {
-        libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
-    }
+    let _ = irm::sys::set_memlock_unlimited();
 }

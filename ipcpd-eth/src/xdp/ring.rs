@@ -6,6 +6,7 @@
 //!
 //! [`ProdRing`] is a ring we fill (fill ring, tx ring), [`ConsRing`] one we
 //! drain (rx ring, completion ring).
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

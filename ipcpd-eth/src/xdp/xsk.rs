@@ -8,6 +8,7 @@
 //!
 //! Frames are copied between the UMEM and the IPCP's buffers; the kernel's
 //! own copy mode (veth, SKB mode) copies once more on its side.
+#![allow(unsafe_code)]
 
 use super::ring::{ConsRing, ProdRing};
 use std::io;

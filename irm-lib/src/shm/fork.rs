@@ -1,6 +1,7 @@
 //! Which process an application's end belongs to, checked without a
 //! syscall: one private page marked MADV_WIPEONFORK holds this process's
 //! token; a child's copy of the page reads zero, and the child draws its own.
+#![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;

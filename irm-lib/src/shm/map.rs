@@ -1,5 +1,6 @@
 //! Mapping a flow's memfd, and [`SharedBytes`]: the only way to touch the
 //! bytes of a slot.
+#![allow(unsafe_code)]
 
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};

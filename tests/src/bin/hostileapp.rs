@@ -20,6 +20,7 @@
 //! be DOWN and prints `down after_ms=N`. Output: one `word key=value` line per
 //! step. Exit 0 = the attack ran and (corrupt, fork) the flow went down;
 //! 1 = a check failed; 2 = an ethflow call failed.
+#![allow(unsafe_code)]
 
 use std::os::fd::RawFd;
 use std::process::exit;

@@ -6,6 +6,7 @@
 //! one per frame); `malformed` — frames with version 2.
 //!
 //! Prints one line: `sent=N elapsed_ms=T pps=P`. Exit 1 on a socket error.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::exit;

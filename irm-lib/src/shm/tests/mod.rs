@@ -1,3 +1,4 @@
+#![allow(unsafe_code)]
 use super::map::ShmMap;
 use super::wake::{READER_ARMED, WATCHER_ARMED};
 use super::*;

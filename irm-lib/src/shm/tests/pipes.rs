@@ -167,10 +167,8 @@ fn a_watcher_that_never_sees_an_empty_ring_keeps_getting_edges() {
 fn pending_bytes(fd: BorrowedFd<'_>) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int.
-    assert_eq!(
-        unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) },
-        0
-    );
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0);
     n as usize
 }
 
@@ -296,10 +294,8 @@ fn the_published_layout_is_where_the_library_looks() {
     let slot = layout::ring(g, true);
     assert_eq!(word(slot + layout::SLOT_LEN).load(Ordering::Relaxed), 3);
     // SAFETY: inside the first tx slot's data.
-    assert_eq!(
-        unsafe { *m.base().as_ptr().add(slot + layout::SLOT_DATA) },
-        b'a'
-    );
+    let first = unsafe { *m.base().as_ptr().add(slot + layout::SLOT_DATA) };
+    assert_eq!(first, b'a');
     pop(&f.ipcp).unwrap();
     assert_eq!(word(layout::TX + layout::TAIL).load(Ordering::Relaxed), 1);
     f.ipcp.arm_tx_wakeup();
