@@ -1,0 +1,164 @@
+//! Frames in and out of the event loop: filling send batches from the flows'
+//! rings and handing each received frame to its flow or the allocator.
+
+use super::*;
+
+/// Send the frames built in `tx_bufs` (one per entry of `lens`).
+pub(super) fn send_built(
+    sock: &mut dyn FrameIo,
+    tx_bufs: &[Vec<u8>],
+    lens: &[usize],
+    counters: &mut Counters,
+) {
+    if lens.is_empty() {
+        return;
+    }
+    let frames: Vec<&[u8]> = lens.iter().zip(tx_bufs).map(|(&n, b)| &b[..n]).collect();
+    match sock.send_batch(&frames) {
+        Ok(k) => counters.tx_frames += k as u64,
+        Err(e) => warn!("send failed: {e}"),
+    }
+}
+
+/// How [`fill_batch`] stopped.
+pub(super) enum Fill {
+    /// The flow's send ring is empty.
+    Emptied,
+    /// The batch is full; the ring may hold more.
+    BatchFull,
+    /// The ring is corrupt: end the flow.
+    Broken(Error),
+}
+
+/// Move SDUs from one flow's send ring into frames `tx_bufs[*count..]`, until
+/// the batch is full or the ring is empty. SDUs are copied out of the shared
+/// memory straight into place after the headers, which are written around
+/// them; an SDU that cannot go (flow not established, larger than the link
+/// now carries) is dropped: the application sees the flow's state.
+pub(super) fn fill_batch(
+    end: &IpcpEnd,
+    route: Option<(Mac, crate::wire::Eid, crate::wire::Eid)>,
+    tx_bufs: &mut [Vec<u8>],
+    tx_lens: &mut [usize; BATCH],
+    count: &mut usize,
+    my_mac: Mac,
+    ethertype: u16,
+) -> Fill {
+    const AT: usize = ETH_HEADER_LEN + HEADER_LEN;
+    let mut sdu_lens = [0usize; BATCH];
+    while *count < BATCH {
+        let want = BATCH - *count;
+        let got = match end.pop_tx_batch_into(&mut tx_bufs[*count..], AT, &mut sdu_lens[..want]) {
+            Ok(0) => return Fill::Emptied,
+            Ok(n) => n,
+            Err(e) => return Fill::Broken(e),
+        };
+        let mut kept = *count;
+        for (k, &len) in sdu_lens[..got].iter().enumerate() {
+            let i = *count + k;
+            let Some((mac, dst, src)) = route else {
+                continue;
+            };
+            if AT + len > tx_bufs[i].len() {
+                continue;
+            }
+            // Close the gap a dropped SDU left.
+            tx_bufs.swap(i, kept);
+            let buf = &mut tx_bufs[kept];
+            EthHeader {
+                dst: mac,
+                src: my_mac,
+                ethertype,
+            }
+            .emit(buf);
+            crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, len as u16);
+            tx_lens[kept] = AT + len;
+            end.note_tx(len);
+            kept += 1;
+        }
+        *count = kept;
+        if got < want {
+            return Fill::Emptied;
+        }
+    }
+    Fill::BatchFull
+}
+
+/// Parse one received frame and hand it to the flow or the flow allocator.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn handle_frame(
+    fa: &mut FlowAllocator,
+    flows: &HashMap<u32, FlowIo>,
+    to_wake: &mut Vec<u32>,
+    corrupt: &mut Vec<(u32, Error)>,
+    counters: &mut Counters,
+    my_mac: Mac,
+    ethertype: u16,
+    now: Duration,
+    frame: &[u8],
+) {
+    let Ok((eth, rest)) = EthHeader::parse(frame) else {
+        counters.malformed += 1;
+        return;
+    };
+    if eth.src == my_mac || eth.ethertype != ethertype {
+        return;
+    }
+    let view = match HeaderView::new_checked(rest) {
+        Ok(v) => v,
+        Err(e) => {
+            counters.malformed += 1;
+            debug!("malformed frame from {:02x?}: {e}", eth.src);
+            return;
+        }
+    };
+    if view.frame_type() == FrameType::Data {
+        match fa.data_rx(now, eth.src, view.dst(), view.src()) {
+            Some(flow_id) => {
+                if let Some(f) = flows.get(&flow_id) {
+                    match f.end.push_rx_quiet(view.payload()) {
+                        Ok(true) => {
+                            if !f.wake_pending.replace(true) {
+                                to_wake.push(flow_id);
+                            }
+                        }
+                        Ok(false) => counters.rx_dropped_full += 1,
+                        // Found corrupt now: end the flow after this batch
+                        // (a flow already ended is not in `flows`).
+                        Err(e @ Error::Invalid(_)) => {
+                            if !corrupt.iter().any(|(id, _)| *id == flow_id) {
+                                corrupt.push((flow_id, e));
+                            }
+                        }
+                        Err(e) => debug!("flow {flow_id}: {e}"),
+                    }
+                }
+            }
+            None => counters.unknown_eid += 1,
+        }
+        return;
+    }
+    match Frame::parse(rest) {
+        Ok(f) => {
+            fa.handle_frame(now, eth.src, &f);
+            // A keep-alive that proved the peer alive is news for every flow
+            // with it (`irm flow list` shows the time since the last frame).
+            // Walking the flows is O(flows), so it happens at most once per
+            // KEEPALIVE_TOUCH_GAP per peer, and never for a frame that proved
+            // nothing (forged keep-alives cost O(1)).
+            if f.frame_type() == FrameType::KeepAlive
+                && fa.liveness_report_due(eth.src, now, KEEPALIVE_TOUCH_GAP)
+            {
+                for id in fa.flows_of_peer(eth.src) {
+                    if let Some(flow) = flows.get(&id) {
+                        flow.end.touch_last_rx();
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            counters.malformed += 1;
+            debug!("malformed management frame from {:02x?}: {e}", eth.src);
+        }
+    }
+}
