@@ -157,6 +157,38 @@ impl T {
         ipcp
     }
 
+    /// `conn` asks for a flow to `svc`: the flow id and the request id irmd
+    /// used for its FlowAlloc to the IPCP (other outputs dropped).
+    fn ask_flow(&mut self, conn: ConnId, id: u64) -> (u32, u64) {
+        self.input(Input::App {
+            conn,
+            id,
+            req: AppRequest::FlowAlloc {
+                name: "svc".into(),
+                qos: Qos::raw(),
+                timeout_ms: None,
+            },
+        });
+        let asked = self.alloc_req().expect("irmd asks the IPCP");
+        self.take();
+        asked
+    }
+
+    /// A flow of `conn` that `ipcp` allocated.
+    fn allocated_flow(&mut self, ipcp: IpcpId, conn: ConnId) -> u32 {
+        let (flow_id, req) = self.ask_flow(conn, 1);
+        self.input(Input::FromIpcp {
+            ipcp,
+            id: req,
+            msg: IpcpToIrmd::FlowAllocResult {
+                flow_id,
+                result: Ok(1000),
+            },
+        });
+        self.take();
+        flow_id
+    }
+
     /// The request id irmd used for its FlowAlloc of `flow` to the IPCP.
     fn alloc_req(&self) -> Option<(u32, u64)> {
         self.outs.iter().find_map(|o| match o {
@@ -401,17 +433,7 @@ fn process_death_during_an_allocation_releases_the_flow() {
     let mut t = T::new(Policy::default());
     let ipcp = t.ipcp();
     t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
-    t.input(Input::App {
-        conn: 2,
-        id: 7,
-        req: AppRequest::FlowAlloc {
-            name: "svc".into(),
-            qos: Qos::raw(),
-            timeout_ms: None,
-        },
-    });
-    let (flow_id, req) = t.alloc_req().unwrap();
-    t.take();
+    let (flow_id, req) = t.ask_flow(2, 7);
     t.input(Input::Closed { conn: 2 });
     let dealloc = t.take().into_iter().find_map(|o| match o {
         Output::ToIpcp {
@@ -711,27 +733,7 @@ fn flows_are_private_to_their_process_and_uid() {
     let ipcp = t.ipcp();
     let flow_of = |t: &mut T, conn: ConnId, uid: u32| {
         t.connect(conn, user(uid), ClientRole::App { prog: "c".into() });
-        t.input(Input::App {
-            conn,
-            id: 1,
-            req: AppRequest::FlowAlloc {
-                name: "svc".into(),
-                qos: Qos::raw(),
-                timeout_ms: None,
-            },
-        });
-        let (flow_id, req) = t.alloc_req().unwrap();
-        t.take();
-        t.input(Input::FromIpcp {
-            ipcp,
-            id: req,
-            msg: IpcpToIrmd::FlowAllocResult {
-                flow_id,
-                result: Ok(1000),
-            },
-        });
-        t.take();
-        flow_id
+        t.allocated_flow(ipcp, conn)
     };
     let a = flow_of(&mut t, 2, 1000);
     let b = flow_of(&mut t, 3, 1001);
@@ -855,25 +857,7 @@ fn flow_list_shows_counters_the_ipcp_reports_when_asked() {
     let mut t = T::new(Policy::default());
     let ipcp = t.ipcp();
     t.connect(2, user(1000), ClientRole::App { prog: "c".into() });
-    t.input(Input::App {
-        conn: 2,
-        id: 1,
-        req: AppRequest::FlowAlloc {
-            name: "svc".into(),
-            qos: Qos::raw(),
-            timeout_ms: None,
-        },
-    });
-    let (flow_id, req) = t.alloc_req().unwrap();
-    t.take();
-    t.input(Input::FromIpcp {
-        ipcp,
-        id: req,
-        msg: IpcpToIrmd::FlowAllocResult {
-            flow_id,
-            result: Ok(1000),
-        },
-    });
+    let flow_id = t.allocated_flow(ipcp, 2);
     // A periodic report, then a second passes.
     let old = FlowCounters {
         flow_id,
