@@ -16,7 +16,7 @@ use irm::proto::RefuseReason;
 
 use super::endpoint::{Flow, InboundKey, Phase};
 use super::{mgmt_frame, Action, FlowAllocator};
-use crate::wire::{Eid, FlowReplyRepr, FlowReqRepr, Mac, Payload, ReplyCode, WireQos};
+use crate::wire::{Eid, FlowReplyRepr, FlowReqRepr, Frame, Mac, Payload, ReplyCode, WireQos};
 
 /// What we know about a FLOW_REQ that irmd has not answered yet, by token.
 #[derive(Debug)]
@@ -157,6 +157,24 @@ impl FlowAllocator {
         }
     }
 
+    /// The FLOW_REPLY frame we would send `mac` (our instance nonce for it).
+    fn flow_reply_frame(
+        &mut self,
+        mac: Mac,
+        dst: Eid,
+        src: Eid,
+        code: ReplyCode,
+        timeout: u64,
+    ) -> Frame<'static> {
+        let payload = Payload::FlowReply(FlowReplyRepr {
+            instance: self.instance_for(mac),
+            code,
+            max_sdu: self.cfg.max_sdu,
+            timeout,
+        });
+        mgmt_frame(dst, src, payload)
+    }
+
     fn send_flow_reply(
         &mut self,
         now: Duration,
@@ -166,13 +184,8 @@ impl FlowAllocator {
         code: ReplyCode,
         timeout: u64,
     ) {
-        let payload = Payload::FlowReply(FlowReplyRepr {
-            instance: self.instance_for(mac),
-            code,
-            max_sdu: self.cfg.max_sdu,
-            timeout,
-        });
-        self.transmit(now, mac, mgmt_frame(dst, src, payload));
+        let frame = self.flow_reply_frame(mac, dst, src, code, timeout);
+        self.transmit(now, mac, frame);
     }
 
     /// A FLOW_REPLY that repeats or refuses: within the reply budget.
@@ -185,13 +198,8 @@ impl FlowAllocator {
         code: ReplyCode,
         timeout: u64,
     ) {
-        let payload = Payload::FlowReply(FlowReplyRepr {
-            instance: self.instance_for(mac),
-            code,
-            max_sdu: self.cfg.max_sdu,
-            timeout,
-        });
-        self.reply(now, mac, mgmt_frame(dst, src, payload));
+        let frame = self.flow_reply_frame(mac, dst, src, code, timeout);
+        self.reply(now, mac, frame);
     }
 
     pub(super) fn on_flow_req(
