@@ -78,7 +78,16 @@ pub struct Shell {
     flows: HashMap<u32, FlowMem>,
     next_conn: ConnId,
     max_remote_timeout_ms: Option<u64>,
+    /// Replies to [`CONFIG_CONN`], the configuration's requests.
+    config_replies: Vec<(u64, Reply)>,
 }
+
+/// The connection the configuration file is applied through, as root (client
+/// connections are numbered from 1).
+const CONFIG_CONN: ConnId = 0;
+/// How long one configuration request may take (an IPCP's bootstrap is
+/// bounded by the registry's own deadline well below this).
+const CONFIG_WAIT: Duration = Duration::from_secs(60);
 
 /// Root, or CAP_NET_ADMIN in the effective set of the process that
 /// connected. The capability is read from /proc by pid, and believed only if
@@ -136,13 +145,78 @@ impl Shell {
             flows: HashMap::new(),
             next_conn: 1,
             max_remote_timeout_ms,
+            config_replies: Vec::new(),
         })
+    }
+
+    /// Apply a configuration: each request goes through the registry's
+    /// normal input as a root CLI client, one after the other, serving the
+    /// event loop until its reply comes. The first refusal stops it, labelled
+    /// with `what` (the caller then exits: irmd does not run half-configured).
+    pub fn apply(&mut self, reqs: Vec<(String, CliRequest)>) -> Result<(), String> {
+        let cred = Cred {
+            pid: std::process::id(),
+            uid: 0,
+            gid: 0,
+            admin: true,
+        };
+        self.feed(Input::Connected {
+            conn: CONFIG_CONN,
+            cred,
+        });
+        self.feed(Input::Hello {
+            conn: CONFIG_CONN,
+            id: 1,
+            role: ClientRole::Cli,
+            admin: true,
+        });
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut result = Ok(());
+        for (n, (what, req)) in reqs.into_iter().enumerate() {
+            let id = 2 + n as u64;
+            self.feed(Input::Cli {
+                conn: CONFIG_CONN,
+                id,
+                req,
+            });
+            let deadline = Instant::now() + CONFIG_WAIT;
+            let reply = loop {
+                self.drain();
+                if let Some(i) = self.config_replies.iter().position(|(r, _)| *r == id) {
+                    break Some(self.config_replies.swap_remove(i).1);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                self.turn(&mut events);
+            };
+            match reply {
+                Some(Reply::Err(e)) => result = Err(format!("{what}: {e}")),
+                Some(_) => info!("configuration: {what}: done."),
+                None => result = Err(format!("{what}: no answer in {CONFIG_WAIT:?}")),
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        self.feed(Input::Closed { conn: CONFIG_CONN });
+        self.drain();
+        self.config_replies.clear();
+        result
     }
 
     /// Serve for ever.
     pub fn run(&mut self) {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
+            self.turn(&mut events);
+        }
+    }
+
+    /// One round of the event loop: wait (at most until the registry's next
+    /// deadline), handle what came, act on the outputs.
+    fn turn(&mut self, events: &mut [EpollEvent]) {
+        {
             let now = Instant::now();
             let wait = match self.reg.poll_timeout() {
                 Some(t) => t.saturating_duration_since(now).min(Duration::from_secs(1)),
@@ -151,7 +225,7 @@ impl Shell {
             // Round up so a deadline is never polled for early in a busy loop.
             let ms =
                 wait.as_millis().min(1000) as u16 + u16::from(wait.subsec_micros() % 1000 != 0);
-            let n = match self.epoll.wait(&mut events, EpollTimeout::from(ms)) {
+            let n = match self.epoll.wait(events, EpollTimeout::from(ms)) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
                 Err(e) => {
@@ -350,6 +424,10 @@ impl Shell {
     }
 
     fn send_reply(&mut self, conn: ConnId, id: u64, msg: Reply, which: Option<FdsOf>) {
+        if conn == CONFIG_CONN {
+            self.config_replies.push((id, msg));
+            return;
+        }
         let Ok(fds) = self.fds_of(which) else {
             // The flow's memory could not be made; the registry answered already.
             return;
