@@ -7,6 +7,7 @@
 
 mod access;
 mod config;
+mod logging;
 mod registry;
 mod shell;
 mod spawn;
@@ -29,6 +30,10 @@ struct Args {
     /// (status 0 if it is good, 1 if not).
     #[arg(long)]
     check_config: bool,
+    /// Log to syslog (/dev/log, facility daemon) instead of stderr. Under
+    /// systemd the log goes to the journal, with levels, without this flag.
+    #[arg(long)]
+    syslog: bool,
     /// Default flow liveness timeout in milliseconds (a flow's QoS may set its
     /// own) [default: 120000].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -107,8 +112,8 @@ fn config_requests(c: &config::Config) -> Vec<(String, CliRequest)> {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    logging::init(logging::Sink::choose(args.syslog));
     let Ok(cfg) = load_config(&args) else {
         std::process::exit(1);
     };
@@ -196,6 +201,9 @@ fn main() {
         }
         info!("Configuration {file} applied.");
     }
+    // Ready only now: under systemd (Type=notify) units ordered after irmd
+    // find every configured IPCP, name and binding in place.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     shell.run();
 }
 

@@ -80,6 +80,8 @@ pub struct Shell {
     max_remote_timeout_ms: Option<u64>,
     /// Replies to [`CONFIG_CONN`], the configuration's requests.
     config_replies: Vec<(u64, Reply)>,
+    /// systemd's watchdog: ping every half interval, and when last pinged.
+    watchdog: Option<(Duration, Instant)>,
 }
 
 /// The connection the configuration file is applied through, as root (client
@@ -146,6 +148,7 @@ impl Shell {
             next_conn: 1,
             max_remote_timeout_ms,
             config_replies: Vec::new(),
+            watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
         })
     }
 
@@ -247,6 +250,14 @@ impl Shell {
             self.reg.handle_timeout(Instant::now());
             self.drain();
             self.reap();
+        }
+        // The loop turns at least once a second, so a half interval of a
+        // second or more is kept; a stuck loop stops the pings.
+        if let Some((every, last)) = &mut self.watchdog {
+            if last.elapsed() >= *every {
+                *last = Instant::now();
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
         }
     }
 

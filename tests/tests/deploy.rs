@@ -156,3 +156,61 @@ layer = \"wan\"
     }
     assert!(stderr.contains("5 problem(s)"), "{stderr}");
 }
+
+/// As systemd runs it: with `NOTIFY_SOCKET` irmd says READY=1 once up (and
+/// pings the watchdog with `WATCHDOG_USEC`); with `JOURNAL_STREAM` naming its
+/// stderr, log lines carry the journal's level prefixes. No namespace: this
+/// irmd has no IPCP and sends nothing on any network.
+#[test]
+fn readiness_watchdog_and_journal_levels() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("ethflow-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let log_path = dir.join("stderr");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let m = log.metadata().unwrap();
+    let mut child = Command::new(bins::resolve("irmd"))
+        .env("IRM_SOCKET", dir.join("irmd.sock"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .env_remove("RUST_LOG")
+        .stderr(log)
+        .spawn()
+        .expect("start irmd");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(got.iter().any(|m: &String| m.contains("READY=1"))
+        && got.iter().any(|m| m.contains("WATCHDOG=1")))
+    {
+        match notify.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        got.iter().any(|m| m.contains("READY=1")),
+        "no READY=1: {got:?}\n{stderr}"
+    );
+    assert!(
+        got.iter().any(|m| m.contains("WATCHDOG=1")),
+        "no WATCHDOG=1: {got:?}\n{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("<6>irmd listening on")),
+        "no journal-prefixed info line:\n{stderr}"
+    );
+}
