@@ -414,3 +414,74 @@ fn dissector_flags_malformed_frames() {
     assert_eq!(rows[6][2], "5a", "padding taken as SDU: {rows:?}");
     assert_eq!(rows[6][3], "", "{rows:?}");
 }
+
+/// The model's `irm` habits against a live irmd: command and keyword
+/// prefixes, `device`, `eth-dix`, list filters, several `layer` keywords,
+/// and exit status 2 for usage errors, 1 for refusals.
+#[test]
+fn irm_accepts_the_models_habits() {
+    let Some(rig) = Rig::pair("irm_accepts_the_models_habits") else {
+        return;
+    };
+    let a = rig.a();
+    let ipcp = a.ipcp_name();
+    let listed = a.irm_ok(&["i", "l"]);
+    assert!(listed.contains(ipcp), "{listed}");
+    let listed = a.irm_ok(&["ipcp", "list", "name", ipcp, "type", "eth-dix"]);
+    assert!(listed.contains(ipcp), "{listed}");
+    let listed = a.irm_ok(&["i", "l", "n", "eth-nothing"]);
+    assert!(!listed.contains(ipcp), "{listed}");
+    let listed = a.irm_ok(&["i", "l", "layer", "other"]);
+    assert!(!listed.contains(ipcp), "{listed}");
+    a.irm_ok(&["n", "reg", "habits", "lay", LAYER]);
+    a.irm_ok(&["b", "p", "oecho", "n", "habits"]);
+    let names = a.irm_ok(&["n", "l"]);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.starts_with("habits") && l.contains("oecho")),
+        "{names}"
+    );
+    // Usage errors: 2.
+    for args in [
+        &["frobnicate"][..],
+        &["ipcp", "bootstrap", "colour", "red"],
+        &[
+            "i", "boot", "type", "udp4", "name", "x", "layer", "l", "device", "d",
+        ],
+        &["i", "l", "b", "x"],
+        &["n", "reg", "habits", "layer"],
+    ] {
+        let done = a.irm(args);
+        assert_eq!(done.code(), Some(2), "irm {args:?}: {}", done.describe());
+    }
+    // Refusals by irmd: 1.
+    let done = a.irm(&["n", "reg", "habits", "layer", "no-such-layer"]);
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    let done = a.irm(&["i", "destroy", "n", "eth-nothing"]);
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    // `device` and `eth-dix` reach irmd: a second IPCP on the same link, in
+    // its own layer, with its own ethertype.
+    let done = a.irm(&[
+        "i",
+        "bootstrap",
+        "type",
+        "eth-dix",
+        "name",
+        "eth-dix-2",
+        "lay",
+        "second",
+        "device",
+        a.ifname(),
+        "ethert",
+        "0x88b6",
+        "backend",
+        "raw",
+    ]);
+    assert!(done.success(), "{}", done.describe());
+    let listed = a.irm_ok(&["i", "l", "layer", "second"]);
+    assert!(
+        listed.contains("eth-dix-2") && listed.contains("0x88b6"),
+        "{listed}"
+    );
+}
