@@ -51,11 +51,12 @@ pub struct Register {
     pub layer: String,
 }
 
-/// `[[bind]]`.
+/// `[[bind]]`; `auto`: start `program auto…` on demand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     pub program: String,
     pub name: String,
+    pub auto: Option<Vec<String>>,
 }
 
 /// A whole, checked configuration.
@@ -161,9 +162,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
                             }
                         }
                         _ => {
-                            let f = fields(&mut errs, &path, item.span(), t, &["program", "name"]);
-                            if let [Some(program), Some(name)] = f {
-                                cfg.binds.push(Bind { program, name });
+                            if let Some(b) = bind(&mut errs, &path, item.span(), t) {
+                                cfg.binds.push(b);
                             }
                         }
                     }
@@ -256,6 +256,47 @@ fn fields<const N: usize>(
         }
     }
     out
+}
+
+fn bind(errs: &mut Errors<'_>, path: &str, span: Range<usize>, t: &DeTable<'_>) -> Option<Bind> {
+    let before = errs.list.len();
+    let mut auto = None;
+    let mut rest = DeTable::default();
+    for (k, v) in t.iter() {
+        if k.get_ref() != "auto" {
+            rest.insert(k.clone(), v.clone());
+            continue;
+        }
+        let key = format!("{path}.auto");
+        match v.get_ref() {
+            DeValue::Array(a) => {
+                let words: Vec<Option<String>> = a
+                    .iter()
+                    .map(|w| match w.get_ref() {
+                        DeValue::String(s) => Some(s.to_string()),
+                        other => {
+                            errs.push(w.span(), &key, wrong("a string", other));
+                            None
+                        }
+                    })
+                    .collect();
+                auto = words.into_iter().collect::<Option<Vec<_>>>();
+            }
+            other => errs.push(v.span(), &key, wrong("an array of strings", other)),
+        }
+    }
+    let f = fields(errs, path, span, &rest, &["program", "name"]);
+    if errs.list.len() != before {
+        return None;
+    }
+    let [Some(program), Some(name)] = f else {
+        return None;
+    };
+    Some(Bind {
+        program,
+        name,
+        auto,
+    })
 }
 
 fn daemon(errs: &mut Errors<'_>, t: &DeTable<'_>) -> Daemon {

@@ -100,13 +100,33 @@ fn config_requests(c: &config::Config) -> Vec<(String, CliRequest)> {
         ));
     }
     for b in &c.binds {
-        out.push((
-            format!("bind program {} to {}", b.program, b.name),
-            CliRequest::BindProgram {
+        let what = format!("bind program {} to {}", b.program, b.name);
+        let req = match &b.auto {
+            // irmd's own PATH; a path in the file is taken as it is.
+            Some(args) => match irm::proto::resolve_program(
+                &b.program,
+                &std::env::var("PATH").unwrap_or_default(),
+            ) {
+                Ok((prog, exec)) => CliRequest::BindProgramAuto {
+                    prog,
+                    name: b.name.clone(),
+                    exec,
+                    args: args.clone(),
+                },
+                // Refused through the registry like any other bad entry.
+                Err(_) => CliRequest::BindProgramAuto {
+                    prog: b.program.clone(),
+                    name: b.name.clone(),
+                    exec: format!("{} (not found in PATH)", b.program),
+                    args: args.clone(),
+                },
+            },
+            None => CliRequest::BindProgram {
                 prog: b.program.clone(),
                 name: b.name.clone(),
             },
-        ));
+        };
+        out.push((what, req));
     }
     out
 }
@@ -164,6 +184,8 @@ fn main() {
         .ok()
         .or(daemon.socket)
         .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+    // Programs irmd starts on demand find it here (set before any thread).
+    std::env::set_var("IRM_SOCKET", &path);
     let listener = match access::listen(&path, &socket_group) {
         Ok(l) => l,
         Err(e) => {

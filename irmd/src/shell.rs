@@ -75,6 +75,8 @@ pub struct Shell {
     ipcps: HashMap<IpcpId, IpcpProc>,
     /// Children told to stop, not yet reaped.
     dying: Vec<Child>,
+    /// Programs started on demand (auto-start), reaped when they exit.
+    started: Vec<Child>,
     flows: HashMap<u32, FlowMem>,
     next_conn: ConnId,
     max_remote_timeout_ms: Option<u64>,
@@ -144,6 +146,7 @@ impl Shell {
             clients: HashMap::new(),
             ipcps: HashMap::new(),
             dying: Vec::new(),
+            started: Vec::new(),
             flows: HashMap::new(),
             next_conn: 1,
             max_remote_timeout_ms,
@@ -650,6 +653,39 @@ impl Shell {
             Ok(None) => true,
             Err(_) => false,
         });
+        self.started.retain_mut(|c| match c.try_wait() {
+            Ok(Some(st)) => {
+                info!("Started process {} exited ({st}).", c.id());
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        });
+    }
+
+    /// Start a bound program on demand as its binding's uid (and that user's
+    /// primary group; std drops supplementary groups when root changes uid).
+    /// It finds irmd through IRM_SOCKET, which irmd's main sets.
+    fn start_program(&mut self, prog: &str, args: &[String], uid: u32) {
+        use std::os::unix::process::CommandExt;
+        let gid = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) => u.gid.as_raw(),
+            _ => return warn!("cannot start {prog}: uid {uid} has no user entry"),
+        };
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        if uid != nix::unistd::getuid().as_raw() {
+            cmd.uid(uid).gid(gid);
+        }
+        match cmd.spawn() {
+            Ok(c) => {
+                info!("Started {prog} (process {}) as uid {uid}.", c.id());
+                self.started.push(c);
+            }
+            Err(e) => warn!("cannot start {prog} as uid {uid}: {e}"),
+        }
     }
 
     // ---- outputs ----
@@ -676,6 +712,7 @@ impl Shell {
                 }
                 Output::Spawn { ipcp, spec } => self.spawn(ipcp, spec),
                 Output::Kill { ipcp } => self.kill(ipcp),
+                Output::StartProgram { exec, args, uid } => self.start_program(&exec, &args, uid),
             }
         }
     }

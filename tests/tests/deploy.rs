@@ -485,3 +485,78 @@ fn irm_accepts_the_models_habits() {
         "{listed}"
     );
 }
+
+/// Kills (by pid, from irmd's log) every program irmd started on demand.
+fn kill_started(h: &Host) {
+    for line in h.irmd_log().lines() {
+        if let Some(rest) = line
+            .split("(process ")
+            .nth(1)
+            .filter(|_| line.contains("Started "))
+        {
+            if let Ok(pid) = rest.split(')').next().unwrap_or("").parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// `[[bind]] auto = [...]` in the file and `irm bind program … auto -- …`:
+/// no server runs until a flow arrives; irmd starts it and the flow goes
+/// through.
+#[test]
+fn auto_start_from_configuration_and_irm() {
+    let Some(rig) = Rig::builder("auto_start_from_configuration_and_irm")
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    let oecho = bins::resolve("oecho");
+    let a_cfg = write_config(&rig, rig.a(), "");
+    let b_cfg = write_config(
+        &rig,
+        rig.b(),
+        &format!(
+            "\n[[register]]\nname = \"auto-echo\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{}\"\nname = \"auto-echo\"\nauto = [\"--listen\"]\n",
+            oecho
+        ),
+    );
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+        h.expect_log("applied", Duration::from_secs(20));
+    }
+    let b = rig.b();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(b.wait_log("Started ", Duration::from_millis(300)).is_none());
+        let done = rig
+            .a()
+            .run_ok("oecho", &["-n", "auto-echo", "-m", "started for me"]);
+        assert!(
+            done.stdout.contains("started for me"),
+            "{}",
+            done.describe()
+        );
+        b.expect_log(
+            "Starting oecho for a flow to auto-echo.",
+            Duration::from_secs(1),
+        );
+        // The CLI form, for a second name.
+        b.irm_ok(&["name", "register", "auto-two", "layer", LAYER]);
+        b.irm_ok(&[
+            "bind", "program", &oecho, "name", "auto-two", "auto", "--", "--listen",
+        ]);
+        let done = rig.a().run_ok("oecho", &["-n", "auto-two", "-m", "me too"]);
+        assert!(done.stdout.contains("me too"), "{}", done.describe());
+        // Arguments after `--` without `auto` are a usage error.
+        let done = b.irm(&["bind", "program", "oecho", "name", "x", "--", "-l"]);
+        assert_eq!(done.code(), Some(2), "{}", done.describe());
+    }));
+    kill_started(b);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}

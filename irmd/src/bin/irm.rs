@@ -102,11 +102,16 @@ enum NameCmd {
 
 #[derive(Subcommand, Debug)]
 enum BindCmd {
-    /// program <program> name <name>
+    /// program <program> name <name> [auto [-- <args>...]]: with `auto`, irmd
+    /// starts `<program> <args>` (as you) when a flow arrives for the name and
+    /// no process of the program runs.
     Program {
         program: String,
         #[arg(num_args = 0..)]
         args: Vec<String>,
+        /// Arguments for an auto-started program (after `--`).
+        #[arg(last = true)]
+        auto_args: Vec<String>,
     },
 }
 
@@ -212,6 +217,23 @@ fn split_flags(args: &[String]) -> (Vec<String>, bool) {
         }
     }
     (rest, encrypt)
+}
+
+/// `auto` stands alone in `bind program`; any unambiguous prefix of it too.
+fn split_auto(args: &[String]) -> (Vec<String>, bool) {
+    let mut rest = Vec::new();
+    let mut auto = false;
+    let mut i = 0;
+    while i < args.len() {
+        if !args[i].is_empty() && "auto".starts_with(args[i].as_str()) {
+            auto = true;
+            i += 1;
+        } else {
+            rest.extend(args[i..(i + 2).min(args.len())].iter().cloned());
+            i += 2;
+        }
+    }
+    (rest, auto)
 }
 
 fn run(cmd: Cmd) -> Result<(), Failure> {
@@ -361,20 +383,47 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             print_names(&rows, json);
         }
         Cmd::Bind {
-            cmd: BindCmd::Program { program, args },
-        } => {
-            let kv = pairs(&args, &["name"], &["name"])?;
-            request(
-                CliRequest::BindProgram {
-                    prog: program,
-                    name: kv["name"].clone(),
+            cmd:
+                BindCmd::Program {
+                    program,
+                    args,
+                    auto_args,
                 },
-                WAIT,
-            )?;
+        } => {
+            let (args, auto) = split_auto(&args);
+            let kv = pairs(&args, &["name"], &["name"])?;
+            let name = kv["name"].clone();
+            let req = match auto {
+                true => {
+                    let path = std::env::var("PATH").unwrap_or_default();
+                    let (prog, exec) =
+                        irm::proto::resolve_program(&program, &path).map_err(|e| e.to_string())?;
+                    CliRequest::BindProgramAuto {
+                        prog,
+                        name,
+                        exec,
+                        args: auto_args,
+                    }
+                }
+                false if auto_args.is_empty() => CliRequest::BindProgram {
+                    prog: program,
+                    name,
+                },
+                false => return Err(Usage("arguments after `--` need `auto`".into()).into()),
+            };
+            request(req, WAIT)?;
         }
         Cmd::Unbind {
-            cmd: BindCmd::Program { program, args },
+            cmd:
+                BindCmd::Program {
+                    program,
+                    args,
+                    auto_args,
+                },
         } => {
+            if !auto_args.is_empty() {
+                return Err(Usage("unbind takes no arguments after `--`".into()).into());
+            }
             let kv = pairs(&args, &["name"], &["name"])?;
             request(
                 CliRequest::UnbindProgram {

@@ -23,6 +23,11 @@ layer = "lan"
 [[bind]]
 program = "oecho"
 name = "oecho"
+auto = ["--listen"]
+
+[[bind]]
+program = "oping"
+name = "oping"
 "#;
 
 fn errors(text: &str) -> Vec<String> {
@@ -58,10 +63,18 @@ fn a_full_configuration_parses() {
     );
     assert_eq!(
         c.binds,
-        vec![Bind {
-            program: "oecho".into(),
-            name: "oecho".into()
-        }]
+        vec![
+            Bind {
+                program: "oecho".into(),
+                name: "oecho".into(),
+                auto: Some(vec!["--listen".into()]),
+            },
+            Bind {
+                program: "oping".into(),
+                name: "oping".into(),
+                auto: None,
+            },
+        ]
     );
 }
 
@@ -186,6 +199,8 @@ fn wrong_shapes_are_errors_not_panics() {
         "[[ipcp]]\nname='a'\ntype='eth'\nlayer='l'\ndev='d'\nbackend='dpdk'",
         "[[ipcp]]\nname='a'\ntype='eth'\nlayer='l'\ndev='d'\nencrypt=true",
         "[[ipcp]]\nname='a'\ntype='eth'\nlayer='l'\ndev='d'\ndevice='e'",
+        "[[bind]]\nprogram='p'\nname='n'\nauto='--listen'",
+        "[[bind]]\nprogram='p'\nname='n'\nauto=['--listen', 3]",
     ] {
         let e = errors(text);
         assert!(!e.is_empty(), "{text}");

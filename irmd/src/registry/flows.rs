@@ -339,7 +339,9 @@ impl Registry {
                         if e.bindings.contains(&(prog.clone(), c.cred.uid)))
                 })
             });
-            if !live {
+            if !live && self.auto_start(now, &name) {
+                info!("Flow for {name} waits for its program to start.");
+            } else if !live {
                 self.incoming.remove(pos);
                 self.refuse(ipcp, token, RefuseReason::NoAcceptingProcess);
             }

@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod auth;
+mod autostart;
 mod flows;
 pub mod policy;
 #[cfg(test)]
@@ -110,6 +111,12 @@ pub enum Output {
     Spawn { ipcp: IpcpId, spec: BootstrapSpec },
     /// Stop an IPCP process (SIGTERM through its pidfd).
     Kill { ipcp: IpcpId },
+    /// Start `exec args…` as `uid` (auto-start of a bound program).
+    StartProgram {
+        exec: String,
+        args: Vec<String>,
+        uid: u32,
+    },
 }
 
 /// A deadline; stale ones (their subject gone) are skipped when due.
@@ -222,6 +229,7 @@ pub struct Registry {
     timers: BTreeSet<(Instant, u64, Timer)>,
     lists: BTreeMap<u64, PendingList>,
     out: VecDeque<Output>,
+    auto: autostart::AutoStart,
     next_ipcp: IpcpId,
     next_req: u64,
     next_flow: u32,
@@ -241,6 +249,7 @@ impl Registry {
             timers: BTreeSet::new(),
             lists: BTreeMap::new(),
             out: VecDeque::new(),
+            auto: autostart::AutoStart::default(),
             next_ipcp: 1,
             next_req: 1,
             next_flow: 1,
@@ -463,6 +472,12 @@ impl Registry {
             CliRequest::BindProgram { prog, name } => self.bind(now, cred, prog, name),
             CliRequest::UnbindProgram { prog, name } => self.unbind(cred, prog, name),
             CliRequest::FlowList { after } => Ok(self.flow_list(now, cred, conn, id, after)),
+            CliRequest::BindProgramAuto {
+                prog,
+                name,
+                exec,
+                args,
+            } => self.bind_auto(now, cred, prog, name, exec, args),
         };
         match r {
             Ok(Some(reply)) => self.send(conn, id, reply),
