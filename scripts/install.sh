@@ -15,7 +15,8 @@
 # Also: P/lib/systemd/system/irmd.service (ExecStart under P/bin; with the
 # default prefix run `systemctl daemon-reload`), P/share/doc/ethflow/
 # irmd.toml.example (copy to /etc/ethflow/irmd.toml), P/share/ethflow/
-# wireshark/ethflow.lua (load with tshark -X lua_script:FILE).
+# wireshark/ethflow.lua (load with tshark -X lua_script:FILE), manual pages
+# irmd(8), irm(1), irm-*(1) and completions under P/share.
 #
 # Then: cc app.c $(pkg-config --cflags --libs ouroboros-dev)
 # (with PKG_CONFIG_PATH=P/lib/pkgconfig, and LD_LIBRARY_PATH=P/lib at run
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         -h | --help)
-            sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -113,6 +114,10 @@ sed -e "s|/usr/local/bin/irmd|$bindir/irmd|g" dist/systemd/irmd.service >"$unitd
 chmod 0644 "$unitdir/irmd.service"
 install -m 0644 dist/ethflow/irmd.toml "$docdir/irmd.toml.example"
 install -m 0644 docs/deploy.md "$docdir/deploy.md"
+# Manual pages (irmd.8, irm.1 and one per irm command) and bash/zsh/fish
+# completions, generated from the programs' own command-line definitions.
+"$bindir/irmd" --generate "$prefix/share"
+"$bindir/irm" generate "$prefix/share"
 if [ -f dist/wireshark/ethflow.lua ]; then
     install -d "$prefix/share/ethflow/wireshark"
     install -m 0644 dist/wireshark/ethflow.lua "$prefix/share/ethflow/wireshark/ethflow.lua"

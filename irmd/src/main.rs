@@ -7,6 +7,7 @@
 
 mod access;
 mod config;
+mod gen;
 mod logging;
 mod registry;
 mod shell;
@@ -30,6 +31,10 @@ struct Args {
     /// (status 0 if it is good, 1 if not).
     #[arg(long)]
     check_config: bool,
+    /// Write irmd's manual page and shell completions under DIR (a `share`
+    /// directory: DIR/man/man8, DIR/bash-completion, …) and exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate: Option<PathBuf>,
     /// Log to syslog (/dev/log, facility daemon) instead of stderr. Under
     /// systemd the log goes to the journal, with levels, without this flag.
     #[arg(long)]
@@ -133,6 +138,14 @@ fn config_requests(c: &config::Config) -> Vec<(String, CliRequest)> {
 
 fn main() {
     let args = Args::parse();
+    if let Some(dir) = &args.generate {
+        use clap::CommandFactory;
+        if let Err(e) = gen::generate(Args::command(), "8", dir) {
+            eprintln!("irmd: cannot write to {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
     logging::init(logging::Sink::choose(args.syslog));
     let Ok(cfg) = load_config(&args) else {
         std::process::exit(1);

@@ -560,3 +560,93 @@ fn auto_start_from_configuration_and_irm() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// scripts/install.sh into a temporary prefix installs the unit (pointing at
+/// the prefix's irmd), the example configuration (which checks clean), man
+/// pages that render and bash completions that parse. (No namespace.)
+#[test]
+fn install_puts_unit_config_manuals_and_completions_in_place() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let prefix = std::env::temp_dir().join(format!("ethflow-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&prefix);
+    let irmd = bins::resolve("irmd");
+    let from = std::path::Path::new(&irmd).parent().unwrap();
+    let out = Command::new("bash")
+        .arg(root.join("scripts/install.sh"))
+        .arg("--from")
+        .arg(from)
+        .arg("--prefix")
+        .arg(&prefix)
+        .output()
+        .expect("run install.sh");
+    let cleanup = || {
+        let _ = std::fs::remove_dir_all(&prefix);
+    };
+    if !out.status.success() {
+        cleanup();
+        panic!("install.sh: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let read = |p: &str| std::fs::read_to_string(prefix.join(p)).unwrap_or_default();
+    let unit = read("lib/systemd/system/irmd.service");
+    let check = Command::new(prefix.join("bin/irmd"))
+        .args(["--check-config", "--config"])
+        .arg(prefix.join("share/doc/ethflow/irmd.toml.example"))
+        .output()
+        .unwrap();
+    let man = Command::new("groff")
+        .args(["-man", "-Tascii"])
+        .arg(prefix.join("share/man/man8/irmd.8"))
+        .output();
+    let bash = Command::new("bash")
+        .arg("-n")
+        .arg(prefix.join("share/bash-completion/completions/irm"))
+        .output()
+        .unwrap();
+    let pages: Vec<String> = std::fs::read_dir(prefix.join("share/man/man1"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let lua = prefix.join("share/ethflow/wireshark/ethflow.lua").exists();
+    cleanup();
+    assert!(
+        unit.contains(&format!("ExecStart={}/bin/irmd\n", prefix.display())),
+        "{unit}"
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let man = man.expect("groff (scripts/setup.sh installs groff-base)");
+    // Without grotty's overstrike (bold: `c\x08c`).
+    let mut text = String::new();
+    for c in String::from_utf8_lossy(&man.stdout).chars() {
+        if c == '\x08' {
+            text.pop();
+        } else {
+            text.push(c);
+        }
+    }
+    assert!(
+        text.contains("--config") && text.contains("--check-config"),
+        "{text}"
+    );
+    assert!(
+        bash.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+    for p in [
+        "irm.1",
+        "irm-ipcp-bootstrap.1",
+        "irm-name-register.1",
+        "irm-bind-program.1",
+    ] {
+        assert!(pages.iter().any(|x| x == p), "{p} not in {pages:?}");
+    }
+    assert!(!pages.iter().any(|x| x.contains("generate")), "{pages:?}");
+    assert!(lua, "dissector not installed");
+}

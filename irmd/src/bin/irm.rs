@@ -3,6 +3,8 @@
 //! The argument style follows the model's tool: keyword/value pairs, e.g.
 //! `irm ipcp bootstrap type eth name eth-a layer eth dev veth0`.
 
+#[path = "../gen.rs"]
+mod gen;
 #[path = "irm/keywords.rs"]
 mod keywords;
 
@@ -53,6 +55,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FlowCmd,
     },
+    /// Write irm's manual pages and shell completions under a `share`
+    /// directory (scripts/install.sh).
+    #[command(hide = true)]
+    Generate { dir: std::path::PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +245,10 @@ fn split_auto(args: &[String]) -> (Vec<String>, bool) {
 fn run(cmd: Cmd) -> Result<(), Failure> {
     const WAIT: Duration = Duration::from_secs(15);
     match cmd {
+        Cmd::Generate { dir } => {
+            gen::generate(command(), "1", &dir)
+                .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+        }
         Cmd::Ipcp {
             cmd: IpcpCmd::Bootstrap { args },
         } => {
