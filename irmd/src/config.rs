@@ -42,6 +42,7 @@ pub struct Daemon {
     pub flow_timeout_ms: Option<u64>,
     pub ring_slots: Option<u32>,
     pub max_remote_timeout_ms: Option<u64>,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `[[register]]`.
@@ -310,6 +311,15 @@ fn daemon(errs: &mut Errors<'_>, t: &DeTable<'_>) -> Daemon {
             "max_remote_timeout_ms" => {
                 d.max_remote_timeout_ms = integer(errs, &key, v, 1..u64::MAX)
             }
+            "metrics" => {
+                d.metrics = string(errs, &key, v).and_then(|a| match a.parse() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        errs.push(v.span(), &key, format!("`{a}` is not an address:port"));
+                        None
+                    }
+                })
+            }
             "ring_slots" => {
                 d.ring_slots = integer(errs, &key, v, 2..65537).and_then(|n| {
                     if n.is_power_of_two() {
@@ -323,7 +333,7 @@ fn daemon(errs: &mut Errors<'_>, t: &DeTable<'_>) -> Daemon {
             _ => errs.push(
                 k.span(),
                 &key,
-                "unknown key (expected socket, socket_group, flow_timeout_ms, ring_slots, max_remote_timeout_ms)",
+                "unknown key (expected socket, socket_group, flow_timeout_ms, ring_slots, max_remote_timeout_ms, metrics)",
             ),
         }
     }

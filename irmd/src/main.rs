@@ -9,6 +9,7 @@ mod access;
 mod config;
 mod gen;
 mod logging;
+mod metrics_http;
 mod registry;
 mod shell;
 mod spawn;
@@ -59,6 +60,10 @@ struct Args {
     /// passed to ipcpd-eth.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_remote_timeout: Option<u64>,
+    /// Serve Prometheus metrics (ethflow_*) at http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9464. Off unless given (here or as [irmd] metrics).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// Read and check the configuration: `Ok(None)` when there is none.
@@ -228,6 +233,16 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(addr) = args.metrics.or(daemon.metrics) {
+        match std::net::TcpListener::bind(addr).and_then(|l| shell.serve_metrics(l)) {
+            Ok(()) => info!("Metrics at http://{addr}/metrics."),
+            Err(e) => {
+                eprintln!("irmd: cannot serve metrics on {addr}: {e}");
+                let _ = std::fs::remove_file(&path);
+                std::process::exit(1);
+            }
+        }
+    }
     if let Some((file, c)) = &cfg {
         if let Err(e) = shell.apply(config_requests(c)) {
             eprintln!("irmd: configuration {file}: {e}; not starting half-configured.");

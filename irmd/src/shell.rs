@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 const TOKEN_LISTENER: u64 = 0;
 const KIND_CONN: u64 = 1 << 62;
 const KIND_IPCP: u64 = 2 << 62;
+const KIND_METRICS: u64 = 3 << 62;
 const KIND_MASK: u64 = 3 << 62;
 /// Messages read from one connection per turn, so one chatty client cannot
 /// starve the others.
@@ -84,6 +85,9 @@ pub struct Shell {
     config_replies: Vec<(u64, Reply)>,
     /// systemd's watchdog: ping every half interval, and when last pinged.
     watchdog: Option<(Duration, Instant)>,
+    /// `--metrics`: the Prometheus endpoint (token KIND_METRICS | 0 for the
+    /// listener, | id for a connection).
+    metrics: Option<crate::metrics_http::Server>,
 }
 
 /// The connection the configuration file is applied through, as root (client
@@ -152,7 +156,45 @@ impl Shell {
             max_remote_timeout_ms,
             config_replies: Vec::new(),
             watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
+            metrics: None,
         })
+    }
+
+    /// Serve the Prometheus endpoint on `listener` from the event loop.
+    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) -> std::io::Result<()> {
+        let server = crate::metrics_http::Server::new(listener)?;
+        self.epoll
+            .add(
+                server.listener.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, KIND_METRICS),
+            )
+            .map_err(std::io::Error::from)?;
+        self.metrics = Some(server);
+        Ok(())
+    }
+
+    fn metrics_ready(&mut self, id: u64) {
+        use crate::metrics_http::Event;
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        if id == 0 {
+            let mut events = Vec::new();
+            m.accept(&mut events);
+            // A connection's fd leaves the epoll set when the server drops
+            // (closes) it.
+            for Event::Added(id) in events {
+                if let Some(stream) = m.stream(id) {
+                    let _ = self.epoll.add(
+                        stream.as_fd(),
+                        EpollEvent::new(EpollFlags::EPOLLIN, KIND_METRICS | id),
+                    );
+                }
+            }
+        } else {
+            let reg = &self.reg;
+            m.ready(id, || reg.metrics());
+        }
     }
 
     /// Apply a configuration: each request goes through the registry's
@@ -247,12 +289,16 @@ impl Shell {
                     0 => self.accept_all(),
                     KIND_CONN => self.client_ready(token & !KIND_MASK, flags),
                     KIND_IPCP => self.ipcp_ready(token & !KIND_MASK, flags),
+                    KIND_METRICS => self.metrics_ready(token & !KIND_MASK),
                     _ => {}
                 }
             }
             self.reg.handle_timeout(Instant::now());
             self.drain();
             self.reap();
+        }
+        if let Some(m) = self.metrics.as_mut() {
+            m.expire();
         }
         // The loop turns at least once a second, so a half interval of a
         // second or more is kept; a stuck loop stops the pings.

@@ -650,3 +650,76 @@ fn install_puts_unit_config_manuals_and_completions_in_place() {
     assert!(!pages.iter().any(|x| x.contains("generate")), "{pages:?}");
     assert!(lua, "dissector not installed");
 }
+
+/// `[irmd] metrics = "127.0.0.1:9464"`: a scrape (curl inside the host's
+/// namespace) shows the flows, allocations and the IPCP's frame counters
+/// after a flow, in the Prometheus text format.
+#[test]
+fn metrics_are_scraped() {
+    let Some(rig) = Rig::builder("metrics_are_scraped").bare().build() else {
+        return;
+    };
+    let a_cfg = write_config(&rig, rig.a(), "");
+    let b_cfg = write_config(
+        &rig,
+        rig.b(),
+        &format!("\n[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"oecho\"\nname = \"oecho\"\n"),
+    );
+    let b_cfg_text = std::fs::read_to_string(&b_cfg).unwrap().replacen(
+        "[irmd]\n",
+        "[irmd]\nmetrics = \"127.0.0.1:9464\"\n",
+        1,
+    );
+    std::fs::write(&b_cfg, b_cfg_text).unwrap();
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+        h.expect_log("applied", Duration::from_secs(20));
+    }
+    let b = rig.b();
+    b.expect_log(
+        "Metrics at http://127.0.0.1:9464/metrics.",
+        Duration::from_secs(1),
+    );
+    let server = b.spawn("oecho", &["--listen"]);
+    b.expect_log(
+        &format!("New instance ({}) of oecho added.", server.pid()),
+        Duration::from_secs(5),
+    );
+    rig.a().run_ok("oecho", &["-n", "oecho", "-m", "count me"]);
+    // The IPCP reports its counters periodically: wait (bounded) for them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let done = b.run(
+            "curl",
+            &["-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"],
+            Duration::from_secs(10),
+        );
+        assert!(done.success(), "{}", done.describe());
+        if done.stdout.contains("counter=\"rx_frames\"") || std::time::Instant::now() > deadline {
+            break done.stdout;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for want in [
+        "ethflow_allocations_total 1",
+        "ethflow_flows{state=\"allocated\"}",
+        "ethflow_ipcps 1",
+        "# TYPE ethflow_ipcp_counter counter",
+        "counter=\"rx_frames\"",
+    ] {
+        assert!(text.contains(want), "{want} not in\n{text}");
+    }
+    let nf = b.run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:9464/",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(nf.stdout.trim(), "404", "{}", nf.describe());
+}

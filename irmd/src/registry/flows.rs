@@ -266,6 +266,7 @@ impl Registry {
                     fds: Some(FdsOf::App(flow_id)),
                 });
                 info!("Flow on flow_id {flow_id} allocated.");
+                self.stats.allocations += 1;
             }
             Err(e) => {
                 self.flows.remove(&flow_id);
@@ -421,6 +422,7 @@ impl Registry {
             fds: Some(FdsOf::App(flow_id)),
         });
         info!("Flow on flow_id {flow_id} allocated.");
+        self.stats.allocations += 1;
         self.flows.insert(
             flow_id,
             FlowRec {

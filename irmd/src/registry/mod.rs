@@ -10,11 +10,13 @@ mod admin;
 pub mod auth;
 mod autostart;
 mod flows;
+mod metrics;
 pub mod policy;
 #[cfg(test)]
 mod tests;
 
 pub use auth::Cred;
+pub use metrics::Metrics;
 pub use policy::Policy;
 
 use irm::proto::{
@@ -230,6 +232,7 @@ pub struct Registry {
     lists: BTreeMap<u64, PendingList>,
     out: VecDeque<Output>,
     auto: autostart::AutoStart,
+    stats: metrics::Stats,
     next_ipcp: IpcpId,
     next_req: u64,
     next_flow: u32,
@@ -250,6 +253,7 @@ impl Registry {
             lists: BTreeMap::new(),
             out: VecDeque::new(),
             auto: autostart::AutoStart::default(),
+            stats: metrics::Stats::default(),
             next_ipcp: 1,
             next_req: 1,
             next_flow: 1,
@@ -538,6 +542,7 @@ impl Registry {
             DownCause::Unresponsive => FlowState::Peer,
             _ => FlowState::Down,
         };
+        self.stats.state_change(&cause);
         match cause {
             DownCause::Up => info!("flow-allocator: Flow {flow_id} up."),
             other => info!("flow-allocator: Flow {flow_id} down: {}.", other.describe()),
@@ -573,6 +578,7 @@ impl Registry {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
+            self.stats.ipcp_gone += 1;
             let f = self.flows.get_mut(&id).expect("listed");
             f.state = FlowState::Down;
             self.out.push_back(Output::SetFlowState {
