@@ -723,3 +723,49 @@ fn metrics_are_scraped() {
     );
     assert_eq!(nf.stdout.trim(), "404", "{}", nf.describe());
 }
+
+/// What `Restart=on-failure` relies on: an irmd killed with SIGKILL is
+/// started again with the same file and re-applies it (the old IPCP is gone
+/// or goes), with no manual cleanup, and flows work again.
+#[test]
+fn restarted_irmd_reapplies_its_configuration() {
+    let Some(rig) = Rig::builder("restarted_irmd_reapplies_its_configuration")
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    let oecho = bins::resolve("oecho");
+    let a_cfg = write_config(&rig, rig.a(), "");
+    let b_cfg = write_config(
+        &rig,
+        rig.b(),
+        &format!(
+            "\n[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{oecho}\"\nname = \"oecho\"\nauto = [\"--listen\"]\n"
+        ),
+    );
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+        h.expect_log("applied", Duration::from_secs(20));
+    }
+    let b = rig.b();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rig.a().run_ok("oecho", &["-n", "oecho", "-m", "before"]);
+        kill_started(b);
+        b.kill_irmd();
+        b.start_irmd(&["--config".into(), b_cfg.display().to_string()]);
+        b.expect_log("applied", Duration::from_secs(20));
+        let done = rig
+            .a()
+            .run_ok("oecho", &["-n", "oecho", "-m", "after the restart"]);
+        assert!(
+            done.stdout.contains("after the restart"),
+            "{}",
+            done.describe()
+        );
+    }));
+    kill_started(b);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
