@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs ethflow: the daemons and tools, the C library libouroboros-dev
 # (shared and static), its headers, its manual pages and the pkg-config file
-# ouroboros-dev.pc.
+# ouroboros-dev.pc; the systemd unit irmd.service (for this prefix), an example
+# configuration and the Wireshark dissector.
 #
 #   scripts/install.sh [--prefix P] [--debug] [--no-build] [--from DIR]
 #
@@ -10,6 +11,12 @@
 # --debug      install the debug build (target/debug) instead of release
 # --no-build   do not run cargo; install what is already built
 # --from DIR   install the build output in DIR (implies --no-build)
+#
+# Also: P/lib/systemd/system/irmd.service (ExecStart under P/bin; with the
+# default prefix run `systemctl daemon-reload`), P/share/doc/ethflow/
+# irmd.toml.example (copy to /etc/ethflow/irmd.toml), P/share/ethflow/
+# wireshark/ethflow.lua (load with tshark -X lua_script:FILE), manual pages
+# irmd(8), irm(1), irm-*(1) and completions under P/share.
 #
 # Then: cc app.c $(pkg-config --cflags --libs ouroboros-dev)
 # (with PKG_CONFIG_PATH=P/lib/pkgconfig, and LD_LIBRARY_PATH=P/lib at run
@@ -48,7 +55,7 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         -h | --help)
-            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -98,6 +105,23 @@ install -m 0644 capi/man/*.3 "$mandir/"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" \
     capi/ouroboros-dev.pc.in >"$pcdir/ouroboros-dev.pc"
 chmod 0644 "$pcdir/ouroboros-dev.pc"
+
+# The service, for this prefix's irmd, an example configuration, the dissector.
+unitdir="$prefix/lib/systemd/system"
+docdir="$prefix/share/doc/ethflow"
+install -d "$unitdir" "$docdir"
+sed -e "s|/usr/local/bin/irmd|$bindir/irmd|g" dist/systemd/irmd.service >"$unitdir/irmd.service"
+chmod 0644 "$unitdir/irmd.service"
+install -m 0644 dist/ethflow/irmd.toml "$docdir/irmd.toml.example"
+install -m 0644 docs/deploy.md "$docdir/deploy.md"
+# Manual pages (irmd.8, irm.1 and one per irm command) and bash/zsh/fish
+# completions, generated from the programs' own command-line definitions.
+"$bindir/irmd" --generate "$prefix/share"
+"$bindir/irm" generate "$prefix/share"
+if [ -f dist/wireshark/ethflow.lua ]; then
+    install -d "$prefix/share/ethflow/wireshark"
+    install -m 0644 dist/wireshark/ethflow.lua "$prefix/share/ethflow/wireshark/ethflow.lua"
+fi
 
 # A system-wide install: tell the dynamic linker about the new library.
 if [ "$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null 2>&1; then

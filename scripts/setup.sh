@@ -33,7 +33,8 @@ packages=(
     libelf-dev
     iperf3          # baseline throughput for benchmarks
     iputils-ping    # baseline RTT next to oping
-    tshark          # decoding frames when debugging
+    tshark          # decoding frames (dist/wireshark/ethflow.lua is tested with it)
+    systemd         # systemd-analyze verify/security of dist/systemd (check-units.sh)
     ethtool
     linux-perf
     procps

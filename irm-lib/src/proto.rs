@@ -250,6 +250,16 @@ pub enum CliRequest {
     FlowList {
         after: Option<u32>,
     },
+    /// Bind as [`CliRequest::BindProgram`], and have irmd start `exec args…`
+    /// (as the binder's uid) when a flow arrives for the name and no process
+    /// of the program runs. `exec` is the program's absolute path (the
+    /// client resolves it with its own PATH); `prog` its base name.
+    BindProgramAuto {
+        prog: String,
+        name: String,
+        exec: String,
+        args: Vec<String>,
+    },
 }
 
 /// irmd's answers to clients (carrying the request's envelope id).
@@ -414,6 +424,31 @@ pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<T, Error> {
 
 /// Check a name from a client: not empty, at most [`MAX_NAME_LEN`] bytes, no
 /// control characters.
+/// A program to start: `prog` with a `/` is taken as a path, otherwise it is
+/// looked up in `path` (a PATH list). Returns (base name, absolute path).
+pub fn resolve_program(prog: &str, path: &str) -> Result<(String, String), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if prog.contains('/') {
+        Some(std::path::PathBuf::from(prog)).filter(|p| executable(p))
+    } else {
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| std::path::Path::new(d).join(prog))
+            .find(|p| executable(p))
+    };
+    let found = found
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .ok_or_else(|| Error::Name(format!("program {prog} not found (or not executable)")))?;
+    let base = std::path::Path::new(prog)
+        .file_name()
+        .map(|b| b.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((base, found.display().to_string()))
+}
+
 pub fn check_name(what: &str, name: &str) -> Result<(), Error> {
     if name.is_empty() {
         return Err(Error::Name(format!("empty {what}")));

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 const TOKEN_LISTENER: u64 = 0;
 const KIND_CONN: u64 = 1 << 62;
 const KIND_IPCP: u64 = 2 << 62;
+const KIND_METRICS: u64 = 3 << 62;
 const KIND_MASK: u64 = 3 << 62;
 /// Messages read from one connection per turn, so one chatty client cannot
 /// starve the others.
@@ -75,10 +76,26 @@ pub struct Shell {
     ipcps: HashMap<IpcpId, IpcpProc>,
     /// Children told to stop, not yet reaped.
     dying: Vec<Child>,
+    /// Programs started on demand (auto-start), reaped when they exit.
+    started: Vec<Child>,
     flows: HashMap<u32, FlowMem>,
     next_conn: ConnId,
     max_remote_timeout_ms: Option<u64>,
+    /// Replies to [`CONFIG_CONN`], the configuration's requests.
+    config_replies: Vec<(u64, Reply)>,
+    /// systemd's watchdog: ping every half interval, and when last pinged.
+    watchdog: Option<(Duration, Instant)>,
+    /// `--metrics`: the Prometheus endpoint (token KIND_METRICS | 0 for the
+    /// listener, | id for a connection).
+    metrics: Option<crate::metrics_http::Server>,
 }
+
+/// The connection the configuration file is applied through, as root (client
+/// connections are numbered from 1).
+const CONFIG_CONN: ConnId = 0;
+/// How long one configuration request may take (an IPCP's bootstrap is
+/// bounded by the registry's own deadline well below this).
+const CONFIG_WAIT: Duration = Duration::from_secs(60);
 
 /// Root, or CAP_NET_ADMIN in the effective set of the process that
 /// connected. The capability is read from /proc by pid, and believed only if
@@ -133,16 +150,121 @@ impl Shell {
             clients: HashMap::new(),
             ipcps: HashMap::new(),
             dying: Vec::new(),
+            started: Vec::new(),
             flows: HashMap::new(),
             next_conn: 1,
             max_remote_timeout_ms,
+            config_replies: Vec::new(),
+            watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
+            metrics: None,
         })
+    }
+
+    /// Serve the Prometheus endpoint on `listener` from the event loop.
+    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) -> std::io::Result<()> {
+        let server = crate::metrics_http::Server::new(listener)?;
+        self.epoll
+            .add(
+                server.listener.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, KIND_METRICS),
+            )
+            .map_err(std::io::Error::from)?;
+        self.metrics = Some(server);
+        Ok(())
+    }
+
+    fn metrics_ready(&mut self, id: u64) {
+        use crate::metrics_http::Event;
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        if id == 0 {
+            let mut events = Vec::new();
+            m.accept(&mut events);
+            // A connection's fd leaves the epoll set when the server drops
+            // (closes) it.
+            for Event::Added(id) in events {
+                if let Some(stream) = m.stream(id) {
+                    let _ = self.epoll.add(
+                        stream.as_fd(),
+                        EpollEvent::new(EpollFlags::EPOLLIN, KIND_METRICS | id),
+                    );
+                }
+            }
+        } else {
+            let reg = &self.reg;
+            m.ready(id, || reg.metrics());
+        }
+    }
+
+    /// Apply a configuration: each request goes through the registry's
+    /// normal input as a root CLI client, one after the other, serving the
+    /// event loop until its reply comes. The first refusal stops it, labelled
+    /// with `what` (the caller then exits: irmd does not run half-configured).
+    pub fn apply(&mut self, reqs: Vec<(String, CliRequest)>) -> Result<(), String> {
+        let cred = Cred {
+            pid: std::process::id(),
+            uid: 0,
+            gid: 0,
+            admin: true,
+        };
+        self.feed(Input::Connected {
+            conn: CONFIG_CONN,
+            cred,
+        });
+        self.feed(Input::Hello {
+            conn: CONFIG_CONN,
+            id: 1,
+            role: ClientRole::Cli,
+            admin: true,
+        });
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut result = Ok(());
+        for (n, (what, req)) in reqs.into_iter().enumerate() {
+            let id = 2 + n as u64;
+            self.feed(Input::Cli {
+                conn: CONFIG_CONN,
+                id,
+                req,
+            });
+            let deadline = Instant::now() + CONFIG_WAIT;
+            let reply = loop {
+                self.drain();
+                if let Some(i) = self.config_replies.iter().position(|(r, _)| *r == id) {
+                    break Some(self.config_replies.swap_remove(i).1);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                self.turn(&mut events);
+            };
+            match reply {
+                Some(Reply::Err(e)) => result = Err(format!("{what}: {e}")),
+                Some(_) => info!("configuration: {what}: done."),
+                None => result = Err(format!("{what}: no answer in {CONFIG_WAIT:?}")),
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        self.feed(Input::Closed { conn: CONFIG_CONN });
+        self.drain();
+        self.config_replies.clear();
+        result
     }
 
     /// Serve for ever.
     pub fn run(&mut self) {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
+            self.turn(&mut events);
+        }
+    }
+
+    /// One round of the event loop: wait (at most until the registry's next
+    /// deadline), handle what came, act on the outputs.
+    fn turn(&mut self, events: &mut [EpollEvent]) {
+        {
             let now = Instant::now();
             let wait = match self.reg.poll_timeout() {
                 Some(t) => t.saturating_duration_since(now).min(Duration::from_secs(1)),
@@ -151,7 +273,7 @@ impl Shell {
             // Round up so a deadline is never polled for early in a busy loop.
             let ms =
                 wait.as_millis().min(1000) as u16 + u16::from(wait.subsec_micros() % 1000 != 0);
-            let n = match self.epoll.wait(&mut events, EpollTimeout::from(ms)) {
+            let n = match self.epoll.wait(events, EpollTimeout::from(ms)) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
                 Err(e) => {
@@ -167,12 +289,24 @@ impl Shell {
                     0 => self.accept_all(),
                     KIND_CONN => self.client_ready(token & !KIND_MASK, flags),
                     KIND_IPCP => self.ipcp_ready(token & !KIND_MASK, flags),
+                    KIND_METRICS => self.metrics_ready(token & !KIND_MASK),
                     _ => {}
                 }
             }
             self.reg.handle_timeout(Instant::now());
             self.drain();
             self.reap();
+        }
+        if let Some(m) = self.metrics.as_mut() {
+            m.expire();
+        }
+        // The loop turns at least once a second, so a half interval of a
+        // second or more is kept; a stuck loop stops the pings.
+        if let Some((every, last)) = &mut self.watchdog {
+            if last.elapsed() >= *every {
+                *last = Instant::now();
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
         }
     }
 
@@ -350,6 +484,10 @@ impl Shell {
     }
 
     fn send_reply(&mut self, conn: ConnId, id: u64, msg: Reply, which: Option<FdsOf>) {
+        if conn == CONFIG_CONN {
+            self.config_replies.push((id, msg));
+            return;
+        }
         let Ok(fds) = self.fds_of(which) else {
             // The flow's memory could not be made; the registry answered already.
             return;
@@ -561,6 +699,39 @@ impl Shell {
             Ok(None) => true,
             Err(_) => false,
         });
+        self.started.retain_mut(|c| match c.try_wait() {
+            Ok(Some(st)) => {
+                info!("Started process {} exited ({st}).", c.id());
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        });
+    }
+
+    /// Start a bound program on demand as its binding's uid (and that user's
+    /// primary group; std drops supplementary groups when root changes uid).
+    /// It finds irmd through IRM_SOCKET, which irmd's main sets.
+    fn start_program(&mut self, prog: &str, args: &[String], uid: u32) {
+        use std::os::unix::process::CommandExt;
+        let gid = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) => u.gid.as_raw(),
+            _ => return warn!("cannot start {prog}: uid {uid} has no user entry"),
+        };
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        if uid != nix::unistd::getuid().as_raw() {
+            cmd.uid(uid).gid(gid);
+        }
+        match cmd.spawn() {
+            Ok(c) => {
+                info!("Started {prog} (process {}) as uid {uid}.", c.id());
+                self.started.push(c);
+            }
+            Err(e) => warn!("cannot start {prog} as uid {uid}: {e}"),
+        }
     }
 
     // ---- outputs ----
@@ -587,6 +758,7 @@ impl Shell {
                 }
                 Output::Spawn { ipcp, spec } => self.spawn(ipcp, spec),
                 Output::Kill { ipcp } => self.kill(ipcp),
+                Output::StartProgram { exec, args, uid } => self.start_program(&exec, &args, uid),
             }
         }
     }

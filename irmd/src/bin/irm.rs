@@ -3,10 +3,16 @@
 //! The argument style follows the model's tool: keyword/value pairs, e.g.
 //! `irm ipcp bootstrap type eth name eth-a layer eth dev veth0`.
 
-use clap::{Parser, Subcommand};
+#[path = "../gen.rs"]
+mod gen;
+#[path = "irm/keywords.rs"]
+mod keywords;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use irm::client::Client;
 use irm::proto::{BootstrapSpec, CliRequest, ClientRole, FlowRow, IpcpRow, NameRow, Reply};
 use irm::Error;
+use keywords::{pairs, pairs_multi, Usage};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,19 +55,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FlowCmd,
     },
+    /// Write irm's manual pages and shell completions under a `share`
+    /// directory (scripts/install.sh).
+    #[command(hide = true)]
+    Generate { dir: std::path::PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
 enum IpcpCmd {
-    /// bootstrap type eth name <ipcp> layer <layer> dev <ifname> [ethertype 0x88b5] [backend raw|xdp|auto] [busy-poll <µs>] [vlan <id>] [key <file>] [encrypt]
+    /// bootstrap type eth|eth-dix name <ipcp> layer <layer> dev|device <ifname> [ethertype 0x88b5] [backend raw|xdp|auto] [busy-poll <µs>] [vlan <id>] [key <file>] [encrypt]
     Bootstrap {
         #[arg(num_args = 0.., allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// List IPCPs.
+    /// list [name <ipcp>] [type eth|eth-dix] [layer <layer>]: list IPCPs (all, or those matching).
     List {
         #[arg(long)]
         json: bool,
+        #[arg(num_args = 0..)]
+        args: Vec<String>,
     },
     /// destroy name <ipcp>
     Destroy {
@@ -75,13 +87,13 @@ enum IpcpCmd {
 
 #[derive(Subcommand, Debug)]
 enum NameCmd {
-    /// register <name> layer <layer>
+    /// register <name> layer <layer> [layer <layer>...]
     Register {
         name: String,
         #[arg(num_args = 0..)]
         args: Vec<String>,
     },
-    /// unregister <name> layer <layer>
+    /// unregister <name> layer <layer> [layer <layer>...]
     Unregister {
         name: String,
         #[arg(num_args = 0..)]
@@ -96,11 +108,16 @@ enum NameCmd {
 
 #[derive(Subcommand, Debug)]
 enum BindCmd {
-    /// program <program> name <name>
+    /// program <program> name <name> [auto [-- <args>...]]: with `auto`, irmd
+    /// starts `<program> <args>` (as you) when a flow arrives for the name and
+    /// no process of the program runs.
     Program {
         program: String,
         #[arg(num_args = 0..)]
         args: Vec<String>,
+        /// Arguments for an auto-started program (after `--`).
+        #[arg(last = true)]
+        auto_args: Vec<String>,
     },
 }
 
@@ -113,41 +130,55 @@ enum FlowCmd {
     },
 }
 
-/// Keyword/value pairs, checked against the keywords a command takes.
-fn pairs(
-    args: &[String],
-    allowed: &[&str],
-    required: &[&str],
-) -> Result<BTreeMap<String, String>, String> {
-    if !args.len().is_multiple_of(2) {
-        return Err(format!("keyword `{}` has no value", args[args.len() - 1]));
+/// Why a command failed: exit status 2 for a usage error (as clap's own),
+/// 1 when irmd (or the system) refused, as iproute2 does.
+#[derive(Debug)]
+enum Failure {
+    Usage(Usage),
+    Refused(String),
+}
+
+impl From<Usage> for Failure {
+    fn from(u: Usage) -> Failure {
+        Failure::Usage(u)
     }
-    let mut out = BTreeMap::new();
-    for kv in args.chunks(2) {
-        let key = kv[0].as_str();
-        if !allowed.contains(&key) {
-            return Err(format!(
-                "unknown keyword `{key}` (expected one of: {})",
-                allowed.join(", ")
-            ));
-        }
-        if out.insert(key.to_string(), kv[1].clone()).is_some() {
-            return Err(format!("keyword `{key}` given twice"));
-        }
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure::Refused(s)
     }
-    for r in required {
-        if !out.contains_key(*r) {
-            return Err(format!("missing `{r} <value>`"));
-        }
+}
+
+impl From<&str> for Failure {
+    fn from(s: &str) -> Failure {
+        Failure::Refused(s.to_string())
     }
-    Ok(out)
+}
+
+/// The command tree with the model's habit: any unambiguous prefix of a
+/// command (`irm i l`, `irm n reg`).
+fn command() -> clap::Command {
+    Cli::command()
+        .infer_subcommands(true)
+        .mut_subcommands(|c| c.infer_subcommands(true))
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match run(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Usage(e)) => {
+            eprintln!("irm: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Refused(e)) => {
             eprintln!("irm: {e}");
             ExitCode::FAILURE
         }
@@ -194,9 +225,30 @@ fn split_flags(args: &[String]) -> (Vec<String>, bool) {
     (rest, encrypt)
 }
 
-fn run(cmd: Cmd) -> Result<(), String> {
+/// `auto` stands alone in `bind program`; any unambiguous prefix of it too.
+fn split_auto(args: &[String]) -> (Vec<String>, bool) {
+    let mut rest = Vec::new();
+    let mut auto = false;
+    let mut i = 0;
+    while i < args.len() {
+        if !args[i].is_empty() && "auto".starts_with(args[i].as_str()) {
+            auto = true;
+            i += 1;
+        } else {
+            rest.extend(args[i..(i + 2).min(args.len())].iter().cloned());
+            i += 2;
+        }
+    }
+    (rest, auto)
+}
+
+fn run(cmd: Cmd) -> Result<(), Failure> {
     const WAIT: Duration = Duration::from_secs(15);
     match cmd {
+        Cmd::Generate { dir } => {
+            gen::generate(command(), "1", &dir)
+                .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+        }
         Cmd::Ipcp {
             cmd: IpcpCmd::Bootstrap { args },
         } => {
@@ -216,22 +268,17 @@ fn run(cmd: Cmd) -> Result<(), String> {
                 ],
                 &["type", "name", "layer", "dev"],
             )?;
-            if kv["type"] != "eth" {
-                return Err(format!(
-                    "IPCP type `{}` is not supported (only `eth`)",
-                    kv["type"]
-                ));
-            }
+            keywords::ipcp_type(&kv["type"])?;
             let ethertype = kv
                 .get("ethertype")
-                .map(|s| irm::proto::parse_ethertype(s))
+                .map(|s| irm::proto::parse_ethertype(s).map_err(|e| Usage(e.to_string())))
                 .transpose()?
-                .unwrap_or(0x88b5);
+                .unwrap_or(irm::proto::DEFAULT_ETHERTYPE);
             let backend = kv.get("backend").cloned().unwrap_or_else(|| "raw".into());
             let busy_poll_us = match kv.get("busy-poll") {
-                Some(v) => v
-                    .parse::<u32>()
-                    .map_err(|_| format!("busy-poll `{v}` is not a number of microseconds"))?,
+                Some(v) => v.parse::<u32>().map_err(|_| {
+                    Usage(format!("busy-poll `{v}` is not a number of microseconds"))
+                })?,
                 None => 0,
             };
             let vlan = kv
@@ -240,7 +287,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
                     v.parse::<u16>()
                         .ok()
                         .filter(|v| (1..=4094).contains(v))
-                        .ok_or_else(|| format!("vlan `{v}` is not a VLAN id (1..4094)"))
+                        .ok_or_else(|| Usage(format!("vlan `{v}` is not a VLAN id (1..4094)")))
                 })
                 .transpose()?;
             let key = kv
@@ -271,11 +318,13 @@ fn run(cmd: Cmd) -> Result<(), String> {
             );
         }
         Cmd::Ipcp {
-            cmd: IpcpCmd::List { json },
+            cmd: IpcpCmd::List { json, args },
         } => {
-            let Reply::IpcpRows(rows) = request(CliRequest::IpcpList, WAIT)? else {
+            let filter = pairs(&args, &["name", "type", "layer"], &[])?;
+            let Reply::IpcpRows(mut rows) = request(CliRequest::IpcpList, WAIT)? else {
                 return Err("unexpected reply".into());
             };
+            rows.retain(|r| ipcp_matches(r, &filter));
             print_ipcps(&rows, json);
         }
         Cmd::Ipcp {
@@ -301,26 +350,28 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Name {
             cmd: NameCmd::Register { name, args },
         } => {
-            let kv = pairs(&args, &["layer"], &["layer"])?;
-            request(
-                CliRequest::NameRegister {
-                    name,
-                    layer: kv["layer"].clone(),
-                },
-                WAIT,
-            )?;
+            let kv = pairs_multi(&args, &["layer"], &["layer"], &["layer"])?;
+            let client = connect()?;
+            for layer in &kv["layer"] {
+                let req = CliRequest::NameRegister {
+                    name: name.clone(),
+                    layer: layer.clone(),
+                };
+                ask(&client, req, WAIT)?;
+            }
         }
         Cmd::Name {
             cmd: NameCmd::Unregister { name, args },
         } => {
-            let kv = pairs(&args, &["layer"], &["layer"])?;
-            request(
-                CliRequest::NameUnregister {
-                    name,
-                    layer: kv["layer"].clone(),
-                },
-                WAIT,
-            )?;
+            let kv = pairs_multi(&args, &["layer"], &["layer"], &["layer"])?;
+            let client = connect()?;
+            for layer in &kv["layer"] {
+                let req = CliRequest::NameUnregister {
+                    name: name.clone(),
+                    layer: layer.clone(),
+                };
+                ask(&client, req, WAIT)?;
+            }
         }
         Cmd::Name {
             cmd: NameCmd::List { json },
@@ -342,20 +393,47 @@ fn run(cmd: Cmd) -> Result<(), String> {
             print_names(&rows, json);
         }
         Cmd::Bind {
-            cmd: BindCmd::Program { program, args },
-        } => {
-            let kv = pairs(&args, &["name"], &["name"])?;
-            request(
-                CliRequest::BindProgram {
-                    prog: program,
-                    name: kv["name"].clone(),
+            cmd:
+                BindCmd::Program {
+                    program,
+                    args,
+                    auto_args,
                 },
-                WAIT,
-            )?;
+        } => {
+            let (args, auto) = split_auto(&args);
+            let kv = pairs(&args, &["name"], &["name"])?;
+            let name = kv["name"].clone();
+            let req = match auto {
+                true => {
+                    let path = std::env::var("PATH").unwrap_or_default();
+                    let (prog, exec) =
+                        irm::proto::resolve_program(&program, &path).map_err(|e| e.to_string())?;
+                    CliRequest::BindProgramAuto {
+                        prog,
+                        name,
+                        exec,
+                        args: auto_args,
+                    }
+                }
+                false if auto_args.is_empty() => CliRequest::BindProgram {
+                    prog: program,
+                    name,
+                },
+                false => return Err(Usage("arguments after `--` need `auto`".into()).into()),
+            };
+            request(req, WAIT)?;
         }
         Cmd::Unbind {
-            cmd: BindCmd::Program { program, args },
+            cmd:
+                BindCmd::Program {
+                    program,
+                    args,
+                    auto_args,
+                },
         } => {
+            if !auto_args.is_empty() {
+                return Err(Usage("unbind takes no arguments after `--`".into()).into());
+            }
             let kv = pairs(&args, &["name"], &["name"])?;
             request(
                 CliRequest::UnbindProgram {
@@ -387,6 +465,16 @@ fn run(cmd: Cmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `irm ipcp list` filters: every IPCP here is of type eth (eth-dix).
+fn ipcp_matches(r: &IpcpRow, filter: &BTreeMap<String, String>) -> bool {
+    filter.iter().all(|(k, v)| match k.as_str() {
+        "name" => r.name == *v,
+        "layer" => r.layer == *v,
+        "type" => matches!(v.as_str(), "eth" | "eth-dix"),
+        _ => false,
+    })
 }
 
 fn print_ipcps(rows: &[IpcpRow], json: bool) {
@@ -560,5 +648,63 @@ mod tests {
         assert!(pairs(&s(&["type", "a", "type", "b"]), &["type"], &[])
             .unwrap_err()
             .contains("twice"));
+    }
+
+    fn parse(v: &[&str]) -> Result<Cmd, clap::Error> {
+        command()
+            .try_get_matches_from(v)
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .map(|c| c.cmd)
+    }
+
+    #[test]
+    fn command_prefixes() {
+        assert!(matches!(
+            parse(&["irm", "i", "l"]),
+            Ok(Cmd::Ipcp {
+                cmd: IpcpCmd::List { .. }
+            })
+        ));
+        assert!(matches!(
+            parse(&["irm", "n", "reg", "oecho", "layer", "eth"]),
+            Ok(Cmd::Name {
+                cmd: NameCmd::Register { .. }
+            })
+        ));
+        assert!(matches!(
+            parse(&["irm", "ip", "boot", "type", "eth-dix"]),
+            Ok(Cmd::Ipcp {
+                cmd: IpcpCmd::Bootstrap { .. }
+            })
+        ));
+        // `b` could be bind only at the top (bootstrap is under ipcp).
+        assert!(matches!(
+            parse(&["irm", "b", "p", "oecho", "name", "oecho"]),
+            Ok(Cmd::Bind { .. })
+        ));
+        // Not a prefix of anything: clap's usage error (exit status 2).
+        let e = parse(&["irm", "x"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn list_filters() {
+        let row = IpcpRow {
+            name: "eth-a".into(),
+            pid: 1,
+            layer: "lan".into(),
+            dev: "eth1".into(),
+            ethertype: 0x88b5,
+            state: "operational".into(),
+            info: None,
+            counters: Vec::new(),
+        };
+        let f = |v: &[&str]| pairs(&s(v), &["name", "type", "layer"], &[]).unwrap();
+        assert!(ipcp_matches(&row, &f(&[])));
+        assert!(ipcp_matches(&row, &f(&["name", "eth-a"])));
+        assert!(ipcp_matches(&row, &f(&["type", "eth-dix", "lay", "lan"])));
+        assert!(!ipcp_matches(&row, &f(&["name", "eth-b"])));
+        assert!(!ipcp_matches(&row, &f(&["type", "udp4"])));
+        assert!(!ipcp_matches(&row, &f(&["layer", "wan"])));
     }
 }

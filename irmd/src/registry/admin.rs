@@ -11,7 +11,7 @@ use log::{info, warn};
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-type CliResult = Result<Option<Reply>, Error>;
+pub(super) type CliResult = Result<Option<Reply>, Error>;
 
 impl Registry {
     pub(super) fn bootstrap(

@@ -266,6 +266,7 @@ impl Registry {
                     fds: Some(FdsOf::App(flow_id)),
                 });
                 info!("Flow on flow_id {flow_id} allocated.");
+                self.stats.allocations += 1;
             }
             Err(e) => {
                 self.flows.remove(&flow_id);
@@ -339,7 +340,9 @@ impl Registry {
                         if e.bindings.contains(&(prog.clone(), c.cred.uid)))
                 })
             });
-            if !live {
+            if !live && self.auto_start(now, &name) {
+                info!("Flow for {name} waits for its program to start.");
+            } else if !live {
                 self.incoming.remove(pos);
                 self.refuse(ipcp, token, RefuseReason::NoAcceptingProcess);
             }
@@ -419,6 +422,7 @@ impl Registry {
             fds: Some(FdsOf::App(flow_id)),
         });
         info!("Flow on flow_id {flow_id} allocated.");
+        self.stats.allocations += 1;
         self.flows.insert(
             flow_id,
             FlowRec {

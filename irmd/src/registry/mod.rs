@@ -8,12 +8,15 @@
 
 mod admin;
 pub mod auth;
+mod autostart;
 mod flows;
+mod metrics;
 pub mod policy;
 #[cfg(test)]
 mod tests;
 
 pub use auth::Cred;
+pub use metrics::Metrics;
 pub use policy::Policy;
 
 use irm::proto::{
@@ -110,6 +113,12 @@ pub enum Output {
     Spawn { ipcp: IpcpId, spec: BootstrapSpec },
     /// Stop an IPCP process (SIGTERM through its pidfd).
     Kill { ipcp: IpcpId },
+    /// Start `exec args…` as `uid` (auto-start of a bound program).
+    StartProgram {
+        exec: String,
+        args: Vec<String>,
+        uid: u32,
+    },
 }
 
 /// A deadline; stale ones (their subject gone) are skipped when due.
@@ -222,6 +231,8 @@ pub struct Registry {
     timers: BTreeSet<(Instant, u64, Timer)>,
     lists: BTreeMap<u64, PendingList>,
     out: VecDeque<Output>,
+    auto: autostart::AutoStart,
+    stats: metrics::Stats,
     next_ipcp: IpcpId,
     next_req: u64,
     next_flow: u32,
@@ -241,6 +252,8 @@ impl Registry {
             timers: BTreeSet::new(),
             lists: BTreeMap::new(),
             out: VecDeque::new(),
+            auto: autostart::AutoStart::default(),
+            stats: metrics::Stats::default(),
             next_ipcp: 1,
             next_req: 1,
             next_flow: 1,
@@ -463,6 +476,12 @@ impl Registry {
             CliRequest::BindProgram { prog, name } => self.bind(now, cred, prog, name),
             CliRequest::UnbindProgram { prog, name } => self.unbind(cred, prog, name),
             CliRequest::FlowList { after } => Ok(self.flow_list(now, cred, conn, id, after)),
+            CliRequest::BindProgramAuto {
+                prog,
+                name,
+                exec,
+                args,
+            } => self.bind_auto(now, cred, prog, name, exec, args),
         };
         match r {
             Ok(Some(reply)) => self.send(conn, id, reply),
@@ -523,6 +542,7 @@ impl Registry {
             DownCause::Unresponsive => FlowState::Peer,
             _ => FlowState::Down,
         };
+        self.stats.state_change(&cause);
         match cause {
             DownCause::Up => info!("flow-allocator: Flow {flow_id} up."),
             other => info!("flow-allocator: Flow {flow_id} down: {}.", other.describe()),
@@ -558,6 +578,7 @@ impl Registry {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
+            self.stats.ipcp_gone += 1;
             let f = self.flows.get_mut(&id).expect("listed");
             f.state = FlowState::Down;
             self.out.push_back(Output::SetFlowState {

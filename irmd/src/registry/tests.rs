@@ -921,3 +921,85 @@ fn a_bootstrap_on_another_protocols_ethertype_is_refused() {
         );
     }
 }
+
+#[test]
+fn auto_start_runs_the_bound_program_once_per_deadline_as_its_uid() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    serve(&mut t, 3, user(1000), "svc", "srv");
+    // Without auto: no instance, refused at once, nothing started.
+    arrive(&mut t, ipcp, 8, "svc");
+    assert_eq!(refusal(&mut t, 8), Some(RefuseReason::NoAcceptingProcess));
+    let r = t.cli(
+        3,
+        3,
+        CliRequest::BindProgramAuto {
+            prog: "srv".into(),
+            name: "svc".into(),
+            exec: "/usr/bin/srv".into(),
+            args: vec!["--listen".into()],
+        },
+    );
+    assert_eq!(r, Reply::Ok);
+    arrive(&mut t, ipcp, 9, "svc");
+    let outs = t.take();
+    let started: Vec<_> = outs
+        .iter()
+        .filter(|o| matches!(o, Output::StartProgram { .. }))
+        .collect();
+    assert_eq!(
+        started,
+        vec![&Output::StartProgram {
+            exec: "/usr/bin/srv".into(),
+            args: vec!["--listen".into()],
+            uid: 1000,
+        }]
+    );
+    assert!(!outs.iter().any(|o| matches!(
+        o,
+        Output::ToIpcp {
+            msg: IrmdToIpcp::FlowAcceptResult { .. },
+            ..
+        }
+    )));
+    // A second request within the deadline waits too, without a second start.
+    arrive(&mut t, ipcp, 10, "svc");
+    assert!(!t
+        .take()
+        .iter()
+        .any(|o| matches!(o, Output::StartProgram { .. })));
+    // The started program connects and accepts: it gets the first flow.
+    t.connect(4, user(1000), ClientRole::App { prog: "srv".into() });
+    t.input(Input::App {
+        conn: 4,
+        id: 1,
+        req: AppRequest::FlowAccept { timeout_ms: None },
+    });
+    assert!(matches!(t.reply(4, 1), Some(Reply::FlowReady { .. })));
+    // Once the deadline passed and the program is gone, a request starts it again.
+    t.input(Input::Closed { conn: 4 });
+    t.advance(Duration::from_secs(3));
+    t.take();
+    arrive(&mut t, ipcp, 11, "svc");
+    assert!(t
+        .take()
+        .iter()
+        .any(|o| matches!(o, Output::StartProgram { uid: 1000, .. })));
+    // After an unbind, nothing starts and the request is refused.
+    let r = t.cli(
+        3,
+        4,
+        CliRequest::UnbindProgram {
+            prog: "srv".into(),
+            name: "svc".into(),
+        },
+    );
+    assert_eq!(r, Reply::Ok);
+    t.advance(Duration::from_secs(3));
+    t.take();
+    arrive(&mut t, ipcp, 12, "svc");
+    let outs = t.take();
+    assert!(!outs
+        .iter()
+        .any(|o| matches!(o, Output::StartProgram { .. })));
+}

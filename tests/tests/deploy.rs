@@ -1,0 +1,771 @@
+//! End-to-end: irmd configured by its file, with no `irm` command at all
+//! (issue 14), and a configuration that cannot be applied leaves no
+//! half-configured irmd behind.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ethflow_tests::{backend, bins, Host, Rig, LAYER};
+
+fn write_config(rig: &Rig, host: &Host, extra: &str) -> PathBuf {
+    let path = rig.dir().join(format!("irmd-{}.toml", host.name()));
+    let text = format!(
+        "[irmd]\nflow_timeout_ms = 10000\n\n[[ipcp]]\nname = \"{}\"\ntype = \"eth-dix\"\nlayer = \"{LAYER}\"\ndevice = \"{}\"\nethertype = 0x88b5\nbackend = \"{}\"\n{extra}",
+        host.ipcp_name(),
+        host.ifname(),
+        backend(),
+    );
+    std::fs::write(&path, text).expect("write configuration");
+    path
+}
+
+#[test]
+fn configuration_brings_up_two_hosts_without_irm() {
+    let Some(rig) = Rig::builder("configuration_brings_up_two_hosts_without_irm")
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    let a_cfg = write_config(&rig, rig.a(), "");
+    let b_cfg = write_config(
+        &rig,
+        rig.b(),
+        &format!(
+            "\n[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"oecho\"\nname = \"oecho\"\n"
+        ),
+    );
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        let check = h.run(
+            "irmd",
+            &["--check-config", "--config", cfg.to_str().unwrap()],
+            Duration::from_secs(10),
+        );
+        assert!(check.success(), "{}", check.describe());
+        assert!(
+            check.stdout.contains("configuration is valid (1 IPCPs"),
+            "{}",
+            check.describe()
+        );
+        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+        h.expect_log("applied", Duration::from_secs(20));
+        h.expect_log("Bootstrapped IPCP", Duration::from_secs(1));
+    }
+    // The configuration's timeout reached irmd.
+    rig.a()
+        .expect_log("default flow timeout 10000 ms", Duration::from_secs(1));
+    let server = rig.b().spawn("oecho", &["--listen"]);
+    rig.b().expect_log(
+        &format!("New instance ({}) of oecho added.", server.pid()),
+        Duration::from_secs(5),
+    );
+    let done = rig
+        .a()
+        .run_ok("oecho", &["-n", "oecho", "-m", "configured, not commanded"]);
+    assert!(
+        done.stdout.contains("configured, not commanded"),
+        "{}",
+        done.describe()
+    );
+}
+
+#[test]
+fn configuration_that_cannot_be_applied_stops_irmd() {
+    let Some(rig) = Rig::builder("configuration_that_cannot_be_applied_stops_irmd")
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    // The first IPCP comes up; the second names a device that does not exist:
+    // irmd must not stay up with only the first.
+    let cfg = write_config(
+        &rig,
+        rig.a(),
+        &format!(
+            "\n[[ipcp]]\nname = \"eth-missing\"\ntype = \"eth\"\nlayer = \"{LAYER}2\"\ndev = \"nosuchdev0\"\n"
+        ),
+    );
+    let done = rig.a().run(
+        "irmd",
+        &["--config", cfg.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    assert!(
+        done.stderr.contains("not starting half-configured") && done.stderr.contains("eth-missing"),
+        "{}",
+        done.describe()
+    );
+    assert!(
+        !rig.a().socket().exists(),
+        "irmd left its socket behind: {}",
+        done.describe()
+    );
+}
+
+/// `irmd --check-config` on a file with one of each kind of mistake: every
+/// problem is reported, each with file:line:column and key. No namespace
+/// needed: the check reads only the file.
+#[test]
+fn check_config_locates_every_error() {
+    let dir = std::env::temp_dir().join(format!("ethflow-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    let text = "\
+[irmd]
+flow_timeout_ms = \"long\"
+colour = 3
+
+[[ipcp]]
+name = \"a\"
+type = \"eth\"
+layer = \"lan\"
+dev = \"d0\"
+ethertype = \"0x0800\"
+
+[[ipcp]]
+name = \"a\"
+type = \"eth\"
+layer = \"lan\"
+dev = \"d1\"
+
+[[register]]
+name = \"oecho\"
+layer = \"wan\"
+";
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(bins::resolve("irmd"))
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run irmd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let p = path.display();
+    for want in [
+        format!("{p}:2:19: irmd.flow_timeout_ms: expected an integer, found string"),
+        format!("{p}:3:1: irmd.colour: unknown key"),
+        format!("{p}:10:13: ipcp[0].ethertype:"),
+        format!("{p}:13:8: ipcp[1].name: duplicate IPCP `a`"),
+        format!("{p}:20:9: register[0].layer: unknown layer `wan`"),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("5 problem(s)"), "{stderr}");
+}
+
+/// As systemd runs it: with `NOTIFY_SOCKET` irmd says READY=1 once up (and
+/// pings the watchdog with `WATCHDOG_USEC`); with `JOURNAL_STREAM` naming its
+/// stderr, log lines carry the journal's level prefixes. No namespace: this
+/// irmd has no IPCP and sends nothing on any network.
+#[test]
+fn readiness_watchdog_and_journal_levels() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("ethflow-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let log_path = dir.join("stderr");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let m = log.metadata().unwrap();
+    let mut child = Command::new(bins::resolve("irmd"))
+        .env("IRM_SOCKET", dir.join("irmd.sock"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .env_remove("RUST_LOG")
+        .stderr(log)
+        .spawn()
+        .expect("start irmd");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(got.iter().any(|m: &String| m.contains("READY=1"))
+        && got.iter().any(|m| m.contains("WATCHDOG=1")))
+    {
+        match notify.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        got.iter().any(|m| m.contains("READY=1")),
+        "no READY=1: {got:?}\n{stderr}"
+    );
+    assert!(
+        got.iter().any(|m| m.contains("WATCHDOG=1")),
+        "no WATCHDOG=1: {got:?}\n{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("<6>irmd listening on")),
+        "no journal-prefixed info line:\n{stderr}"
+    );
+}
+
+// ---- the Wireshark/tshark dissector (dist/wireshark/ethflow.lua) ----
+
+fn dissector() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/wireshark/ethflow.lua")
+}
+
+/// `tshark -X lua_script:ethflow.lua -r FILE -T fields -e …`, one `|`-separated
+/// row per frame.
+fn tshark_fields(pcap: &std::path::Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let lua = format!("lua_script:{}", dissector().display());
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-X", &lua, "-r"])
+        .arg(pcap)
+        .args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark (scripts/setup.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Frames of a live rig, captured with tshark inside host b's namespace,
+/// decode field by field: name query/reply with the name's hash, FLOW_REQ
+/// and FLOW_REPLY, DATA with the SDU, DEALLOC and its ACK; nothing is
+/// flagged malformed.
+#[test]
+fn dissector_decodes_a_live_capture() {
+    let Some(rig) = Rig::pair("dissector_decodes_a_live_capture") else {
+        return;
+    };
+    // The IPCPs send with PACKET_QDISC_BYPASS, which taps on the sending
+    // host do not see: each host's capture holds what the other sent.
+    let mut caps = Vec::new();
+    for h in rig.hosts() {
+        let pcap = rig.dir().join(format!("{}.pcap", h.name()));
+        let cap = h.spawn(
+            "tshark",
+            &[
+                "-i",
+                h.ifname(),
+                "-f",
+                "ether proto 0x88b5",
+                "-w",
+                pcap.to_str().unwrap(),
+            ],
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !cap.stderr().contains("Capturing on") {
+            assert!(
+                cap.is_running() && std::time::Instant::now() < deadline,
+                "tshark did not start capturing: {}",
+                cap.kill().describe()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        caps.push((pcap, cap));
+    }
+    let _server = rig.b().serve("oecho", "oecho", &["--listen"]);
+    let msg = "dissect me";
+    rig.a().run_ok("oecho", &["-n", "oecho", "-m", msg]);
+    // The client's deallocation and its acknowledgement.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut rows = Vec::new();
+    for (pcap, cap) in &caps {
+        cap.signal(nix::sys::signal::Signal::SIGINT);
+        let done = cap.wait(Duration::from_secs(20));
+        assert!(pcap.exists(), "no capture: {}", done.describe());
+        rows.extend(tshark_fields(
+            pcap,
+            &[
+                "ethflow.version",
+                "ethflow.type",
+                "ethflow.length",
+                "ethflow.name_query.hash",
+                "ethflow.name_reply.hash",
+                "ethflow.flow_req.name_hash",
+                "ethflow.flow_reply.code",
+                "ethflow.data.sdu",
+                "_ws.expert.message",
+            ],
+        ));
+    }
+    assert!(!rows.is_empty(), "nothing captured");
+    let hash = sha256_hex("oecho");
+    let sdu: String = msg.bytes().map(|b| format!("{b:02x}")).collect();
+    let of_type = |t: &str| rows.iter().filter(|r| r[1] == t).collect::<Vec<_>>();
+    for r in &rows {
+        assert_eq!(r[0], "2", "version: {r:?}");
+        assert_eq!(r[8], "", "flagged malformed: {r:?}");
+    }
+    assert!(
+        of_type("1").iter().any(|r| r[3] == hash),
+        "NAME_QUERY: {rows:?}"
+    );
+    assert!(
+        of_type("2").iter().any(|r| r[4] == hash),
+        "NAME_REPLY: {rows:?}"
+    );
+    assert!(
+        of_type("3").iter().any(|r| r[2] == "78" && r[5] == hash),
+        "FLOW_REQ: {rows:?}"
+    );
+    assert!(
+        of_type("4").iter().any(|r| r[2] == "21" && r[6] == "0"),
+        "FLOW_REPLY: {rows:?}"
+    );
+    assert!(of_type("0").iter().any(|r| r[7] == sdu), "DATA: {rows:?}");
+    assert!(!of_type("5").is_empty(), "DEALLOC: {rows:?}");
+    assert!(!of_type("6").is_empty(), "DEALLOC_ACK: {rows:?}");
+}
+
+/// Hand-made frames with one fault each are flagged with the codec's error
+/// names; a padded DATA frame decodes by its length field. (No namespace: a
+/// pcap file written here.)
+#[test]
+fn dissector_flags_malformed_frames() {
+    fn frame(v: u8, t: u8, len: u16, rest: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5, v, t];
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(&1u64.to_be_bytes());
+        f.extend_from_slice(&2u64.to_be_bytes());
+        f.extend_from_slice(rest);
+        f
+    }
+    let reply = |code: u8| {
+        let mut p = 7u64.to_be_bytes().to_vec();
+        p.push(code);
+        p.extend_from_slice(&1480u32.to_be_bytes());
+        p.extend_from_slice(&5000u64.to_be_bytes());
+        p
+    };
+    let frames = [
+        frame(2, 4, 21, &reply(0)),
+        frame(3, 0, 0, &[0; 26]),
+        frame(2, 11, 0, &[0; 26]),
+        frame(2, 5, 4, &[0; 26]),
+        frame(2, 4, 21, &reply(9)),
+        frame(2, 0, 100, &[b'x'; 10]),
+        frame(2, 0, 1, &[b'Z'; 26]),
+    ];
+    // pcap global header: magic, version 2.4, zone, sigfigs, snaplen, Ethernet.
+    let mut pcap = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+    pcap.extend_from_slice(&2u16.to_le_bytes());
+    pcap.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65535, 1] {
+        pcap.extend_from_slice(&v.to_le_bytes());
+    }
+    for f in &frames {
+        for v in [0u32, 0, f.len() as u32, f.len() as u32] {
+            pcap.extend_from_slice(&v.to_le_bytes());
+        }
+        pcap.extend_from_slice(f);
+    }
+    let dir = std::env::temp_dir().join(format!("ethflow-dissect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.pcap");
+    std::fs::write(&path, &pcap).unwrap();
+    let rows = tshark_fields(
+        &path,
+        &[
+            "ethflow.type",
+            "ethflow.flow_reply.timeout",
+            "ethflow.data.sdu",
+            "_ws.expert.message",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(rows.len(), frames.len(), "{rows:?}");
+    assert_eq!(rows[0][1], "5000", "{rows:?}");
+    assert_eq!(rows[0][3], "", "{rows:?}");
+    for (row, want) in rows[1..6].iter().zip([
+        "BadVersion(3)",
+        "BadType(11)",
+        "BadLength",
+        "BadField",
+        "Truncated",
+    ]) {
+        assert!(row[3].contains(want), "want {want}: {row:?}");
+    }
+    assert_eq!(rows[6][2], "5a", "padding taken as SDU: {rows:?}");
+    assert_eq!(rows[6][3], "", "{rows:?}");
+}
+
+/// The model's `irm` habits against a live irmd: command and keyword
+/// prefixes, `device`, `eth-dix`, list filters, several `layer` keywords,
+/// and exit status 2 for usage errors, 1 for refusals.
+#[test]
+fn irm_accepts_the_models_habits() {
+    let Some(rig) = Rig::pair("irm_accepts_the_models_habits") else {
+        return;
+    };
+    let a = rig.a();
+    let ipcp = a.ipcp_name();
+    let listed = a.irm_ok(&["i", "l"]);
+    assert!(listed.contains(ipcp), "{listed}");
+    let listed = a.irm_ok(&["ipcp", "list", "name", ipcp, "type", "eth-dix"]);
+    assert!(listed.contains(ipcp), "{listed}");
+    let listed = a.irm_ok(&["i", "l", "n", "eth-nothing"]);
+    assert!(!listed.contains(ipcp), "{listed}");
+    let listed = a.irm_ok(&["i", "l", "layer", "other"]);
+    assert!(!listed.contains(ipcp), "{listed}");
+    a.irm_ok(&["n", "reg", "habits", "lay", LAYER]);
+    a.irm_ok(&["b", "p", "oecho", "n", "habits"]);
+    let names = a.irm_ok(&["n", "l"]);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.starts_with("habits") && l.contains("oecho")),
+        "{names}"
+    );
+    // Usage errors: 2.
+    for args in [
+        &["frobnicate"][..],
+        &["ipcp", "bootstrap", "colour", "red"],
+        &[
+            "i", "boot", "type", "udp4", "name", "x", "layer", "l", "device", "d",
+        ],
+        &["i", "l", "b", "x"],
+        &["n", "reg", "habits", "layer"],
+    ] {
+        let done = a.irm(args);
+        assert_eq!(done.code(), Some(2), "irm {args:?}: {}", done.describe());
+    }
+    // Refusals by irmd: 1.
+    let done = a.irm(&["n", "reg", "habits", "layer", "no-such-layer"]);
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    let done = a.irm(&["i", "destroy", "n", "eth-nothing"]);
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    // `device` and `eth-dix` reach irmd: a second IPCP on the same link, in
+    // its own layer, with its own ethertype.
+    let done = a.irm(&[
+        "i",
+        "bootstrap",
+        "type",
+        "eth-dix",
+        "name",
+        "eth-dix-2",
+        "lay",
+        "second",
+        "device",
+        a.ifname(),
+        "ethert",
+        "0x88b6",
+        "backend",
+        "raw",
+    ]);
+    assert!(done.success(), "{}", done.describe());
+    let listed = a.irm_ok(&["i", "l", "layer", "second"]);
+    assert!(
+        listed.contains("eth-dix-2") && listed.contains("0x88b6"),
+        "{listed}"
+    );
+}
+
+/// Kills (by pid, from irmd's log) every program irmd started on demand.
+fn kill_started(h: &Host) {
+    for line in h.irmd_log().lines() {
+        if let Some(rest) = line
+            .split("(process ")
+            .nth(1)
+            .filter(|_| line.contains("Started "))
+        {
+            if let Ok(pid) = rest.split(')').next().unwrap_or("").parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// `[[bind]] auto = [...]` in the file and `irm bind program … auto -- …`:
+/// no server runs until a flow arrives; irmd starts it and the flow goes
+/// through.
+#[test]
+fn auto_start_from_configuration_and_irm() {
+    let Some(rig) = Rig::builder("auto_start_from_configuration_and_irm")
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    let oecho = bins::resolve("oecho");
+    let a_cfg = write_config(&rig, rig.a(), "");
+    let b_cfg = write_config(
+        &rig,
+        rig.b(),
+        &format!(
+            "\n[[register]]\nname = \"auto-echo\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{}\"\nname = \"auto-echo\"\nauto = [\"--listen\"]\n",
+            oecho
+        ),
+    );
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+        h.expect_log("applied", Duration::from_secs(20));
+    }
+    let b = rig.b();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(b.wait_log("Started ", Duration::from_millis(300)).is_none());
+        let done = rig
+            .a()
+            .run_ok("oecho", &["-n", "auto-echo", "-m", "started for me"]);
+        assert!(
+            done.stdout.contains("started for me"),
+            "{}",
+            done.describe()
+        );
+        b.expect_log(
+            "Starting oecho for a flow to auto-echo.",
+            Duration::from_secs(1),
+        );
+        // The CLI form, for a second name.
+        b.irm_ok(&["name", "register", "auto-two", "layer", LAYER]);
+        b.irm_ok(&[
+            "bind", "program", &oecho, "name", "auto-two", "auto", "--", "--listen",
+        ]);
+        let done = rig.a().run_ok("oecho", &["-n", "auto-two", "-m", "me too"]);
+        assert!(done.stdout.contains("me too"), "{}", done.describe());
+        // Arguments after `--` without `auto` are a usage error.
+        let done = b.irm(&["bind", "program", "oecho", "name", "x", "--", "-l"]);
+        assert_eq!(done.code(), Some(2), "{}", done.describe());
+    }));
+    kill_started(b);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// scripts/install.sh into a temporary prefix installs the unit (pointing at
+/// the prefix's irmd), the example configuration (which checks clean), man
+/// pages that render and bash completions that parse. (No namespace.)
+#[test]
+fn install_puts_unit_config_manuals_and_completions_in_place() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let prefix = std::env::temp_dir().join(format!("ethflow-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&prefix);
+    let irmd = bins::resolve("irmd");
+    let from = std::path::Path::new(&irmd).parent().unwrap();
+    let out = Command::new("bash")
+        .arg(root.join("scripts/install.sh"))
+        .arg("--from")
+        .arg(from)
+        .arg("--prefix")
+        .arg(&prefix)
+        .output()
+        .expect("run install.sh");
+    let cleanup = || {
+        let _ = std::fs::remove_dir_all(&prefix);
+    };
+    if !out.status.success() {
+        cleanup();
+        panic!("install.sh: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let read = |p: &str| std::fs::read_to_string(prefix.join(p)).unwrap_or_default();
+    let unit = read("lib/systemd/system/irmd.service");
+    let check = Command::new(prefix.join("bin/irmd"))
+        .args(["--check-config", "--config"])
+        .arg(prefix.join("share/doc/ethflow/irmd.toml.example"))
+        .output()
+        .unwrap();
+    let man = Command::new("groff")
+        .args(["-man", "-Tascii"])
+        .arg(prefix.join("share/man/man8/irmd.8"))
+        .output();
+    let bash = Command::new("bash")
+        .arg("-n")
+        .arg(prefix.join("share/bash-completion/completions/irm"))
+        .output()
+        .unwrap();
+    let pages: Vec<String> = std::fs::read_dir(prefix.join("share/man/man1"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let lua = prefix.join("share/ethflow/wireshark/ethflow.lua").exists();
+    cleanup();
+    assert!(
+        unit.contains(&format!("ExecStart={}/bin/irmd\n", prefix.display())),
+        "{unit}"
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let man = man.expect("groff (scripts/setup.sh installs groff-base)");
+    // Without grotty's overstrike (bold: `c\x08c`).
+    let mut text = String::new();
+    for c in String::from_utf8_lossy(&man.stdout).chars() {
+        if c == '\x08' {
+            text.pop();
+        } else {
+            text.push(c);
+        }
+    }
+    assert!(
+        text.contains("--config") && text.contains("--check-config"),
+        "{text}"
+    );
+    assert!(
+        bash.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+    for p in [
+        "irm.1",
+        "irm-ipcp-bootstrap.1",
+        "irm-name-register.1",
+        "irm-bind-program.1",
+    ] {
+        assert!(pages.iter().any(|x| x == p), "{p} not in {pages:?}");
+    }
+    assert!(!pages.iter().any(|x| x.contains("generate")), "{pages:?}");
+    assert!(lua, "dissector not installed");
+}
+
+/// `[irmd] metrics = "127.0.0.1:9464"`: a scrape (curl inside the host's
+/// namespace) shows the flows, allocations and the IPCP's frame counters
+/// after a flow, in the Prometheus text format.
+#[test]
+fn metrics_are_scraped() {
+    let Some(rig) = Rig::builder("metrics_are_scraped").bare().build() else {
+        return;
+    };
+    let a_cfg = write_config(&rig, rig.a(), "");
+    let b_cfg = write_config(
+        &rig,
+        rig.b(),
+        &format!("\n[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"oecho\"\nname = \"oecho\"\n"),
+    );
+    let b_cfg_text = std::fs::read_to_string(&b_cfg).unwrap().replacen(
+        "[irmd]\n",
+        "[irmd]\nmetrics = \"127.0.0.1:9464\"\n",
+        1,
+    );
+    std::fs::write(&b_cfg, b_cfg_text).unwrap();
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+        h.expect_log("applied", Duration::from_secs(20));
+    }
+    let b = rig.b();
+    b.expect_log(
+        "Metrics at http://127.0.0.1:9464/metrics.",
+        Duration::from_secs(1),
+    );
+    let server = b.spawn("oecho", &["--listen"]);
+    b.expect_log(
+        &format!("New instance ({}) of oecho added.", server.pid()),
+        Duration::from_secs(5),
+    );
+    rig.a().run_ok("oecho", &["-n", "oecho", "-m", "count me"]);
+    // The IPCP reports its counters periodically: wait (bounded) for them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let done = b.run(
+            "curl",
+            &["-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"],
+            Duration::from_secs(10),
+        );
+        assert!(done.success(), "{}", done.describe());
+        if done.stdout.contains("counter=\"rx_frames\"") || std::time::Instant::now() > deadline {
+            break done.stdout;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for want in [
+        "ethflow_allocations_total 1",
+        "ethflow_flows{state=\"allocated\"}",
+        "ethflow_ipcps 1",
+        "# TYPE ethflow_ipcp_counter counter",
+        "counter=\"rx_frames\"",
+    ] {
+        assert!(text.contains(want), "{want} not in\n{text}");
+    }
+    let nf = b.run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:9464/",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(nf.stdout.trim(), "404", "{}", nf.describe());
+}
+
+/// What `Restart=on-failure` relies on: an irmd killed with SIGKILL is
+/// started again with the same file and re-applies it (the old IPCP is gone
+/// or goes), with no manual cleanup, and flows work again.
+#[test]
+fn restarted_irmd_reapplies_its_configuration() {
+    let Some(rig) = Rig::builder("restarted_irmd_reapplies_its_configuration")
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    let oecho = bins::resolve("oecho");
+    let a_cfg = write_config(&rig, rig.a(), "");
+    let b_cfg = write_config(
+        &rig,
+        rig.b(),
+        &format!(
+            "\n[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{oecho}\"\nname = \"oecho\"\nauto = [\"--listen\"]\n"
+        ),
+    );
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+        h.expect_log("applied", Duration::from_secs(20));
+    }
+    let b = rig.b();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rig.a().run_ok("oecho", &["-n", "oecho", "-m", "before"]);
+        kill_started(b);
+        b.kill_irmd();
+        b.start_irmd(&["--config".into(), b_cfg.display().to_string()]);
+        b.expect_log("applied", Duration::from_secs(20));
+        let done = rig
+            .a()
+            .run_ok("oecho", &["-n", "oecho", "-m", "after the restart"]);
+        assert!(
+            done.stdout.contains("after the restart"),
+            "{}",
+            done.describe()
+        );
+    }));
+    kill_started(b);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
