@@ -89,6 +89,8 @@ impl QosSpec {
             in_order: self.in_order != 0,
             max_gap: self.max_gap,
             timeout: u64::from(self.timeout),
+            // C programs get secure flows from the name's configuration.
+            encrypt: false,
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod handshake;
 pub mod record;
+pub mod session;
 #[cfg(test)]
 mod tests;
 
