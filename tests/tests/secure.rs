@@ -207,6 +207,35 @@ fn bad_server_certificates_give_eauth_and_disjoint_ciphers_ecrypt() {
     name_create(b, "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "good"]);
     assert!(done.stdout.contains("good"), "{}", done.describe());
+    // Client certificates required (the server has a CA): none → EAUTH,
+    // one from the CA → a working flow.
+    name_create(
+        b,
+        "oecho",
+        &[
+            ("scrtpath", &crt),
+            ("skeypath", &key),
+            ("cacrtpath", &ca_pem),
+        ],
+    );
+    let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
+    assert!(
+        !done.success() && done.stderr.contains("EAUTH, -1009"),
+        "no client certificate: {}",
+        done.describe()
+    );
+    let (ccrt, ckey) = issue(&ca1, dir, "client", &["client-a"], -1, 30);
+    name_create(
+        a,
+        "oecho",
+        &[
+            ("cacrtpath", &ca_pem),
+            ("ccrtpath", &ccrt),
+            ("ckeypath", &ckey),
+        ],
+    );
+    let done = a.run_ok("oecho", &["-n", "oecho", "-m", "mutual"]);
+    assert!(done.stdout.contains("mutual"), "{}", done.describe());
     // The server only speaks ChaCha20-Poly1305, the client only AES-256-GCM.
     let senc = write(dir, "s.conf", "cipher = chacha20-poly1305\n");
     let cenc = write(dir, "c.conf", "cipher = aes-256-gcm\n");
