@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ethflow_tests::forge::PacketSocket;
-use ethflow_tests::{Host, Rig};
+use ethflow_tests::{netns, Host, Rig};
+use ipcpd_eth::wire::{FrameType, HeaderView, DEFAULT_ETHERTYPE, ETH_HEADER_LEN, HEADER_LEN};
+use nix::sys::signal::Signal;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -251,4 +253,93 @@ fn bad_server_certificates_give_eauth_and_disjoint_ciphers_ecrypt() {
         "{}",
         done.describe()
     );
+}
+
+fn mac_of(host: &Host) -> Vec<u8> {
+    let out = netns::ip_in(host.ns(), &["-j", "link", "show", "dev", host.ifname()]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
+    ethflow_tests::forge::parse_mac(v[0]["address"].as_str().expect("address"))
+        .expect("mac")
+        .to_vec()
+}
+
+/// Send `frames` from `dev` in `ns`; returns how many left.
+fn inject(ns: &str, dev: &str, frames: Vec<Vec<u8>>) -> usize {
+    let (ns, dev) = (ns.to_string(), dev.to_string());
+    std::thread::spawn(move || {
+        enter_netns(&ns);
+        let sock = PacketSocket::open(&dev, None).expect("send socket");
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        sock.send_batch(&refs).expect("send")
+    })
+    .join()
+    .expect("inject thread")
+}
+
+/// A DATA frame of b's secure flow, captured on the link, is sent to a again
+/// unchanged (a replay) and with one bit of its tag flipped (tampered): the
+/// IPCP delivers both (no layer key), a's library drops and counts both, the
+/// application reads neither. Then b's server is killed: a's blocked read on
+/// the secure flow still ends with EFLOWDOWN.
+#[test]
+fn injected_replayed_and_tampered_records_are_dropped_and_liveness_holds() {
+    let Some(rig) =
+        Rig::pair("injected_replayed_and_tampered_records_are_dropped_and_liveness_holds")
+    else {
+        return;
+    };
+    let (a, b) = (rig.a(), rig.b());
+    let dir = rig.dir();
+    let ca = ca("ethflow test CA");
+    let ca_pem = write(dir, "ca.pem", &ca.pem);
+    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
+    name_create(b, "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
+    name_create(a, "oecho", &[("cacrtpath", &ca_pem)]);
+    // Captured where a receives (the IPCP sends with PACKET_QDISC_BYPASS,
+    // which a packet socket on the sender's side does not see).
+    let capture = Capture::start(a.ns(), a.ifname());
+    let server = b.serve("oecho", "oecho", &["--listen", "--linger"]);
+    let client = a.spawn("flowtest", &["hold", "-n", "oecho", "--max-wait", "30000"]);
+    client.wait_for_stdout("ready", Duration::from_secs(10));
+    let frames = capture.finish();
+    let b_mac = mac_of(b);
+    let data: Vec<Vec<u8>> = frames
+        .into_iter()
+        .filter(|f| {
+            f.len() > ETH_HEADER_LEN
+                && f[6..12] == b_mac[..]
+                && f[12..14] == DEFAULT_ETHERTYPE.to_be_bytes()
+                && HeaderView::new_checked(&f[ETH_HEADER_LEN..])
+                    .is_ok_and(|h| h.frame_type() == FrameType::Data)
+        })
+        .collect();
+    // The server's hello and the echo of "hold", at least.
+    assert!(data.len() >= 2, "b sent {} DATA frames", data.len());
+    let echo = data.last().expect("the echo").clone();
+    let len = HeaderView::new_checked(&echo[ETH_HEADER_LEN..])
+        .expect("header")
+        .payload()
+        .len();
+    let mut tampered = echo.clone();
+    tampered[ETH_HEADER_LEN + HEADER_LEN + len - 1] ^= 0x01;
+    assert_eq!(inject(b.ns(), b.ifname(), vec![echo, tampered]), 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        client.is_running(),
+        "the client read an injected record: {}",
+        client.stdout()
+    );
+    server.signal(Signal::SIGKILL);
+    let done = client.wait(Duration::from_secs(30));
+    let ended = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ended"))
+        .unwrap_or_else(|| panic!("read did not end: {}", done.describe()))
+        .to_string();
+    assert!(
+        ended.contains("code=1005") && ended.contains("secure=true"),
+        "{ended}"
+    );
+    assert!(ended.contains("dropped_records=2"), "{ended}");
 }
