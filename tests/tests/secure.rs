@@ -253,6 +253,16 @@ fn bad_server_certificates_give_eauth_and_disjoint_ciphers_ecrypt() {
         "{}",
         done.describe()
     );
+    // A server without any configuration (a plain oecho, as an impostor
+    // that has no key would be): it echoes the client's hello, which is no
+    // server hello → ECRYPT, never a plain flow.
+    b.irm_ok(&["name", "destroy", "oecho"]);
+    let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
+    assert!(
+        !done.success() && done.stderr.contains("ECRYPT, -1008"),
+        "plain server: {}",
+        done.describe()
+    );
 }
 
 fn mac_of(host: &Host) -> Vec<u8> {

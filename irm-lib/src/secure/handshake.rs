@@ -129,7 +129,11 @@ fn agree(k: EphemeralPrivateKey, peer: &[u8; 32]) -> Result<[u8; 32], HandshakeE
 }
 
 fn decode<'a, T: Deserialize<'a>>(b: &'a [u8], what: &'static str) -> Result<T, HandshakeError> {
-    postcard::from_bytes(b).map_err(|_| HandshakeError::Garbage(what))
+    // Trailing bytes are garbage too: a message means one thing only.
+    match postcard::take_from_bytes(b) {
+        Ok((v, [])) => Ok(v),
+        _ => Err(HandshakeError::Garbage(what)),
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {

@@ -414,3 +414,35 @@ fn enc_config_parses_and_rejects() {
     assert!(parse_enc("kex = x25519-mlkem768").is_err());
     assert!(parse_enc("garbage").is_err());
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Hostile bytes at every step are an error, never a panic or a
+        /// success.
+        #[test]
+        fn arbitrary_handshake_bytes_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let ca = ca("test CA");
+            let s = server(leaf(&ca, "oecho", -1, 30, false), Some(&ca), &DEFAULT_CIPHERS);
+            prop_assert!(server_respond(s.clone(), "oecho", &bytes).next.is_err());
+            let (hs, hello) = ClientHandshake::start(client(&ca, None, &DEFAULT_CIPHERS), "oecho").unwrap();
+            prop_assert!(hs.on_server(&bytes, SystemTime::now()).is_err());
+            prop_assert!(client_finish(&bytes).is_err() || bytes == postcard::to_allocvec(&2u8).unwrap());
+            if let Ok(ServerNext::AwaitClient(p)) = server_respond(s, "oecho", &hello).next {
+                prop_assert!(p.on_client(&bytes, SystemTime::now()).next.is_err());
+            } else {
+                prop_assert!(false, "server should wait for a client certificate");
+            }
+        }
+
+        #[test]
+        fn arbitrary_records_never_open(mut bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let (_, mut rx) = keys(Cipher::Aes256Gcm);
+            prop_assert!(rx.open(&mut bytes).is_err());
+        }
+    }
+}
