@@ -352,4 +352,22 @@ fn injected_replayed_and_tampered_records_are_dropped_and_liveness_holds() {
         "{ended}"
     );
     assert!(ended.contains("dropped_records=2"), "{ended}");
+
+    // A secure flow's max SDU is the plain one less the record overhead
+    // (sequence number and tag): exactly that many bytes arrive intact, one
+    // more is refused with EMSGSIZE.
+    let (crt, key) = issue(&ca, dir, "flowtest", &["flowtest"], -1, 30);
+    name_create(b, "flowtest", &[("scrtpath", &crt), ("skeypath", &key)]);
+    name_create(a, "flowtest", &[("cacrtpath", &ca_pem)]);
+    let _server = b.serve("flowtest", "flowtest", &["serve", "--rounds", "2"]);
+    let done = a.run("flowtest", &["maxsdu", "-n", "flowtest"], LONG);
+    done.assert_success();
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ok "))
+        .expect("ok line");
+    let max: usize = ethflow_tests::parse::kv_num(line, "max_sdu");
+    assert_eq!(max, 1500 - HEADER_LEN - 24, "{}", done.stdout);
+    assert!(done.stdout.contains("oversize-refused"), "{}", done.stdout);
 }
