@@ -89,6 +89,8 @@ impl QosSpec {
             in_order: self.in_order != 0,
             max_gap: self.max_gap,
             timeout: u64::from(self.timeout),
+            // C programs get secure flows from the name's configuration.
+            encrypt: false,
         }
     }
 
@@ -156,6 +158,9 @@ mod tests {
     fn errno_numbers_are_the_models() {
         assert_eq!((ENOTALLOC, EIRMD, EFLOWDOWN), (1000, 1002, 1005));
         assert_eq!(irm::Error::FlowPeer.code(), 1006);
+        // A failed secure allocation: flow_alloc returns these negated.
+        assert_eq!(crate::table::err(&irm::Error::Crypt), -1008);
+        assert_eq!(crate::table::err(&irm::Error::Auth), -1009);
     }
 
     #[test]

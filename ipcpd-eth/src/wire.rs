@@ -396,6 +396,9 @@ impl From<WireQos> for irm::Qos {
             in_order: q.in_order,
             max_gap: q.max_gap,
             timeout: q.timeout,
+            // Security is end to end: the receiving host's name
+            // configuration decides, not a bit on the wire.
+            encrypt: false,
         }
     }
 }

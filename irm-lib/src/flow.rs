@@ -4,6 +4,7 @@ use crate::client::{global, Client};
 use crate::error::{Error, Result};
 use crate::proto::{AppRequest, FlowState, Reply, RingGeometry};
 use crate::qos::Qos;
+use crate::secure::session::{self, Secure};
 use crate::shm::{AppEnd, ShmMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,10 @@ pub struct Flow {
     write_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
     deallocated: AtomicBool,
+    /// Record state of a secure flow (`None`: plain).
+    secure: Option<Secure>,
+    /// Largest record the ring carries (a secure flow's SDU plus overhead).
+    max_record: usize,
 }
 
 impl std::fmt::Debug for Flow {
@@ -56,20 +61,59 @@ impl Flow {
         };
         // irmd answers within its own bounds; the margin covers a timeout it enforces.
         let r = client.request(msg, &[], timeout.map(|t| t + Duration::from_secs(1)))?;
-        Flow::from_reply(client, r)
+        let (mut flow, sec) = Flow::from_reply(client, r)?;
+        // A name this host has a configuration for gets only secure flows;
+        // the handshake runs before the application sees the flow (and a
+        // failure deallocates it when `flow` drops).
+        if session::client_wants(sec.as_ref(), qos.encrypt) {
+            let s = session::client(&flow.end, name, sec.as_ref(), flow.max_sdu, timeout)?;
+            flow.make_secure(s);
+        }
+        Ok(flow)
     }
 
-    /// Wait for a flow to one of the names this program is bound to.
+    /// Wait for a flow to one of the names this program is bound to. For a
+    /// name configured with a server certificate, only flows whose
+    /// handshake succeeds are returned; the others are logged and dropped.
     pub fn accept(timeout: Option<Duration>) -> Result<Flow> {
         let client = global()?;
-        let msg = AppRequest::FlowAccept {
-            timeout_ms: timeout.map(|t| t.as_millis() as u64),
-        };
-        let r = client.request(msg, &[], timeout.map(|t| t + Duration::from_secs(1)))?;
-        Flow::from_reply(client, r)
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(Error::TimedOut);
+            }
+            let msg = AppRequest::FlowAccept {
+                timeout_ms: left.map(|t| t.as_millis() as u64),
+            };
+            let r = client.request(msg, &[], left.map(|t| t + Duration::from_secs(1)))?;
+            let (mut flow, sec) = Flow::from_reply(client.clone(), r)?;
+            let Some(sec) = sec.filter(|s| session::server_wants(Some(s))) else {
+                return Ok(flow);
+            };
+            let hs_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let hs_timeout = hs_left.map(|l| l.min(session::HANDSHAKE_TIMEOUT));
+            match session::server(&flow.end, &flow.name, &sec, flow.max_sdu, hs_timeout) {
+                Ok(s) => {
+                    flow.make_secure(s);
+                    return Ok(flow);
+                }
+                // Logged by the handshake; `flow` drops and deallocates.
+                Err(_) => continue,
+            }
+        }
     }
 
-    fn from_reply(client: Arc<Client>, r: crate::ctrl::Received<Reply>) -> Result<Flow> {
+    fn make_secure(&mut self, s: Secure) {
+        self.max_record = self.max_sdu;
+        self.max_sdu = session::max_sdu(self.max_sdu);
+        self.secure = Some(s);
+    }
+
+    fn from_reply(
+        client: Arc<Client>,
+        r: crate::ctrl::Received<Reply>,
+    ) -> Result<(Flow, Option<crate::proto::NameSecurity>)> {
         match r.env.msg {
             Reply::FlowReady {
                 flow_id,
@@ -77,6 +121,7 @@ impl Flow {
                 qos,
                 max_sdu,
                 geometry,
+                security,
             } => {
                 let fds = r.fds;
                 let flow = Flow::attach(client.clone(), flow_id, name, qos, max_sdu, geometry, fds);
@@ -84,7 +129,7 @@ impl Flow {
                     // We cannot use it; let irmd release it.
                     let _ = client.notify(AppRequest::FlowDealloc { flow_id });
                 }
-                flow
+                Ok((flow?, security))
             }
             Reply::Err(e) => Err(e),
             other => Err(Error::Irmd(format!("unexpected reply: {other:?}"))),
@@ -107,17 +152,20 @@ impl Flow {
         let map = ShmMap::map(memfd.as_fd(), geometry)?;
         drop(memfd);
         let end = Arc::new(AppEnd::new(map, rx_wake, tx_wake, ipcp_wake));
+        let max_sdu = max_sdu.min(geometry.slot_size) as usize;
         Ok(Flow {
             id,
             name,
             qos,
-            max_sdu: max_sdu.min(geometry.slot_size) as usize,
+            max_sdu,
+            max_record: max_sdu,
             end,
             client,
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
             deallocated: AtomicBool::new(false),
+            secure: None,
         })
     }
 
@@ -125,22 +173,45 @@ impl Flow {
     /// arrives, the read timeout passes, or the flow goes down.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
         let deadline = self.read_timeout().map(|t| Instant::now() + t);
-        self.end
-            .read(buf, deadline, self.nonblocking.load(Ordering::Relaxed))
+        self.read_inner(buf, deadline, self.nonblocking.load(Ordering::Relaxed))
     }
 
-    /// Write one SDU. Larger than [`Flow::max_sdu`] → `Error::MsgSize`; a full
-    /// ring blocks (or `Error::Again` when non-blocking); nothing is dropped.
-    pub fn write(&self, sdu: &[u8]) -> Result<usize> {
+    fn read_inner(&self, buf: &mut [u8], deadline: Option<Instant>, nb: bool) -> Result<usize> {
+        match &self.secure {
+            Some(s) => s.read(&self.end, buf, self.max_record, deadline, nb),
+            None => self.end.read(buf, deadline, nb),
+        }
+    }
+
+    fn write_inner(&self, sdu: &[u8], deadline: Option<Instant>, nb: bool) -> Result<usize> {
         if sdu.len() > self.max_sdu {
             return Err(Error::MsgSize {
                 len: sdu.len(),
                 max: self.max_sdu,
             });
         }
+        match &self.secure {
+            Some(s) => s.write(&self.end, sdu, deadline, nb),
+            None => self.end.write(sdu, deadline, nb),
+        }
+    }
+
+    /// Whether SDUs on this flow are encrypted end to end.
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// Records dropped on a secure flow because they did not authenticate
+    /// (forged, tampered, replayed); 0 on a plain flow.
+    pub fn dropped_records(&self) -> u64 {
+        self.secure.as_ref().map_or(0, |s| s.dropped())
+    }
+
+    /// Write one SDU. Larger than [`Flow::max_sdu`] → `Error::MsgSize`; a full
+    /// ring blocks (or `Error::Again` when non-blocking); nothing is dropped.
+    pub fn write(&self, sdu: &[u8]) -> Result<usize> {
         let deadline = self.write_timeout().map(|t| Instant::now() + t);
-        self.end
-            .write(sdu, deadline, self.nonblocking.load(Ordering::Relaxed))
+        self.write_inner(sdu, deadline, self.nonblocking.load(Ordering::Relaxed))
     }
 
     /// Read with this call's own timeout and blocking mode instead of the
@@ -153,7 +224,7 @@ impl Flow {
         nonblocking: bool,
     ) -> Result<usize> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.end.read(buf, deadline, nonblocking)
+        self.read_inner(buf, deadline, nonblocking)
     }
 
     /// Write with this call's own timeout and blocking mode (see [`Flow::read_with`]).
@@ -163,14 +234,8 @@ impl Flow {
         timeout: Option<Duration>,
         nonblocking: bool,
     ) -> Result<usize> {
-        if sdu.len() > self.max_sdu {
-            return Err(Error::MsgSize {
-                len: sdu.len(),
-                max: self.max_sdu,
-            });
-        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.end.write(sdu, deadline, nonblocking)
+        self.write_inner(sdu, deadline, nonblocking)
     }
 
     /// SDUs waiting to be read and SDUs not yet taken by the IPCP: (rx, tx).

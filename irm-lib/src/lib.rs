@@ -20,6 +20,7 @@ pub mod keyfile;
 pub mod limits;
 pub mod proto;
 pub mod qos;
+pub mod secure;
 pub mod shm;
 pub mod sys;
 

@@ -201,6 +201,55 @@ pub struct BootstrapSpec {
     pub encrypt: bool,
 }
 
+/// A name's secure-flow configuration (`irm name create`): absolute paths
+/// of PEM files, read by the application's library at allocation (see
+/// docs/decisions/0021-secure-flows.md). The server's side uses `scrt`,
+/// `skey`, `cacrt` (then client certificates are required) and `senc`; a
+/// client's side `cacrt`, `ccrt`, `ckey` and `cenc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameSecurity {
+    pub scrt: Option<String>,
+    pub skey: Option<String>,
+    pub cacrt: Option<String>,
+    pub ccrt: Option<String>,
+    pub ckey: Option<String>,
+    pub senc: Option<String>,
+    pub cenc: Option<String>,
+}
+
+impl NameSecurity {
+    /// Every path set, with its keyword.
+    pub fn paths(&self) -> [(&'static str, Option<&String>); 7] {
+        [
+            ("scrtpath", self.scrt.as_ref()),
+            ("skeypath", self.skey.as_ref()),
+            ("cacrtpath", self.cacrt.as_ref()),
+            ("ccrtpath", self.ccrt.as_ref()),
+            ("ckeypath", self.ckey.as_ref()),
+            ("sencpath", self.senc.as_ref()),
+            ("cencpath", self.cenc.as_ref()),
+        ]
+    }
+
+    /// Paths absolute and bounded; certificate and key come in pairs.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (kw, p) in self.paths() {
+            if let Some(p) = p {
+                if !p.starts_with('/') || p.len() > 4096 || p.chars().any(|c| c.is_control()) {
+                    return Err(Error::Invalid(format!("{kw} must be an absolute path")));
+                }
+            }
+        }
+        if self.scrt.is_some() != self.skey.is_some() {
+            return Err(Error::Invalid("scrtpath and skeypath go together".into()));
+        }
+        if self.ccrt.is_some() != self.ckey.is_some() {
+            return Err(Error::Invalid("ccrtpath and ckeypath go together".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Requests an application may make.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AppRequest {
@@ -232,6 +281,15 @@ pub enum CliRequest {
     NameUnregister {
         name: String,
         layer: String,
+    },
+    /// Set a name's secure-flow configuration (replacing any).
+    NameCreate {
+        name: String,
+        security: NameSecurity,
+    },
+    /// Remove a name's secure-flow configuration.
+    NameDestroy {
+        name: String,
     },
     /// Names after `after` (all when None), at most [`NAME_ROWS_PER_MSG`] per reply.
     NameList {
@@ -274,6 +332,8 @@ pub enum Reply {
         qos: Qos,
         max_sdu: u32,
         geometry: RingGeometry,
+        /// The name's secure-flow configuration on this host, if any.
+        security: Option<NameSecurity>,
     },
     IpcpRows(Vec<IpcpRow>),
     NameRows(Vec<NameRow>),

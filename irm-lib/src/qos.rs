@@ -23,6 +23,11 @@ pub struct Qos {
     pub max_gap: u32,
     /// Flow liveness timeout in milliseconds; 0 = use irmd's default.
     pub timeout: u64,
+    /// Demand a secure flow. A flow to a name this host has a security
+    /// configuration for (`irm name create … cacrtpath …`) is secure either
+    /// way; with `encrypt` set, a name without one fails with EAUTH instead
+    /// of giving a plain flow.
+    pub encrypt: bool,
 }
 
 impl Qos {
@@ -36,6 +41,7 @@ impl Qos {
             in_order: false,
             max_gap: u32::MAX,
             timeout: 0,
+            encrypt: false,
         }
     }
     pub const fn best_effort() -> Qos {
@@ -48,6 +54,7 @@ impl Qos {
             in_order: true,
             max_gap: u32::MAX,
             timeout: 0,
+            encrypt: false,
         }
     }
     pub const fn video() -> Qos {
@@ -60,6 +67,7 @@ impl Qos {
             in_order: true,
             max_gap: 100,
             timeout: 0,
+            encrypt: false,
         }
     }
     pub const fn voice() -> Qos {
@@ -72,6 +80,7 @@ impl Qos {
             in_order: true,
             max_gap: 20,
             timeout: 0,
+            encrypt: false,
         }
     }
     pub const fn data() -> Qos {
@@ -84,6 +93,7 @@ impl Qos {
             in_order: true,
             max_gap: 2000,
             timeout: 0,
+            encrypt: false,
         }
     }
     pub const fn raw_safe() -> Qos {
@@ -92,11 +102,16 @@ impl Qos {
             ..Qos::raw()
         }
     }
+    /// `raw` that must be secure (see [`Qos::encrypt`]).
     pub const fn raw_crypt() -> Qos {
-        Qos::raw()
+        Qos {
+            encrypt: true,
+            ..Qos::raw()
+        }
     }
 
-    /// Preset by its model name (`raw`, `best_effort`, `video`, `voice`, `data`, `raw_safe`).
+    /// Preset by its model name (`raw`, `best_effort`, `video`, `voice`, `data`, `raw_safe`,
+    /// `raw_crypt`).
     pub fn by_name(name: &str) -> Option<Qos> {
         Some(match name {
             "raw" => Qos::raw(),
@@ -105,6 +120,7 @@ impl Qos {
             "voice" => Qos::voice(),
             "data" => Qos::data(),
             "raw_safe" => Qos::raw_safe(),
+            "raw_crypt" => Qos::raw_crypt(),
             _ => return None,
         })
     }
@@ -131,5 +147,7 @@ mod tests {
         assert_eq!(Qos::by_name("voice"), Some(Qos::voice()));
         assert_eq!(Qos::by_name("nope"), None);
         assert_eq!(Qos::raw().with_timeout(5).timeout, 5);
+        assert!(Qos::by_name("raw_crypt").unwrap().encrypt);
+        assert!(!Qos::raw().encrypt);
     }
 }

@@ -66,6 +66,7 @@ impl FakeIrmd {
                         qos,
                         max_sdu: GEOM.slot_size,
                         geometry: GEOM,
+                        security: None,
                     };
                     let raw = fds.for_app().map(|f| f.as_raw_fd());
                     reply(&sock, id, msg, &raw);

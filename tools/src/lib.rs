@@ -4,6 +4,13 @@ use irm::Error;
 
 /// `flow down (EFLOWDOWN, -1005)` and the like: what happened, the model's
 /// errno name and the value a C caller would see.
+/// Send the library's log lines (such as which certificate check failed on
+/// a secure flow) to stderr: warnings and errors unless `RUST_LOG` says more.
+pub fn init_log() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+}
+
 pub fn describe(e: &Error) -> String {
     match e {
         Error::FlowDown => "flow down (EFLOWDOWN, -1005)".into(),

@@ -87,6 +87,14 @@ enum IpcpCmd {
 
 #[derive(Subcommand, Debug)]
 enum NameCmd {
+    /// create <name> [scrtpath <cert.pem> skeypath <key.pem>] [cacrtpath <ca.pem>] [ccrtpath <cert.pem> ckeypath <key.pem>] [sencpath|cencpath <enc.conf>]: secure flows for the name
+    Create {
+        name: String,
+        #[arg(num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// destroy <name>: remove the name's secure-flow configuration
+    Destroy { name: String },
     /// register <name> layer <layer> [layer <layer>...]
     Register {
         name: String,
@@ -346,6 +354,47 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 },
                 WAIT,
             )?;
+        }
+        Cmd::Name {
+            cmd: NameCmd::Create { name, args },
+        } => {
+            const KW: [&str; 7] = [
+                "scrtpath",
+                "skeypath",
+                "cacrtpath",
+                "ccrtpath",
+                "ckeypath",
+                "sencpath",
+                "cencpath",
+            ];
+            let kv = pairs(&args, &KW, &[])?;
+            // irmd keeps absolute paths: the library reads them from
+            // wherever the application runs.
+            let abs = |k: &str| -> Result<Option<String>, String> {
+                kv.get(k)
+                    .map(|p| {
+                        std::path::absolute(p)
+                            .map(|a| a.display().to_string())
+                            .map_err(|e| format!("{k} {p}: {e}"))
+                    })
+                    .transpose()
+            };
+            let security = irm::proto::NameSecurity {
+                scrt: abs("scrtpath")?,
+                skey: abs("skeypath")?,
+                cacrt: abs("cacrtpath")?,
+                ccrt: abs("ccrtpath")?,
+                ckey: abs("ckeypath")?,
+                senc: abs("sencpath")?,
+                cenc: abs("cencpath")?,
+            };
+            security.validate().map_err(|e| e.to_string())?;
+            request(CliRequest::NameCreate { name, security }, WAIT)?;
+        }
+        Cmd::Name {
+            cmd: NameCmd::Destroy { name },
+        } => {
+            request(CliRequest::NameDestroy { name }, WAIT)?;
         }
         Cmd::Name {
             cmd: NameCmd::Register { name, args },

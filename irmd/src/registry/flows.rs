@@ -254,6 +254,7 @@ impl Registry {
                     qos: f.qos,
                     max_sdu: f.max_sdu,
                     geometry: f.geometry,
+                    security: self.security.get(&f.name).map(|(_, s)| s.clone()),
                 };
                 if !self.conns.contains_key(&reply.0) {
                     let pid = f.pid;
@@ -418,6 +419,7 @@ impl Registry {
                 qos: inc.qos,
                 max_sdu,
                 geometry,
+                security: self.security_of(&inc.name),
             },
             fds: Some(FdsOf::App(flow_id)),
         });

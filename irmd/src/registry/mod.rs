@@ -12,6 +12,7 @@ mod autostart;
 mod flows;
 mod metrics;
 pub mod policy;
+mod security;
 #[cfg(test)]
 mod tests;
 
@@ -21,7 +22,7 @@ pub use policy::Policy;
 
 use irm::proto::{
     AppRequest, BootstrapSpec, CliRequest, ClientRole, DownCause, FlowCounters, FlowState,
-    IpcpInfo, IpcpToIrmd, IrmdToIpcp, Reply, RingGeometry,
+    IpcpInfo, IpcpToIrmd, IrmdToIpcp, NameSecurity, Reply, RingGeometry,
 };
 use irm::{Error, Qos};
 use log::{info, warn};
@@ -225,6 +226,8 @@ pub struct Registry {
     conns: HashMap<ConnId, Conn>,
     ipcps: BTreeMap<IpcpId, Ipcp>,
     names: BTreeMap<String, NameEntry>,
+    /// Secure-flow configuration per name: (owner uid, settings).
+    security: BTreeMap<String, (u32, NameSecurity)>,
     flows: BTreeMap<u32, FlowRec>,
     accepts: Vec<PendingAccept>,
     incoming: Vec<Incoming>,
@@ -246,6 +249,7 @@ impl Registry {
             conns: HashMap::new(),
             ipcps: BTreeMap::new(),
             names: BTreeMap::new(),
+            security: BTreeMap::new(),
             flows: BTreeMap::new(),
             accepts: Vec::new(),
             incoming: Vec::new(),
@@ -472,6 +476,8 @@ impl Registry {
             CliRequest::IpcpDestroy { name } => self.ipcp_destroy(cred, &name),
             CliRequest::NameRegister { name, layer } => self.name_register(cred, name, layer),
             CliRequest::NameUnregister { name, layer } => self.name_unregister(cred, name, layer),
+            CliRequest::NameCreate { name, security } => self.name_create(cred, name, security),
+            CliRequest::NameDestroy { name } => self.name_destroy(cred, name),
             CliRequest::NameList { after } => Ok(Some(self.name_rows(after))),
             CliRequest::BindProgram { prog, name } => self.bind(now, cred, prog, name),
             CliRequest::UnbindProgram { prog, name } => self.unbind(cred, prog, name),

@@ -422,7 +422,8 @@ fn allocation_completes_only_for_the_right_ipcp_and_request() {
             geometry: RingGeometry {
                 slots: 4096,
                 slot_size: 1480
-            }
+            },
+            security: None,
         },
         fds: Some(FdsOf::App(flow_id)),
     }));
@@ -1002,4 +1003,69 @@ fn auto_start_runs_the_bound_program_once_per_deadline_as_its_uid() {
     assert!(!outs
         .iter()
         .any(|o| matches!(o, Output::StartProgram { .. })));
+}
+
+#[test]
+fn name_security_is_owned_checked_and_travels_with_flows() {
+    let mut t = T::new(Policy::default());
+    let alice = Cred {
+        uid: 1000,
+        gid: 1000,
+        pid: 50,
+        admin: false,
+    };
+    let bob = Cred {
+        uid: 1001,
+        gid: 1001,
+        pid: 51,
+        admin: false,
+    };
+    t.connect(20, alice, ClientRole::Cli);
+    t.connect(21, bob, ClientRole::Cli);
+    let sec = irm::proto::NameSecurity {
+        scrt: Some("/etc/ethflow/svc.crt".into()),
+        skey: Some("/etc/ethflow/svc.key".into()),
+        ..Default::default()
+    };
+    let create = |security| CliRequest::NameCreate {
+        name: "svc".into(),
+        security,
+    };
+    // Relative paths and a certificate without its key are refused.
+    let bad = irm::proto::NameSecurity {
+        scrt: Some("svc.crt".into()),
+        ..sec.clone()
+    };
+    assert!(matches!(
+        t.cli(20, 1, create(bad)),
+        Reply::Err(Error::Invalid(_))
+    ));
+    let half = irm::proto::NameSecurity {
+        skey: None,
+        ..sec.clone()
+    };
+    assert!(matches!(
+        t.cli(20, 2, create(half)),
+        Reply::Err(Error::Invalid(_))
+    ));
+    assert_eq!(t.cli(20, 3, create(sec.clone())), Reply::Ok);
+    // Another user can neither replace nor remove it.
+    assert!(matches!(
+        t.cli(21, 1, create(sec.clone())),
+        Reply::Err(Error::Perm(_))
+    ));
+    assert!(matches!(
+        t.cli(21, 2, CliRequest::NameDestroy { name: "svc".into() }),
+        Reply::Err(Error::Perm(_))
+    ));
+    assert_eq!(t.reg.security_of("svc"), Some(sec));
+    assert_eq!(
+        t.cli(20, 4, CliRequest::NameDestroy { name: "svc".into() }),
+        Reply::Ok
+    );
+    assert_eq!(t.reg.security_of("svc"), None);
+    assert!(matches!(
+        t.cli(20, 5, CliRequest::NameDestroy { name: "svc".into() }),
+        Reply::Err(Error::Name(_))
+    ));
 }

@@ -355,7 +355,12 @@ fn hold(name: &str, timeout_ms: u64, max_wait: Duration) -> i32 {
         Ok(n) => return check_failed(&format!("unexpected-data bytes={n}")),
         Err(e) => e,
     };
-    println!("ended t_ns={t_ns} code={} err={e}", e.code());
+    println!(
+        "ended t_ns={t_ns} code={} secure={} dropped_records={} err={e}",
+        e.code(),
+        flow.is_secure(),
+        flow.dropped_records()
+    );
     // Writes on a dead flow must fail too, with the same cause.
     match flow.write(b"after") {
         Err(w) => println!("write code={} err={w}", w.code()),

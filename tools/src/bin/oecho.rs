@@ -32,6 +32,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    ethflow_tools::init_log();
     let r = if args.listen {
         server(&args)
     } else {

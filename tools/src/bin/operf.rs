@@ -65,6 +65,7 @@ enum Mode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    ethflow_tools::init_log();
     let r = if args.listen { server() } else { client(&args) };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,6 +39,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    ethflow_tools::init_log();
     let r = if args.listen { server() } else { client(&args) };
     match r {
         Ok(c) => c,
