@@ -60,5 +60,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# The Debian package builder (scripts/deb.sh, scripts/deb-test.sh).
+if ! cargo deb --version >/dev/null 2>&1; then
+    cargo install cargo-deb --locked
+fi
+
 cargo build --release --workspace
 echo "setup.sh: done; binaries are in target/release/"

@@ -25,6 +25,9 @@ cargo test --workspace --exclude ethflow-tests --no-fail-fast || status=1
 # The systemd unit: installed into a temporary prefix, then verified and scored.
 echo "==> systemd unit checks"
 bash scripts/check-units.sh || status=1
+# The Debian package: built with cargo-deb, installed, run, removed.
+echo "==> Debian package"
+bash scripts/deb-test.sh --no-build || status=1
 # The end-to-end suite includes tests/tests/capi.rs: it installs this build
 # with scripts/install.sh into a temporary prefix, compiles the C examples in
 # capi/examples/ with pkg-config, and runs them (also under valgrind).
