@@ -212,7 +212,16 @@ fn main() {
         "irmd listening on {path} (default flow timeout {} ms).",
         flow_timeout
     );
-    install_exit_handler(path.clone());
+    // SIGINT/SIGTERM are blocked here and read from a signalfd in the event
+    // loop: a clean shutdown (see `Shell::run`), never a handler mid-state.
+    let stop_signals = {
+        use nix::sys::signal::{SigSet, Signal};
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        let _ = set.thread_block();
+        set
+    };
     let policy = Policy {
         default_timeout_ms: flow_timeout,
         ring_slots,
@@ -223,7 +232,9 @@ fn main() {
         "limits: {} connections, {} flows in all (fd limit {nofile}).",
         policy.max_conns, policy.max_flows
     );
-    let mut shell = match shell::Shell::new(Registry::new(policy), listener, max_remote_timeout) {
+    let mut shell = match shell::Shell::new(Registry::new(policy), listener, max_remote_timeout)
+        .and_then(|mut s| s.watch_signals(&stop_signals).map(|()| s))
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("irmd: {e}");
@@ -242,6 +253,7 @@ fn main() {
     }
     if let Some((file, c)) = &cfg {
         if let Err(e) = shell.apply(config_requests(c)) {
+            // (Also when a stop signal came while applying.)
             eprintln!("irmd: configuration {file}: {e}; not starting half-configured.");
             let _ = std::fs::remove_file(&path);
             std::process::exit(1);
@@ -252,23 +264,7 @@ fn main() {
     // find every configured IPCP, name and binding in place.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     shell.run();
-}
-
-/// Remove the socket file on SIGINT/SIGTERM so the next irmd starts clean.
-fn install_exit_handler(path: String) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    // Block in every thread (threads spawned later inherit the mask) and wait in one.
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
-            info!("irmd exiting on {sig:?}.");
-            let _ = std::fs::remove_file(&path);
-            std::process::exit(0);
-        }
-    });
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&path);
+    info!("irmd stopped.");
 }

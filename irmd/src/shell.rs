@@ -23,6 +23,11 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 const TOKEN_LISTENER: u64 = 0;
+/// The signalfd of SIGINT/SIGTERM (kind 0 like the listener).
+const TOKEN_SIGNAL: u64 = 1;
+/// How long a clean shutdown waits for the IPCPs to confirm the
+/// deallocations (and so to have told the peers).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 const KIND_CONN: u64 = 1 << 62;
 const KIND_IPCP: u64 = 2 << 62;
 const KIND_METRICS: u64 = 3 << 62;
@@ -88,6 +93,9 @@ pub struct Shell {
     /// `--metrics`: the Prometheus endpoint (token KIND_METRICS | 0 for the
     /// listener, | id for a connection).
     metrics: Option<crate::metrics_http::Server>,
+    /// SIGINT/SIGTERM, read in the loop; `stop` once one came.
+    signals: Option<nix::sys::signalfd::SignalFd>,
+    stop: bool,
 }
 
 /// The connection the configuration file is applied through, as root (client
@@ -157,7 +165,52 @@ impl Shell {
             config_replies: Vec::new(),
             watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
             metrics: None,
+            signals: None,
+            stop: false,
         })
+    }
+
+    /// Read `set` (blocked by the caller) from a signalfd in the loop.
+    pub fn watch_signals(&mut self, set: &nix::sys::signal::SigSet) -> irm::Result<()> {
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        let fd = SignalFd::with_flags(set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        self.epoll.add(
+            fd.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
+        )?;
+        self.signals = Some(fd);
+        Ok(())
+    }
+
+    fn signalled(&mut self) {
+        if let Some(fd) = &self.signals {
+            while let Ok(Some(info)) = fd.read_signal() {
+                info!("irmd exiting on signal {}.", info.ssi_signo);
+                self.stop = true;
+            }
+        }
+    }
+
+    /// A clean stop: every application connection is closed as if its
+    /// process died, so each flow is deallocated through its IPCP, which
+    /// tells the peer (DEALLOC) at once; waits (bounded) for the IPCPs to
+    /// confirm. The IPCPs end when irmd's channels to them close.
+    fn shutdown(&mut self) {
+        let conns: Vec<ConnId> = self.clients.keys().copied().collect();
+        let flows = self.reg.metrics().flows.values().sum::<u64>();
+        info!(
+            "Deallocating {flows} flows of {} connections before exiting.",
+            conns.len()
+        );
+        for conn in conns {
+            self.close_client(conn);
+        }
+        let mut events = vec![EpollEvent::empty(); 256];
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        self.drain();
+        while self.reg.metrics().flows.values().sum::<u64>() > 0 && Instant::now() < deadline {
+            self.turn(&mut events);
+        }
     }
 
     /// Serve the Prometheus endpoint on `listener` from the event loop.
@@ -233,7 +286,7 @@ impl Shell {
                 if let Some(i) = self.config_replies.iter().position(|(r, _)| *r == id) {
                     break Some(self.config_replies.swap_remove(i).1);
                 }
-                if Instant::now() > deadline {
+                if Instant::now() > deadline || self.stop {
                     break None;
                 }
                 self.turn(&mut events);
@@ -241,6 +294,7 @@ impl Shell {
             match reply {
                 Some(Reply::Err(e)) => result = Err(format!("{what}: {e}")),
                 Some(_) => info!("configuration: {what}: done."),
+                None if self.stop => result = Err(format!("{what}: stopped by a signal")),
                 None => result = Err(format!("{what}: no answer in {CONFIG_WAIT:?}")),
             }
             if result.is_err() {
@@ -253,12 +307,13 @@ impl Shell {
         result
     }
 
-    /// Serve for ever.
+    /// Serve until SIGINT/SIGTERM, then stop cleanly.
     pub fn run(&mut self) {
         let mut events = vec![EpollEvent::empty(); 256];
-        loop {
+        while !self.stop {
             self.turn(&mut events);
         }
+        self.shutdown();
     }
 
     /// One round of the event loop: wait (at most until the registry's next
@@ -286,6 +341,7 @@ impl Shell {
                 let token = ev.data();
                 let flags = ev.events();
                 match token & KIND_MASK {
+                    0 if token == TOKEN_SIGNAL => self.signalled(),
                     0 => self.accept_all(),
                     KIND_CONN => self.client_ready(token & !KIND_MASK, flags),
                     KIND_IPCP => self.ipcp_ready(token & !KIND_MASK, flags),

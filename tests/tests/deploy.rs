@@ -769,3 +769,43 @@ fn restarted_irmd_reapplies_its_configuration() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// SIGTERM is a clean stop: irmd deallocates every flow through its IPCP,
+/// which tells the peer, so the peer's application learns at once (not after
+/// the 120 s liveness timeout); irmd removes its socket and exits 0.
+#[test]
+fn sigterm_deallocates_flows_and_tells_the_peers() {
+    let Some(rig) = Rig::pair("sigterm_deallocates_flows_and_tells_the_peers") else {
+        return;
+    };
+    let _server = rig.b().serve("oping", "oping", &["--listen"]);
+    let client = rig
+        .a()
+        .spawn("oping", &["-n", "oping", "-c", "100000", "-i", "20"]);
+    rig.b()
+        .expect_log("Flow on flow_id", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = std::time::Instant::now();
+    rig.b().signal_irmd(nix::sys::signal::Signal::SIGTERM);
+    let done = client.wait_timeout(Duration::from_secs(10));
+    let Some(done) = done else {
+        let killed = client.kill();
+        panic!(
+            "the client's oping still runs 10 s after the server's irmd got SIGTERM: {}\n{}",
+            killed.describe(),
+            rig.b().irmd_log()
+        );
+    };
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "oping ended only after {:?}: {}",
+        sent.elapsed(),
+        done.describe()
+    );
+    rig.b()
+        .expect_log("Deallocating 1 flows", Duration::from_secs(5));
+    rig.b().expect_log("irmd stopped.", Duration::from_secs(5));
+    assert!(!rig.b().socket().exists(), "socket left behind");
+    let line = rig.a().expect_log("down:", Duration::from_secs(5));
+    assert!(line.contains("deallocated"), "{line}");
+}
