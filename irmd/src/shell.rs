@@ -8,6 +8,8 @@
 
 use crate::registry::{ConnId, Cred, FdsOf, Input, IpcpId, Output, Registry};
 use crate::spawn::spawn_ipcp;
+
+mod service;
 use irm::ctrl::{CtrlListener, CtrlSocket, PeerCred, RawReceived};
 use irm::proto::{
     decode, encode, peek_version, AppRequest, CliRequest, ClientHello, ClientRole, Envelope,
@@ -17,6 +19,7 @@ use irm::shm::{self, FlowFds, Monitor};
 use irm::Error;
 use log::{error, info, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use service::CONFIG_CONN;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::process::Child;
@@ -25,9 +28,6 @@ use std::time::{Duration, Instant};
 const TOKEN_LISTENER: u64 = 0;
 /// The signalfd of SIGINT/SIGTERM (kind 0 like the listener).
 const TOKEN_SIGNAL: u64 = 1;
-/// How long a clean shutdown waits for the IPCPs to confirm the
-/// deallocations (and so to have told the peers).
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 const KIND_CONN: u64 = 1 << 62;
 const KIND_IPCP: u64 = 2 << 62;
 const KIND_METRICS: u64 = 3 << 62;
@@ -98,13 +98,6 @@ pub struct Shell {
     stop: bool,
 }
 
-/// The connection the configuration file is applied through, as root (client
-/// connections are numbered from 1).
-const CONFIG_CONN: ConnId = 0;
-/// How long one configuration request may take (an IPCP's bootstrap is
-/// bounded by the registry's own deadline well below this).
-const CONFIG_WAIT: Duration = Duration::from_secs(60);
-
 /// Root, or CAP_NET_ADMIN in the effective set of the process that
 /// connected. The capability is read from /proc by pid, and believed only if
 /// the pidfd the kernel gave for the connecting process (SO_PEERPIDFD) still
@@ -168,143 +161,6 @@ impl Shell {
             signals: None,
             stop: false,
         })
-    }
-
-    /// Read `set` (blocked by the caller) from a signalfd in the loop.
-    pub fn watch_signals(&mut self, set: &nix::sys::signal::SigSet) -> irm::Result<()> {
-        use nix::sys::signalfd::{SfdFlags, SignalFd};
-        let fd = SignalFd::with_flags(set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-        self.epoll.add(
-            fd.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
-        )?;
-        self.signals = Some(fd);
-        Ok(())
-    }
-
-    fn signalled(&mut self) {
-        if let Some(fd) = &self.signals {
-            while let Ok(Some(info)) = fd.read_signal() {
-                info!("irmd exiting on signal {}.", info.ssi_signo);
-                self.stop = true;
-            }
-        }
-    }
-
-    /// A clean stop: every application connection is closed as if its
-    /// process died, so each flow is deallocated through its IPCP, which
-    /// tells the peer (DEALLOC) at once; waits (bounded) for the IPCPs to
-    /// confirm. The IPCPs end when irmd's channels to them close.
-    fn shutdown(&mut self) {
-        let conns: Vec<ConnId> = self.clients.keys().copied().collect();
-        let flows = self.reg.metrics().flows.values().sum::<u64>();
-        info!(
-            "Deallocating {flows} flows of {} connections before exiting.",
-            conns.len()
-        );
-        for conn in conns {
-            self.close_client(conn);
-        }
-        let mut events = vec![EpollEvent::empty(); 256];
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
-        self.drain();
-        while self.reg.metrics().flows.values().sum::<u64>() > 0 && Instant::now() < deadline {
-            self.turn(&mut events);
-        }
-    }
-
-    /// Serve the Prometheus endpoint on `listener` from the event loop.
-    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) -> std::io::Result<()> {
-        let server = crate::metrics_http::Server::new(listener)?;
-        self.epoll
-            .add(
-                server.listener.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, KIND_METRICS),
-            )
-            .map_err(std::io::Error::from)?;
-        self.metrics = Some(server);
-        Ok(())
-    }
-
-    fn metrics_ready(&mut self, id: u64) {
-        use crate::metrics_http::Event;
-        let Some(m) = self.metrics.as_mut() else {
-            return;
-        };
-        if id == 0 {
-            let mut events = Vec::new();
-            m.accept(&mut events);
-            // A connection's fd leaves the epoll set when the server drops
-            // (closes) it.
-            for Event::Added(id) in events {
-                if let Some(stream) = m.stream(id) {
-                    let _ = self.epoll.add(
-                        stream.as_fd(),
-                        EpollEvent::new(EpollFlags::EPOLLIN, KIND_METRICS | id),
-                    );
-                }
-            }
-        } else {
-            let reg = &self.reg;
-            m.ready(id, || reg.metrics());
-        }
-    }
-
-    /// Apply a configuration: each request goes through the registry's
-    /// normal input as a root CLI client, one after the other, serving the
-    /// event loop until its reply comes. The first refusal stops it, labelled
-    /// with `what` (the caller then exits: irmd does not run half-configured).
-    pub fn apply(&mut self, reqs: Vec<(String, CliRequest)>) -> Result<(), String> {
-        let cred = Cred {
-            pid: std::process::id(),
-            uid: 0,
-            gid: 0,
-            admin: true,
-        };
-        self.feed(Input::Connected {
-            conn: CONFIG_CONN,
-            cred,
-        });
-        self.feed(Input::Hello {
-            conn: CONFIG_CONN,
-            id: 1,
-            role: ClientRole::Cli,
-            admin: true,
-        });
-        let mut events = vec![EpollEvent::empty(); 256];
-        let mut result = Ok(());
-        for (n, (what, req)) in reqs.into_iter().enumerate() {
-            let id = 2 + n as u64;
-            self.feed(Input::Cli {
-                conn: CONFIG_CONN,
-                id,
-                req,
-            });
-            let deadline = Instant::now() + CONFIG_WAIT;
-            let reply = loop {
-                self.drain();
-                if let Some(i) = self.config_replies.iter().position(|(r, _)| *r == id) {
-                    break Some(self.config_replies.swap_remove(i).1);
-                }
-                if Instant::now() > deadline || self.stop {
-                    break None;
-                }
-                self.turn(&mut events);
-            };
-            match reply {
-                Some(Reply::Err(e)) => result = Err(format!("{what}: {e}")),
-                Some(_) => info!("configuration: {what}: done."),
-                None if self.stop => result = Err(format!("{what}: stopped by a signal")),
-                None => result = Err(format!("{what}: no answer in {CONFIG_WAIT:?}")),
-            }
-            if result.is_err() {
-                break;
-            }
-        }
-        self.feed(Input::Closed { conn: CONFIG_CONN });
-        self.drain();
-        self.config_replies.clear();
-        result
     }
 
     /// Serve until SIGINT/SIGTERM, then stop cleanly.
@@ -763,31 +619,6 @@ impl Shell {
             Ok(None) => true,
             Err(_) => false,
         });
-    }
-
-    /// Start a bound program on demand as its binding's uid (and that user's
-    /// primary group; std drops supplementary groups when root changes uid).
-    /// It finds irmd through IRM_SOCKET, which irmd's main sets.
-    fn start_program(&mut self, prog: &str, args: &[String], uid: u32) {
-        use std::os::unix::process::CommandExt;
-        let gid = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-            Ok(Some(u)) => u.gid.as_raw(),
-            _ => return warn!("cannot start {prog}: uid {uid} has no user entry"),
-        };
-        let mut cmd = std::process::Command::new(prog);
-        cmd.args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        if uid != nix::unistd::getuid().as_raw() {
-            cmd.uid(uid).gid(gid);
-        }
-        match cmd.spawn() {
-            Ok(c) => {
-                info!("Started {prog} (process {}) as uid {uid}.", c.id());
-                self.started.push(c);
-            }
-            Err(e) => warn!("cannot start {prog} as uid {uid}: {e}"),
-        }
     }
 
     // ---- outputs ----
