@@ -1,4 +1,4 @@
-//! The record layer of a secure flow: one AEAD record per SDU.
+//! The record layer of a secure flow: one AEAD record per SDU (ring).
 //!
 //! ```text
 //! record = seq (8 B, big endian) | ciphertext | tag (16 B)
@@ -15,10 +15,8 @@
 //! sequence number seen only after its tag verifies.
 
 use super::Cipher;
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::Aes256Gcm;
-use chacha20poly1305::ChaCha20Poly1305;
 use hkdf::Hkdf;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -77,12 +75,7 @@ struct EpochKey {
     epoch: u64,
     secret: Zeroizing<[u8; 32]>,
     iv: [u8; 12],
-    aead: Aead,
-}
-
-enum Aead {
-    Aes(Box<Aes256Gcm>),
-    Chacha(Box<ChaCha20Poly1305>),
+    aead: LessSafeKey,
 }
 
 impl EpochKey {
@@ -95,14 +88,11 @@ impl EpochKey {
             .expect("32 bytes fit HKDF");
         hk.expand(b"ethflow record iv", &mut iv)
             .expect("12 bytes fit HKDF");
-        let aead = match cipher {
-            Cipher::Aes256Gcm => {
-                Aead::Aes(Box::new(Aes256Gcm::new_from_slice(&key[..]).expect("32 B")))
-            }
-            Cipher::ChaCha20Poly1305 => Aead::Chacha(Box::new(
-                ChaCha20Poly1305::new_from_slice(&key[..]).expect("32 B"),
-            )),
+        let alg = match cipher {
+            Cipher::Aes256Gcm => &AES_256_GCM,
+            Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
         };
+        let aead = LessSafeKey::new(UnboundKey::new(alg, &key[..]).expect("32-byte key"));
         EpochKey {
             epoch,
             secret,
@@ -163,19 +153,14 @@ impl Sealer {
         out.clear();
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(sdu);
-        let nonce = self.key.nonce(seq);
-        let aad = seq.to_be_bytes();
-        let tag = match &self.key.aead {
-            Aead::Aes(a) => a
-                .encrypt_in_place_detached((&nonce).into(), &aad, &mut out[SEQ_LEN..])
-                .ok()?
-                .to_vec(),
-            Aead::Chacha(a) => a
-                .encrypt_in_place_detached((&nonce).into(), &aad, &mut out[SEQ_LEN..])
-                .ok()?
-                .to_vec(),
-        };
-        out.extend_from_slice(&tag);
+        // The nonce is unique: the sequence number never repeats under a key.
+        let nonce = Nonce::assume_unique_for_key(self.key.nonce(seq));
+        let tag = self
+            .key
+            .aead
+            .seal_in_place_separate_tag(nonce, Aad::from(seq.to_be_bytes()), &mut out[SEQ_LEN..])
+            .ok()?;
+        out.extend_from_slice(tag.as_ref());
         Some(())
     }
 
@@ -296,18 +281,11 @@ impl Opener {
             return Err(Rejected::Replay);
         };
         let n = record.len() - OVERHEAD;
-        let (head, tag) = record.split_at_mut(SEQ_LEN + n);
-        let nonce = key.nonce(seq);
-        let aad = seq.to_be_bytes();
-        let body = &mut head[SEQ_LEN..];
-        let ok = match &key.aead {
-            Aead::Aes(a) => a
-                .decrypt_in_place_detached((&nonce).into(), &aad, body, (&*tag).into())
-                .is_ok(),
-            Aead::Chacha(a) => a
-                .decrypt_in_place_detached((&nonce).into(), &aad, body, (&*tag).into())
-                .is_ok(),
-        };
+        let nonce = Nonce::assume_unique_for_key(key.nonce(seq));
+        let ok = key
+            .aead
+            .open_in_place(nonce, Aad::from(seq.to_be_bytes()), &mut record[SEQ_LEN..])
+            .is_ok();
         if !ok {
             return Err(Rejected::Tag);
         }
