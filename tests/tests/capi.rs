@@ -781,3 +781,68 @@ fn c_examples_run_clean_under_valgrind() {
     );
     assert_valgrind_clean(&fq_done);
 }
+
+/// An unmodified C program gets a secure flow from the name's configuration
+/// (`irm name create`), and `flow_alloc` returns -EAUTH (-1009) when the
+/// server's certificate comes from a CA the client does not trust.
+#[test]
+fn c_oecho_over_a_secure_flow_and_eauth_from_flow_alloc() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let Some(rig) = Rig::pair("c_oecho_secure") else {
+        return;
+    };
+    let (a, b) = (rig.a(), rig.b());
+    let dir = rig.dir().to_path_buf();
+    let write = |file: &str, text: &str| {
+        let p = dir.join(file);
+        std::fs::write(&p, text).expect("write pem");
+        p.to_string_lossy().into_owned()
+    };
+    // Two CAs; the server's certificate for oecho comes from `issuing`.
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = KeyPair::generate().expect("key");
+        let pem = p.self_signed(&key).expect("self-signed").pem();
+        (Issuer::new(p, key), pem)
+    };
+    let (issuing, issuing_pem) = ca("issuing CA");
+    let (_, other_pem) = ca("other CA");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["oecho".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuing)
+        .expect("signed");
+    let crt = write("oecho.crt", &cert.pem());
+    let skey = write("oecho.key", &key.serialize_pem());
+    let good_ca = write("ca.pem", &issuing_pem);
+    let bad_ca = write("other.pem", &other_pem);
+    b.irm_ok(&[
+        "name", "create", "oecho", "scrtpath", &crt, "skeypath", &skey,
+    ]);
+    a.irm_ok(&["name", "create", "oecho", "cacrtpath", &good_ca]);
+    let _server = serve_c(b, "c-oecho", "oecho", &["-l"]);
+    let done = a.run(
+        &c_prog("c-oecho"),
+        &["-n", "oecho"],
+        Duration::from_secs(10),
+    );
+    done.assert_success();
+    assert!(
+        done.stdout.contains("Server replied with Client says hi!"),
+        "{}",
+        done.describe()
+    );
+    a.irm_ok(&["name", "create", "oecho", "cacrtpath", &bad_ca]);
+    let done = a.run(
+        &c_prog("c-oecho"),
+        &["-n", "oecho"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        done.stdout.contains("Failed to allocate flow: -1009."),
+        "{}",
+        done.describe()
+    );
+}
