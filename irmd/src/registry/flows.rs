@@ -254,7 +254,11 @@ impl Registry {
                     qos: f.qos,
                     max_sdu: f.max_sdu,
                     geometry: f.geometry,
-                    security: self.security.get(&f.name).map(|(_, s)| s.clone()),
+                    security: self
+                        .security
+                        .get(&f.name)
+                        .filter(|(owner, _)| *owner == 0 || *owner == f.uid)
+                        .map(|(_, s)| s.clone()),
                 };
                 if !self.conns.contains_key(&reply.0) {
                     let pid = f.pid;
@@ -419,7 +423,7 @@ impl Registry {
                 qos: inc.qos,
                 max_sdu,
                 geometry,
-                security: self.security_of(&inc.name),
+                security: self.security_of(&inc.name, acc.uid),
             },
             fds: Some(FdsOf::App(flow_id)),
         });

@@ -1,7 +1,8 @@
 //! Secure-flow configuration per name (`irm name create/destroy`): owned by
 //! the uid that set it (a name already registered or bound belongs to its
 //! owner); only the owner or root changes it. irmd keeps the paths and hands
-//! them to the library with each flow of the name; it never reads the keys.
+//! them to the library with each flow of the name in a process of the owner
+//! (or of anyone, when root set it); it never reads the keys.
 
 use super::{Cred, Registry};
 use irm::proto::{check_name, NameSecurity, Reply};
@@ -30,11 +31,9 @@ impl Registry {
             }
             None => {}
         }
-        let owner = self
-            .security
-            .get(&name)
-            .map(|(o, _)| *o)
-            .unwrap_or(cred.uid);
+        // The one who sets it owns it (root taking over a user's makes it
+        // apply to everyone's flows).
+        let owner = cred.uid;
         let kws: Vec<&str> = security
             .paths()
             .iter()
@@ -60,8 +59,14 @@ impl Registry {
         Ok(Some(Reply::Ok))
     }
 
-    /// What the library of a flow to or from `name` gets.
-    pub(super) fn security_of(&self, name: &str) -> Option<NameSecurity> {
-        self.security.get(name).map(|(_, s)| s.clone())
+    /// What the library of a flow to or from `name`, in a process of `uid`,
+    /// gets: a configuration root set applies to everyone's flows, a user's
+    /// only to that user's — so no user can make another's client trust
+    /// their CA (or their server use their key).
+    pub(super) fn security_of(&self, name: &str, uid: u32) -> Option<NameSecurity> {
+        self.security
+            .get(name)
+            .filter(|(owner, _)| *owner == 0 || *owner == uid)
+            .map(|(_, s)| s.clone())
     }
 }

@@ -1058,14 +1058,29 @@ fn name_security_is_owned_checked_and_travels_with_flows() {
         t.cli(21, 2, CliRequest::NameDestroy { name: "svc".into() }),
         Reply::Err(Error::Perm(_))
     ));
-    assert_eq!(t.reg.security_of("svc"), Some(sec));
+    assert_eq!(t.reg.security_of("svc", 1000), Some(sec.clone()));
+    // Alice's configuration is not handed to Bob's flows.
+    assert_eq!(t.reg.security_of("svc", 1001), None);
     assert_eq!(
         t.cli(20, 4, CliRequest::NameDestroy { name: "svc".into() }),
         Reply::Ok
     );
-    assert_eq!(t.reg.security_of("svc"), None);
+    assert_eq!(t.reg.security_of("svc", 1000), None);
     assert!(matches!(
         t.cli(20, 5, CliRequest::NameDestroy { name: "svc".into() }),
         Reply::Err(Error::Name(_))
     ));
+    // Root's applies to everyone.
+    t.connect(
+        22,
+        Cred {
+            uid: 0,
+            gid: 0,
+            pid: 52,
+            admin: true,
+        },
+        ClientRole::Cli,
+    );
+    assert_eq!(t.cli(22, 1, create(sec.clone())), Reply::Ok);
+    assert_eq!(t.reg.security_of("svc", 1001), Some(sec));
 }
