@@ -22,9 +22,13 @@
 //! [[bind]]
 //! program = "oecho"
 //! name = "oecho"
+//! [[name]]                      # secure flows (`irm name create`)
+//! name = "oecho"
+//! scrtpath = "/etc/ethflow/oecho.crt"
+//! skeypath = "/etc/ethflow/oecho.key"
 //! ```
 
-use irm::proto::{parse_ethertype, BootstrapSpec, DEFAULT_ETHERTYPE};
+use irm::proto::{parse_ethertype, BootstrapSpec, NameSecurity, DEFAULT_ETHERTYPE};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
@@ -67,6 +71,8 @@ pub struct Config {
     pub ipcps: Vec<BootstrapSpec>,
     pub registers: Vec<Register>,
     pub binds: Vec<Bind>,
+    /// `[[name]]`: secure-flow configurations, as `irm name create` sets them.
+    pub names: Vec<(String, NameSecurity)>,
 }
 
 /// One problem, located.
@@ -135,7 +141,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
                 DeValue::Table(t) => cfg.irmd = daemon(&mut errs, t),
                 other => errs.push(v.span(), "irmd", wrong("a table ([irmd])", other)),
             },
-            section @ ("ipcp" | "register" | "bind") => {
+            section @ ("ipcp" | "register" | "bind" | "name") => {
                 let DeValue::Array(items) = v.get_ref() else {
                     errs.push(
                         v.span(),
@@ -162,6 +168,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
                                 cfg.registers.push(Register { name, layer });
                             }
                         }
+                        "name" => {
+                            if let Some(n) = name_security(&mut errs, &path, item.span(), t) {
+                                cfg.names.push(n);
+                            }
+                        }
                         _ => {
                             if let Some(b) = bind(&mut errs, &path, item.span(), t) {
                                 cfg.binds.push(b);
@@ -173,7 +184,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
             other => errs.push(
                 k.span(),
                 other,
-                "unknown section (expected irmd, ipcp, register, bind)",
+                "unknown section (expected irmd, ipcp, register, bind, name)",
             ),
         }
     }
@@ -257,6 +268,56 @@ fn fields<const N: usize>(
         }
     }
     out
+}
+
+/// `[[name]]`: `name` and any of the `irm name create` keywords.
+fn name_security(
+    errs: &mut Errors<'_>,
+    path: &str,
+    span: Range<usize>,
+    t: &DeTable<'_>,
+) -> Option<(String, NameSecurity)> {
+    const KEYS: [&str; 8] = [
+        "name",
+        "scrtpath",
+        "skeypath",
+        "cacrtpath",
+        "ccrtpath",
+        "ckeypath",
+        "sencpath",
+        "cencpath",
+    ];
+    let before = errs.list.len();
+    let mut v: [Option<String>; 8] = std::array::from_fn(|_| None);
+    for (k, val) in t.iter() {
+        let key = format!("{path}.{}", k.get_ref());
+        match KEYS.iter().position(|n| *n == k.get_ref().as_ref()) {
+            Some(i) => v[i] = string(errs, &key, val),
+            None => errs.push(
+                k.span(),
+                &key,
+                format!("unknown key (expected {})", KEYS.join(", ")),
+            ),
+        }
+    }
+    let [name, scrt, skey, cacrt, ccrt, ckey, senc, cenc] = v;
+    let Some(name) = name else {
+        errs.push(span, &format!("{path}.name"), "missing");
+        return None;
+    };
+    let sec = NameSecurity {
+        scrt,
+        skey,
+        cacrt,
+        ccrt,
+        ckey,
+        senc,
+        cenc,
+    };
+    if let Err(e) = sec.validate() {
+        errs.push(span, path, e.to_string());
+    }
+    (errs.list.len() == before).then_some((name, sec))
 }
 
 fn bind(errs: &mut Errors<'_>, path: &str, span: Range<usize>, t: &DeTable<'_>) -> Option<Bind> {

@@ -109,6 +109,15 @@ fn config_requests(c: &config::Config) -> Vec<(String, CliRequest)> {
             },
         ));
     }
+    for (name, security) in &c.names {
+        out.push((
+            format!("secure-flow configuration of {name}"),
+            CliRequest::NameCreate {
+                name: name.clone(),
+                security: security.clone(),
+            },
+        ));
+    }
     for b in &c.binds {
         let what = format!("bind program {} to {}", b.program, b.name);
         let req = match &b.auto {

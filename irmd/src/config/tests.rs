@@ -207,3 +207,56 @@ fn wrong_shapes_are_errors_not_panics() {
         assert!(e.iter().all(|e| e.starts_with("t.toml:")), "{e:?}");
     }
 }
+
+#[test]
+fn secure_flow_names_parse_and_bad_ones_are_reported() {
+    let c = parse(
+        "t.toml",
+        r#"
+[[name]]
+name = "oecho"
+scrtpath = "/etc/ethflow/oecho.crt"
+skeypath = "/etc/ethflow/oecho.key"
+[[name]]
+name = "oping"
+cacrtpath = "/etc/ethflow/ca.pem"
+"#,
+    )
+    .expect("parses");
+    assert_eq!(
+        c.names,
+        vec![
+            (
+                "oecho".to_string(),
+                NameSecurity {
+                    scrt: Some("/etc/ethflow/oecho.crt".into()),
+                    skey: Some("/etc/ethflow/oecho.key".into()),
+                    ..Default::default()
+                }
+            ),
+            (
+                "oping".to_string(),
+                NameSecurity {
+                    cacrt: Some("/etc/ethflow/ca.pem".into()),
+                    ..Default::default()
+                }
+            ),
+        ]
+    );
+    let e = errors(
+        r#"
+[[name]]
+scrtpath = "relative.crt"
+[[name]]
+name = "a"
+scrtpath = "/x.crt"
+[[name]]
+name = "b"
+keypath = "/x.key"
+"#,
+    )
+    .join("\n");
+    assert!(e.contains("name[0].name"), "{e}");
+    assert!(e.contains("scrtpath and skeypath go together"), "{e}");
+    assert!(e.contains("name[2].keypath"), "{e}");
+}
