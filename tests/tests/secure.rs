@@ -371,3 +371,62 @@ fn injected_replayed_and_tampered_records_are_dropped_and_liveness_holds() {
     assert_eq!(max, 1500 - HEADER_LEN - 24, "{}", done.stdout);
     assert!(done.stdout.contains("oversize-refused"), "{}", done.stdout);
 }
+
+/// Secure flows set in irmd's configuration file (`[[name]]`), no `irm name
+/// create`: the client's allocation is refused with EAUTH while its file
+/// names the wrong CA, and works with the right one.
+#[test]
+fn secure_names_from_the_configuration_file() {
+    use ethflow_tests::{backend, LAYER};
+    let Some(rig) = Rig::builder("secure_names_from_the_configuration_file")
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    let (a, b) = (rig.a(), rig.b());
+    let dir = rig.dir();
+    let ca1 = ca("ethflow test CA");
+    let good = write(dir, "ca.pem", &ca1.pem);
+    let bad = write(dir, "other.pem", &ca("other CA").pem);
+    let (crt, key) = issue(&ca1, dir, "server", &["oecho"], -1, 30);
+    let config = |host: &Host, file: &str, extra: &str| {
+        let text = format!(
+            "[[ipcp]]\nname = \"{}\"\ntype = \"eth-dix\"\nlayer = \"{LAYER}\"\ndevice = \"{}\"\nbackend = \"{}\"\n{extra}",
+            host.ipcp_name(),
+            host.ifname(),
+            backend(),
+        );
+        write(dir, file, &text)
+    };
+    let b_cfg = config(
+        b,
+        "b.toml",
+        &format!(
+            "[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n[[bind]]\nprogram = \"oecho\"\nname = \"oecho\"\n[[name]]\nname = \"oecho\"\nscrtpath = \"{crt}\"\nskeypath = \"{key}\"\n"
+        ),
+    );
+    let a_cfg = config(
+        a,
+        "a.toml",
+        &format!("[[name]]\nname = \"oecho\"\ncacrtpath = \"{bad}\"\n"),
+    );
+    for (h, cfg) in [(a, &a_cfg), (b, &b_cfg)] {
+        h.start_irmd(&["--config".into(), cfg.clone()]);
+        h.expect_log("applied", Duration::from_secs(20));
+    }
+    let server = b.spawn("oecho", &["--listen"]);
+    b.expect_log(
+        &format!("New instance ({}) of oecho added.", server.pid()),
+        Duration::from_secs(5),
+    );
+    let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
+    assert!(
+        !done.success() && done.stderr.contains("EAUTH, -1009"),
+        "{}",
+        done.describe()
+    );
+    name_create(a, "oecho", &[("cacrtpath", &good)]);
+    let done = a.run_ok("oecho", &["-n", "oecho", "-m", "from the file"]);
+    assert!(done.stdout.contains("from the file"), "{}", done.describe());
+}
