@@ -388,18 +388,40 @@ impl CtrlListener {
             SockFlag::SOCK_CLOEXEC,
             None,
         )?;
-        let addr = UnixAddr::new(path)?;
-        bind(fd.as_raw_fd(), &addr).map_err(|e| Error::Io(format!("bind {path}: {}", e.desc())))?;
-        if let Some(gid) = gid {
-            std::os::unix::fs::chown(path, None, Some(gid))
-                .map_err(|e| Error::Io(format!("chown {path}: {e}")))?;
+        // Bound under a temporary name and renamed into place once listening,
+        // so the path never exists while a connect would be refused (clients
+        // and tests take the path's appearance as "irmd is up"). A path too
+        // long for the suffix is bound directly.
+        let staged = format!("{path}.new");
+        let at = if UnixAddr::new(staged.as_str()).is_ok() {
+            let _ = std::fs::remove_file(&staged);
+            staged.as_str()
+        } else {
+            path
+        };
+        let addr = UnixAddr::new(at)?;
+        bind(fd.as_raw_fd(), &addr).map_err(|e| Error::Io(format!("bind {at}: {}", e.desc())))?;
+        let setup = || -> Result<()> {
+            if let Some(gid) = gid {
+                std::os::unix::fs::chown(at, None, Some(gid))
+                    .map_err(|e| Error::Io(format!("chown {at}: {e}")))?;
+            }
+            if let Some(mode) = mode {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| Error::Io(format!("chmod {at}: {e}")))?;
+            }
+            listen(&fd, Backlog::new(1024).expect("valid backlog"))?;
+            if at != path {
+                std::fs::rename(at, path)
+                    .map_err(|e| Error::Io(format!("rename {at} to {path}: {e}")))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = setup() {
+            let _ = std::fs::remove_file(at);
+            return Err(e);
         }
-        if let Some(mode) = mode {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::Io(format!("chmod {path}: {e}")))?;
-        }
-        listen(&fd, Backlog::new(1024).expect("valid backlog"))?;
         Ok(CtrlListener { fd })
     }
 
@@ -443,6 +465,27 @@ impl CtrlListener {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_socket_path_appears_listening_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ethflow-ctrl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("irmd.sock");
+        let p = path.to_str().unwrap();
+        let l = CtrlListener::bind_with(p, Some(0o660), None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        assert!(
+            !dir.join("irmd.sock.new").exists(),
+            "the staged name is gone"
+        );
+        // The path exists only once a connect succeeds.
+        let c = CtrlSocket::connect(p);
+        assert!(c.is_ok(), "{:?}", c.err());
+        drop(l);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use super::*;
     use crate::proto::{AppRequest, Reply};
 
