@@ -15,6 +15,7 @@
 //! ```
 
 pub mod bins;
+pub mod capture;
 pub mod clock;
 pub mod forge;
 pub mod names;

@@ -11,12 +11,10 @@
 //! Both backends (`ETHFLOW_BACKEND=xdp`).
 
 use std::collections::BTreeMap;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ethflow_tests::capture::{enter_netns, Capture};
 use ethflow_tests::forge::{format_mac, PacketSocket};
 use ethflow_tests::{netns, Host, Rig};
 use ipcpd_eth::layer_key::TRAILER_LEN;
@@ -24,8 +22,6 @@ use ipcpd_eth::wire::{Mac, DEFAULT_ETHERTYPE, ETH_HEADER_LEN, HEADER_LEN};
 use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(60);
-/// Every protocol, for a capture socket.
-const ETH_P_ALL: u16 = 0x0003;
 
 /// A fresh key file in the rig's directory, made by `irm ipcp keygen`
 /// (mode 0600, root's); a second keygen on it is refused.
@@ -150,60 +146,6 @@ fn mac_of(host: &Host) -> Mac {
     ethflow_tests::forge::parse_mac(v[0]["address"].as_str().expect("address")).expect("mac")
 }
 
-/// Frames captured on one interface of a namespace, by a thread that joined
-/// that namespace (the rest of the test process stays where it is).
-struct Capture {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<Vec<u8>>>,
-}
-
-fn enter_netns(ns: &str) {
-    let f = std::fs::File::open(format!("/run/netns/{ns}"))
-        .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
-    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .unwrap_or_else(|e| panic!("setns {ns}: {e}"));
-}
-
-impl Capture {
-    /// Capture ethflow frames on `dev` in `ns` (at most 100 000, bounded).
-    fn start(ns: &str, dev: &str) -> Capture {
-        let (ns, dev) = (ns.to_string(), dev.to_string());
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            enter_netns(&ns);
-            // ETH_P_ALL: a socket bound to one ethertype does not see the
-            // frames the port transmits.
-            let sock = PacketSocket::open(&dev, Some(ETH_P_ALL)).expect("capture socket");
-            ready_tx.send(()).expect("ready");
-            let mut frames = Vec::new();
-            let mut buf = vec![0u8; 16 * 1024];
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !flag.load(Ordering::Relaxed)
-                && Instant::now() < deadline
-                && frames.len() < 100_000
-            {
-                if let Ok(Some(len)) = sock.recv(&mut buf, Duration::from_millis(50)) {
-                    if buf[..len].get(12..14) == Some(&DEFAULT_ETHERTYPE.to_be_bytes()[..]) {
-                        frames.push(buf[..len].to_vec());
-                    }
-                }
-            }
-            frames
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("capture did not start");
-        Capture { stop, thread }
-    }
-
-    fn finish(self) -> Vec<Vec<u8>> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("capture thread")
-    }
-}
-
 /// Send `frames` again, unchanged, from `dev` in `ns`; returns how many left.
 fn resend(ns: &str, dev: &str, frames: Vec<Vec<u8>>) -> usize {
     let (ns, dev) = (ns.to_string(), dev.to_string());
@@ -254,7 +196,7 @@ fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
     // Captured where the bridge hands frames to c (an XDP program on c's own
     // interface would take them before a packet socket there sees them).
     let (port_ns, port) = c.peer_end();
-    let capture = Capture::start(port_ns, port);
+    let capture = Capture::start(port_ns, port, Some(DEFAULT_ETHERTYPE));
 
     let _echo = b.serve("oecho", "oecho", &["--listen"]);
     let marker = "layer-key-plaintext-marker-0123456789";
@@ -307,7 +249,7 @@ fn encrypted_frames_hide_the_sdu_and_replays_are_dropped() {
     // Captured where the bridge hands frames to c (an XDP program on c's own
     // interface would take them before a packet socket there sees them).
     let (port_ns, port) = c.peer_end();
-    let capture = Capture::start(port_ns, port);
+    let capture = Capture::start(port_ns, port, Some(DEFAULT_ETHERTYPE));
     let _echo = b.serve("oecho", "oecho", &["--listen"]);
     let marker = "layer-key-plaintext-marker-0123456789";
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);

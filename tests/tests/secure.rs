@@ -8,12 +8,10 @@
 //! for another name or from an unknown CA is refused with EAUTH on the
 //! client; ciphers that do not meet give ECRYPT.
 
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ethflow_tests::capture::{enter_netns, Capture};
 use ethflow_tests::forge::PacketSocket;
 use ethflow_tests::{netns, Host, Rig};
 use ipcpd_eth::wire::{FrameType, HeaderView, DEFAULT_ETHERTYPE, ETH_HEADER_LEN, HEADER_LEN};
@@ -21,7 +19,6 @@ use nix::sys::signal::Signal;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 const LONG: Duration = Duration::from_secs(60);
-const ETH_P_ALL: u16 = 0x0003;
 
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -76,54 +73,6 @@ fn name_create(host: &Host, name: &str, kv: &[(&str, &str)]) {
     host.irm_ok(&args);
 }
 
-fn enter_netns(ns: &str) {
-    let f = std::fs::File::open(format!("/run/netns/{ns}"))
-        .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
-    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .unwrap_or_else(|e| panic!("setns {ns}: {e}"));
-}
-
-/// Every frame seen on `dev` in `ns` until `finish` (bounded in count and time).
-struct Capture {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<Vec<u8>>>,
-}
-
-impl Capture {
-    fn start(ns: &str, dev: &str) -> Capture {
-        let (ns, dev) = (ns.to_string(), dev.to_string());
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            enter_netns(&ns);
-            let sock = PacketSocket::open(&dev, Some(ETH_P_ALL)).expect("capture socket");
-            ready_tx.send(()).expect("ready");
-            let mut frames = Vec::new();
-            let mut buf = vec![0u8; 16 * 1024];
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !flag.load(Ordering::Relaxed)
-                && Instant::now() < deadline
-                && frames.len() < 100_000
-            {
-                if let Ok(Some(len)) = sock.recv(&mut buf, Duration::from_millis(50)) {
-                    frames.push(buf[..len].to_vec());
-                }
-            }
-            frames
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("capture did not start");
-        Capture { stop, thread }
-    }
-
-    fn finish(self) -> Vec<Vec<u8>> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("capture thread")
-    }
-}
-
 fn seen(frames: &[Vec<u8>], needle: &str) -> bool {
     frames
         .iter()
@@ -145,7 +94,7 @@ fn secure_oecho_and_oping_work_and_the_wire_shows_no_plaintext() {
         name_create(a, name, &[("cacrtpath", &ca_pem)]);
     }
     let (ns, dev) = (b.ns().to_string(), b.ifname().to_string());
-    let capture = Capture::start(&ns, &dev);
+    let capture = Capture::start(&ns, &dev, None);
     let _echo = b.serve("oecho", "oecho", &["--listen"]);
     let marker = "secure-flow-plaintext-marker-0123456789";
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);
@@ -165,7 +114,7 @@ fn secure_oecho_and_oping_work_and_the_wire_shows_no_plaintext() {
     // the same marker is visible, so the capture would have caught it.
     a.irm_ok(&["name", "destroy", "oecho"]);
     b.irm_ok(&["name", "destroy", "oecho"]);
-    let capture = Capture::start(&ns, &dev);
+    let capture = Capture::start(&ns, &dev, None);
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);
     assert!(done.stdout.contains(marker), "{}", done.describe());
     assert!(seen(&capture.finish(), marker), "plain flow not captured");
@@ -307,7 +256,7 @@ fn injected_replayed_and_tampered_records_are_dropped_and_liveness_holds() {
     name_create(a, "oecho", &[("cacrtpath", &ca_pem)]);
     // Captured where a receives (the IPCP sends with PACKET_QDISC_BYPASS,
     // which a packet socket on the sender's side does not see).
-    let capture = Capture::start(a.ns(), a.ifname());
+    let capture = Capture::start(a.ns(), a.ifname(), None);
     let server = b.serve("oecho", "oecho", &["--listen", "--linger"]);
     let client = a.spawn("flowtest", &["hold", "-n", "oecho", "--max-wait", "30000"]);
     client.wait_for_stdout("ready", Duration::from_secs(10));
