@@ -16,6 +16,8 @@ pub mod error;
 pub mod ethertype;
 pub mod flow;
 pub mod fqueue;
+#[cfg(feature = "gen")]
+pub mod gen;
 pub mod keyfile;
 pub mod limits;
 pub mod proto;

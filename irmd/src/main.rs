@@ -7,7 +7,6 @@
 
 mod access;
 mod config;
-mod gen;
 mod logging;
 mod metrics_http;
 mod registry;
@@ -154,7 +153,7 @@ fn main() {
     let args = Args::parse();
     if let Some(dir) = &args.generate {
         use clap::CommandFactory;
-        if let Err(e) = gen::generate(Args::command(), "8", dir) {
+        if let Err(e) = irm::gen::generate(Args::command(), "8", dir) {
             eprintln!("irmd: cannot write to {}: {e}", dir.display());
             std::process::exit(1);
         }

@@ -3,8 +3,6 @@
 //! The argument style follows the model's tool: keyword/value pairs, e.g.
 //! `irm ipcp bootstrap type eth name eth-a layer eth dev veth0`.
 
-#[path = "../gen.rs"]
-mod gen;
 #[path = "irm/keywords.rs"]
 mod keywords;
 
@@ -254,7 +252,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
     const WAIT: Duration = Duration::from_secs(15);
     match cmd {
         Cmd::Generate { dir } => {
-            gen::generate(command(), "1", &dir)
+            irm::gen::generate(command(), "1", &dir)
                 .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
         }
         Cmd::Ipcp {

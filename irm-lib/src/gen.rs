@@ -2,7 +2,9 @@
 //! definition (clap_mangen, clap_complete), written under a `share`
 //! directory in the places Debian looks: `man/manN/`, `bash-completion/
 //! completions/`, `zsh/vendor-completions/`, `fish/vendor_completions.d/`.
-//! Used by `irmd --generate DIR` and `irm generate DIR` (scripts/install.sh).
+//! Used by every program's `--generate DIR` (and `irm generate DIR`) through
+//! the `gen` feature of this crate; scripts/install.sh and the Debian package
+//! call them.
 
 use clap_complete::Shell;
 use std::io;
