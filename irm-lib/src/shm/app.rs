@@ -124,41 +124,72 @@ impl AppEnd {
     /// when `nonblocking`. Down → `FlowDown`, Peer → `FlowPeer`, checked before
     /// writing and while waiting; nobody left to wake a blocked writer (the
     /// IPCP and irmd gone) → `FlowDown`.
+    ///
+    /// Each write publishes its SDU and makes one fence to look whether the
+    /// IPCP sleeps (a syscall only if it does); [`AppEnd::write_batch`]
+    /// makes one of each per batch.
     pub fn write(&self, sdu: &[u8], deadline: Option<Instant>, nonblocking: bool) -> Result<usize> {
+        self.write_batch(&[sdu], deadline, nonblocking)
+            .map(|_| sdu.len())
+    }
+
+    /// Copy SDUs into the tx ring in order, publishing them (and looking
+    /// whether the IPCP sleeps) once per run that fits. Returns how many
+    /// were written: all of them, or fewer when the ring filled and the
+    /// call is `nonblocking`, the `deadline` passed, or the flow's state
+    /// changed after some were written (the next call reports the error).
+    /// With none written, the errors are those of [`AppEnd::write`]. Any
+    /// SDU longer than slot_size refuses the whole batch with `MsgSize`.
+    pub fn write_batch<S: AsRef<[u8]>>(
+        &self,
+        sdus: &[S],
+        deadline: Option<Instant>,
+        nonblocking: bool,
+    ) -> Result<usize> {
         self.check_owner()?;
         let max = self.map.geom.slot_size as usize;
-        if sdu.len() > max {
+        if let Some(big) = sdus.iter().find(|s| s.as_ref().len() > max) {
             return Err(Error::MsgSize {
-                len: sdu.len(),
+                len: big.as_ref().len(),
                 max,
             });
         }
         let mut tx = lock(&self.tx);
         let ctrl = self.map.ctrl(Dir::Tx);
         let mut armed = false;
+        let mut done = 0;
+        let partial = |done: usize, e: Error| if done > 0 { Ok(done) } else { Err(e) };
         let result = (|| loop {
             if let Some(e) = state_error(self.map.state()) {
-                return Err(e);
+                return partial(done, e);
             }
-            if tx.has_space(&self.map)? {
-                tx.push(&self.map, sdu);
+            let before = done;
+            while done < sdus.len() && tx.has_space(&self.map)? {
+                tx.stage(&self.map, sdus[done].as_ref());
+                done += 1;
+            }
+            if done > before {
+                tx.publish(&self.map);
                 wake_if_armed(&ctrl.consumer_sleeping, self.ipcp_wake.as_fd());
-                return Ok(sdu.len());
+                armed = false;
+            }
+            if done == sdus.len() {
+                return Ok(done);
             }
             if nonblocking {
-                return Err(Error::Again);
+                return partial(done, Error::Again);
             }
             if !armed {
                 // Stale wake-ups from earlier waits must not end this one early.
                 if drain(self.tx_wake.as_fd()) == Drained::Hangup {
-                    return Err(Error::FlowDown);
+                    return partial(done, Error::FlowDown);
                 }
                 arm(&ctrl.producer_waiting);
                 armed = true;
                 continue; // re-check space and state after the fence
             }
             if !wait_readable(self.tx_wake.as_fd(), deadline)? {
-                return Err(Error::TimedOut);
+                return partial(done, Error::TimedOut);
             }
             armed = false;
         })();
@@ -176,19 +207,50 @@ impl AppEnd {
     /// An empty read leaves the sleeping flag set, so the rx fd becomes
     /// readable when the next SDU or state change arrives (epoll users: read
     /// until `Again`, then wait).
+    ///
+    /// Consecutive reads of a full ring make no fence and no store to a
+    /// line the IPCP reads per SDU: consumed slots go back to the IPCP in
+    /// groups, and always when the ring looks empty.
     pub fn read(
         &self,
         buf: &mut [u8],
         deadline: Option<Instant>,
         nonblocking: bool,
     ) -> Result<usize> {
+        let mut lens = [0usize];
+        self.read_batch(&mut [buf], &mut lens, deadline, nonblocking)?;
+        Ok(lens[0])
+    }
+
+    /// Read up to `min(bufs.len(), lens.len())` SDUs: SDU k is copied into
+    /// `bufs[k]` (truncated like a datagram) and the bytes copied stored in
+    /// `lens[k]`. Waits like [`AppEnd::read`] for the first; takes the rest
+    /// only if already there. Returns how many were read (at least one).
+    pub fn read_batch<B: AsMut<[u8]>>(
+        &self,
+        bufs: &mut [B],
+        lens: &mut [usize],
+        deadline: Option<Instant>,
+        nonblocking: bool,
+    ) -> Result<usize> {
         self.check_owner()?;
+        let max = bufs.len().min(lens.len());
+        if max == 0 {
+            return Ok(0);
+        }
         let mut rx = lock(&self.rx);
         let ctrl = self.map.ctrl(Dir::Rx);
         let mut armed = false;
         loop {
             if rx.has_data(&self.map)? {
-                let n = self.copy_out(&mut rx, buf);
+                let mut n = 0;
+                loop {
+                    lens[n] = self.copy_out(&mut rx, bufs[n].as_mut());
+                    n += 1;
+                    if n == max || !matches!(rx.has_data(&self.map), Ok(true)) {
+                        break;
+                    }
+                }
                 disarm_reader(&ctrl.consumer_sleeping);
                 return Ok(n);
             }
@@ -228,8 +290,7 @@ impl AppEnd {
             .map
             .slot_data(rx.dir, rx.tail, slot_len as usize)
             .copy_to(buf);
-        rx.advance();
-        rx.publish(&self.map);
+        rx.advance_lazily(&self.map);
         n
     }
 
@@ -400,5 +461,10 @@ impl AppEnd {
     #[cfg(test)]
     pub(super) fn map(&self) -> &ShmMap {
         &self.map
+    }
+
+    #[cfg(test)]
+    pub(super) fn tx_fd(&self) -> BorrowedFd<'_> {
+        self.tx_wake.as_fd()
     }
 }

@@ -37,6 +37,19 @@
 //! `producer_waiting` the same way. State changes always signal both
 //! application pipes.
 //!
+//! **Batches.** Every side publishes per batch, not per SDU. The IPCP's
+//! receive path stages SDUs ([`IpcpEnd::push_rx_quiet`]) and publishes each
+//! flow's head once per batch of frames ([`IpcpEnd::wake_rx`], or
+//! [`IpcpEnd::push_rx_batch`] in one call): one Release store, one update of
+//! the counters and one fence per flow per batch. Its send path pops a batch
+//! ([`IpcpEnd::pop_tx_batch_into`]): one tail store and at most one wake-up
+//! of a blocked writer. The application's reader hands consumed slots back
+//! lazily: every eighth of the ring (at most 32 slots) in a burst, and
+//! always when the ring looks empty, so at rest the shared tail is the
+//! reader's. A write publishes its SDU and fences once to look at the
+//! IPCP's flag; [`AppEnd::write_batch`] and [`AppEnd::read_batch`] do each
+//! once per batch.
+//!
 //! **Watchers.** An event set (`irm::FlowSet`) may watch a flow's rx fd
 //! besides its reader. The rx sleeping flag then has two owners: the reader
 //! arms it with `READER_ARMED` only if it is clear and clears only its own
@@ -98,7 +111,7 @@ use crate::error::{Error, Result};
 use crate::proto::{FlowState, RingGeometry};
 
 pub use app::{AppEnd, RxReadiness, RxWatch, WatchNotice};
-pub use ipcp::{FlowCounters, IpcpEnd, Monitor, TxWake};
+pub use ipcp::{FlowCounters, IpcpEnd, Monitor, RxPushed, TxWake};
 pub use map::{SharedBytes, ShmMap, Stats};
 
 // ---------------------------------------------------------------------------
