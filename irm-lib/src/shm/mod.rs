@@ -50,6 +50,12 @@
 //! IPCP's flag; [`AppEnd::write_batch`] and [`AppEnd::read_batch`] do each
 //! once per batch.
 //!
+//! **Counting.** [`wake_stats`] returns what this process did to wake and
+//! be woken, over all its flows: pipe writes (`signals_sent`), waits
+//! (`sleeps`), and how often a bounded spin saved a sleep. An event loop
+//! that sleeps outside this library (the IPCP's `epoll_wait`) adds its
+//! sleeps with [`note_sleep`].
+//!
 //! **Watchers.** An event set (`irm::FlowSet`) may watch a flow's rx fd
 //! besides its reader. The rx sleeping flag then has two owners: the reader
 //! arms it with `READER_ARMED` only if it is clear and clears only its own
@@ -113,6 +119,7 @@ use crate::proto::{FlowState, RingGeometry};
 pub use app::{AppEnd, RxReadiness, RxWatch, WatchNotice};
 pub use ipcp::{FlowCounters, IpcpEnd, Monitor, RxPushed, TxWake};
 pub use map::{SharedBytes, ShmMap, Stats};
+pub use wake::{note_signal, note_sleep, wake_stats, WakeStats};
 
 // ---------------------------------------------------------------------------
 // Layout

@@ -195,3 +195,26 @@ fn write_batch_writes_what_fits_and_reads_batch_take_what_is_there() {
     );
     assert_eq!(f.app.write_batch(&sdus, None, false), Err(Error::FlowPeer));
 }
+
+#[test]
+fn wake_ups_and_sleeps_are_counted() {
+    // Process-wide counters, shared with tests running alongside: only
+    // "at least" can be asserted.
+    let f = flow(geom(4, 16));
+    let before = wake_stats();
+    // Armed reader: the push writes a wake-up byte.
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    f.ipcp.push_rx(b"a").unwrap();
+    let mid = wake_stats().since(&before);
+    assert!(mid.signals_sent >= 1, "{mid:?}");
+    assert_eq!(read_nb(&f.app).unwrap(), b"a");
+    // A blocking read that waits is a sleep.
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        f.app.read(&mut buf, Some(Instant::now()), false),
+        Err(Error::TimedOut)
+    );
+    note_sleep();
+    let after = wake_stats().since(&before);
+    assert!(after.sleeps >= 2, "{after:?}");
+}
