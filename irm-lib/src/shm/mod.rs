@@ -99,6 +99,7 @@ mod fork;
 mod ipcp;
 mod map;
 mod ring;
+mod spin;
 #[cfg(test)]
 mod tests;
 mod wake;
@@ -119,6 +120,7 @@ use crate::proto::{FlowState, RingGeometry};
 pub use app::{AppEnd, RxReadiness, RxWatch, WatchNotice};
 pub use ipcp::{FlowCounters, IpcpEnd, Monitor, RxPushed, TxWake};
 pub use map::{SharedBytes, ShmMap, Stats};
+pub use spin::{SpinPolicy, Spinner, SPIN_ENV};
 pub use wake::{note_signal, note_sleep, wake_stats, WakeStats};
 
 // ---------------------------------------------------------------------------
