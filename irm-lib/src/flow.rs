@@ -314,6 +314,12 @@ impl Flow {
     pub fn write_timeout(&self) -> Option<Duration> {
         *self.write_timeout.lock().unwrap_or_else(|p| p.into_inner())
     }
+    /// How long a blocking read or write spins before it sleeps
+    /// ([`crate::shm::SpinPolicy`]; by default from the cores and
+    /// `ETHFLOW_SPIN_US`).
+    pub fn set_spin(&self, spin: crate::shm::SpinPolicy) {
+        self.end.set_spin(spin);
+    }
     pub fn set_nonblocking(&self, nb: bool) {
         self.nonblocking.store(nb, Ordering::Relaxed);
     }

@@ -50,6 +50,19 @@
 //! IPCP's flag; [`AppEnd::write_batch`] and [`AppEnd::read_batch`] do each
 //! once per batch.
 //!
+//! **Threads.** An [`AppEnd`] may be read and written from many threads.
+//! No thread holds a lock while it spins or sleeps, so one thread's
+//! blocking read never holds up another's non-blocking one. Of the threads
+//! blocked in one direction, one sleeps on the wake pipe — only it drains
+//! the pipe, and nobody clears the flag it armed — and the others wait on a
+//! condition variable it signals when it wakes.
+//!
+//! **Spinning.** Before a blocking read or write sleeps it may spin for a
+//! bounded, adaptive time ([`SpinPolicy`], [`Spinner`]): on by itself only
+//! with more than two cores, `ETHFLOW_SPIN_US=<n>` sets it (0 = off),
+//! [`AppEnd::set_spin`] per flow. An IPCP loop uses a [`Spinner`] of its own
+//! with [`IpcpEnd::tx_ready`].
+//!
 //! **Counting.** [`wake_stats`] returns what this process did to wake and
 //! be woken, over all its flows: pipe writes (`signals_sent`), waits
 //! (`sleeps`), and how often a bounded spin saved a sleep. An event loop

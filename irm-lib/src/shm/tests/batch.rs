@@ -211,7 +211,11 @@ fn wake_ups_and_sleeps_are_counted() {
     // A blocking read that waits is a sleep.
     let mut buf = [0u8; 4];
     assert_eq!(
-        f.app.read(&mut buf, Some(Instant::now()), false),
+        f.app.read(
+            &mut buf,
+            Some(Instant::now() + Duration::from_millis(5)),
+            false
+        ),
         Err(Error::TimedOut)
     );
     note_sleep();

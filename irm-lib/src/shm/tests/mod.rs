@@ -701,4 +701,5 @@ fn sdus_pushed_before_a_concurrent_down_all_arrive_first() {
 
 mod batch;
 mod hostile;
+mod locks;
 mod pipes;
