@@ -372,6 +372,7 @@ impl FlowSet {
             }
             n.sleeping = true;
         }
+        crate::shm::note_sleep();
         let got = self.epoll.wait(&mut self.epoll_events, timeout);
         lock(&self.shared.notices).sleeping = false;
         let ready = match got {
@@ -424,6 +425,7 @@ fn epoll_timeout(left: Duration) -> EpollTimeout {
 }
 
 fn signal(efd: std::os::fd::BorrowedFd<'_>) {
+    crate::shm::note_signal();
     // EAGAIN means the counter is near overflow, i.e. already readable.
     let _ = nix::unistd::write(efd, &1u64.to_ne_bytes());
 }

@@ -2,17 +2,18 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use super::fork;
 use super::map::ShmMap;
 use super::ring::{Consumer, Producer};
+use super::spin::{SpinPolicy, Spinner};
 use super::wake::{
-    arm, arm_reader, disarm, disarm_reader, drain, is_hung_up, set_nonblocking, wait_readable,
-    wake_if_armed, Drained, WATCHER_ARMED,
+    arm, arm_reader, disarm, disarm_reader, drain, is_hung_up, note_sleep, set_nonblocking,
+    wait_readable, wake_if_armed, Drained, WATCHER_ARMED,
 };
-use super::{lock, state_error, word_to_state, Dir};
+use super::{lock, state_error, word_to_state, Dir, STATE_ALLOCATED};
 use crate::error::{Error, Result};
 use crate::proto::{FlowState, RingGeometry};
 
@@ -45,6 +46,11 @@ pub struct RxReadiness {
 /// The application's end of a flow: writes into tx, reads from rx.
 /// Reads and writes may come from different threads; each direction is
 /// serialised by its own mutex, so concurrent callers cannot corrupt the ring.
+/// No thread holds a mutex while it spins or sleeps: a thread blocked in a
+/// read (or write) never holds up another thread's non-blocking call. Of the
+/// threads blocked in one direction, one sleeps on the wake pipe (only it
+/// drains the pipe) and the others on a condition variable it signals when
+/// it wakes, so no thread eats another's wake-up.
 /// Only the process that made it may use it (see the fork notes in [`super`]).
 #[derive(Debug)]
 pub struct AppEnd {
@@ -57,12 +63,38 @@ pub struct AppEnd {
     ipcp_wake: OwnedFd,
     /// The process this end belongs to ([`fork::owner`]).
     owner: u32,
-    rx: Mutex<Consumer>,
-    tx: Mutex<Producer>,
+    rx: Mutex<Side<Consumer>>,
+    tx: Mutex<Side<Producer>>,
+    /// Threads blocked in a read (write) while another sleeps on the pipe.
+    rx_cv: Condvar,
+    tx_cv: Condvar,
     /// The event set watching this flow, if any.
     watch: Mutex<Option<Watch>>,
     /// The state word the watcher last saw ([`NOT_SEEN`]: none yet).
     watch_seen: AtomicU32,
+}
+
+/// One direction's ring cursor and the state of the threads waiting on it.
+#[derive(Debug)]
+struct Side<R> {
+    ring: R,
+    spinner: Spinner,
+    /// A thread of this process sleeps on the direction's wake pipe. Only
+    /// it may drain the pipe, and the shared flag it armed stays armed.
+    pipe_waiter: bool,
+    /// Threads waiting on the condition variable for the pipe waiter.
+    cv_waiters: u32,
+}
+
+impl<R> Side<R> {
+    fn new(ring: R, spin: SpinPolicy) -> Side<R> {
+        Side {
+            ring,
+            spinner: Spinner::new(spin),
+            pipe_waiter: false,
+            cv_waiters: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -88,8 +120,9 @@ impl AppEnd {
         for fd in [&rx_wake, &tx_wake, &ipcp_wake] {
             let _ = set_nonblocking(fd.as_fd());
         }
-        let rx = Mutex::new(Consumer::new(&map, Dir::Rx));
-        let tx = Mutex::new(Producer::new(&map, Dir::Tx));
+        let spin = SpinPolicy::default();
+        let rx = Mutex::new(Side::new(Consumer::new(&map, Dir::Rx), spin));
+        let tx = Mutex::new(Side::new(Producer::new(&map, Dir::Tx), spin));
         AppEnd {
             map,
             rx_wake,
@@ -98,6 +131,8 @@ impl AppEnd {
             owner: fork::owner(),
             rx,
             tx,
+            rx_cv: Condvar::new(),
+            tx_cv: Condvar::new(),
             watch: Mutex::new(None),
             watch_seen: AtomicU32::new(NOT_SEEN),
         }
@@ -124,46 +159,110 @@ impl AppEnd {
     /// when `nonblocking`. Down → `FlowDown`, Peer → `FlowPeer`, checked before
     /// writing and while waiting; nobody left to wake a blocked writer (the
     /// IPCP and irmd gone) → `FlowDown`.
+    ///
+    /// Each write publishes its SDU and makes one fence to look whether the
+    /// IPCP sleeps (a syscall only if it does); [`AppEnd::write_batch`]
+    /// makes one of each per batch.
     pub fn write(&self, sdu: &[u8], deadline: Option<Instant>, nonblocking: bool) -> Result<usize> {
+        self.write_batch(&[sdu], deadline, nonblocking)
+            .map(|_| sdu.len())
+    }
+
+    /// Copy SDUs into the tx ring in order, publishing them (and looking
+    /// whether the IPCP sleeps) once per run that fits. Returns how many
+    /// were written: all of them, or fewer when the ring filled and the
+    /// call is `nonblocking`, the `deadline` passed, or the flow's state
+    /// changed after some were written (the next call reports the error).
+    /// With none written, the errors are those of [`AppEnd::write`]. Any
+    /// SDU longer than slot_size refuses the whole batch with `MsgSize`.
+    pub fn write_batch<S: AsRef<[u8]>>(
+        &self,
+        sdus: &[S],
+        deadline: Option<Instant>,
+        nonblocking: bool,
+    ) -> Result<usize> {
         self.check_owner()?;
         let max = self.map.geom.slot_size as usize;
-        if sdu.len() > max {
+        if let Some(big) = sdus.iter().find(|s| s.as_ref().len() > max) {
             return Err(Error::MsgSize {
-                len: sdu.len(),
+                len: big.as_ref().len(),
                 max,
             });
         }
-        let mut tx = lock(&self.tx);
         let ctrl = self.map.ctrl(Dir::Tx);
+        let mut side = lock(&self.tx);
         let mut armed = false;
-        let result = (|| loop {
+        let mut spun = false;
+        let mut done = 0;
+        let partial = |done: usize, e: Error| if done > 0 { Ok(done) } else { Err(e) };
+        let result = loop {
             if let Some(e) = state_error(self.map.state()) {
-                return Err(e);
+                break partial(done, e);
             }
-            if tx.has_space(&self.map)? {
-                tx.push(&self.map, sdu);
+            let before = done;
+            let mut corrupt = None;
+            while done < sdus.len() {
+                match side.ring.has_space(&self.map) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        corrupt = Some(e);
+                        break;
+                    }
+                }
+                side.ring.stage(&self.map, sdus[done].as_ref());
+                done += 1;
+            }
+            if done > before {
+                side.ring.publish(&self.map);
                 wake_if_armed(&ctrl.consumer_sleeping, self.ipcp_wake.as_fd());
-                return Ok(sdu.len());
+                armed = false;
+            }
+            if let Some(e) = corrupt {
+                break partial(done, e);
+            }
+            if done == sdus.len() {
+                break Ok(done);
             }
             if nonblocking {
-                return Err(Error::Again);
+                break partial(done, Error::Again);
             }
             if !armed {
-                // Stale wake-ups from earlier waits must not end this one early.
-                if drain(self.tx_wake.as_fd()) == Drained::Hangup {
-                    return Err(Error::FlowDown);
+                if !spun && !side.spinner.policy().is_off() {
+                    spun = true;
+                    // Spin without the lock for the IPCP to make room.
+                    let head = side.ring.head;
+                    let slots = self.map.geom.slots;
+                    let full = || head.wrapping_sub(ctrl.tail.load(Ordering::Acquire)) >= slots;
+                    side = self.spin(&self.tx, side, || !full() || self.state_changed());
+                    continue;
+                }
+                // Stale wake-ups from earlier waits must not end this one
+                // early; a thread asleep on the pipe owns what is in it.
+                if !side.pipe_waiter && drain(self.tx_wake.as_fd()) == Drained::Hangup {
+                    break partial(done, Error::FlowDown);
                 }
                 arm(&ctrl.producer_waiting);
                 armed = true;
                 continue; // re-check space and state after the fence
             }
-            if !wait_readable(self.tx_wake.as_fd(), deadline)? {
-                return Err(Error::TimedOut);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break partial(done, Error::TimedOut);
             }
+            side = match self.sleep(&self.tx, &self.tx_cv, side, self.tx_wake.as_fd(), deadline) {
+                Ok(g) => g,
+                Err((g, e)) => {
+                    side = g;
+                    break partial(done, e);
+                }
+            };
             armed = false;
-        })();
-        // Whether or not the IPCP already cleared it, no writer waits any more.
-        disarm(&ctrl.producer_waiting);
+        };
+        // Whether or not the IPCP already cleared it, no writer waits any
+        // more, unless another thread sleeps on the pipe.
+        if !side.pipe_waiter {
+            disarm(&ctrl.producer_waiting);
+        }
         result
     }
 
@@ -176,33 +275,77 @@ impl AppEnd {
     /// An empty read leaves the sleeping flag set, so the rx fd becomes
     /// readable when the next SDU or state change arrives (epoll users: read
     /// until `Again`, then wait).
+    ///
+    /// Consecutive reads of a full ring make no fence and no store to a
+    /// line the IPCP reads per SDU: consumed slots go back to the IPCP in
+    /// groups, and always when the ring looks empty.
     pub fn read(
         &self,
         buf: &mut [u8],
         deadline: Option<Instant>,
         nonblocking: bool,
     ) -> Result<usize> {
+        let mut lens = [0usize];
+        self.read_batch(&mut [buf], &mut lens, deadline, nonblocking)?;
+        Ok(lens[0])
+    }
+
+    /// Read up to `min(bufs.len(), lens.len())` SDUs: SDU k is copied into
+    /// `bufs[k]` (truncated like a datagram) and the bytes copied stored in
+    /// `lens[k]`. Waits like [`AppEnd::read`] for the first; takes the rest
+    /// only if already there. Returns how many were read (at least one).
+    pub fn read_batch<B: AsMut<[u8]>>(
+        &self,
+        bufs: &mut [B],
+        lens: &mut [usize],
+        deadline: Option<Instant>,
+        nonblocking: bool,
+    ) -> Result<usize> {
         self.check_owner()?;
-        let mut rx = lock(&self.rx);
+        let max = bufs.len().min(lens.len());
+        if max == 0 {
+            return Ok(0);
+        }
         let ctrl = self.map.ctrl(Dir::Rx);
+        let mut side = lock(&self.rx);
         let mut armed = false;
+        let mut spun = false;
         loop {
-            if rx.has_data(&self.map)? {
-                let n = self.copy_out(&mut rx, buf);
-                disarm_reader(&ctrl.consumer_sleeping);
+            if side.ring.has_data(&self.map)? {
+                let mut n = 0;
+                loop {
+                    lens[n] = self.copy_out(&mut side.ring, bufs[n].as_mut());
+                    n += 1;
+                    if n == max || !matches!(side.ring.has_data(&self.map), Ok(true)) {
+                        break;
+                    }
+                }
+                // Another thread asleep on the pipe needs the arm it set.
+                if !side.pipe_waiter {
+                    disarm_reader(&ctrl.consumer_sleeping);
+                }
                 return Ok(n);
             }
             if let Some(e) = state_error(self.map.state()) {
                 // The state was stored after the last SDU was published; having
                 // seen it (Acquire), one more look finds any SDU we raced with.
-                if rx.has_data(&self.map)? {
+                if side.ring.has_data(&self.map)? {
                     continue;
                 }
                 return Err(e);
             }
             if !armed {
-                // Drain before arming: a signal that arrives after this is kept.
-                if self.drain_rx() == Drained::Hangup {
+                if !nonblocking && !spun && !side.spinner.policy().is_off() {
+                    spun = true;
+                    // Spin without the lock for the next SDU or a state change.
+                    let tail = side.ring.tail;
+                    let ready = || ctrl.head.load(Ordering::Acquire) != tail;
+                    side = self.spin(&self.rx, side, || ready() || self.state_changed());
+                    continue;
+                }
+                // Drain before arming: a signal that arrives after this is
+                // kept. A thread asleep on the pipe owns what is in it.
+                if !side.pipe_waiter && self.drain_rx() == Drained::Hangup {
                     return Err(Error::FlowDown);
                 }
                 arm_reader(&ctrl.consumer_sleeping);
@@ -212,10 +355,77 @@ impl AppEnd {
             if nonblocking {
                 return Err(Error::Again);
             }
-            if !wait_readable(self.rx_wake.as_fd(), deadline)? {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::TimedOut);
             }
+            side = self
+                .sleep(&self.rx, &self.rx_cv, side, self.rx_wake.as_fd(), deadline)
+                .map_err(|(_, e)| e)?;
             armed = false;
+        }
+    }
+
+    /// Whether the state word says anything but ALLOCATED (a reason to stop
+    /// spinning).
+    fn state_changed(&self) -> bool {
+        self.map.header().state.load(Ordering::Relaxed) != STATE_ALLOCATED
+    }
+
+    /// Spin (see [`SpinPolicy`]) until `ready`, without holding the lock.
+    fn spin<'a, R>(
+        &self,
+        m: &'a Mutex<Side<R>>,
+        mut side: MutexGuard<'a, Side<R>>,
+        ready: impl FnMut() -> bool,
+    ) -> MutexGuard<'a, Side<R>> {
+        let mut spinner = side.spinner.clone();
+        drop(side);
+        spinner.spin_until(ready);
+        side = lock(m);
+        side.spinner = spinner;
+        side
+    }
+
+    /// Sleep until woken, without holding the lock: on the wake pipe `fd`
+    /// if no other thread of this process does, else on `cv` until that
+    /// thread wakes (it then wakes every thread waiting on `cv`, and one of
+    /// them takes its place if it leaves). Returns the lock again; the
+    /// caller re-checks everything (a wake-up may be for another thread).
+    #[allow(clippy::type_complexity)]
+    fn sleep<'a, R>(
+        &self,
+        m: &'a Mutex<Side<R>>,
+        cv: &Condvar,
+        mut side: MutexGuard<'a, Side<R>>,
+        fd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<MutexGuard<'a, Side<R>>, (MutexGuard<'a, Side<R>>, Error)> {
+        if side.pipe_waiter {
+            note_sleep();
+            side.cv_waiters += 1;
+            side = match deadline {
+                None => cv.wait(side).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    cv.wait_timeout(side, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+            side.cv_waiters -= 1;
+            return Ok(side);
+        }
+        side.pipe_waiter = true;
+        drop(side);
+        let woken = wait_readable(fd, deadline);
+        side = lock(m);
+        side.pipe_waiter = false;
+        if side.cv_waiters > 0 {
+            cv.notify_all();
+        }
+        match woken {
+            Ok(_) => Ok(side),
+            Err(e) => Err((side, e)),
         }
     }
 
@@ -228,8 +438,7 @@ impl AppEnd {
             .map
             .slot_data(rx.dir, rx.tail, slot_len as usize)
             .copy_to(buf);
-        rx.advance();
-        rx.publish(&self.map);
+        rx.advance_lazily(&self.map);
         n
     }
 
@@ -241,12 +450,12 @@ impl AppEnd {
         if self.check_owner().is_err() {
             return false;
         }
-        let mut rx = lock(&self.rx);
-        if self.drain_rx() == Drained::Hangup {
+        let mut side = lock(&self.rx);
+        if !side.pipe_waiter && self.drain_rx() == Drained::Hangup {
             return false;
         }
         arm_reader(&self.map.ctrl(Dir::Rx).consumer_sleeping);
-        !matches!(rx.has_data(&self.map), Ok(true) | Err(_))
+        !matches!(side.ring.has_data(&self.map), Ok(true) | Err(_))
             && self.map.state() == FlowState::Allocated
     }
 
@@ -317,10 +526,10 @@ impl AppEnd {
     /// the rx wake-up for the watcher (fenced), so an SDU published after
     /// this look signals the rx pipe.
     ///
-    /// A reader blocked in [`AppEnd::read`] holds the rx lock, and a reader
-    /// that sleeps counts on the bytes in the pipe: so a watcher that arms
-    /// (`arm_data`: it is the flow's reading thread) drains the pipe only
-    /// when it gets the rx lock at once (no reader inside a read). Readers
+    /// A reader that sleeps on the pipe counts on the bytes in it: so a
+    /// watcher that arms (`arm_data`: it is the flow's reading thread)
+    /// drains the pipe only when it gets the rx lock at once and no reader
+    /// sleeps on the pipe (no reader inside a read). Readers
     /// drain before they arm; with this, wake-ups for a watcher cannot pile
     /// up until the pipe is full (a full pipe takes no new byte, and
     /// edge-triggered epoll would then see no new edge). A state-only
@@ -332,8 +541,8 @@ impl AppEnd {
         let ctrl = self.map.ctrl(Dir::Rx);
         let hung_up = if arm_data {
             match self.rx.try_lock() {
-                Ok(_reader) => drain(self.rx_wake.as_fd()) == Drained::Hangup,
-                Err(_) => false,
+                Ok(side) if !side.pipe_waiter => drain(self.rx_wake.as_fd()) == Drained::Hangup,
+                _ => false,
             }
         } else {
             // A state-only watcher shares the fd with readers that may poll
@@ -376,6 +585,13 @@ impl AppEnd {
         now
     }
 
+    /// Spin before sleeping as `spin` says (from now on, both directions);
+    /// [`SpinPolicy::default`] at first.
+    pub fn set_spin(&self, spin: SpinPolicy) {
+        lock(&self.rx).spinner = Spinner::new(spin);
+        lock(&self.tx).spinner = Spinner::new(spin);
+    }
+
     /// The pollable fd: readable on a new SDU or a state change.
     pub fn rx_fd(&self) -> BorrowedFd<'_> {
         self.rx_wake.as_fd()
@@ -400,5 +616,10 @@ impl AppEnd {
     #[cfg(test)]
     pub(super) fn map(&self) -> &ShmMap {
         &self.map
+    }
+
+    #[cfg(test)]
+    pub(super) fn tx_fd(&self) -> BorrowedFd<'_> {
+        self.tx_wake.as_fd()
     }
 }

@@ -54,10 +54,27 @@ pub struct IpcpEnd {
     rx_wake: OwnedFd,
     tx_wake: OwnedFd,
     tx: Mutex<Consumer>,
-    rx: Mutex<Producer>,
+    rx: Mutex<RxProducer>,
     counters: OwnCounters,
     /// The first corruption found, if any.
     broken: OnceLock<Error>,
+}
+
+/// The rx producer with what it staged and has not published yet.
+#[derive(Debug)]
+struct RxProducer {
+    ring: Producer,
+    /// Bytes of the staged SDUs (their count is the ring's).
+    bytes: u64,
+}
+
+/// What [`IpcpEnd::push_rx_batch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxPushed {
+    /// SDUs now in the application's rx ring.
+    pub pushed: usize,
+    /// SDUs dropped (and counted) because the ring was full.
+    pub dropped: usize,
 }
 
 /// What [`IpcpEnd::clear_tx_wakeup`] found.
@@ -88,7 +105,10 @@ impl IpcpEnd {
             let _ = set_nonblocking(fd.as_fd());
         }
         let tx = Mutex::new(Consumer::new(&map, Dir::Tx));
-        let rx = Mutex::new(Producer::new(&map, Dir::Rx));
+        let rx = Mutex::new(RxProducer {
+            ring: Producer::new(&map, Dir::Rx),
+            bytes: 0,
+        });
         IpcpEnd {
             map,
             ipcp_wake,
@@ -214,21 +234,59 @@ impl IpcpEnd {
         }
     }
 
-    /// Push one SDU into the rx ring. Full ring → `Ok(false)`, counted as
-    /// dropped; never blocks. Longer than slot_size → `MsgSize`. Wakes the
-    /// application if it sleeps; updates rx counters and the last-rx time.
+    /// Push one SDU into the rx ring and publish it at once. Full ring →
+    /// `Ok(false)`, counted as dropped; never blocks. Longer than slot_size →
+    /// `MsgSize`. Wakes the application if it sleeps; updates rx counters and
+    /// the last-rx time. A receive path with a batch of frames uses
+    /// [`IpcpEnd::push_rx_batch`] or [`IpcpEnd::push_rx_quiet`] +
+    /// [`IpcpEnd::wake_rx`] instead: one publication and one wake-up check
+    /// per batch.
     pub fn push_rx(&self, sdu: &[u8]) -> Result<bool> {
         let pushed = self.push_rx_quiet(sdu)?;
-        if pushed {
-            self.wake_rx();
-        }
+        self.wake_rx();
         Ok(pushed)
     }
 
-    /// [`IpcpEnd::push_rx`] without the wake-up: a receiver that pushes a
-    /// batch of frames calls [`IpcpEnd::wake_rx`] once at the end, so a
-    /// sleeping application is woken once per batch, not once per SDU.
+    /// Push many SDUs: one lock, one publication of the head, one update of
+    /// the counters and the last-rx time, and at most one wake-up (one
+    /// fence). SDUs that find the ring full are dropped and counted, as with
+    /// [`IpcpEnd::push_rx`]. An SDU longer than slot_size stops the batch
+    /// with `MsgSize` after publishing those before it; a corrupt ring stops
+    /// it with the error (and the flow stays broken).
+    pub fn push_rx_batch<'s, I>(&self, sdus: I) -> Result<RxPushed>
+    where
+        I: IntoIterator<Item = &'s [u8]>,
+    {
+        let mut done = RxPushed::default();
+        let mut rx = lock(&self.rx);
+        let mut result = Ok(());
+        for sdu in sdus {
+            match self.stage_locked(&mut rx, sdu) {
+                Ok(true) => done.pushed += 1,
+                Ok(false) => done.dropped += 1,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.commit_locked(&mut rx);
+        result.map(|()| done)
+    }
+
+    /// Write one SDU into the rx ring **without publishing it**: the
+    /// application sees it, and is woken, at the next [`IpcpEnd::wake_rx`]
+    /// (or [`IpcpEnd::set_state`], which publishes first). A receiver that
+    /// hands a batch of frames to their flows calls this per frame and
+    /// `wake_rx` once per flow at the end of the batch: one publication and
+    /// at most one wake-up per flow per batch. Full ring → `Ok(false)`,
+    /// counted as dropped; longer than slot_size → `MsgSize`.
     pub fn push_rx_quiet(&self, sdu: &[u8]) -> Result<bool> {
+        let mut rx = lock(&self.rx);
+        self.stage_locked(&mut rx, sdu)
+    }
+
+    fn stage_locked(&self, rx: &mut RxProducer, sdu: &[u8]) -> Result<bool> {
         let max = self.map.geom.slot_size as usize;
         if sdu.len() > max {
             return Err(Error::MsgSize {
@@ -237,39 +295,57 @@ impl IpcpEnd {
             });
         }
         self.check_broken()?;
-        let h = self.map.header();
-        let c = &self.counters;
-        let mut rx = lock(&self.rx);
-        match rx.has_space(&self.map) {
+        match rx.ring.has_space(&self.map) {
             Ok(true) => {}
             Ok(false) => {
-                drop(rx);
-                let d = c.rx_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let d = self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let h = self.map.header();
                 h.rx_counters.dropped.store(d, Ordering::Relaxed);
                 return Ok(false);
             }
             Err(e) => return Err(self.mark_broken(e)),
         }
-        rx.push(&self.map, sdu);
-        drop(rx);
-        let sdus = c.rx_sdus.fetch_add(1, Ordering::Relaxed) + 1;
-        let bytes = c.rx_bytes.fetch_add(sdu.len() as u64, Ordering::Relaxed) + sdu.len() as u64;
-        let now = now_unix_ms();
-        c.last_rx_unix_ms.store(now, Ordering::Relaxed);
-        // The application's copy: stores of our totals, never read back.
-        h.rx_counters.sdus.store(sdus, Ordering::Relaxed);
-        h.rx_counters.bytes.store(bytes, Ordering::Relaxed);
-        h.rx_counters.last_unix_ms.store(now, Ordering::Relaxed);
+        rx.ring.stage(&self.map, sdu);
+        rx.bytes += sdu.len() as u64;
         Ok(true)
     }
 
-    /// Wake the application if it sleeps on the rx ring (after
-    /// [`IpcpEnd::push_rx_quiet`]).
-    pub fn wake_rx(&self) {
-        wake_if_armed(
-            &self.map.header().rx.consumer_sleeping,
-            self.rx_wake.as_fd(),
-        );
+    /// Publish what [`IpcpEnd::push_rx_quiet`] staged (one store), update
+    /// the counters and the last-rx time once, and wake the application if
+    /// it sleeps (one fence). Returns how many SDUs became visible.
+    pub fn wake_rx(&self) -> u32 {
+        let mut rx = lock(&self.rx);
+        self.commit_locked(&mut rx)
+    }
+
+    fn commit_locked(&self, rx: &mut RxProducer) -> u32 {
+        let n = rx.ring.staged();
+        if n == 0 {
+            return 0;
+        }
+        rx.ring.publish(&self.map);
+        let bytes = std::mem::take(&mut rx.bytes);
+        let c = &self.counters;
+        let sdus = c.rx_sdus.fetch_add(u64::from(n), Ordering::Relaxed) + u64::from(n);
+        let bytes = c.rx_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let now = now_unix_ms();
+        c.last_rx_unix_ms.store(now, Ordering::Relaxed);
+        // The application's copy: stores of our totals, never read back.
+        let h = self.map.header();
+        h.rx_counters.sdus.store(sdus, Ordering::Relaxed);
+        h.rx_counters.bytes.store(bytes, Ordering::Relaxed);
+        h.rx_counters.last_unix_ms.store(now, Ordering::Relaxed);
+        wake_if_armed(&h.rx.consumer_sleeping, self.rx_wake.as_fd());
+        n
+    }
+
+    /// Whether SDUs wait in the tx ring (one load, no lock taken by the
+    /// application). For an IPCP that spins a little before it sleeps
+    /// ([`super::SpinPolicy`]); a corrupt ring counts as "yes" (the next pop
+    /// reports it).
+    pub fn tx_ready(&self) -> bool {
+        let tail = lock(&self.tx).tail;
+        self.map.ctrl(Dir::Tx).head.load(Ordering::Acquire) != tail
     }
 
     /// Record that a frame came from the peer without data for the
@@ -284,8 +360,11 @@ impl IpcpEnd {
             .store(now, Ordering::Relaxed);
     }
 
-    /// Set the state word and signal the rx and tx wake pipes.
+    /// Set the state word and signal the rx and tx wake pipes. SDUs staged
+    /// by [`IpcpEnd::push_rx_quiet`] are published first: data that came
+    /// before a state change is read before it.
     pub fn set_state(&self, s: FlowState) {
+        self.wake_rx();
         self.map
             .set_state(s, self.rx_wake.as_fd(), self.tx_wake.as_fd());
     }

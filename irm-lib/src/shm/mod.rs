@@ -37,6 +37,38 @@
 //! `producer_waiting` the same way. State changes always signal both
 //! application pipes.
 //!
+//! **Batches.** Every side publishes per batch, not per SDU. The IPCP's
+//! receive path stages SDUs ([`IpcpEnd::push_rx_quiet`]) and publishes each
+//! flow's head once per batch of frames ([`IpcpEnd::wake_rx`], or
+//! [`IpcpEnd::push_rx_batch`] in one call): one Release store, one update of
+//! the counters and one fence per flow per batch. Its send path pops a batch
+//! ([`IpcpEnd::pop_tx_batch_into`]): one tail store and at most one wake-up
+//! of a blocked writer. The application's reader hands consumed slots back
+//! lazily: every eighth of the ring (at most 32 slots) in a burst, and
+//! always when the ring looks empty, so at rest the shared tail is the
+//! reader's. A write publishes its SDU and fences once to look at the
+//! IPCP's flag; [`AppEnd::write_batch`] and [`AppEnd::read_batch`] do each
+//! once per batch.
+//!
+//! **Threads.** An [`AppEnd`] may be read and written from many threads.
+//! No thread holds a lock while it spins or sleeps, so one thread's
+//! blocking read never holds up another's non-blocking one. Of the threads
+//! blocked in one direction, one sleeps on the wake pipe — only it drains
+//! the pipe, and nobody clears the flag it armed — and the others wait on a
+//! condition variable it signals when it wakes.
+//!
+//! **Spinning.** Before a blocking read or write sleeps it may spin for a
+//! bounded, adaptive time ([`SpinPolicy`], [`Spinner`]): on by itself only
+//! with more than two cores, `ETHFLOW_SPIN_US=<n>` sets it (0 = off),
+//! [`AppEnd::set_spin`] per flow. An IPCP loop uses a [`Spinner`] of its own
+//! with [`IpcpEnd::tx_ready`].
+//!
+//! **Counting.** [`wake_stats`] returns what this process did to wake and
+//! be woken, over all its flows: pipe writes (`signals_sent`), waits
+//! (`sleeps`), and how often a bounded spin saved a sleep. An event loop
+//! that sleeps outside this library (the IPCP's `epoll_wait`) adds its
+//! sleeps with [`note_sleep`].
+//!
 //! **Watchers.** An event set (`irm::FlowSet`) may watch a flow's rx fd
 //! besides its reader. The rx sleeping flag then has two owners: the reader
 //! arms it with `READER_ARMED` only if it is clear and clears only its own
@@ -80,6 +112,7 @@ mod fork;
 mod ipcp;
 mod map;
 mod ring;
+mod spin;
 #[cfg(test)]
 mod tests;
 mod wake;
@@ -98,8 +131,10 @@ use crate::error::{Error, Result};
 use crate::proto::{FlowState, RingGeometry};
 
 pub use app::{AppEnd, RxReadiness, RxWatch, WatchNotice};
-pub use ipcp::{FlowCounters, IpcpEnd, Monitor, TxWake};
+pub use ipcp::{FlowCounters, IpcpEnd, Monitor, RxPushed, TxWake};
 pub use map::{SharedBytes, ShmMap, Stats};
+pub use spin::{SpinPolicy, Spinner, SPIN_ENV};
+pub use wake::{note_signal, note_sleep, wake_stats, WakeStats};
 
 // ---------------------------------------------------------------------------
 // Layout

@@ -16,10 +16,14 @@ fn corrupt(dir: Dir, head: u32, tail: u32, slots: u32) -> Error {
 }
 
 /// The producer's private head and its last validated view of the tail.
+/// Slots written but not yet published (head ahead of `published`) are the
+/// producer's alone: a batch writes several and publishes once.
 #[derive(Debug)]
 pub(super) struct Producer {
     pub(super) dir: Dir,
     pub(super) head: u32,
+    /// The head as the consumer may see it (last stored to the mapping).
+    published: u32,
     cached_tail: u32,
 }
 
@@ -31,6 +35,7 @@ impl Producer {
         Producer {
             dir,
             head,
+            published: head,
             cached_tail: head.wrapping_sub(map.geom.slots),
         }
     }
@@ -51,25 +56,49 @@ impl Producer {
         Ok(used < slots)
     }
 
-    /// Copy `sdu` into the slot at head and publish it. Caller checked space and length.
-    pub(super) fn push(&mut self, map: &ShmMap, sdu: &[u8]) {
+    /// Copy `sdu` into the slot at head without publishing it (the consumer
+    /// does not see it until [`Producer::publish`]). Caller checked space
+    /// and length.
+    pub(super) fn stage(&mut self, map: &ShmMap, sdu: &[u8]) {
         debug_assert!(sdu.len() <= map.geom.slot_size as usize);
         map.slot_len(self.dir, self.head)
             .store(sdu.len() as u32, Ordering::Relaxed);
         // The consumer does not look at this slot until head moves past it.
         map.slot_data(self.dir, self.head, sdu.len()).copy_from(sdu);
         self.head = self.head.wrapping_add(1);
-        map.ctrl(self.dir).head.store(self.head, Ordering::Release);
+    }
+
+    /// Slots staged and not yet published.
+    pub(super) fn staged(&self) -> u32 {
+        self.head.wrapping_sub(self.published)
+    }
+
+    /// Make every staged slot visible to the consumer (one Release store).
+    pub(super) fn publish(&mut self, map: &ShmMap) {
+        if self.published != self.head {
+            map.ctrl(self.dir).head.store(self.head, Ordering::Release);
+            self.published = self.head;
+        }
     }
 }
 
 /// The consumer's private tail and its last validated view of the head.
+/// Consumed slots go back to the producer lazily ([`Consumer::advance`]).
 #[derive(Debug)]
 pub(super) struct Consumer {
     pub(super) dir: Dir,
     pub(super) tail: u32,
+    /// The tail as the producer may see it (last stored to the mapping).
+    published: u32,
     cached_head: u32,
+    /// Publish at least every this many consumed slots.
+    publish_every: u32,
 }
+
+/// At most this many consumed slots wait to be handed back (and at most an
+/// eighth of the ring), so a producer rarely finds the ring full because of
+/// them.
+const PUBLISH_EVERY_MAX: u32 = 32;
 
 impl Consumer {
     /// Start where the ring's tail is now; the cached head says "empty" so the
@@ -79,7 +108,9 @@ impl Consumer {
         Consumer {
             dir,
             tail,
+            published: tail,
             cached_head: tail,
+            publish_every: (map.geom.slots / 8).clamp(1, PUBLISH_EVERY_MAX),
         }
     }
 
@@ -118,8 +149,25 @@ impl Consumer {
         self.tail = self.tail.wrapping_add(1);
     }
 
-    /// Hand consumed slots back to the producer.
-    pub(super) fn publish(&self, map: &ShmMap) {
-        map.ctrl(self.dir).tail.store(self.tail, Ordering::Release);
+    /// Consume one slot and hand consumed slots back lazily: when the last
+    /// SDU known to be there was taken (the ring looks empty: at rest the
+    /// shared tail is this tail, which the watchers rely on) or every
+    /// `publish_every` slots in a burst. A burst of reads thus makes no
+    /// store to the shared line per SDU.
+    pub(super) fn advance_lazily(&mut self, map: &ShmMap) {
+        self.advance();
+        if self.tail == self.cached_head
+            || self.tail.wrapping_sub(self.published) >= self.publish_every
+        {
+            self.publish(map);
+        }
+    }
+
+    /// Hand consumed slots back to the producer (one Release store).
+    pub(super) fn publish(&mut self, map: &ShmMap) {
+        if self.published != self.tail {
+            map.ctrl(self.dir).tail.store(self.tail, Ordering::Release);
+            self.published = self.tail;
+        }
     }
 }

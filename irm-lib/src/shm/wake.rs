@@ -6,7 +6,7 @@
 //! block on something the other side controls.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -44,9 +44,72 @@ pub(super) fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Wake-up work this process did, for benchmarks: see [`wake_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WakeStats {
+    /// Wake-up system calls made: bytes written to a flow's wake pipe (by
+    /// an IPCP, irmd or an application) and signals of an event set's own
+    /// eventfd (a reader passing a wake-up on to a `FlowSet`).
+    pub signals_sent: u64,
+    /// Times this process went to sleep waiting for a wake-up: a blocked
+    /// read or write waiting on its pipe, a `FlowSet` in `epoll_wait`, and
+    /// what an event loop outside this library reports with [`note_sleep`]
+    /// (the IPCP's loop).
+    pub sleeps: u64,
+    /// Bounded spins ([`super::SpinPolicy`]) that found work before their
+    /// time was up: each is a sleep (and the other side's wake-up) saved.
+    pub spin_hits: u64,
+    /// Spins that found nothing and went to sleep after all.
+    pub spin_misses: u64,
+}
+
+impl WakeStats {
+    /// What happened between `earlier` and `self` (counters only grow).
+    pub fn since(&self, earlier: &WakeStats) -> WakeStats {
+        WakeStats {
+            signals_sent: self.signals_sent.wrapping_sub(earlier.signals_sent),
+            sleeps: self.sleeps.wrapping_sub(earlier.sleeps),
+            spin_hits: self.spin_hits.wrapping_sub(earlier.spin_hits),
+            spin_misses: self.spin_misses.wrapping_sub(earlier.spin_misses),
+        }
+    }
+}
+
+/// Process-wide counters behind [`wake_stats`] (relaxed: each is touched
+/// only next to a system call or a spin, never per SDU).
+pub(super) static SIGNALS_SENT: AtomicU64 = AtomicU64::new(0);
+static SLEEPS: AtomicU64 = AtomicU64::new(0);
+pub(super) static SPIN_HITS: AtomicU64 = AtomicU64::new(0);
+pub(super) static SPIN_MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// This process's wake-up work since it started: every flow, every thread.
+/// A benchmark reads it before and after a run ([`WakeStats::since`]) and
+/// divides by the SDUs moved.
+pub fn wake_stats() -> WakeStats {
+    WakeStats {
+        signals_sent: SIGNALS_SENT.load(Ordering::Relaxed),
+        sleeps: SLEEPS.load(Ordering::Relaxed),
+        spin_hits: SPIN_HITS.load(Ordering::Relaxed),
+        spin_misses: SPIN_MISSES.load(Ordering::Relaxed),
+    }
+}
+
+/// Count one sleep made outside this library (an event loop's
+/// `epoll_wait` that may block), so [`wake_stats`] covers it.
+pub fn note_sleep() {
+    SLEEPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Count one wake-up system call made outside this module (an event set
+/// signalling its eventfd).
+pub fn note_signal() {
+    SIGNALS_SENT.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Write one wake-up byte. A full pipe (EAGAIN) means one is already
 /// pending; a pipe without reader (EPIPE) has nobody to wake.
 pub(super) fn signal(w: BorrowedFd<'_>) {
+    SIGNALS_SENT.fetch_add(1, Ordering::Relaxed);
     loop {
         match nix::unistd::write(w, &[1u8]) {
             Err(Errno::EINTR) => continue,
@@ -105,6 +168,7 @@ pub(super) fn is_hung_up(r: BorrowedFd<'_>) -> bool {
 /// Wait until `r` is readable (true) or `deadline` passes (false). End of
 /// file also counts as readable: the caller's drain reports it.
 pub(super) fn wait_readable(r: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
+    note_sleep();
     loop {
         let timeout = deadline.map(|d| TimeSpec::from(d.saturating_duration_since(Instant::now())));
         let mut fds = [PollFd::new(r, PollFlags::POLLIN)];

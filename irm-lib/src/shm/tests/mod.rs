@@ -82,6 +82,15 @@ impl RxWatch for Recorder {
     }
 }
 
+/// Wake-up bytes waiting in a pipe.
+fn pending_bytes(fd: BorrowedFd<'_>) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0);
+    n as usize
+}
+
 fn rx_flag(app: &AppEnd) -> u32 {
     app.map()
         .ctrl(Dir::Rx)
@@ -690,5 +699,7 @@ fn sdus_pushed_before_a_concurrent_down_all_arrive_first() {
     }
 }
 
+mod batch;
 mod hostile;
+mod locks;
 mod pipes;

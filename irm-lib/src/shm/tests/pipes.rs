@@ -164,14 +164,6 @@ fn a_watcher_that_never_sees_an_empty_ring_keeps_getting_edges() {
     }
 }
 
-fn pending_bytes(fd: BorrowedFd<'_>) -> usize {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
-    assert_eq!(rc, 0);
-    n as usize
-}
-
 #[test]
 fn a_forked_child_cannot_use_the_parents_flow() {
     let f = flow(geom(4, 16));
