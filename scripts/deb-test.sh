@@ -33,6 +33,29 @@ for f in /usr/bin/irmd /usr/bin/irm /usr/bin/ipcpd-eth /usr/bin/oecho /usr/bin/o
     /usr/share/bash-completion/completions/irm; do
     [ -e "$f" ] || { echo "deb-test.sh: $f not installed" >&2; exit 1; }
 done
+# Every program's manual page and completions; every irm command's page.
+for p in man8/irmd.8 man8/ipcpd-eth.8 man1/irm.1 man1/irm-ipcp-bootstrap.1 man1/irm-ipcp-list.1 \
+    man1/irm-ipcp-destroy.1 man1/irm-name-create.1 man1/irm-name-register.1 man1/irm-bind-program.1 \
+    man1/irm-flow-list.1; do
+    [ -e "/usr/share/man/$p.gz" ] || { echo "deb-test.sh: manual page $p not installed" >&2; exit 1; }
+done
+for b in irmd ipcpd-eth irm; do
+    for f in "bash-completion/completions/$b" "zsh/vendor-completions/_$b" "fish/vendor_completions.d/$b.fish"; do
+        [ -e "/usr/share/$f" ] || { echo "deb-test.sh: completion $f not installed" >&2; exit 1; }
+    done
+done
+# The tools' pages, for every tool that can write them (all, once they have
+# --generate): the package must carry what the program offers.
+for t in oecho oping operf; do
+    if /usr/bin/"$t" --generate "$tmp/share" 2>/dev/null; then
+        [ -e "/usr/share/man/man1/$t.1.gz" ] || { echo "deb-test.sh: manual page $t.1 not installed" >&2; exit 1; }
+        [ -e "/usr/share/bash-completion/completions/$t" ] || { echo "deb-test.sh: completions for $t not installed" >&2; exit 1; }
+    else
+        echo "deb-test.sh: $t has no --generate yet; its manual page is not checked" >&2
+    fi
+done
+zcat /usr/share/man/man8/ipcpd-eth.8.gz | grep -qF 'ctrl\-fd' ||
+    { echo "deb-test.sh: ipcpd-eth.8 does not document its options" >&2; exit 1; }
 grep -q '^ExecStart=/usr/bin/irmd$' /lib/systemd/system/irmd.service
 /usr/bin/irmd --check-config --config /usr/share/doc/ethflow/irmd.toml.example
 
@@ -51,7 +74,8 @@ pid=
 [ ! -e "$tmp/irmd.sock" ] || { echo "deb-test.sh: irmd left its socket after SIGTERM" >&2; exit 1; }
 
 dpkg -r ethflow
-for f in /usr/bin/irmd /lib/systemd/system/irmd.service /usr/share/man/man8/irmd.8.gz; do
+for f in /usr/bin/irmd /lib/systemd/system/irmd.service /usr/share/man/man8/irmd.8.gz \
+    /usr/share/man/man8/ipcpd-eth.8.gz /usr/share/man/man1/irm-ipcp-bootstrap.1.gz; do
     [ ! -e "$f" ] || { echo "deb-test.sh: $f left after dpkg -r" >&2; exit 1; }
 done
 echo "deb-test.sh: $deb installs, runs and removes cleanly"

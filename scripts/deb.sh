@@ -35,6 +35,7 @@ rm -rf "$stage"
 mkdir -p "$stage"
 sed -e "s|/usr/local/bin/irmd|/usr/bin/irmd|g" dist/systemd/irmd.service >"$stage/irmd.service"
 sed -e "s|@PREFIX@|/usr|" -e "s|@VERSION@|$version|" capi/ouroboros-dev.pc.in >"$stage/ouroboros-dev.pc"
-"$out/irmd" --generate "$stage/share"
-"$out/irm" generate "$stage/share"
+# shellcheck source=scripts/gen-pages.sh
+. scripts/gen-pages.sh
+gen_pages "$out" "$stage/share"
 cargo deb -p irmd --no-build --profile "$cargo_profile" --output target/debian/

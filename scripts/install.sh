@@ -16,7 +16,8 @@
 # default prefix run `systemctl daemon-reload`), P/share/doc/ethflow/
 # irmd.toml.example (copy to /etc/ethflow/irmd.toml), P/share/ethflow/
 # wireshark/ethflow.lua (load with tshark -X lua_script:FILE), manual pages
-# irmd(8), irm(1), irm-*(1) and completions under P/share.
+# irmd(8), ipcpd-eth(8), irm(1), irm-*(1), oecho(1), oping(1), operf(1) and
+# completions under P/share.
 #
 # Then: cc app.c $(pkg-config --cflags --libs ouroboros-dev)
 # (with PKG_CONFIG_PATH=P/lib/pkgconfig, and LD_LIBRARY_PATH=P/lib at run
@@ -114,10 +115,12 @@ sed -e "s|/usr/local/bin/irmd|$bindir/irmd|g" dist/systemd/irmd.service >"$unitd
 chmod 0644 "$unitdir/irmd.service"
 install -m 0644 dist/ethflow/irmd.toml "$docdir/irmd.toml.example"
 install -m 0644 docs/deploy.md "$docdir/deploy.md"
-# Manual pages (irmd.8, irm.1 and one per irm command) and bash/zsh/fish
-# completions, generated from the programs' own command-line definitions.
-"$bindir/irmd" --generate "$prefix/share"
-"$bindir/irm" generate "$prefix/share"
+# Manual pages (irmd.8, ipcpd-eth.8, irm.1 and one per irm command, oecho.1,
+# oping.1, operf.1) and bash/zsh/fish completions, generated from the
+# programs' own command-line definitions.
+# shellcheck source=scripts/gen-pages.sh
+. scripts/gen-pages.sh
+gen_pages "$bindir" "$prefix/share"
 if [ -f dist/wireshark/ethflow.lua ]; then
     install -d "$prefix/share/ethflow/wireshark"
     install -m 0644 dist/wireshark/ethflow.lua "$prefix/share/ethflow/wireshark/ethflow.lua"

@@ -1,6 +1,6 @@
 //! `ipcpd-eth`: spawned by irmd on `irm ipcp bootstrap type eth ...`.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use ipcpd_eth::ipcp::{Ipcp, Options};
 use std::process::ExitCode;
 
@@ -50,11 +50,31 @@ struct Args {
     /// request; longer requests are capped (docs/security.md). Default 1 hour.
     #[arg(long, default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_remote_timeout: u64,
+    /// Write the manual page ipcpd-eth(8) and shell completions under DIR (a
+    /// `share` directory: DIR/man/man8, DIR/bash-completion, …) and exit.
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    generate: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = Args::parse();
+    // `--generate DIR` stands alone (the other options are required for a
+    // run, not for writing the manual), so look for it before the struct is
+    // filled in.
+    let matches = Args::command().get_matches();
+    if let Some(dir) = matches.get_one::<std::path::PathBuf>("generate") {
+        return match irm::gen::generate(Args::command(), "8", dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ipcpd-eth: cannot write to {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     // A dying application must never take the IPCP with it.
     let _ = irm::sys::ignore_sigpipe();
     irm::limits::raise_nofile();

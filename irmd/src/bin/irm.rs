@@ -5,6 +5,8 @@
 
 #[path = "irm/keywords.rs"]
 mod keywords;
+#[path = "irm/manual.rs"]
+mod manual;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use irm::client::Client;
@@ -164,8 +166,9 @@ impl From<&str> for Failure {
 
 /// The command tree with the model's habit: any unambiguous prefix of a
 /// command (`irm i l`, `irm n reg`).
+/// Each keyword command's long help lists its keywords.
 fn command() -> clap::Command {
-    Cli::command()
+    manual::document(Cli::command())
         .infer_subcommands(true)
         .mut_subcommands(|c| c.infer_subcommands(true))
 }
@@ -259,21 +262,8 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             cmd: IpcpCmd::Bootstrap { args },
         } => {
             let (args, encrypt) = split_flags(&args);
-            let kv = pairs(
-                &args,
-                &[
-                    "type",
-                    "name",
-                    "layer",
-                    "dev",
-                    "ethertype",
-                    "backend",
-                    "busy-poll",
-                    "vlan",
-                    "key",
-                ],
-                &["type", "name", "layer", "dev"],
-            )?;
+            let kw = manual::IPCP_BOOTSTRAP;
+            let kv = pairs(&args, &manual::allowed(kw), &manual::required(kw))?;
             keywords::ipcp_type(&kv["type"])?;
             let ethertype = kv
                 .get("ethertype")
@@ -326,7 +316,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
         Cmd::Ipcp {
             cmd: IpcpCmd::List { json, args },
         } => {
-            let filter = pairs(&args, &["name", "type", "layer"], &[])?;
+            let filter = pairs(&args, &manual::allowed(manual::IPCP_LIST), &[])?;
             let Reply::IpcpRows(mut rows) = request(CliRequest::IpcpList, WAIT)? else {
                 return Err("unexpected reply".into());
             };
@@ -345,7 +335,8 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
         Cmd::Ipcp {
             cmd: IpcpCmd::Destroy { args },
         } => {
-            let kv = pairs(&args, &["name"], &["name"])?;
+            let kw = manual::IPCP_DESTROY;
+            let kv = pairs(&args, &manual::allowed(kw), &manual::required(kw))?;
             request(
                 CliRequest::IpcpDestroy {
                     name: kv["name"].clone(),
@@ -356,16 +347,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
         Cmd::Name {
             cmd: NameCmd::Create { name, args },
         } => {
-            const KW: [&str; 7] = [
-                "scrtpath",
-                "skeypath",
-                "cacrtpath",
-                "ccrtpath",
-                "ckeypath",
-                "sencpath",
-                "cencpath",
-            ];
-            let kv = pairs(&args, &KW, &[])?;
+            let kv = pairs(&args, &manual::allowed(manual::NAME_CREATE), &[])?;
             // irmd keeps absolute paths: the library reads them from
             // wherever the application runs.
             let abs = |k: &str| -> Result<Option<String>, String> {
@@ -397,7 +379,9 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
         Cmd::Name {
             cmd: NameCmd::Register { name, args },
         } => {
-            let kv = pairs_multi(&args, &["layer"], &["layer"], &["layer"])?;
+            let kw = manual::NAME_REGISTER;
+            let (allowed, required) = (manual::allowed(kw), manual::required(kw));
+            let kv = pairs_multi(&args, &allowed, &required, &manual::repeatable(kw))?;
             let client = connect()?;
             for layer in &kv["layer"] {
                 let req = CliRequest::NameRegister {
@@ -410,7 +394,9 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
         Cmd::Name {
             cmd: NameCmd::Unregister { name, args },
         } => {
-            let kv = pairs_multi(&args, &["layer"], &["layer"], &["layer"])?;
+            let kw = manual::NAME_UNREGISTER;
+            let (allowed, required) = (manual::allowed(kw), manual::required(kw));
+            let kv = pairs_multi(&args, &allowed, &required, &manual::repeatable(kw))?;
             let client = connect()?;
             for layer in &kv["layer"] {
                 let req = CliRequest::NameUnregister {
@@ -448,7 +434,8 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 },
         } => {
             let (args, auto) = split_auto(&args);
-            let kv = pairs(&args, &["name"], &["name"])?;
+            let kw = manual::BIND_PROGRAM;
+            let kv = pairs(&args, &manual::allowed(kw), &manual::required(kw))?;
             let name = kv["name"].clone();
             let req = match auto {
                 true => {
@@ -481,7 +468,8 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             if !auto_args.is_empty() {
                 return Err(Usage("unbind takes no arguments after `--`".into()).into());
             }
-            let kv = pairs(&args, &["name"], &["name"])?;
+            let kw = manual::UNBIND_PROGRAM;
+            let kv = pairs(&args, &manual::allowed(kw), &manual::required(kw))?;
             request(
                 CliRequest::UnbindProgram {
                     prog: program,
