@@ -103,6 +103,10 @@ pub struct IpcpRow {
     pub info: Option<IpcpInfo>,
     /// Frame counters the IPCP last reported (name, value).
     pub counters: Vec<(String, u64)>,
+    /// Milliseconds since irmd received `counters` from the IPCP (None:
+    /// never). `irm ipcp list` asks the IPCP first, so this is small unless
+    /// the IPCP did not answer in time.
+    pub counters_age_ms: Option<u64>,
 }
 
 /// One row of `irm name list`.
@@ -373,6 +377,10 @@ pub enum IrmdToIpcp {
     /// `Done` with this request's envelope id: `irm flow list` shows fresh
     /// numbers, not the last periodic report.
     ReportFlowCounters,
+    /// Send the IPCP's own counters now (`Counters`, even when unchanged),
+    /// then `Done` with this request's envelope id: `irm ipcp list` shows
+    /// current numbers, not the last periodic report.
+    ReportCounters,
 }
 
 /// Per-flow counters as the IPCP counts them (never read from the

@@ -724,7 +724,7 @@ impl Host {
         let out = self.irm_ok(&["ipcp", "list", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("`irm ipcp list --json`: {e}:\n{out}"));
-        v[0]["counters"]
+        v["ipcps"][0]["counters"]
             .as_object()
             .map(|m| {
                 m.iter()
@@ -816,10 +816,10 @@ impl Host {
     /// `irm flow list --json`, parsed.
     pub fn flows(&self) -> Vec<serde_json::Value> {
         let out = self.irm_ok(&["flow", "list", "--json"]);
-        match serde_json::from_str::<serde_json::Value>(&out) {
+        match serde_json::from_str::<serde_json::Value>(&out).map(|mut v| v["flows"].take()) {
             Ok(serde_json::Value::Array(flows)) => flows,
             other => panic!(
-                "host {}: `irm flow list --json` is not a JSON array ({other:?}):\n{out}",
+                "host {}: `irm flow list --json` has no array of flows ({other:?}):\n{out}",
                 self.name
             ),
         }

@@ -228,7 +228,7 @@ fn a_member_cannot_change_names_of_root_or_another_member() {
     let names = rig.a().irm_ok(&["name", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&names).unwrap();
     for name in ["root-name", "m2-name"] {
-        let row = v
+        let row = v["names"]
             .as_array()
             .unwrap()
             .iter()
@@ -250,7 +250,7 @@ fn flow_pids(rig: &Rig, user: User) -> Vec<u64> {
     let done = rig.a().irm_as(user, &["flow", "list", "--json"]);
     assert!(done.success(), "{}", done.describe());
     let v: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
-    let mut pids: Vec<u64> = v
+    let mut pids: Vec<u64> = v["flows"]
         .as_array()
         .unwrap()
         .iter()
@@ -411,7 +411,7 @@ fn ten_thousand_connections_and_two_thousand_long_names_leave_irmd_answering() {
     );
     let list = rig.a().irm_ok(&["name", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 2256);
+    assert_eq!(v["names"].as_array().unwrap().len(), 2256);
     // A name longer than 255 bytes is refused.
     let long = "n".repeat(256);
     let done = rig.a().irm(&["name", "register", &long, "layer", "eth"]);

@@ -410,6 +410,8 @@ fn install_puts_unit_config_manuals_and_completions_in_place() {
         })
         .unwrap_or_default();
     let lua = prefix.join("share/ethflow/wireshark/ethflow.lua").exists();
+    let ipcpd_page = read("share/man/man8/ipcpd-eth.8");
+    let bootstrap_page = read("share/man/man1/irm-ipcp-bootstrap.1");
     cleanup();
     assert!(
         unit.contains(&format!("ExecStart={}/bin/irmd\n", prefix.display())),
@@ -446,6 +448,22 @@ fn install_puts_unit_config_manuals_and_completions_in_place() {
         "irm-bind-program.1",
     ] {
         assert!(pages.iter().any(|x| x == p), "{p} not in {pages:?}");
+    }
+    // ipcpd-eth(8) beside irmd(8); irm's keyword commands list their keywords.
+    assert!(
+        ipcpd_page.contains("ctrl\\-fd"),
+        "ipcpd-eth.8: {ipcpd_page}"
+    );
+    for kw in [
+        "busy\\-poll <µs>",
+        "encrypt:",
+        "vlan <id>",
+        "ethertype <type>",
+    ] {
+        assert!(
+            bootstrap_page.contains(kw),
+            "irm-ipcp-bootstrap.1 lacks {kw}"
+        );
     }
     assert!(!pages.iter().any(|x| x.contains("generate")), "{pages:?}");
     assert!(lua, "dissector not installed");
@@ -608,4 +626,99 @@ fn sigterm_deallocates_flows_and_tells_the_peers() {
     assert!(!rig.b().socket().exists(), "socket left behind");
     let line = rig.a().expect_log("down:", Duration::from_secs(5));
     assert!(line.contains("deallocated"), "{line}");
+}
+
+/// `irm -j ipcp list` of a host, parsed and checked against the documented
+/// schema (docs/json.md): a version, and the IPCP's counters.
+fn ipcp_json(h: &Host) -> serde_json::Value {
+    let out = h.irm_ok(&["-j", "ipcp", "list"]);
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("host {}: `irm -j ipcp list`: {e}:\n{out}", h.name()));
+    assert_eq!(v["version"], 1, "{v}");
+    let ipcp = v["ipcps"][0].clone();
+    assert_eq!(ipcp["name"], h.ipcp_name(), "{v}");
+    for k in [
+        "rx_frames",
+        "tx_frames",
+        "malformed",
+        "unknown_eid",
+        "rx_ring_full",
+    ] {
+        assert!(ipcp["counters"][k].is_u64(), "no counter {k}: {v}");
+    }
+    ipcp
+}
+
+/// The host's IPCP counters `rx_frames` and `tx_frames`, and their age.
+fn frames(h: &Host) -> (u64, u64, Option<u64>) {
+    let i = ipcp_json(h);
+    let c = &i["counters"];
+    (
+        c["rx_frames"].as_u64().unwrap(),
+        c["tx_frames"].as_u64().unwrap(),
+        i["counters_age_ms"].as_u64(),
+    )
+}
+
+/// Two flows, then at once (no sleep) `irm -j ipcp list` on both hosts:
+/// every frame the flows needed is already counted, because irm asks the
+/// IPCP instead of showing its last periodic report (issue 14: it showed
+/// `rx_frames=0 tx_frames=1` right after two flows). `irm -j flow list`
+/// parses with its version too.
+#[test]
+fn json_lists_and_current_ipcp_counters() {
+    const PINGS: u64 = 20;
+    let Some(rig) = Rig::pair("json_lists_and_current_ipcp_counters") else {
+        return;
+    };
+    let (a, b) = (rig.a(), rig.b());
+    let _echo = b.serve("oecho", "oecho", &["--listen"]);
+    let _ping = b.serve("oping", "oping", &["--listen"]);
+    let before = (frames(a), frames(b));
+    // Flow 1: PINGS pings and their answers; flow 2: one message echoed.
+    let done = a.run(
+        "oping",
+        &["-n", "oping", "-c", &PINGS.to_string(), "-i", "5"],
+        Duration::from_secs(30),
+    );
+    ethflow_tests::pings_all_answered(&done, PINGS);
+    a.run_ok("oecho", &["-n", "oecho", "-m", "fresh"]);
+    let (after_a, after_b) = (frames(a), frames(b));
+    // What the two flows sent from a: a flow request and PINGS + 1 SDUs;
+    // back: a flow reply and PINGS + 1 SDUs. Each frame went through both
+    // IPCPs, so each side counted at least that many each way.
+    let least = 2 + PINGS + 1;
+    for (host, (rx0, tx0, _), (rx1, tx1, age)) in
+        [("a", before.0, after_a), ("b", before.1, after_b)]
+    {
+        assert!(
+            rx1 - rx0 >= least && tx1 - tx0 >= least,
+            "host {host}: the two flows' {least} frames each way are not all counted \
+             yet: rx {rx0} -> {rx1}, tx {tx0} -> {tx1}"
+        );
+        assert!(
+            age.is_some_and(|ms| ms < 1000),
+            "host {host}: counters are {age:?} ms old"
+        );
+    }
+    // Consistent across the link: what one side sent, the other received
+    // (b may have sent a few more, e.g. replies to keep-alives still on the wire).
+    let sent_by_a = after_a.1 - before.0 .1;
+    let got_by_b = after_b.0 - before.1 .0;
+    assert!(
+        got_by_b + 4 >= sent_by_a && sent_by_a + 4 >= got_by_b,
+        "a sent {sent_by_a} frames, b received {got_by_b}"
+    );
+    let out = a.irm_ok(&["-j", "flow", "list"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("`irm -j flow list`: {e}:\n{out}"));
+    assert_eq!(v["version"], 1, "{v}");
+    assert!(v["flows"].is_array(), "{v}");
+    // The long form too, and text output shows no stale-counter note.
+    let text = a.irm_ok(&["ipcp", "list"]);
+    assert!(text.contains("rx_frames="), "{text}");
+    assert!(!text.contains("s ago)"), "{text}");
+    let long: serde_json::Value =
+        serde_json::from_str(&a.irm_ok(&["ipcp", "list", "--json"])).expect("--json");
+    assert_eq!(long["version"], 1);
 }

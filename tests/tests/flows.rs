@@ -371,7 +371,7 @@ fn bad_frames_are_counted_and_dropped_while_a_flow_works() {
     loop {
         let list: serde_json::Value =
             serde_json::from_str(&a.irm_ok(&["ipcp", "list", "--json"])).expect("ipcp list json");
-        let c = &list[0]["counters"];
+        let c = &list["ipcps"][0]["counters"];
         let n = |k: &str| c[k].as_u64().unwrap_or(0);
         // The xdp backend drops in the driver what the IPCP would have dropped
         // (a few unknown-endpoint frames still go up, for UNKNOWN_EID replies).

@@ -92,7 +92,7 @@ fn keyed(host: &Host, key: &Path, encrypt: bool) {
 fn ipcp_row(host: &Host) -> serde_json::Value {
     let list: serde_json::Value =
         serde_json::from_str(&host.irm_ok(&["ipcp", "list", "--json"])).expect("ipcp list json");
-    list[0].clone()
+    list["ipcps"][0].clone()
 }
 
 fn counters(host: &Host) -> BTreeMap<String, u64> {

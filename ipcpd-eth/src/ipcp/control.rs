@@ -7,6 +7,16 @@ impl Ipcp {
     /// Tell irmd the frame counters (for `irm ipcp list`) when they changed.
     pub(super) fn report_counters(&mut self) {
         self.next_report = Instant::now() + COUNTER_REPORT;
+        let now = self.counter_snapshot();
+        if now != self.reported {
+            self.reported = now.clone();
+            self.reply(0, IpcpToIrmd::Counters(now));
+        }
+        self.report_flow_counters(false);
+    }
+
+    /// Every IPCP-level counter as it stands now, by name.
+    fn counter_snapshot(&self) -> Vec<(String, u64)> {
         let mut now = self.counters.named();
         for (k, v) in self.sock.counters() {
             now.push((k.to_string(), v));
@@ -17,11 +27,7 @@ impl Ipcp {
             now.push(("auth_fail".into(), c.auth_fail));
             now.push(("replay".into(), c.replay));
         }
-        if now != self.reported {
-            self.reported = now.clone();
-            self.reply(0, IpcpToIrmd::Counters(now));
-        }
-        self.report_flow_counters(false);
+        now
     }
 
     /// Per-flow counters for `irm flow list`, as this IPCP reads them (irmd
@@ -154,6 +160,14 @@ impl Ipcp {
             }
             IrmdToIpcp::ReportFlowCounters => {
                 self.report_flow_counters(true);
+                self.reply(env.id, IpcpToIrmd::Done(Ok(())));
+            }
+            IrmdToIpcp::ReportCounters => {
+                // Asked: the numbers now, changed or not, then Done (irmd
+                // gets them in this order on the one channel).
+                let now = self.counter_snapshot();
+                self.reported = now.clone();
+                self.reply(0, IpcpToIrmd::Counters(now));
                 self.reply(env.id, IpcpToIrmd::Done(Ok(())));
             }
             other => debug!("ignoring control message {other:?}"),

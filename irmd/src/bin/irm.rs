@@ -3,10 +3,14 @@
 //! The argument style follows the model's tool: keyword/value pairs, e.g.
 //! `irm ipcp bootstrap type eth name eth-a layer eth dev veth0`.
 
+#[path = "irm/json.rs"]
+mod json;
 #[path = "irm/keywords.rs"]
 mod keywords;
 #[path = "irm/manual.rs"]
 mod manual;
+#[path = "irm/output.rs"]
+mod output;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use irm::client::Client;
@@ -24,6 +28,10 @@ use std::time::Duration;
     version
 )]
 struct Cli {
+    /// Print JSON instead of text: one object per command, with a
+    /// "version" key (schema: docs/json.md).
+    #[arg(short = 'j', long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -70,8 +78,6 @@ enum IpcpCmd {
     },
     /// list [name <ipcp>] [type eth|eth-dix] [layer <layer>]: list IPCPs (all, or those matching).
     List {
-        #[arg(long)]
-        json: bool,
         #[arg(num_args = 0..)]
         args: Vec<String>,
     },
@@ -108,10 +114,7 @@ enum NameCmd {
         args: Vec<String>,
     },
     /// List names.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,10 +135,7 @@ enum BindCmd {
 #[derive(Subcommand, Debug)]
 enum FlowCmd {
     /// List flows.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
 }
 
 /// Why a command failed: exit status 2 for a usage error (as clap's own),
@@ -181,7 +181,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    match run(cli.cmd) {
+    match run(cli.cmd, cli.json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
             eprintln!("irm: {e}");
@@ -251,7 +251,7 @@ fn split_auto(args: &[String]) -> (Vec<String>, bool) {
     (rest, auto)
 }
 
-fn run(cmd: Cmd) -> Result<(), Failure> {
+fn run(cmd: Cmd, json: bool) -> Result<(), Failure> {
     const WAIT: Duration = Duration::from_secs(15);
     match cmd {
         Cmd::Generate { dir } => {
@@ -308,29 +308,44 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 }),
                 WAIT,
             )?;
-            println!(
-                "Bootstrapped IPCP {} in layer {} on {}.",
-                kv["name"], kv["layer"], kv["dev"]
-            );
+            match json {
+                true => json::print(&json::Bootstrapped {
+                    version: json::VERSION,
+                    name: kv["name"].clone(),
+                    layer: kv["layer"].clone(),
+                    dev: kv["dev"].clone(),
+                }),
+                false => println!(
+                    "Bootstrapped IPCP {} in layer {} on {}.",
+                    kv["name"], kv["layer"], kv["dev"]
+                ),
+            }
         }
         Cmd::Ipcp {
-            cmd: IpcpCmd::List { json, args },
+            cmd: IpcpCmd::List { args },
         } => {
             let filter = pairs(&args, &manual::allowed(manual::IPCP_LIST), &[])?;
             let Reply::IpcpRows(mut rows) = request(CliRequest::IpcpList, WAIT)? else {
                 return Err("unexpected reply".into());
             };
             rows.retain(|r| ipcp_matches(r, &filter));
-            print_ipcps(&rows, json);
+            output::ipcps(&rows, json);
         }
         Cmd::Ipcp {
             cmd: IpcpCmd::Keygen { file },
         } => {
             irm::keyfile::keygen(&file).map_err(|e| e.to_string())?;
-            println!(
-                "Wrote a layer key to {} (32 bytes, mode 0600).",
-                file.display()
-            );
+            match json {
+                true => json::print(&json::KeyWritten {
+                    version: json::VERSION,
+                    file: file.display().to_string(),
+                    bytes: irm::keyfile::KEY_LEN as u32,
+                }),
+                false => println!(
+                    "Wrote a layer key to {} (32 bytes, mode 0600).",
+                    file.display()
+                ),
+            }
         }
         Cmd::Ipcp {
             cmd: IpcpCmd::Destroy { args },
@@ -406,9 +421,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 ask(&client, req, WAIT)?;
             }
         }
-        Cmd::Name {
-            cmd: NameCmd::List { json },
-        } => {
+        Cmd::Name { cmd: NameCmd::List } => {
             // The list comes in pages; one connection asks for them all.
             let client = connect()?;
             let mut rows: Vec<NameRow> = Vec::new();
@@ -423,7 +436,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 }
                 rows.extend(page);
             }
-            print_names(&rows, json);
+            output::names(&rows, json);
         }
         Cmd::Bind {
             cmd:
@@ -478,9 +491,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 WAIT,
             )?;
         }
-        Cmd::Flow {
-            cmd: FlowCmd::List { json },
-        } => {
+        Cmd::Flow { cmd: FlowCmd::List } => {
             // The list comes in pages; one connection asks for them all.
             let client = connect()?;
             let mut rows: Vec<FlowRow> = Vec::new();
@@ -496,7 +507,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                     break;
                 }
             }
-            print_flows(&rows, json);
+            output::flows(&rows, json);
         }
     }
     Ok(())
@@ -510,138 +521,6 @@ fn ipcp_matches(r: &IpcpRow, filter: &BTreeMap<String, String>) -> bool {
         "type" => matches!(v.as_str(), "eth" | "eth-dix"),
         _ => false,
     })
-}
-
-fn print_ipcps(rows: &[IpcpRow], json: bool) {
-    if json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "name": r.name, "pid": r.pid, "layer": r.layer, "dev": r.dev,
-                    "ethertype": format!("0x{:04x}", r.ethertype), "state": r.state,
-                    "mac": r.info.as_ref().map(|i| mac(&i.mac)),
-                    "mtu": r.info.as_ref().map(|i| i.mtu),
-                    "max_sdu": r.info.as_ref().map(|i| i.max_sdu),
-                    "backend": r.info.as_ref().map(|i| i.backend.clone()),
-                    "counters": r.counters.iter().cloned().collect::<BTreeMap<String, u64>>(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-        return;
-    }
-    println!(
-        "{:<16} {:>8} {:<10} {:<12} {:<8} {:<12} {:<18} {:>6} {:>7} {:<7}",
-        "NAME", "PID", "LAYER", "DEV", "TYPE", "STATE", "MAC", "MTU", "MAX SDU", "BACKEND"
-    );
-    for r in rows {
-        let (m, mtu, sdu, be) = match &r.info {
-            Some(i) => (
-                mac(&i.mac),
-                i.mtu.to_string(),
-                i.max_sdu.to_string(),
-                i.backend.clone(),
-            ),
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
-        };
-        println!(
-            "{:<16} {:>8} {:<10} {:<12} 0x{:04x}   {:<12} {:<18} {:>6} {:>7} {:<7}",
-            r.name, r.pid, r.layer, r.dev, r.ethertype, r.state, m, mtu, sdu, be
-        );
-        if !r.counters.is_empty() {
-            let c: Vec<String> = r.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("{:>16}   counters: {}", "", c.join(" "));
-        }
-    }
-}
-
-fn print_names(rows: &[NameRow], json: bool) {
-    if json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(
-                |r| serde_json::json!({"name": r.name, "layers": r.layers, "programs": r.programs}),
-            )
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-        return;
-    }
-    println!("{:<24} {:<24} PROGRAMS", "NAME", "LAYERS");
-    for r in rows {
-        println!(
-            "{:<24} {:<24} {}",
-            r.name,
-            r.layers.join(","),
-            r.programs.join(",")
-        );
-    }
-}
-
-fn print_flows(rows: &[FlowRow], json: bool) {
-    if json {
-        println!("{}", serde_json::to_string(&flow_json(rows)).expect("json"));
-        return;
-    }
-    println!(
-        "{:>7} {:<16} {:>8} {:<12} {:<9} {:>10} {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
-        "FLOW",
-        "NAME",
-        "PID",
-        "IPCP",
-        "STATE",
-        "TIMEOUT",
-        "LAST RX",
-        "TX SDUS",
-        "TX BYTES",
-        "RX SDUS",
-        "RX BYTES",
-        "DROPPED"
-    );
-    for r in rows {
-        let last = r
-            .last_rx_ms_ago
-            .map(|ms| format!("{:.3}s", ms as f64 / 1000.0))
-            .unwrap_or_else(|| "never".into());
-        println!(
-            "{:>7} {:<16} {:>8} {:<12} {:<9} {:>8}ms {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
-            r.flow_id,
-            r.name,
-            r.pid,
-            r.ipcp,
-            r.state.as_str(),
-            r.timeout_ms,
-            last,
-            r.tx_sdus,
-            r.tx_bytes,
-            r.rx_sdus,
-            r.rx_bytes,
-            r.dropped
-        );
-    }
-}
-
-fn flow_json(rows: &[FlowRow]) -> serde_json::Value {
-    serde_json::Value::Array(
-        rows.iter()
-            .map(|r| {
-                serde_json::json!({
-                    "flow_id": r.flow_id, "name": r.name, "pid": r.pid, "ipcp": r.ipcp,
-                    "state": r.state.as_str(), "timeout_ms": r.timeout_ms,
-                    "last_rx_ms_ago": r.last_rx_ms_ago,
-                    "tx_sdus": r.tx_sdus, "tx_bytes": r.tx_bytes,
-                    "rx_sdus": r.rx_sdus, "rx_bytes": r.rx_bytes, "dropped": r.dropped,
-                })
-            })
-            .collect(),
-    )
-}
-
-fn mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]
@@ -733,6 +612,7 @@ mod tests {
             state: "operational".into(),
             info: None,
             counters: Vec::new(),
+            counters_age_ms: None,
         };
         let f = |v: &[&str]| pairs(&s(v), &["name", "type", "layer"], &[]).unwrap();
         assert!(ipcp_matches(&row, &f(&[])));

@@ -1,7 +1,9 @@
 //! What the `irm` tool asks: IPCPs (admin only), names and bindings (owned
 //! by the uid that made them), lists.
 
-use super::{Cred, Ipcp, IpcpId, IpcpState, NameEntry, Output, Registry, Timer};
+use super::{
+    ConnId, Cred, Ipcp, IpcpId, IpcpState, ListOf, NameEntry, Output, PendingList, Registry, Timer,
+};
 use irm::proto::{
     check_name, BootstrapSpec, IpcpInfo, IpcpRow, IrmdToIpcp, NameRow, Reply, MAX_MSG,
     NAME_ROWS_PER_MSG,
@@ -94,6 +96,7 @@ impl Registry {
                 },
                 info: None,
                 counters: Vec::new(),
+                counters_at: None,
             },
         );
         self.out.push_back(Output::Spawn { ipcp, spec });
@@ -173,7 +176,42 @@ impl Registry {
         Ok(Some(Reply::Ok))
     }
 
-    pub(super) fn ipcp_rows(&self) -> Reply {
+    /// `irm ipcp list`: ask every operational IPCP for its counters now and
+    /// answer once all have sent them (or after `flow_list_wait`, with the
+    /// last reported ones and their age). No operational IPCP: at once.
+    pub(super) fn ipcp_list(&mut self, now: Instant, conn: ConnId, id: u64) -> Option<Reply> {
+        let ipcps: Vec<IpcpId> = self
+            .ipcps
+            .values()
+            .filter(|i| matches!(i.state, IpcpState::Operational))
+            .map(|i| i.id)
+            .collect();
+        if ipcps.is_empty() {
+            return Some(self.ipcp_rows(now));
+        }
+        let cred = self.conns.get(&conn).map(|c| c.cred)?;
+        let list = self.new_req();
+        let mut waiting = BTreeSet::new();
+        for ipcp in ipcps {
+            let req = self.new_req();
+            self.send_ipcp(ipcp, req, IrmdToIpcp::ReportCounters, None);
+            waiting.insert((ipcp, req));
+        }
+        self.lists.insert(
+            list,
+            PendingList {
+                conn,
+                id,
+                cred,
+                what: ListOf::Ipcps,
+                waiting,
+            },
+        );
+        self.arm(now + self.policy.flow_list_wait, Timer::FlowList { list });
+        None
+    }
+
+    pub(super) fn ipcp_rows(&self, now: Instant) -> Reply {
         Reply::IpcpRows(
             self.ipcps
                 .values()
@@ -189,6 +227,9 @@ impl Registry {
                     },
                     info: i.info.clone(),
                     counters: i.counters.clone(),
+                    counters_age_ms: i
+                        .counters_at
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                 })
                 .collect(),
         )

@@ -154,6 +154,8 @@ struct Ipcp {
     state: IpcpState,
     info: Option<IpcpInfo>,
     counters: Vec<(String, u64)>,
+    /// When irmd received `counters`.
+    counters_at: Option<Instant>,
 }
 
 struct NameEntry {
@@ -200,9 +202,17 @@ struct PendingList {
     conn: ConnId,
     id: u64,
     cred: Cred,
-    after: Option<u32>,
+    what: ListOf,
     /// (IPCP, request id) of every report not yet complete.
     waiting: BTreeSet<(IpcpId, u64)>,
+}
+
+/// What a pending list answers with once its counter reports are in.
+enum ListOf {
+    /// `irm flow list`, the page after this flow id.
+    Flows { after: Option<u32> },
+    /// `irm ipcp list`.
+    Ipcps,
 }
 
 struct PendingAccept {
@@ -472,7 +482,7 @@ impl Registry {
         let cred = c.cred;
         let r = match req {
             CliRequest::IpcpBootstrap(spec) => self.bootstrap(now, cred, conn, id, spec),
-            CliRequest::IpcpList => Ok(Some(self.ipcp_rows())),
+            CliRequest::IpcpList => Ok(self.ipcp_list(now, conn, id)),
             CliRequest::IpcpDestroy { name } => self.ipcp_destroy(cred, &name),
             CliRequest::NameRegister { name, layer } => self.name_register(cred, name, layer),
             CliRequest::NameUnregister { name, layer } => self.name_unregister(cred, name, layer),
@@ -517,6 +527,7 @@ impl Registry {
             IpcpToIrmd::Counters(c) => {
                 if let Some(i) = self.ipcps.get_mut(&ipcp) {
                     i.counters = c;
+                    i.counters_at = Some(now);
                 }
             }
             IpcpToIrmd::FlowCounters(list) => {
@@ -732,7 +743,7 @@ impl Registry {
                 conn,
                 id,
                 cred,
-                after,
+                what: ListOf::Flows { after },
                 waiting,
             },
         );
@@ -769,7 +780,10 @@ impl Registry {
 
     fn answer_list(&mut self, now: Instant, list: u64) {
         if let Some(p) = self.lists.remove(&list) {
-            let rows = self.flow_rows(now, p.cred, p.after);
+            let rows = match p.what {
+                ListOf::Flows { after } => self.flow_rows(now, p.cred, after),
+                ListOf::Ipcps => self.ipcp_rows(now),
+            };
             self.send(p.conn, p.id, rows);
         }
     }

@@ -1084,3 +1084,88 @@ fn name_security_is_owned_checked_and_travels_with_flows() {
     assert_eq!(t.cli(22, 1, create(sec.clone())), Reply::Ok);
     assert_eq!(t.reg.security_of("svc", 1001), Some(sec));
 }
+
+#[test]
+fn ipcp_list_shows_counters_the_ipcp_reports_when_asked() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    let counters = |rx: u64, tx: u64| vec![("rx_frames".to_string(), rx), ("tx_frames".into(), tx)];
+    // A periodic report, then a second passes without one.
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: 0,
+        msg: IpcpToIrmd::Counters(counters(0, 1)),
+    });
+    t.advance(Duration::from_secs(1));
+    t.take();
+    let row = |r: Option<Reply>| match r {
+        Some(Reply::IpcpRows(rows)) => rows.into_iter().next().expect("one row"),
+        other => panic!("{other:?}"),
+    };
+    // The list waits for the IPCP's answer to ReportCounters.
+    t.input(Input::Cli {
+        conn: ROOT_CLI,
+        id: 5,
+        req: CliRequest::IpcpList,
+    });
+    assert!(t.reply(ROOT_CLI, 5).is_none(), "waits for the IPCP");
+    let asked = t
+        .take()
+        .into_iter()
+        .find_map(|o| match o {
+            Output::ToIpcp {
+                ipcp: i,
+                id,
+                msg: IrmdToIpcp::ReportCounters,
+                ..
+            } if i == ipcp => Some(id),
+            _ => None,
+        })
+        .expect("irmd asks the IPCP for its counters");
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: 0,
+        msg: IpcpToIrmd::Counters(counters(7, 7)),
+    });
+    t.input(Input::FromIpcp {
+        ipcp,
+        id: asked,
+        msg: IpcpToIrmd::Done(Ok(())),
+    });
+    let r = row(t.reply(ROOT_CLI, 5));
+    assert_eq!(r.counters, counters(7, 7));
+    assert_eq!(r.counters_age_ms, Some(0));
+    // An IPCP that does not answer holds the list up for flow_list_wait
+    // only; then the last numbers are shown with their age.
+    t.input(Input::Cli {
+        conn: ROOT_CLI,
+        id: 6,
+        req: CliRequest::IpcpList,
+    });
+    t.advance(Duration::from_millis(199));
+    assert!(t.reply(ROOT_CLI, 6).is_none(), "still within the wait");
+    t.advance(Duration::from_millis(1));
+    let r = row(t.reply(ROOT_CLI, 6));
+    assert_eq!(r.counters, counters(7, 7));
+    assert_eq!(r.counters_age_ms, Some(200));
+}
+
+#[test]
+fn ipcp_list_without_an_operational_ipcp_answers_at_once() {
+    let mut t = T::new(Policy::default());
+    t.input(Input::Cli {
+        conn: ROOT_CLI,
+        id: 1,
+        req: CliRequest::IpcpBootstrap(spec("eth-a")),
+    });
+    t.take();
+    // Booting: not asked, listed at once with no counters yet.
+    match t.cli(ROOT_CLI, 2, CliRequest::IpcpList) {
+        Reply::IpcpRows(rows) => {
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].state, "booting");
+            assert_eq!(rows[0].counters_age_ms, None);
+        }
+        other => panic!("{other:?}"),
+    }
+}
