@@ -28,7 +28,7 @@ trap cleanup EXIT
 dpkg -i "$deb"
 for f in /usr/bin/irmd /usr/bin/irm /usr/bin/ipcpd-eth /usr/bin/oecho /usr/bin/oping /usr/bin/operf \
     /lib/systemd/system/irmd.service /usr/share/man/man8/irmd.8.gz /usr/share/man/man1/irm.1.gz \
-    /usr/share/doc/ethflow/irmd.toml.example /usr/share/ethflow/wireshark/ethflow.lua \
+    /usr/share/doc/ethflow/irmd.toml.example /usr/share/doc/ethflow/json.md /usr/share/ethflow/wireshark/ethflow.lua \
     /usr/lib/libouroboros-dev.so.0 /usr/lib/pkgconfig/ouroboros-dev.pc \
     /usr/share/bash-completion/completions/irm; do
     [ -e "$f" ] || { echo "deb-test.sh: $f not installed" >&2; exit 1; }

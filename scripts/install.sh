@@ -115,6 +115,7 @@ sed -e "s|/usr/local/bin/irmd|$bindir/irmd|g" dist/systemd/irmd.service >"$unitd
 chmod 0644 "$unitdir/irmd.service"
 install -m 0644 dist/ethflow/irmd.toml "$docdir/irmd.toml.example"
 install -m 0644 docs/deploy.md "$docdir/deploy.md"
+install -m 0644 docs/json.md "$docdir/json.md"
 # Manual pages (irmd.8, ipcpd-eth.8, irm.1 and one per irm command, oecho.1,
 # oping.1, operf.1) and bash/zsh/fish completions, generated from the
 # programs' own command-line definitions.

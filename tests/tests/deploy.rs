@@ -411,6 +411,24 @@ fn install_puts_unit_config_manuals_and_completions_in_place() {
         .unwrap_or_default();
     let lua = prefix.join("share/ethflow/wireshark/ethflow.lua").exists();
     let ipcpd_page = read("share/man/man8/ipcpd-eth.8");
+    // A tool that can write its pages (all, once each has --generate) had
+    // them installed.
+    let tool_pages: Vec<(String, bool)> = ["oecho", "oping", "operf"]
+        .into_iter()
+        .filter(|t| {
+            let probe = prefix.join("probe");
+            Command::new(prefix.join("bin").join(t))
+                .arg("--generate")
+                .arg(&probe)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|t| {
+            let page = format!("share/man/man1/{t}.1");
+            (page.clone(), prefix.join(page).exists())
+        })
+        .collect();
+    let json_doc = prefix.join("share/doc/ethflow/json.md").exists();
     let bootstrap_page = read("share/man/man1/irm-ipcp-bootstrap.1");
     cleanup();
     assert!(
@@ -454,6 +472,10 @@ fn install_puts_unit_config_manuals_and_completions_in_place() {
         ipcpd_page.contains("ctrl\\-fd"),
         "ipcpd-eth.8: {ipcpd_page}"
     );
+    for (page, there) in tool_pages {
+        assert!(there, "{page} not installed");
+    }
+    assert!(json_doc, "json.md not installed");
     for kw in [
         "busy\\-poll <µs>",
         "encrypt:",

@@ -29,7 +29,8 @@ use std::time::Duration;
 )]
 struct Cli {
     /// Print JSON instead of text: one object per command, with a
-    /// "version" key (schema: docs/json.md).
+    /// "version" key (schema: json.md in ethflow's documentation,
+    /// /usr/share/doc/ethflow).
     #[arg(short = 'j', long, global = true)]
     json: bool,
     #[command(subcommand)]
