@@ -379,3 +379,77 @@ fn secure_names_from_the_configuration_file() {
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "from the file"]);
     assert!(done.stdout.contains("from the file"), "{}", done.describe());
 }
+
+/// The hybrid key exchange (X25519 + ML-KEM-768) on a link of MTU 1280: the
+/// client's hello (an 1184-byte ML-KEM key) and the server's (a 1088-byte
+/// ciphertext and the chain) do not fit one SDU, so they cross in fragments;
+/// oecho works and the client's log names the hybrid. One side asking for the
+/// hybrid only and the other for X25519 only fails with ECRYPT on the client
+/// and a log line on the server, both ways round.
+#[test]
+fn hybrid_key_exchange_crosses_a_small_mtu_and_a_mismatch_is_ecrypt() {
+    let Some(rig) =
+        Rig::builder("hybrid_key_exchange_crosses_a_small_mtu_and_a_mismatch_is_ecrypt")
+            .mtu(1280)
+            .build()
+    else {
+        return;
+    };
+    let (a, b) = (rig.a(), rig.b());
+    let dir = rig.dir();
+    let ca = ca("ethflow test CA");
+    let ca_pem = write(dir, "ca.pem", &ca.pem);
+    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
+    let hybrid = write(dir, "hybrid.conf", "kex = x25519-mlkem768\n");
+    let classic = write(dir, "classic.conf", "kex = x25519\n");
+    let server = |enc: &str| {
+        name_create(
+            b,
+            "oecho",
+            &[("scrtpath", &crt), ("skeypath", &key), ("sencpath", enc)],
+        )
+    };
+    let client = |enc: &str| name_create(a, "oecho", &[("cacrtpath", &ca_pem), ("cencpath", enc)]);
+    let echo = b.serve("oecho", "oecho", &["--listen"]);
+    server(&hybrid);
+    client(&hybrid);
+    let mut cmd = a.cmd("oecho", &["-n", "oecho", "-m", "post-quantum hello"]);
+    cmd.env("RUST_LOG", "irm=info");
+    let done = ethflow_tests::Proc::spawn(cmd, dir, "oecho-hybrid").wait(LONG);
+    assert!(
+        done.success() && done.stdout.contains("post-quantum hello"),
+        "{}",
+        done.describe()
+    );
+    assert!(
+        done.stderr
+            .contains("secure flow to oecho: aes-256-gcm, x25519-mlkem768"),
+        "{}",
+        done.describe()
+    );
+    for (srv, cli) in [(&hybrid, &classic), (&classic, &hybrid)] {
+        server(srv);
+        client(cli);
+        let before = echo.stderr().matches("no key exchange in common").count();
+        let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
+        assert!(
+            !done.success() && done.stderr.contains("ECRYPT, -1008"),
+            "server {srv}, client {cli}: {}",
+            done.describe()
+        );
+        assert!(
+            done.stderr.contains("no key exchange in common"),
+            "{}",
+            done.describe()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while echo.stderr().matches("no key exchange in common").count() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not log the mismatch: {}",
+                echo.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
