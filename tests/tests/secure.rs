@@ -453,3 +453,129 @@ fn hybrid_key_exchange_crosses_a_small_mtu_and_a_mismatch_is_ecrypt() {
         }
     }
 }
+
+/// A self-signed certificate for `names` (its own CA), written as in [`issue`].
+fn self_signed(dir: &Path, file: &str, names: &[&str]) -> (String, String) {
+    let p =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    let crt = dir.join(format!("{file}.crt"));
+    let k = dir.join(format!("{file}.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (path(&crt), path(&k))
+}
+
+/// Messages an oecho server printed as received.
+fn received(server: &ethflow_tests::Proc) -> Vec<String> {
+    server
+        .stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Message from client is "))
+        .map(|m| m.trim_end_matches('.').to_string())
+        .collect()
+}
+
+/// A third host c on the same segment runs a real irmd, IPCP and oecho
+/// server that register the names b serves, with certificates that do not
+/// prove them: one from the trusted CA for another name, one self-signed
+/// for the right name. The layer's name resolution keeps a known holder
+/// (b) and otherwise takes the first answer, so:
+/// * once a knows b, every secure allocation reaches b (its server receives
+///   each message), none reaches c;
+/// * for names only c answers, a's allocation fails with EAUTH, the failed
+///   check is logged, and c's server never receives the message;
+/// * for a name b and c both answer for the first time, whichever wins the
+///   race, the message reaches b or the allocation fails with EAUTH — never c.
+#[test]
+fn an_impostor_on_a_third_host_never_gets_a_secure_flow() {
+    let Some(rig) = Rig::builder("an_impostor_on_a_third_host_never_gets_a_secure_flow")
+        .hosts(3)
+        .bridge()
+        .build()
+    else {
+        return;
+    };
+    let (a, b, c) = (rig.a(), rig.b(), rig.c());
+    let dir = rig.dir();
+    let ca1 = ca("ethflow test CA");
+    let ca_pem = write(dir, "ca.pem", &ca1.pem);
+    let (crt, key) = issue(&ca1, dir, "genuine", &["oecho", "gamma"], -1, 30);
+    let (other_crt, other_key) = issue(&ca1, dir, "other", &["not-oecho"], -1, 30);
+    let (self_crt, self_key) = self_signed(dir, "selfsigned", &["beta", "oecho", "gamma"]);
+    for name in ["oecho", "alpha", "beta", "gamma"] {
+        name_create(a, name, &[("cacrtpath", &ca_pem)]);
+    }
+    for name in ["oecho", "gamma"] {
+        name_create(b, name, &[("scrtpath", &crt), ("skeypath", &key)]);
+    }
+    // c: a certificate from the trusted CA for another name, or a
+    // self-signed one for the right name.
+    for (name, crt, key) in [
+        ("oecho", &other_crt, &other_key),
+        ("alpha", &other_crt, &other_key),
+        ("beta", &self_crt, &self_key),
+        ("gamma", &other_crt, &other_key),
+    ] {
+        name_create(c, name, &[("scrtpath", crt), ("skeypath", key)]);
+    }
+
+    b.register("oecho", "gamma");
+    let genuine = b.serve("oecho", "oecho", &["--listen"]);
+    let done = a.run_ok("oecho", &["-n", "oecho", "-m", "first"]);
+    assert!(done.stdout.contains("first"), "{}", done.describe());
+
+    for name in ["alpha", "beta", "gamma"] {
+        c.register("oecho", name);
+    }
+    let impostor = c.serve("oecho", "oecho", &["--listen"]);
+    for i in 0..5 {
+        let m = format!("to-b-{i}");
+        let done = a.run_ok("oecho", &["-n", "oecho", "-m", &m]);
+        assert!(done.stdout.contains(&m), "{}", done.describe());
+    }
+    for (name, check) in [
+        ("alpha", "certificate is not for name alpha"),
+        ("beta", "certificate not issued by a trusted CA"),
+    ] {
+        let m = format!("to-{name}");
+        let done = a.run("oecho", &["-n", name, "-m", &m], LONG);
+        assert!(
+            !done.success() && done.stderr.contains("EAUTH, -1009"),
+            "{name}: {}",
+            done.describe()
+        );
+        assert!(done.stderr.contains(check), "{name}: {}", done.describe());
+    }
+    // The race for a name a never resolved.
+    let done = a.run("oecho", &["-n", "gamma", "-m", "to-gamma"], LONG);
+    let race = if done.success() {
+        assert!(done.stdout.contains("to-gamma"), "{}", done.describe());
+        "b"
+    } else {
+        assert!(done.stderr.contains("EAUTH, -1009"), "{}", done.describe());
+        "c (refused)"
+    };
+    eprintln!("the race for gamma went to {race}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let to_b = received(&genuine);
+    let to_c = received(&impostor);
+    assert!(to_c.is_empty(), "the impostor received {to_c:?}");
+    for i in 0..5 {
+        assert!(to_b.contains(&format!("to-b-{i}")), "b received {to_b:?}");
+    }
+    assert_eq!(
+        to_b.contains(&"to-gamma".to_string()),
+        race == "b",
+        "{to_b:?}"
+    );
+    // c's server ran handshakes for the names only it answered (so the test
+    // did reach it), and the client refused each.
+    assert!(
+        impostor.stdout().contains("New flow"),
+        "the impostor saw no allocation at all: {}",
+        impostor.stdout()
+    );
+}
