@@ -579,3 +579,95 @@ fn an_impostor_on_a_third_host_never_gets_a_secure_flow() {
         impostor.stdout()
     );
 }
+
+/// One row of the liveness suite (tests/tests/liveness.rs) on a secure flow:
+/// the same server, client, trigger and bounds, with `oecho` configured as a
+/// secure name on both hosts; the client's line must say the flow was secure.
+fn secure_liveness_row(
+    test: &str,
+    row: &str,
+    timeout_ms: u64,
+    act: impl FnOnce(&Rig, &ethflow_tests::Proc),
+    code: i32,
+    bounds: (f64, f64),
+) {
+    use ethflow_tests::clock::monotonic_ns;
+    use ethflow_tests::liveness::{assert_detected, blocked_client, detection, lingering_server};
+    let Some(rig) = Rig::pair(test) else { return };
+    let dir = rig.dir();
+    let ca = ca("ethflow test CA");
+    let ca_pem = write(dir, "ca.pem", &ca.pem);
+    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
+    name_create(rig.b(), "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
+    name_create(rig.a(), "oecho", &[("cacrtpath", &ca_pem)]);
+    let server = lingering_server(&rig);
+    let client = blocked_client(rig.a(), timeout_ms);
+    let t0 = monotonic_ns();
+    act(&rig, &server);
+    let d = detection(&client, t0, Duration::from_secs(10));
+    assert!(
+        d.line.contains("secure=true"),
+        "not a secure flow: {}",
+        d.line
+    );
+    assert_detected(&format!("secure flow, {row}"), &d, code, bounds.0, bounds.1);
+}
+
+#[test]
+fn secure_flow_peer_application_killed() {
+    use ethflow_tests::liveness::EFLOWDOWN;
+    secure_liveness_row(
+        "secure_flow_peer_application_killed",
+        "peer app SIGKILL",
+        0,
+        |_, server| server.signal(Signal::SIGKILL),
+        EFLOWDOWN,
+        (0.0, 100.0),
+    );
+}
+
+#[test]
+fn secure_flow_peer_ipcp_killed() {
+    use ethflow_tests::liveness::{peer_bound, peer_earliest, EFLOWPEER, SHORT_TIMEOUT_MS};
+    secure_liveness_row(
+        "secure_flow_peer_ipcp_killed",
+        "peer ipcpd SIGKILL",
+        SHORT_TIMEOUT_MS,
+        |rig, _| {
+            rig.b().signal_ipcp(Signal::SIGKILL);
+        },
+        EFLOWPEER,
+        (
+            peer_earliest(SHORT_TIMEOUT_MS),
+            peer_bound(SHORT_TIMEOUT_MS),
+        ),
+    );
+}
+
+#[test]
+fn secure_flow_local_interface_down() {
+    use ethflow_tests::liveness::EFLOWDOWN;
+    secure_liveness_row(
+        "secure_flow_local_interface_down",
+        "local interface down",
+        0,
+        |rig, _| rig.a().link_down(),
+        EFLOWDOWN,
+        (0.0, 100.0),
+    );
+}
+
+#[test]
+fn secure_flow_local_ipcp_dies() {
+    use ethflow_tests::liveness::EFLOWDOWN;
+    secure_liveness_row(
+        "secure_flow_local_ipcp_dies",
+        "local ipcpd SIGKILL",
+        0,
+        |rig, _| {
+            rig.a().signal_ipcp(Signal::SIGKILL);
+        },
+        EFLOWDOWN,
+        (0.0, 100.0),
+    );
+}
