@@ -150,6 +150,19 @@ pub enum HandshakeError {
     Rng,
     #[error("flow ended during the handshake: {0}")]
     Flow(Error),
+    #[error("handshake fragments: {0}")]
+    Fragment(frag::FragError),
+}
+
+impl From<frag::FragError> for HandshakeError {
+    /// A message not complete in time is a timeout like any other read's;
+    /// the rest is garbage (ECRYPT).
+    fn from(e: frag::FragError) -> HandshakeError {
+        match e {
+            frag::FragError::TimedOut => HandshakeError::Flow(Error::TimedOut),
+            other => HandshakeError::Fragment(other),
+        }
+    }
 }
 
 impl HandshakeError {
@@ -167,6 +180,7 @@ impl HandshakeError {
         match self {
             HandshakeError::NoCommonCipher
             | HandshakeError::NoCommonKex
+            | HandshakeError::Fragment(_)
             | HandshakeError::Garbage(_)
             | HandshakeError::Rng => Error::Crypt,
             HandshakeError::Refused(_, auth) => {

@@ -155,28 +155,6 @@ fn fail(side: &str, name: &str, e: HandshakeError) -> Error {
     e.to_error()
 }
 
-fn frag_error(e: frag::FragError) -> HandshakeError {
-    match e {
-        frag::FragError::Short => HandshakeError::Garbage("handshake fragment too short"),
-        frag::FragError::BadCount => {
-            HandshakeError::Garbage("handshake fragment count out of range")
-        }
-        frag::FragError::BadIndex => {
-            HandshakeError::Garbage("handshake fragment index out of range")
-        }
-        frag::FragError::TooLarge => HandshakeError::Garbage("handshake message too large"),
-        frag::FragError::Inconsistent => HandshakeError::Garbage("handshake fragments disagree"),
-        frag::FragError::Duplicate => HandshakeError::Garbage("handshake fragment repeated"),
-        frag::FragError::LengthMismatch => {
-            HandshakeError::Garbage("handshake fragments do not add up to the length")
-        }
-        frag::FragError::TimedOut => HandshakeError::Flow(Error::TimedOut),
-        frag::FragError::SduTooSmall => {
-            HandshakeError::Garbage("the flow's max SDU is too small for the handshake")
-        }
-    }
-}
-
 /// Read one handshake message: its fragments, until the last is in.
 fn hs_read(
     end: &AppEnd,
@@ -190,7 +168,10 @@ fn hs_read(
         let n = end
             .read(&mut buf, Some(until), false)
             .map_err(HandshakeError::Flow)?;
-        if let Some(msg) = r.push(Instant::now(), &buf[..n]).map_err(frag_error)? {
+        if let Some(msg) = r
+            .push(Instant::now(), &buf[..n])
+            .map_err(HandshakeError::from)?
+        {
             return Ok(msg);
         }
     }
@@ -203,7 +184,7 @@ fn hs_write(
     max: usize,
     deadline: Instant,
 ) -> std::result::Result<(), HandshakeError> {
-    for f in frag::fragment(msg, max, &frag::Policy::default()).map_err(frag_error)? {
+    for f in frag::fragment(msg, max, &frag::Policy::default()).map_err(HandshakeError::from)? {
         end.write(&f, Some(deadline), false)
             .map_err(HandshakeError::Flow)?;
     }

@@ -202,3 +202,27 @@ fn whole_hybrid_handshakes_cross_small_sdus() {
         roundtrip(&keys, &sk);
     }
 }
+
+#[test]
+fn fragment_errors_are_ecrypt_and_a_slow_message_a_timeout() {
+    for e in [
+        frag::FragError::Short,
+        frag::FragError::BadCount,
+        frag::FragError::BadIndex,
+        frag::FragError::TooLarge,
+        frag::FragError::Inconsistent,
+        frag::FragError::Duplicate,
+        frag::FragError::LengthMismatch,
+        frag::FragError::SduTooSmall,
+    ] {
+        assert_eq!(
+            HandshakeError::from(e).to_error(),
+            crate::Error::Crypt,
+            "{e}"
+        );
+    }
+    assert_eq!(
+        HandshakeError::from(frag::FragError::TimedOut).to_error(),
+        crate::Error::TimedOut
+    );
+}
