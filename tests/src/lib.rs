@@ -18,6 +18,7 @@ pub mod bins;
 pub mod capture;
 pub mod clock;
 pub mod forge;
+pub mod liveness;
 pub mod names;
 pub mod netns;
 pub mod parse;

@@ -379,3 +379,295 @@ fn secure_names_from_the_configuration_file() {
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "from the file"]);
     assert!(done.stdout.contains("from the file"), "{}", done.describe());
 }
+
+/// The hybrid key exchange (X25519 + ML-KEM-768) on a link of MTU 1280: the
+/// client's hello (an 1184-byte ML-KEM key) and the server's (a 1088-byte
+/// ciphertext and the chain) do not fit one SDU, so they cross in fragments;
+/// oecho works and the client's log names the hybrid. One side asking for the
+/// hybrid only and the other for X25519 only fails with ECRYPT on the client
+/// and a log line on the server, both ways round.
+#[test]
+fn hybrid_key_exchange_crosses_a_small_mtu_and_a_mismatch_is_ecrypt() {
+    let Some(rig) =
+        Rig::builder("hybrid_key_exchange_crosses_a_small_mtu_and_a_mismatch_is_ecrypt")
+            .mtu(1280)
+            .build()
+    else {
+        return;
+    };
+    let (a, b) = (rig.a(), rig.b());
+    let dir = rig.dir();
+    let ca = ca("ethflow test CA");
+    let ca_pem = write(dir, "ca.pem", &ca.pem);
+    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
+    let hybrid = write(dir, "hybrid.conf", "kex = x25519-mlkem768\n");
+    let classic = write(dir, "classic.conf", "kex = x25519\n");
+    let server = |enc: &str| {
+        name_create(
+            b,
+            "oecho",
+            &[("scrtpath", &crt), ("skeypath", &key), ("sencpath", enc)],
+        )
+    };
+    let client = |enc: &str| name_create(a, "oecho", &[("cacrtpath", &ca_pem), ("cencpath", enc)]);
+    let echo = b.serve("oecho", "oecho", &["--listen"]);
+    server(&hybrid);
+    client(&hybrid);
+    let mut cmd = a.cmd("oecho", &["-n", "oecho", "-m", "post-quantum hello"]);
+    cmd.env("RUST_LOG", "irm=info");
+    let done = ethflow_tests::Proc::spawn(cmd, dir, "oecho-hybrid").wait(LONG);
+    assert!(
+        done.success() && done.stdout.contains("post-quantum hello"),
+        "{}",
+        done.describe()
+    );
+    assert!(
+        done.stderr
+            .contains("secure flow to oecho: aes-256-gcm, x25519-mlkem768"),
+        "{}",
+        done.describe()
+    );
+    for (srv, cli) in [(&hybrid, &classic), (&classic, &hybrid)] {
+        server(srv);
+        client(cli);
+        let before = echo.stderr().matches("no key exchange in common").count();
+        let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
+        assert!(
+            !done.success() && done.stderr.contains("ECRYPT, -1008"),
+            "server {srv}, client {cli}: {}",
+            done.describe()
+        );
+        assert!(
+            done.stderr.contains("no key exchange in common"),
+            "{}",
+            done.describe()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while echo.stderr().matches("no key exchange in common").count() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not log the mismatch: {}",
+                echo.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A self-signed certificate for `names` (its own CA), written as in [`issue`].
+fn self_signed(dir: &Path, file: &str, names: &[&str]) -> (String, String) {
+    let p =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    let crt = dir.join(format!("{file}.crt"));
+    let k = dir.join(format!("{file}.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (path(&crt), path(&k))
+}
+
+/// Messages an oecho server printed as received.
+fn received(server: &ethflow_tests::Proc) -> Vec<String> {
+    server
+        .stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Message from client is "))
+        .map(|m| m.trim_end_matches('.').to_string())
+        .collect()
+}
+
+/// A third host c on the same segment runs a real irmd, IPCP and oecho
+/// server that register the names b serves, with certificates that do not
+/// prove them: one from the trusted CA for another name, one self-signed
+/// for the right name. The layer's name resolution keeps a known holder
+/// (b) and otherwise takes the first answer, so:
+/// * once a knows b, every secure allocation reaches b (its server receives
+///   each message), none reaches c;
+/// * for names only c answers, a's allocation fails with EAUTH, the failed
+///   check is logged, and c's server never receives the message;
+/// * for a name b and c both answer for the first time, whichever wins the
+///   race, the message reaches b or the allocation fails with EAUTH — never c.
+#[test]
+fn an_impostor_on_a_third_host_never_gets_a_secure_flow() {
+    let Some(rig) = Rig::builder("an_impostor_on_a_third_host_never_gets_a_secure_flow")
+        .hosts(3)
+        .bridge()
+        .build()
+    else {
+        return;
+    };
+    let (a, b, c) = (rig.a(), rig.b(), rig.c());
+    let dir = rig.dir();
+    let ca1 = ca("ethflow test CA");
+    let ca_pem = write(dir, "ca.pem", &ca1.pem);
+    let (crt, key) = issue(&ca1, dir, "genuine", &["oecho", "gamma"], -1, 30);
+    let (other_crt, other_key) = issue(&ca1, dir, "other", &["not-oecho"], -1, 30);
+    let (self_crt, self_key) = self_signed(dir, "selfsigned", &["beta", "oecho", "gamma"]);
+    for name in ["oecho", "alpha", "beta", "gamma"] {
+        name_create(a, name, &[("cacrtpath", &ca_pem)]);
+    }
+    for name in ["oecho", "gamma"] {
+        name_create(b, name, &[("scrtpath", &crt), ("skeypath", &key)]);
+    }
+    // c: a certificate from the trusted CA for another name, or a
+    // self-signed one for the right name.
+    for (name, crt, key) in [
+        ("oecho", &other_crt, &other_key),
+        ("alpha", &other_crt, &other_key),
+        ("beta", &self_crt, &self_key),
+        ("gamma", &other_crt, &other_key),
+    ] {
+        name_create(c, name, &[("scrtpath", crt), ("skeypath", key)]);
+    }
+
+    b.register("oecho", "gamma");
+    let genuine = b.serve("oecho", "oecho", &["--listen"]);
+    let done = a.run_ok("oecho", &["-n", "oecho", "-m", "first"]);
+    assert!(done.stdout.contains("first"), "{}", done.describe());
+
+    for name in ["alpha", "beta", "gamma"] {
+        c.register("oecho", name);
+    }
+    let impostor = c.serve("oecho", "oecho", &["--listen"]);
+    for i in 0..5 {
+        let m = format!("to-b-{i}");
+        let done = a.run_ok("oecho", &["-n", "oecho", "-m", &m]);
+        assert!(done.stdout.contains(&m), "{}", done.describe());
+    }
+    for (name, check) in [
+        ("alpha", "certificate is not for name alpha"),
+        ("beta", "certificate not issued by a trusted CA"),
+    ] {
+        let m = format!("to-{name}");
+        let done = a.run("oecho", &["-n", name, "-m", &m], LONG);
+        assert!(
+            !done.success() && done.stderr.contains("EAUTH, -1009"),
+            "{name}: {}",
+            done.describe()
+        );
+        assert!(done.stderr.contains(check), "{name}: {}", done.describe());
+    }
+    // The race for a name a never resolved.
+    let done = a.run("oecho", &["-n", "gamma", "-m", "to-gamma"], LONG);
+    let race = if done.success() {
+        assert!(done.stdout.contains("to-gamma"), "{}", done.describe());
+        "b"
+    } else {
+        assert!(done.stderr.contains("EAUTH, -1009"), "{}", done.describe());
+        "c (refused)"
+    };
+    eprintln!("the race for gamma went to {race}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let to_b = received(&genuine);
+    let to_c = received(&impostor);
+    assert!(to_c.is_empty(), "the impostor received {to_c:?}");
+    for i in 0..5 {
+        assert!(to_b.contains(&format!("to-b-{i}")), "b received {to_b:?}");
+    }
+    assert_eq!(
+        to_b.contains(&"to-gamma".to_string()),
+        race == "b",
+        "{to_b:?}"
+    );
+    // c's server ran handshakes for the names only it answered (so the test
+    // did reach it), and the client refused each.
+    assert!(
+        impostor.stdout().contains("New flow"),
+        "the impostor saw no allocation at all: {}",
+        impostor.stdout()
+    );
+}
+
+/// One row of the liveness suite (tests/tests/liveness.rs) on a secure flow:
+/// the same server, client, trigger and bounds, with `oecho` configured as a
+/// secure name on both hosts; the client's line must say the flow was secure.
+fn secure_liveness_row(
+    test: &str,
+    row: &str,
+    timeout_ms: u64,
+    act: impl FnOnce(&Rig, &ethflow_tests::Proc),
+    code: i32,
+    bounds: (f64, f64),
+) {
+    use ethflow_tests::clock::monotonic_ns;
+    use ethflow_tests::liveness::{assert_detected, blocked_client, detection, lingering_server};
+    let Some(rig) = Rig::pair(test) else { return };
+    let dir = rig.dir();
+    let ca = ca("ethflow test CA");
+    let ca_pem = write(dir, "ca.pem", &ca.pem);
+    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
+    name_create(rig.b(), "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
+    name_create(rig.a(), "oecho", &[("cacrtpath", &ca_pem)]);
+    let server = lingering_server(&rig);
+    let client = blocked_client(rig.a(), timeout_ms);
+    let t0 = monotonic_ns();
+    act(&rig, &server);
+    let d = detection(&client, t0, Duration::from_secs(10));
+    assert!(
+        d.line.contains("secure=true"),
+        "not a secure flow: {}",
+        d.line
+    );
+    assert_detected(&format!("secure flow, {row}"), &d, code, bounds.0, bounds.1);
+}
+
+#[test]
+fn secure_flow_peer_application_killed() {
+    use ethflow_tests::liveness::EFLOWDOWN;
+    secure_liveness_row(
+        "secure_flow_peer_application_killed",
+        "peer app SIGKILL",
+        0,
+        |_, server| server.signal(Signal::SIGKILL),
+        EFLOWDOWN,
+        (0.0, 100.0),
+    );
+}
+
+#[test]
+fn secure_flow_peer_ipcp_killed() {
+    use ethflow_tests::liveness::{peer_bound, peer_earliest, EFLOWPEER, SHORT_TIMEOUT_MS};
+    secure_liveness_row(
+        "secure_flow_peer_ipcp_killed",
+        "peer ipcpd SIGKILL",
+        SHORT_TIMEOUT_MS,
+        |rig, _| {
+            rig.b().signal_ipcp(Signal::SIGKILL);
+        },
+        EFLOWPEER,
+        (
+            peer_earliest(SHORT_TIMEOUT_MS),
+            peer_bound(SHORT_TIMEOUT_MS),
+        ),
+    );
+}
+
+#[test]
+fn secure_flow_local_interface_down() {
+    use ethflow_tests::liveness::EFLOWDOWN;
+    secure_liveness_row(
+        "secure_flow_local_interface_down",
+        "local interface down",
+        0,
+        |rig, _| rig.a().link_down(),
+        EFLOWDOWN,
+        (0.0, 100.0),
+    );
+}
+
+#[test]
+fn secure_flow_local_ipcp_dies() {
+    use ethflow_tests::liveness::EFLOWDOWN;
+    secure_liveness_row(
+        "secure_flow_local_ipcp_dies",
+        "local ipcpd SIGKILL",
+        0,
+        |rig, _| {
+            rig.a().signal_ipcp(Signal::SIGKILL);
+        },
+        EFLOWDOWN,
+        (0.0, 100.0),
+    );
+}

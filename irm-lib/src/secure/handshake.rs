@@ -3,10 +3,13 @@
 //! handed to the application.
 //!
 //! ```text
-//! client → server  ClientHello  name, X25519 share, nonce, ciphers offered
+//! client → server  ClientHello  name, X25519 share, nonce, ciphers offered,
+//!                               key exchanges offered, ML-KEM-768
+//!                               encapsulation key (if the hybrid is offered)
 //! server → client  ServerMsg::Hello { body, sig }
 //!                    body = X25519 share, nonce, cipher chosen, signature
-//!                           algorithm, certificate chain, client cert wanted
+//!                           algorithm, certificate chain, client cert wanted,
+//!                           key exchange chosen, ML-KEM-768 ciphertext
 //!                    sig  = server key over "…server" ‖ H(transcript)
 //!                  or ServerMsg::Refuse(reason)
 //! (only if the server wants a client certificate)
@@ -16,11 +19,21 @@
 //!
 //! The transcript hash H covers the ClientHello and the server body bytes
 //! as sent; the record secrets are HKDF-SHA256 with H as salt over the
-//! ephemeral X25519 secret, so they are forward secret and bound to the
-//! name, both shares, both nonces and the certificate chain.
+//! ephemeral X25519 secret — or, with the hybrid, over the ML-KEM-768
+//! shared secret followed by the X25519 one (the order of TLS's
+//! X25519MLKEM768) — so they are forward secret and bound to the name, both
+//! shares, both nonces, the key exchange offered and chosen, and the
+//! certificate chain. A stripped offer changes the transcript the server
+//! signs, so a downgrade fails the signature check.
+//!
+//! Messages larger than the flow's max SDU travel in fragments
+//! ([`super::frag`]); this module sees whole messages.
 
-use super::{Cipher, ClientConfig, HandshakeError, Keys, ServerConfig, SigningKey};
+use super::{Cipher, ClientConfig, HandshakeError, Kex, Keys, ServerConfig, SigningKey};
 use hkdf::Hkdf;
+use ml_kem::array::Array;
+use ml_kem::kem::{Decapsulate, Encapsulate, KeyExport};
+use ml_kem::{DecapsulationKey, EncapsulationKey, MlKem768, Seed};
 use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -30,11 +43,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use webpki::{EndEntityCert, KeyUsage};
 
-const MAGIC: [u8; 4] = *b"EFS1";
+const MAGIC: [u8; 4] = *b"EFS2";
 const SERVER_LABEL: &[u8] = b"ethflow secure flow v1 server\0";
 const CLIENT_LABEL: &[u8] = b"ethflow secure flow v1 client\0";
 /// Most certificates a peer may send.
 const MAX_CHAIN: usize = 8;
+/// ML-KEM-768 sizes (FIPS 203): encapsulation key and ciphertext.
+pub const MLKEM768_EK_LEN: usize = 1184;
+pub const MLKEM768_CT_LEN: usize = 1088;
 
 /// Signature algorithms, as they travel.
 pub(crate) const SIG_ECDSA_P256_SHA256: u8 = 1;
@@ -47,6 +63,9 @@ struct ClientHello {
     share: [u8; 32],
     nonce: [u8; 32],
     ciphers: Vec<u8>,
+    kex: Vec<u8>,
+    /// The ML-KEM-768 encapsulation key when the hybrid is offered, else empty.
+    mlkem_ek: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +76,9 @@ struct ServerBody {
     sig_alg: u8,
     chain: Vec<Vec<u8>>,
     want_client_auth: bool,
+    kex: u8,
+    /// The ML-KEM-768 ciphertext when the hybrid was chosen, else empty.
+    mlkem_ct: Vec<u8>,
 }
 
 /// Why a server refuses, as it travels.
@@ -66,6 +88,7 @@ enum Refusal {
     Garbage,
     Auth,
     WrongName,
+    NoCommonKex,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -104,6 +127,47 @@ fn derive(cipher: Cipher, th: &[u8; 32], shared: &[u8]) -> ([u8; 32], [u8; 32]) 
     let info = [b"ethflow s2c ".as_slice(), &[cipher as u8]].concat();
     hk.expand(&info, &mut s2c).expect("32 bytes fit HKDF");
     (c2s, s2c)
+}
+
+/// An ML-KEM-768 key pair from 64 bytes of the system's randomness.
+fn mlkem_keypair(
+    rng: &SystemRandom,
+) -> Result<(DecapsulationKey<MlKem768>, Vec<u8>), HandshakeError> {
+    let mut seed = [0u8; 64];
+    rng.fill(&mut seed).map_err(|_| HandshakeError::Rng)?;
+    let dk = DecapsulationKey::<MlKem768>::from_seed(Seed::from(seed));
+    zeroize::Zeroize::zeroize(&mut seed);
+    let ek = dk.encapsulation_key().to_bytes().to_vec();
+    Ok((dk, ek))
+}
+
+/// Encapsulate to the client's key (checked as FIPS 203 asks): the
+/// ciphertext and the shared secret.
+fn mlkem_encapsulate(ek: &[u8]) -> Result<(Vec<u8>, [u8; 32]), HandshakeError> {
+    let bad = HandshakeError::Garbage("peer's ML-KEM-768 key is invalid");
+    let bytes = Array::try_from(ek).map_err(|_| bad.clone())?;
+    let ek = EncapsulationKey::<MlKem768>::new(&bytes).map_err(|_| bad)?;
+    let (ct, ss) = ek.encapsulate();
+    Ok((ct.to_vec(), ss.into()))
+}
+
+fn mlkem_decapsulate(
+    dk: &DecapsulationKey<MlKem768>,
+    ct: &[u8],
+) -> Result<[u8; 32], HandshakeError> {
+    let ct = Array::try_from(ct)
+        .map_err(|_| HandshakeError::Garbage("peer's ML-KEM-768 ciphertext has a wrong size"))?;
+    Ok(dk.decapsulate(&ct).into())
+}
+
+/// The key derivation's input: the ML-KEM secret (hybrid only), then X25519's.
+fn hybrid_ikm(mlkem: Option<[u8; 32]>, x25519: [u8; 32]) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut ikm = zeroize::Zeroizing::new(Vec::with_capacity(64));
+    if let Some(m) = mlkem {
+        ikm.extend_from_slice(&m);
+    }
+    ikm.extend_from_slice(&x25519);
+    ikm
 }
 
 fn random32(rng: &SystemRandom) -> Result<[u8; 32], HandshakeError> {
@@ -215,6 +279,8 @@ pub struct ClientHandshake {
     cfg: Arc<ClientConfig>,
     name: String,
     secret: EphemeralPrivateKey,
+    /// The ML-KEM-768 private key, when the hybrid is offered.
+    mlkem: Option<DecapsulationKey<MlKem768>>,
     hello: Vec<u8>,
 }
 
@@ -235,17 +301,26 @@ impl ClientHandshake {
     ) -> Result<(ClientHandshake, Vec<u8>), HandshakeError> {
         let rng = SystemRandom::new();
         let (secret, share) = ephemeral(&rng)?;
+        let (mlkem, mlkem_ek) = if cfg.kex.contains(&Kex::X25519MlKem768) {
+            let (dk, ek) = mlkem_keypair(&rng)?;
+            (Some(dk), ek)
+        } else {
+            (None, Vec::new())
+        };
         let hello = encode(&ClientHello {
             magic: MAGIC,
             name: name.to_string(),
             share,
             nonce: random32(&rng)?,
             ciphers: cfg.ciphers.iter().map(|c| *c as u8).collect(),
+            kex: cfg.kex.iter().map(|k| *k as u8).collect(),
+            mlkem_ek,
         });
         let hs = ClientHandshake {
             cfg,
             name: name.to_string(),
             secret,
+            mlkem,
             hello: hello.clone(),
         };
         Ok((hs, hello))
@@ -266,6 +341,11 @@ impl ClientHandshake {
             .ok_or(HandshakeError::Garbage(
                 "server chose a cipher we did not offer",
             ))?;
+        let kex = Kex::from_u8(body.kex)
+            .filter(|k| self.cfg.kex.contains(k))
+            .ok_or(HandshakeError::Garbage(
+                "server chose a key exchange we did not offer",
+            ))?;
         let th = transcript(&self.hello, &body_bytes);
         verify_peer(
             &self.cfg.ca,
@@ -277,10 +357,20 @@ impl ClientHandshake {
             &signed_message(SERVER_LABEL, &th),
             &sig,
         )?;
+        let mlkem = match (kex, &self.mlkem) {
+            (Kex::X25519MlKem768, Some(dk)) => Some(mlkem_decapsulate(dk, &body.mlkem_ct)?),
+            (Kex::X25519, _) if body.mlkem_ct.is_empty() => None,
+            _ => {
+                return Err(HandshakeError::Garbage(
+                    "ML-KEM ciphertext does not match the key exchange",
+                ))
+            }
+        };
         let shared = agree(self.secret, &body.share)?;
-        let (c2s, s2c) = derive(cipher, &th, &shared);
+        let (c2s, s2c) = derive(cipher, &th, &hybrid_ikm(mlkem, shared));
         let keys = Keys {
             cipher,
+            kex,
             tx: c2s,
             rx: s2c,
         };
@@ -323,6 +413,7 @@ fn refusal_text(r: Refusal) -> &'static str {
         Refusal::Garbage => "our hello did not parse",
         Refusal::Auth => "our certificate was not accepted",
         Refusal::WrongName => "it does not serve that name",
+        Refusal::NoCommonKex => "no key exchange in common",
     }
 }
 
@@ -380,9 +471,27 @@ pub fn server_respond(cfg: Arc<ServerConfig>, name: &str, msg: &[u8]) -> ServerR
     let Some(cipher) = cfg.ciphers.iter().copied().find(|c| offered.contains(c)) else {
         return refuse(Refusal::NoCommonCipher, HandshakeError::NoCommonCipher);
     };
+    let offered: Vec<Kex> = hello.kex.iter().filter_map(|k| Kex::from_u8(*k)).collect();
+    let Some(kex) = cfg.kex.iter().copied().find(|k| offered.contains(k)) else {
+        return refuse(Refusal::NoCommonKex, HandshakeError::NoCommonKex);
+    };
+    let hybrid_offered = offered.contains(&Kex::X25519MlKem768);
+    if hybrid_offered == hello.mlkem_ek.is_empty() {
+        return refuse(
+            Refusal::Garbage,
+            HandshakeError::Garbage("ML-KEM key does not match the key exchanges offered"),
+        );
+    }
     let rng = SystemRandom::new();
     let step = || -> Result<(Vec<u8>, ServerNext), HandshakeError> {
         let (secret, share) = ephemeral(&rng)?;
+        let (mlkem_ct, mlkem) = match kex {
+            Kex::X25519MlKem768 => {
+                let (ct, ss) = mlkem_encapsulate(&hello.mlkem_ek)?;
+                (ct, Some(ss))
+            }
+            Kex::X25519 => (Vec::new(), None),
+        };
         let body = encode(&ServerBody {
             share,
             nonce: random32(&rng)?,
@@ -390,13 +499,16 @@ pub fn server_respond(cfg: Arc<ServerConfig>, name: &str, msg: &[u8]) -> ServerR
             sig_alg: cfg.key.alg(),
             chain: cfg.chain.iter().map(|c| c.to_vec()).collect(),
             want_client_auth: cfg.client_ca.is_some(),
+            kex: kex as u8,
+            mlkem_ct,
         });
         let th = transcript(msg, &body);
         let sig = sign(&cfg.key, &rng, &signed_message(SERVER_LABEL, &th))?;
         let shared = agree(secret, &hello.share)?;
-        let (c2s, s2c) = derive(cipher, &th, &shared);
+        let (c2s, s2c) = derive(cipher, &th, &hybrid_ikm(mlkem, shared));
         let keys = Keys {
             cipher,
+            kex,
             tx: s2c,
             rx: c2s,
         };
@@ -447,4 +559,14 @@ impl ServerPending {
             Err(e) => refuse(Refusal::Auth, e),
         }
     }
+}
+
+/// A client hello with the hybrid taken out of the offer (and its key),
+/// as a man in the middle would send it: for the downgrade test.
+#[cfg(test)]
+pub(crate) fn test_hello_without_hybrid(hello: &[u8]) -> Vec<u8> {
+    let mut h: ClientHello = decode(hello, "test").expect("a client hello");
+    h.kex.retain(|k| *k != Kex::X25519MlKem768 as u8);
+    h.mlkem_ek.clear();
+    encode(&h)
 }

@@ -2,14 +2,18 @@
 //! and an AEAD record per SDU, end to end between the two applications'
 //! libraries (the IPCP and the wire see only ciphertext).
 //!
-//! * [`handshake`] — X25519 ephemeral exchange, the server proves the name
-//!   with an X.509 chain (ECDSA P-256 or Ed25519), optional client
-//!   certificate; keys by HKDF-SHA256 over the transcript.
+//! * [`handshake`] — X25519 ephemeral exchange (or the hybrid X25519 +
+//!   ML-KEM-768), the server proves the name with an X.509 chain (ECDSA P-256
+//!   or Ed25519), optional client certificate; keys by HKDF-SHA256 over the
+//!   transcript.
+//! * [`frag`] — handshake messages split into SDUs and put back together
+//!   (ML-KEM key shares do not fit one SDU at small MTUs), bounded.
 //! * [`record`] — AES-256-GCM or ChaCha20-Poly1305 per SDU, explicit
 //!   sequence number, replay window, key chain steps before any limit.
 //!
 //! Design and choices: docs/decisions/0021-secure-flows.md.
 
+pub mod frag;
 pub mod handshake;
 pub mod record;
 pub mod session;
@@ -58,12 +62,70 @@ impl Cipher {
 /// The default preference: AES-256-GCM, then ChaCha20-Poly1305.
 pub const DEFAULT_CIPHERS: [Cipher; 2] = [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305];
 
+/// Key exchanges, in the numbering that travels in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Kex {
+    /// Ephemeral X25519 (RFC 7748).
+    X25519 = 1,
+    /// The hybrid of ephemeral X25519 and ML-KEM-768 (FIPS 203): both
+    /// shared secrets, concatenated (ML-KEM's first, as TLS's
+    /// X25519MLKEM768 does), are the key derivation's input, so the keys
+    /// hold while either of the two holds.
+    X25519MlKem768 = 2,
+}
+
+impl Kex {
+    pub fn from_u8(v: u8) -> Option<Kex> {
+        match v {
+            1 => Some(Kex::X25519),
+            2 => Some(Kex::X25519MlKem768),
+            _ => None,
+        }
+    }
+    /// The name used in configuration files and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kex::X25519 => "x25519",
+            Kex::X25519MlKem768 => "x25519-mlkem768",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Kex> {
+        match s.to_ascii_lowercase().as_str() {
+            "x25519" => Some(Kex::X25519),
+            "x25519-mlkem768" | "x25519mlkem768" | "x25519-ml-kem-768" => Some(Kex::X25519MlKem768),
+            _ => None,
+        }
+    }
+}
+
+/// The default key exchange: X25519 only.
+pub const DEFAULT_KEX: [Kex; 1] = [Kex::X25519];
+
+/// The algorithms one side of a secure flow accepts, in order of preference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncConfig {
+    pub ciphers: Vec<Cipher>,
+    pub kex: Vec<Kex>,
+}
+
+impl Default for EncConfig {
+    fn default() -> EncConfig {
+        EncConfig {
+            ciphers: DEFAULT_CIPHERS.to_vec(),
+            kex: DEFAULT_KEX.to_vec(),
+        }
+    }
+}
+
 /// Why a handshake failed; each says which check. [`HandshakeError::to_error`]
 /// maps it to ECRYPT or EAUTH.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
     #[error("no cipher in common")]
     NoCommonCipher,
+    #[error("no key exchange in common")]
+    NoCommonKex,
     #[error("malformed handshake: {0}")]
     Garbage(&'static str),
     #[error("the peer refused: {0}")]
@@ -88,6 +150,19 @@ pub enum HandshakeError {
     Rng,
     #[error("flow ended during the handshake: {0}")]
     Flow(Error),
+    #[error("handshake fragments: {0}")]
+    Fragment(frag::FragError),
+}
+
+impl From<frag::FragError> for HandshakeError {
+    /// A message not complete in time is a timeout like any other read's;
+    /// the rest is garbage (ECRYPT).
+    fn from(e: frag::FragError) -> HandshakeError {
+        match e {
+            frag::FragError::TimedOut => HandshakeError::Flow(Error::TimedOut),
+            other => HandshakeError::Fragment(other),
+        }
+    }
 }
 
 impl HandshakeError {
@@ -103,9 +178,11 @@ impl HandshakeError {
     /// ECRYPT for disagreement and garbage, EAUTH for certificate checks.
     pub fn to_error(&self) -> Error {
         match self {
-            HandshakeError::NoCommonCipher | HandshakeError::Garbage(_) | HandshakeError::Rng => {
-                Error::Crypt
-            }
+            HandshakeError::NoCommonCipher
+            | HandshakeError::NoCommonKex
+            | HandshakeError::Fragment(_)
+            | HandshakeError::Garbage(_)
+            | HandshakeError::Rng => Error::Crypt,
             HandshakeError::Refused(_, auth) => {
                 if *auth {
                     Error::Auth
@@ -122,6 +199,7 @@ impl HandshakeError {
 /// The secrets a finished handshake yields, from this side's point of view.
 pub struct Keys {
     pub cipher: Cipher,
+    pub kex: Kex,
     pub tx: [u8; 32],
     pub rx: [u8; 32],
 }
@@ -185,6 +263,8 @@ pub struct ServerConfig {
     pub client_ca: Option<Vec<CertificateDer<'static>>>,
     /// Ciphers accepted, in order of preference.
     pub ciphers: Vec<Cipher>,
+    /// Key exchanges accepted, in order of preference.
+    pub kex: Vec<Kex>,
 }
 
 /// What a client needs to allocate secure flows to a name.
@@ -195,6 +275,8 @@ pub struct ClientConfig {
     pub identity: Option<Identity>,
     /// Ciphers offered, in order of preference.
     pub ciphers: Vec<Cipher>,
+    /// Key exchanges offered, in order of preference.
+    pub kex: Vec<Kex>,
 }
 
 /// A bad security configuration file.
@@ -242,12 +324,14 @@ pub fn load_key(path: &Path) -> Result<SigningKey, ConfigError> {
 }
 
 /// An encryption configuration file: lines `key = value`, `#` comments.
-/// Known key: `cipher` (a comma-separated list of `aes-256-gcm`,
-/// `chacha20-poly1305`, in order of preference). `kex` may name `x25519`
-/// only (the hybrid with ML-KEM-768 is not implemented; asking for it is an
-/// error rather than a silent downgrade).
-pub fn parse_enc(text: &str) -> Result<Vec<Cipher>, ConfigError> {
-    let mut ciphers = DEFAULT_CIPHERS.to_vec();
+/// Keys: `cipher` (a comma-separated list of `aes-256-gcm`,
+/// `chacha20-poly1305`, in order of preference), `kex` (a list of `x25519`,
+/// `x25519-mlkem768`, in order of preference; `x25519` when absent), `kdf`
+/// (`sha256`, the only one). The two sides must share at least one of each,
+/// or the allocation fails with ECRYPT on both: a side that lists only the
+/// hybrid never falls back to X25519 alone.
+pub fn parse_enc(text: &str) -> Result<EncConfig, ConfigError> {
+    let mut cfg = EncConfig::default();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -257,34 +341,38 @@ pub fn parse_enc(text: &str) -> Result<Vec<Cipher>, ConfigError> {
             .split_once('=')
             .ok_or_else(|| ConfigError::Enc(format!("not `key = value`: {line}")))?;
         match k.trim() {
-            "cipher" => {
-                ciphers = v
-                    .split(',')
-                    .map(|c| {
-                        Cipher::from_name(c.trim())
-                            .ok_or_else(|| ConfigError::Enc(format!("unknown cipher {}", c.trim())))
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
-            "kex" if v.trim().eq_ignore_ascii_case("x25519") => {}
-            "kex" => {
-                return Err(ConfigError::Enc(format!(
-                    "unsupported key exchange {}",
-                    v.trim()
-                )))
-            }
+            "cipher" => cfg.ciphers = list(v, "cipher", Cipher::from_name)?,
+            "kex" => cfg.kex = list(v, "key exchange", Kex::from_name)?,
             "kdf" if v.trim().eq_ignore_ascii_case("sha256") => {}
+            "kdf" => return Err(ConfigError::Enc(format!("unsupported kdf {}", v.trim()))),
             other => return Err(ConfigError::Enc(format!("unknown key {other}"))),
         }
     }
-    if ciphers.is_empty() {
-        return Err(ConfigError::Enc("empty cipher list".into()));
+    Ok(cfg)
+}
+
+/// A comma-separated list without repeats; empty is an error.
+fn list<T: PartialEq>(
+    v: &str,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, ConfigError> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim) {
+        let x = parse(item).ok_or_else(|| ConfigError::Enc(format!("unknown {what} {item}")))?;
+        if out.contains(&x) {
+            return Err(ConfigError::Enc(format!("{what} {item} listed twice")));
+        }
+        out.push(x);
     }
-    Ok(ciphers)
+    if out.is_empty() {
+        return Err(ConfigError::Enc(format!("empty {what} list")));
+    }
+    Ok(out)
 }
 
 /// Load an encryption configuration file.
-pub fn load_enc(path: &Path) -> Result<Vec<Cipher>, ConfigError> {
+pub fn load_enc(path: &Path) -> Result<EncConfig, ConfigError> {
     let text = read(path)?;
     parse_enc(&String::from_utf8_lossy(&text))
 }

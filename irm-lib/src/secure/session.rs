@@ -2,11 +2,12 @@
 //! from the name's files, running the handshake over the flow's first SDUs,
 //! and sealing/opening every SDU after it.
 
+use super::frag::{self, Reassembly};
 use super::handshake::{client_finish, server_respond, ClientHandshake, ClientNext, ServerNext};
 use super::record::{Opener, Policy, Sealer, OVERHEAD};
 use super::{
-    load_certs, load_enc, load_key, ClientConfig, HandshakeError, Identity, Keys, ServerConfig,
-    DEFAULT_CIPHERS,
+    load_certs, load_enc, load_key, ClientConfig, EncConfig, HandshakeError, Identity, Keys,
+    ServerConfig,
 };
 use crate::error::{Error, Result};
 use crate::proto::NameSecurity;
@@ -107,19 +108,25 @@ fn client_config(name: &str, sec: Option<&NameSecurity>) -> Result<ClientConfig>
         }),
         _ => None,
     };
+    let enc = match &sec.cenc {
+        Some(p) => load_enc(Path::new(p))?,
+        None => EncConfig::default(),
+    };
     Ok(ClientConfig {
         ca: load_certs(Path::new(ca))?,
         identity,
-        ciphers: match &sec.cenc {
-            Some(p) => load_enc(Path::new(p))?,
-            None => DEFAULT_CIPHERS.to_vec(),
-        },
+        ciphers: enc.ciphers,
+        kex: enc.kex,
     })
 }
 
 fn server_config(sec: &NameSecurity) -> Result<ServerConfig> {
     let (Some(c), Some(k)) = (&sec.scrt, &sec.skey) else {
         return Err(Error::Auth);
+    };
+    let enc = match &sec.senc {
+        Some(p) => load_enc(Path::new(p))?,
+        None => EncConfig::default(),
     };
     Ok(ServerConfig {
         chain: load_certs(Path::new(c))?,
@@ -128,10 +135,8 @@ fn server_config(sec: &NameSecurity) -> Result<ServerConfig> {
             Some(p) => Some(load_certs(Path::new(p))?),
             None => None,
         },
-        ciphers: match &sec.senc {
-            Some(p) => load_enc(Path::new(p))?,
-            None => DEFAULT_CIPHERS.to_vec(),
-        },
+        ciphers: enc.ciphers,
+        kex: enc.kex,
     })
 }
 
@@ -150,33 +155,40 @@ fn fail(side: &str, name: &str, e: HandshakeError) -> Error {
     e.to_error()
 }
 
+/// Read one handshake message: its fragments, until the last is in.
 fn hs_read(
     end: &AppEnd,
     max: usize,
     deadline: Instant,
 ) -> std::result::Result<Vec<u8>, HandshakeError> {
     let mut buf = vec![0u8; max];
-    let n = end
-        .read(&mut buf, Some(deadline), false)
-        .map_err(HandshakeError::Flow)?;
-    buf.truncate(n);
-    Ok(buf)
+    let mut r = Reassembly::new(frag::Policy::default());
+    loop {
+        let until = r.poll_timeout().map_or(deadline, |t| t.min(deadline));
+        let n = end
+            .read(&mut buf, Some(until), false)
+            .map_err(HandshakeError::Flow)?;
+        if let Some(msg) = r
+            .push(Instant::now(), &buf[..n])
+            .map_err(HandshakeError::from)?
+        {
+            return Ok(msg);
+        }
+    }
 }
 
+/// Write one handshake message as fragments of at most `max` bytes.
 fn hs_write(
     end: &AppEnd,
     msg: &[u8],
     max: usize,
     deadline: Instant,
 ) -> std::result::Result<(), HandshakeError> {
-    if msg.len() > max {
-        return Err(HandshakeError::Garbage(
-            "handshake message larger than the flow's max SDU (certificate chain too long)",
-        ));
+    for f in frag::fragment(msg, max, &frag::Policy::default()).map_err(HandshakeError::from)? {
+        end.write(&f, Some(deadline), false)
+            .map_err(HandshakeError::Flow)?;
     }
-    end.write(msg, Some(deadline), false)
-        .map(|_| ())
-        .map_err(HandshakeError::Flow)
+    Ok(())
 }
 
 /// The client's handshake on a freshly allocated flow.
@@ -203,7 +215,11 @@ pub fn client(
         }
     };
     let keys = run().map_err(|e| fail("to", name, e))?;
-    log::info!("secure flow to {name}: {}", keys.cipher.name());
+    log::info!(
+        "secure flow to {name}: {}, {}",
+        keys.cipher.name(),
+        keys.kex.name()
+    );
     Ok(Secure::new(keys))
 }
 
@@ -238,7 +254,11 @@ pub fn server(
         }
     };
     let keys = run().map_err(|e| fail("for", name, e))?;
-    log::info!("secure flow for {name}: {}", keys.cipher.name());
+    log::info!(
+        "secure flow for {name}: {}, {}",
+        keys.cipher.name(),
+        keys.kex.name()
+    );
     Ok(Secure::new(keys))
 }
 

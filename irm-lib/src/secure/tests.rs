@@ -49,6 +49,7 @@ fn server(id: Identity, client_ca: Option<&Ca>, ciphers: &[Cipher]) -> Arc<Serve
         key: id.key,
         client_ca: client_ca.map(|c| vec![c.der.clone()]),
         ciphers: ciphers.to_vec(),
+        kex: DEFAULT_KEX.to_vec(),
     })
 }
 
@@ -57,6 +58,7 @@ fn client(ca: &Ca, identity: Option<Identity>, ciphers: &[Cipher]) -> Arc<Client
         ca: vec![ca.der.clone()],
         identity,
         ciphers: ciphers.to_vec(),
+        kex: DEFAULT_KEX.to_vec(),
     })
 }
 
@@ -405,14 +407,27 @@ fn sealer_refuses_rather_than_reuse_a_nonce() {
 
 #[test]
 fn enc_config_parses_and_rejects() {
-    assert_eq!(parse_enc("").unwrap(), DEFAULT_CIPHERS.to_vec());
-    assert_eq!(
-        parse_enc("# x\ncipher = chacha20-poly1305\nkex = x25519\n").unwrap(),
-        vec![Cipher::ChaCha20Poly1305]
-    );
-    assert!(parse_enc("cipher = des").is_err());
-    assert!(parse_enc("kex = x25519-mlkem768").is_err());
-    assert!(parse_enc("garbage").is_err());
+    assert_eq!(parse_enc("").unwrap(), EncConfig::default());
+    assert_eq!(EncConfig::default().kex, vec![Kex::X25519]);
+    let c = parse_enc("# x\ncipher = chacha20-poly1305\nkex = x25519\nkdf = sha256\n").unwrap();
+    assert_eq!(c.ciphers, vec![Cipher::ChaCha20Poly1305]);
+    assert_eq!(c.kex, vec![Kex::X25519]);
+    let c = parse_enc("kex = x25519-mlkem768").unwrap();
+    assert_eq!(c.kex, vec![Kex::X25519MlKem768]);
+    assert_eq!(c.ciphers, DEFAULT_CIPHERS.to_vec());
+    let c = parse_enc("kex = X25519MLKEM768, x25519").unwrap();
+    assert_eq!(c.kex, vec![Kex::X25519MlKem768, Kex::X25519]);
+    for bad in [
+        "cipher = des",
+        "cipher =",
+        "kex = p256",
+        "kex = x25519, x25519",
+        "kex =",
+        "kdf = md5",
+        "garbage",
+    ] {
+        assert!(parse_enc(bad).is_err(), "{bad}");
+    }
 }
 
 mod prop {
@@ -446,3 +461,5 @@ mod prop {
         }
     }
 }
+
+mod kex;

@@ -1,0 +1,102 @@
+//! The timed checks of the liveness suite (`tests/tests/liveness.rs`), shared
+//! with the same rows on secure flows (`tests/tests/secure.rs`).
+//!
+//! The client (`flowtest hold`) echoes once and blocks in `read`; the test
+//! takes a CLOCK_MONOTONIC timestamp right before it acts; the client prints
+//! the timestamp at which its read failed. The difference is the detection
+//! time (it includes starting `ip` where the trigger is a command).
+
+use std::time::Duration;
+
+use crate::clock::ms_between;
+use crate::parse::kv_num;
+use crate::{Host, Proc, Rig};
+
+pub const EFLOWDOWN: i32 = 1005;
+pub const EFLOWPEER: i32 = 1006;
+
+/// Liveness timeout for the rows where only the timeout can tell.
+pub const SHORT_TIMEOUT_MS: u64 = 1000;
+
+/// Starts the lingering echo server on host b under the name `oecho`.
+pub fn lingering_server(rig: &Rig) -> Proc {
+    rig.b().serve("oecho", "oecho", &["--listen", "--linger"])
+}
+
+/// Starts `flowtest hold` on `host` and returns once it blocks in its read.
+pub fn blocked_client(host: &Host, timeout_ms: u64) -> Proc {
+    let client = host.spawn(
+        "flowtest",
+        &["hold", "-n", "oecho", "--timeout", &timeout_ms.to_string()],
+    );
+    client.wait_for_stdout("ready", Duration::from_secs(10));
+    // Let it enter the read, and let a keep-alive exchange happen.
+    std::thread::sleep(Duration::from_millis(100));
+    client
+}
+
+/// How the client's blocked read ended, relative to `trigger_ns`.
+pub struct Detection {
+    pub code: i32,
+    pub ms: f64,
+    pub write_code: i32,
+    /// The client's `ended …` line.
+    pub line: String,
+}
+
+pub fn detection(client: &Proc, trigger_ns: u64, max_wait: Duration) -> Detection {
+    let done = client.wait(max_wait);
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ended"))
+        .unwrap_or_else(|| {
+            panic!(
+                "client's read did not end with an error: {}",
+                done.describe()
+            )
+        })
+        .to_string();
+    let write = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("write "))
+        .unwrap_or("write code=-1");
+    Detection {
+        code: kv_num(&line, "code"),
+        ms: ms_between(trigger_ns, kv_num(&line, "t_ns")),
+        write_code: kv_num(write, "code"),
+        line,
+    }
+}
+
+/// Asserts the cause and that detection took at most `max_ms` (and not less than `min_ms`).
+pub fn assert_detected(row: &str, d: &Detection, code: i32, min_ms: f64, max_ms: f64) {
+    println!("{row}: detected after {:.1} ms: {}", d.ms, d.line);
+    assert_eq!(d.code, code, "{row}: wrong error: {}", d.line);
+    assert_eq!(
+        d.write_code, code,
+        "{row}: a write on the dead flow must fail the same way"
+    );
+    assert!(
+        d.ms <= max_ms,
+        "{row}: detected after {:.1} ms, bound {max_ms} ms",
+        d.ms
+    );
+    assert!(
+        d.ms >= min_ms,
+        "{row}: detected after {:.1} ms, before {min_ms} ms was possible",
+        d.ms
+    );
+}
+
+/// The bound for rows only the liveness timeout can detect: timeout + timeout/4 + 50 ms.
+pub fn peer_bound(timeout_ms: u64) -> f64 {
+    (timeout_ms + timeout_ms / 4 + 50) as f64
+}
+
+/// Earliest a timeout can fire after the peer falls silent: it may have been
+/// quiet for up to timeout/4 already (then a keep-alive was due).
+pub fn peer_earliest(timeout_ms: u64) -> f64 {
+    (timeout_ms - timeout_ms / 4) as f64 - 50.0
+}
