@@ -224,6 +224,23 @@ impl Client {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// [`Client::is_closed`], or the connection hung up and the reader
+    /// thread has not run since (one `poll`: for error paths). A daemon's
+    /// death can reach a flow (its state word, its pipes' end of file)
+    /// before that thread is scheduled.
+    pub fn is_closed_now(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        if self.is_closed() {
+            return true;
+        }
+        // POLLHUP and POLLERR are reported whatever was asked for.
+        let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::empty())];
+        let hup = PollFlags::POLLHUP | PollFlags::POLLERR;
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0].revents().is_some_and(|r| r.intersects(hup))
+    }
+
     /// Send an application's request without waiting for a reply.
     pub fn notify(&self, msg: AppRequest) -> Result<()> {
         self.sock.send(&Envelope { id: 0, msg }, &[])
@@ -359,6 +376,7 @@ mod tests {
     #[test]
     fn irmd_closing_the_connection_is_seen() {
         let (c, irmd) = client();
+        assert!(!c.is_closed_now());
         drop(irmd);
         for _ in 0..1000 {
             if c.is_closed() {
@@ -366,7 +384,7 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(c.is_closed());
+        assert!(c.is_closed() && c.is_closed_now());
         let r = c.request(AppRequest::FlowAccept { timeout_ms: None }, &[], None);
         assert!(matches!(r, Err(Error::Irmd(_))));
     }

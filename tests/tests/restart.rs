@@ -161,6 +161,22 @@ fn irmd_killed_flows_fail_with_eirmd_at_once() {
     );
 }
 
+/// irmd and its IPCP killed together (as SIGKILL to a whole service): no
+/// daemon is left to set a state word, the library still knows.
+#[test]
+fn irmd_and_ipcp_killed_together_fail_with_eirmd() {
+    let Some(rig) = Rig::pair("irmd_and_ipcp_killed_together_fail_with_eirmd") else {
+        return;
+    };
+    let (_server, client) = stream(&rig);
+    let ipcp = rig.a().ipcp_pid();
+    let t0 = monotonic_ns();
+    rig.a().kill_irmd();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(ipcp), Signal::SIGKILL);
+    let s = seen(&client, t0);
+    assert_told("irmd and ipcpd SIGKILL", &s, EIRMD);
+}
+
 #[test]
 fn ipcp_killed_flows_fail_with_eflowdown_at_once() {
     let Some(rig) = Rig::pair("ipcp_killed_flows_fail_with_eflowdown_at_once") else {

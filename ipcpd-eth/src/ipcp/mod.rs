@@ -540,14 +540,14 @@ impl Ipcp {
                     }
                     TOKEN_CTRL if !self.control() => {
                         info!("irmd closed the connection; IPCP {} exits.", self.opts.name);
-                        self.release_all("irmd is gone");
+                        self.release_all(true);
                         return;
                     }
                     TOKEN_STOP => {
                         let sig = stop.as_ref().and_then(|fd| fd.read_signal().ok().flatten());
                         let signo = sig.map_or(0, |s| s.ssi_signo);
                         info!("IPCP {} exiting on signal {signo}.", self.opts.name);
-                        self.release_all("stopping");
+                        self.release_all(false);
                         return;
                     }
                     t if t & TOKEN_FLOW != 0 => {

@@ -34,7 +34,12 @@ pub(super) fn stop_signals() -> Option<SignalFd> {
 impl Ipcp {
     /// Deallocate every flow (see the module docs), then return: the
     /// caller exits.
-    pub(super) fn release_all(&mut self, why: &str) {
+    pub(super) fn release_all(&mut self, irmd_gone: bool) {
+        let why = if irmd_gone {
+            "irmd is gone"
+        } else {
+            "stopping"
+        };
         let mut ids: Vec<u32> = self.flows.keys().copied().collect();
         ids.sort_unstable();
         if !ids.is_empty() {
@@ -47,7 +52,12 @@ impl Ipcp {
         for id in ids {
             self.flush_flow(id);
             if let Some(f) = self.flows.get(&id) {
-                f.end.set_state(FlowState::Down);
+                if irmd_gone {
+                    // The application says EIRMD, not EFLOWDOWN.
+                    f.end.set_irmd_gone();
+                } else {
+                    f.end.set_state(FlowState::Down);
+                }
             }
             let now = self.now();
             self.fa.dealloc(now, id);

@@ -580,6 +580,72 @@ fn an_answer_at_the_allocation_deadline_leaves_nothing_behind() {
     }
 }
 
+/// An IPCP whose channel closes (it died): every flow over it is DOWN at
+/// once (state word and wake-ups, through the shell), a pending allocation
+/// fails with EIPCP, a pending deallocation completes, and the
+/// application's later deallocation is answered at once.
+#[test]
+fn an_ipcp_that_dies_takes_every_flow_of_it_down_at_once() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
+    let up = t.allocated_flow(ipcp, 2);
+    let leaving = t.allocated_flow(ipcp, 2);
+    t.input(Input::App {
+        conn: 2,
+        id: 20,
+        req: AppRequest::FlowDealloc { flow_id: leaving },
+    });
+    let (pending, _) = t.ask_flow(2, 30);
+    t.input(Input::IpcpGone {
+        ipcp,
+        why: "its channel closed".into(),
+    });
+    let out = t.take();
+    for flow_id in [up, leaving, pending] {
+        assert!(
+            out.contains(&Output::SetFlowState {
+                flow_id,
+                state: FlowState::Down
+            }),
+            "flow {flow_id}: {out:?}"
+        );
+    }
+    assert!(out.contains(&Output::Kill { ipcp }), "{out:?}");
+    let to_app = |id: u64| {
+        out.iter().find_map(|o| match o {
+            Output::Send {
+                conn: 2,
+                id: i,
+                msg,
+                ..
+            } if *i == id => Some(msg.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(to_app(20), Some(Reply::Ok), "{out:?}");
+    assert!(
+        matches!(to_app(30), Some(Reply::Err(Error::Ipcp(_)))),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::DropFlow { flow_id: leaving }));
+    assert!(out.contains(&Output::DropFlow { flow_id: pending }));
+    match t.cli(ROOT_CLI, 3, CliRequest::FlowList { after: None }) {
+        Reply::FlowRows(r) => {
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!((r[0].flow_id, r[0].state), (up, FlowState::Down));
+        }
+        other => panic!("{other:?}"),
+    }
+    t.input(Input::App {
+        conn: 2,
+        id: 40,
+        req: AppRequest::FlowDealloc { flow_id: up },
+    });
+    assert_eq!(t.reply(2, 40), Some(Reply::Ok));
+    assert!(t.take().contains(&Output::DropFlow { flow_id: up }));
+}
+
 #[test]
 fn per_uid_limits_are_enforced_with_a_clear_error() {
     let mut t = T::new(Policy {

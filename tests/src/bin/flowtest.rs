@@ -577,8 +577,16 @@ fn stream(name: &str, interval: Duration, max_wait: Duration, after: usize) -> i
         "write-failed t_ns={t_ns} written={written} code={} err={e}",
         e.code()
     );
-    let accepted = (0..after).filter(|_| flow.write(&sdu).is_ok()).count();
-    println!("after-failure attempts={after} accepted={accepted}");
+    let mut accepted = 0;
+    let mut last = 0;
+    for _ in 0..after {
+        match flow.write(&sdu) {
+            Ok(_) => accepted += 1,
+            Err(e) => last = e.code(),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("after-failure attempts={after} accepted={accepted} last_code={last}");
     match e {
         Error::Irmd(_) | Error::FlowDown if accepted == 0 => 0,
         _ => 1,
