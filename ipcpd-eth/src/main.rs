@@ -85,13 +85,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // irmd blocks SIGINT/SIGTERM for its own handling and a child inherits
-    // the mask: without this, `irm ipcp destroy` (SIGTERM) would not end us.
+    // SIGINT/SIGTERM (`irm ipcp destroy`, a service stop) are read from a
+    // signalfd in the event loop, which deallocates every flow (the peers
+    // are told) before exiting: blocked here, before any thread starts, as
+    // irmd's mask (which we inherit) already has them.
     let mut term = nix::sys::signal::SigSet::empty();
     term.add(nix::sys::signal::Signal::SIGTERM);
     term.add(nix::sys::signal::Signal::SIGINT);
-    if let Err(e) = term.thread_unblock() {
-        log::warn!("cannot unblock SIGTERM: {e}");
+    if let Err(e) = term.thread_block() {
+        log::warn!("cannot block SIGTERM: {e}");
     }
     if args.key.is_some() {
         // SIGHUP re-reads the key files: block it before any thread starts,

@@ -96,6 +96,11 @@ impl Client {
             Err(e) => return Err(Error::Irmd(format!("{path}: {e}"))),
         }
         sock.set_recv_timeout(None)?;
+        Client::start(sock, path, role)
+    }
+
+    /// A client on a connection whose hello is done: starts its reader thread.
+    fn start(sock: CtrlSocket, path: String, role: ClientRole) -> Result<Arc<Client>> {
         let reader = sock.try_clone()?;
         let client = Arc::new(Client {
             sock,
@@ -175,13 +180,65 @@ impl Client {
             }),
             None => rx.recv().map_err(|_| self.gone()),
         };
-        if got.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+        match got {
+            Err(Error::TimedOut) => self.settle_timeout(id, &rx),
+            Err(e) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                Err(e)
+            }
+            ok => ok,
         }
-        got
+    }
+
+    /// Our wait for request `id` timed out. If the reader thread has not
+    /// taken the waiter yet, withdraw it: a reply that comes later finds
+    /// nobody and is given back ([`reader_loop`]). If it has, the reply is
+    /// on its way into `rx` (the reader sends right after it takes the
+    /// waiter, or drops the sender when irmd is gone): take it and return
+    /// it. Dropping it would drop a flow irmd and the IPCP hold for this
+    /// process, and nobody would deallocate it until the process exits.
+    fn settle_timeout(
+        &self,
+        id: u64,
+        rx: &mpsc::Receiver<Received<Reply>>,
+    ) -> Result<Received<Reply>> {
+        let withdrawn = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .is_some();
+        if withdrawn {
+            return Err(Error::TimedOut);
+        }
+        rx.recv().map_err(|_| self.gone())
+    }
+
+    /// Whether irmd closed this connection (it died or stopped). Flows
+    /// made through it fail with `Irmd` (EIRMD) from then on: a restarted
+    /// irmd knows nothing of them.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// [`Client::is_closed`], or the connection hung up and the reader
+    /// thread has not run since (one `poll`: for error paths). A daemon's
+    /// death can reach a flow (its state word, its pipes' end of file)
+    /// before that thread is scheduled.
+    pub fn is_closed_now(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        if self.is_closed() {
+            return true;
+        }
+        // POLLHUP and POLLERR are reported whatever was asked for.
+        let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::empty())];
+        let hup = PollFlags::POLLHUP | PollFlags::POLLERR;
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0].revents().is_some_and(|r| r.intersects(hup))
     }
 
     /// Send an application's request without waiting for a reply.
@@ -231,5 +288,104 @@ fn reader_loop(sock: CtrlSocket, client: std::sync::Weak<Client>) {
 impl Drop for Client {
     fn drop(&mut self) {
         self.sock.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::RingGeometry;
+    use crate::Qos;
+
+    fn ready(flow_id: u32) -> Reply {
+        Reply::FlowReady {
+            flow_id,
+            name: "svc".into(),
+            qos: Qos::raw(),
+            max_sdu: 100,
+            geometry: RingGeometry {
+                slots: 2,
+                slot_size: 100,
+            },
+            security: None,
+        }
+    }
+
+    /// A client on one end of a socketpair; the other end plays irmd.
+    fn client() -> (Arc<Client>, CtrlSocket) {
+        let (ours, irmd) = CtrlSocket::pair().unwrap();
+        let role = ClientRole::App { prog: "t".into() };
+        (Client::start(ours, "test".into(), role).unwrap(), irmd)
+    }
+
+    /// The reader thread took the waiter of request 5 and is handing it the
+    /// reply (a flow) just as the wait times out: the reply is returned,
+    /// not dropped with the channel (which left the flow allocated in irmd
+    /// and the IPCP until the process exited).
+    #[test]
+    fn a_reply_taken_as_the_wait_times_out_is_returned() {
+        let (c, _irmd) = client();
+        let (tx, rx) = mpsc::channel();
+        c.pending.lock().unwrap().insert(5, tx);
+        // What the reader does: take the waiter, then send.
+        let w = c.pending.lock().unwrap().remove(&5).unwrap();
+        w.send(Received {
+            env: Envelope {
+                id: 5,
+                msg: ready(9),
+            },
+            fds: Vec::new(),
+        })
+        .unwrap();
+        let got = c.settle_timeout(5, &rx).expect("the reply that came");
+        assert_eq!(got.env.msg, ready(9));
+    }
+
+    /// Timed out before the reader took the waiter: the waiter is withdrawn
+    /// and the caller sees the timeout.
+    #[test]
+    fn a_wait_that_times_out_first_is_withdrawn() {
+        let (c, _irmd) = client();
+        let (tx, rx) = mpsc::channel();
+        c.pending.lock().unwrap().insert(6, tx);
+        assert!(matches!(c.settle_timeout(6, &rx), Err(Error::TimedOut)));
+        assert!(c.pending.lock().unwrap().is_empty());
+    }
+
+    /// A flow that arrives for a withdrawn request is given back to irmd.
+    #[test]
+    fn a_flow_nobody_waits_for_is_deallocated() {
+        let (c, irmd) = client();
+        irmd.send(
+            &Envelope {
+                id: 42,
+                msg: ready(17),
+            },
+            &[],
+        )
+        .unwrap();
+        irmd.set_recv_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let back = irmd.recv::<AppRequest>().unwrap().expect("a message");
+        assert_eq!(back.env.msg, AppRequest::FlowDealloc { flow_id: 17 });
+        assert!(!c.is_closed());
+    }
+
+    /// irmd closing the connection marks the client closed (flows made
+    /// through it then fail with EIRMD) and ends every wait.
+    #[test]
+    fn irmd_closing_the_connection_is_seen() {
+        let (c, irmd) = client();
+        assert!(!c.is_closed_now());
+        drop(irmd);
+        for _ in 0..1000 {
+            if c.is_closed() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(c.is_closed() && c.is_closed_now());
+        let r = c.request(AppRequest::FlowAccept { timeout_ms: None }, &[], None);
+        assert!(matches!(r, Err(Error::Irmd(_))));
     }
 }

@@ -177,23 +177,58 @@ impl Flow {
     }
 
     fn read_inner(&self, buf: &mut [u8], deadline: Option<Instant>, nb: bool) -> Result<usize> {
-        match &self.secure {
+        let r = match &self.secure {
             Some(s) => s.read(&self.end, buf, self.max_record, deadline, nb),
             None => self.end.read(buf, deadline, nb),
-        }
+        };
+        // SDUs already in the ring are delivered; after them, irmd's death
+        // is the error (it ends the IPCP too, which wakes a blocked read).
+        r.map_err(|e| self.or_irmd_gone(e))
+    }
+
+    /// `Some(EIRMD)` once irmd closed this process's connection: it died
+    /// or stopped, and the flow went with it (a restarted irmd knows
+    /// nothing of it). One atomic load: no syscall on the data path.
+    fn irmd_gone(&self) -> Option<Error> {
+        self.client.is_closed().then(|| self.irmd_error())
+    }
+
+    /// [`Flow::irmd_gone`] for error paths: also looks at the connection
+    /// itself (one syscall), since the IPCP may end the flow before this
+    /// process's reader thread has seen irmd go.
+    fn irmd_gone_now(&self) -> Option<Error> {
+        (self.end.irmd_gone() || self.client.is_closed_now()).then(|| self.irmd_error())
+    }
+
+    /// `e`, or EIRMD if irmd is gone. A flow that went down looks at the
+    /// connection itself; the frequent EAGAIN and ETIMEDOUT only at the flag.
+    fn or_irmd_gone(&self, e: Error) -> Error {
+        let gone = match e {
+            Error::Again | Error::TimedOut => self.irmd_gone(),
+            _ => self.irmd_gone_now(),
+        };
+        gone.unwrap_or(e)
+    }
+
+    fn irmd_error(&self) -> Error {
+        Error::Irmd(format!("{}: irmd is gone", self.client.socket_path()))
     }
 
     fn write_inner(&self, sdu: &[u8], deadline: Option<Instant>, nb: bool) -> Result<usize> {
+        if let Some(e) = self.irmd_gone() {
+            return Err(e);
+        }
         if sdu.len() > self.max_sdu {
             return Err(Error::MsgSize {
                 len: sdu.len(),
                 max: self.max_sdu,
             });
         }
-        match &self.secure {
+        let r = match &self.secure {
             Some(s) => s.write(&self.end, sdu, deadline, nb),
             None => self.end.write(sdu, deadline, nb),
-        }
+        };
+        r.map_err(|e| self.or_irmd_gone(e))
     }
 
     /// Whether SDUs on this flow are encrypted end to end.

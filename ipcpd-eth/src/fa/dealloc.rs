@@ -69,6 +69,11 @@ impl FlowAllocator {
         self.free_flow(index);
     }
 
+    /// Whether a DEALLOC still waits for its acknowledgement.
+    pub fn deallocs_pending(&self) -> bool {
+        !self.deallocs.0.is_empty()
+    }
+
     /// A DEALLOC from `mac` for (our eid, its eid).
     pub(super) fn on_dealloc(&mut self, now: Duration, mac: Mac, local: Eid, remote: Eid) {
         let ack = mgmt_frame(remote, local, Payload::DeallocAck);

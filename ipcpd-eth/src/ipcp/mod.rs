@@ -34,6 +34,8 @@ const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;
 const TOKEN_LINK: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
+/// SIGTERM/SIGINT ([`shutdown::stop_signals`]).
+const TOKEN_STOP: u64 = 4;
 const TOKEN_FLOW: u64 = 1 << 32;
 /// Receive batches per loop turn before the send side gets its turn.
 const RX_ROUNDS: usize = 8;
@@ -481,6 +483,15 @@ impl Ipcp {
     /// Run until irmd goes away.
     pub fn run(&mut self) {
         let mut events = vec![EpollEvent::empty(); 256];
+        let stop = shutdown::stop_signals();
+        if let Some(fd) = &stop {
+            if let Err(e) = self
+                .epoll
+                .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_STOP))
+            {
+                warn!("cannot watch SIGTERM: {e}");
+            }
+        }
         let mut last_work = Instant::now();
         loop {
             let spinning =
@@ -529,6 +540,14 @@ impl Ipcp {
                     }
                     TOKEN_CTRL if !self.control() => {
                         info!("irmd closed the connection; IPCP {} exits.", self.opts.name);
+                        self.release_all(true);
+                        return;
+                    }
+                    TOKEN_STOP => {
+                        let sig = stop.as_ref().and_then(|fd| fd.read_signal().ok().flatten());
+                        let signo = sig.map_or(0, |s| s.ssi_signo);
+                        info!("IPCP {} exiting on signal {signo}.", self.opts.name);
+                        self.release_all(false);
                         return;
                     }
                     t if t & TOKEN_FLOW != 0 => {
@@ -810,5 +829,6 @@ impl Ipcp {
 
 mod control;
 mod frames;
+mod shutdown;
 #[cfg(test)]
 mod tests;

@@ -464,6 +464,11 @@ impl AppEnd {
         self.map.state()
     }
 
+    /// The IPCP ended the flow because irmd is gone (the state reads DOWN).
+    pub fn irmd_gone(&self) -> bool {
+        self.map.state_word() == super::STATE_IRMD_GONE
+    }
+
     /// Drain the rx wake pipe; a wake-up consumed here may have been meant
     /// for the watcher, so pass it on — unless the watcher wants state
     /// changes only and the state is the one it saw last. (The drained

@@ -369,6 +369,15 @@ impl IpcpEnd {
             .set_state(s, self.rx_wake.as_fd(), self.tx_wake.as_fd());
     }
 
+    /// DOWN because irmd is gone (the application reports EIRMD).
+    pub fn set_irmd_gone(&self) {
+        self.map.set_state_word(
+            super::STATE_IRMD_GONE,
+            self.rx_wake.as_fd(),
+            self.tx_wake.as_fd(),
+        );
+    }
+
     /// The state word as it is in the mapping (the application can write it:
     /// the IPCP's own record of the state is authoritative).
     pub fn state(&self) -> FlowState {

@@ -180,11 +180,18 @@ impl ShmMap {
     /// after arming: the fences make one of the two see the other), so a
     /// flow whose writer never blocked never gets a page in its tx pipe.
     pub(super) fn set_state(&self, s: FlowState, rx_wake: BorrowedFd<'_>, tx_wake: BorrowedFd<'_>) {
-        self.header()
-            .state
-            .store(state_to_word(s), Ordering::SeqCst);
+        self.set_state_word(state_to_word(s), rx_wake, tx_wake);
+    }
+
+    pub(super) fn set_state_word(&self, w: u32, rx_wake: BorrowedFd<'_>, tx_wake: BorrowedFd<'_>) {
+        self.header().state.store(w, Ordering::SeqCst);
         signal(rx_wake);
         wake_if_armed(&self.ctrl(Dir::Tx).producer_waiting, tx_wake);
+    }
+
+    /// The state word as stored (see [`super::layout::STATE`]).
+    pub(super) fn state_word(&self) -> u32 {
+        self.header().state.load(Ordering::Acquire)
     }
 }
 

@@ -158,6 +158,10 @@ pub const MAX_SLOT_SIZE: u32 = 65536;
 const STATE_ALLOCATED: u32 = 0;
 const STATE_DOWN: u32 = 1;
 const STATE_PEER: u32 = 2;
+/// DOWN because irmd is gone: set by an IPCP that saw its irmd channel
+/// close, so the application reports EIRMD even if the IPCP acts before
+/// this process has seen its own irmd connection close. Reads as DOWN.
+const STATE_IRMD_GONE: u32 = 3;
 
 /// One value alone on a 128-byte line (two 64-byte lines: adjacent-line
 /// prefetchers pair them), so the producer's and consumer's words never share.
@@ -455,7 +459,7 @@ pub mod layout {
     pub const SLOTS: usize = offset_of!(Header, identity) + offset_of!(Identity, slots);
     /// Data bytes per slot, as irmd wrote it (informational).
     pub const SLOT_SIZE: usize = offset_of!(Header, identity) + offset_of!(Identity, slot_size);
-    /// The state word: 0 allocated, 1 down, 2 peer.
+    /// The state word: 0 allocated, 1 down, 2 peer, 3 down because irmd is gone.
     pub const STATE: usize = offset_of!(Header, state);
     /// The tx ring's control block (application → IPCP).
     pub const TX: usize = offset_of!(Header, tx);

@@ -503,6 +503,149 @@ fn allocation_deadline_and_ipcp_death() {
     assert!(matches!(t.reply(2, 8), Some(Reply::Err(Error::Ipcp(_)))));
 }
 
+/// The IPCP's answer and the allocation's deadline at the same instant, in
+/// both orders: either the application gets the flow and irmd keeps it, or
+/// it gets ETIMEDOUT and neither irmd nor the IPCP keeps anything (the IPCP
+/// is told to deallocate, and the late answer changes nothing).
+#[test]
+fn an_answer_at_the_allocation_deadline_leaves_nothing_behind() {
+    for answer_first in [true, false] {
+        let mut t = T::new(Policy::default());
+        let ipcp = t.ipcp();
+        t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
+        t.input(Input::App {
+            conn: 2,
+            id: 7,
+            req: AppRequest::FlowAlloc {
+                name: "svc".into(),
+                qos: Qos::raw(),
+                timeout_ms: Some(300),
+            },
+        });
+        let (flow_id, req) = t.alloc_req().expect("asked the IPCP");
+        t.take();
+        let answer = Input::FromIpcp {
+            ipcp,
+            id: req,
+            msg: IpcpToIrmd::FlowAllocResult {
+                flow_id,
+                result: Ok(1000),
+            },
+        };
+        t.now += Duration::from_millis(300);
+        if answer_first {
+            t.input(answer);
+            t.advance(Duration::ZERO);
+        } else {
+            t.advance(Duration::ZERO);
+            t.input(answer);
+        }
+        let out = t.take();
+        let deallocs = out
+            .iter()
+            .filter(|o| {
+                matches!(o, Output::ToIpcp { msg: IrmdToIpcp::FlowDealloc { flow_id: f }, .. }
+                    if *f == flow_id)
+            })
+            .count();
+        let to_app: Vec<&Reply> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    conn: 2,
+                    id: 7,
+                    msg,
+                    ..
+                } => Some(msg),
+                _ => None,
+            })
+            .collect();
+        let rows = match t.flow_list(ROOT_CLI, &[]) {
+            Reply::FlowRows(r) => r,
+            other => panic!("{other:?}"),
+        };
+        if answer_first {
+            assert!(
+                matches!(to_app[..], [Reply::FlowReady { .. }]),
+                "{to_app:?}"
+            );
+            assert_eq!(deallocs, 0, "{out:?}");
+            assert_eq!(rows.len(), 1);
+        } else {
+            assert_eq!(to_app, [&Reply::Err(Error::TimedOut)], "{out:?}");
+            assert_eq!(deallocs, 1, "the IPCP is told once: {out:?}");
+            assert!(out.contains(&Output::DropFlow { flow_id }), "{out:?}");
+            assert!(rows.is_empty(), "{rows:?}");
+        }
+    }
+}
+
+/// An IPCP whose channel closes (it died): every flow over it is DOWN at
+/// once (state word and wake-ups, through the shell), a pending allocation
+/// fails with EIPCP, a pending deallocation completes, and the
+/// application's later deallocation is answered at once.
+#[test]
+fn an_ipcp_that_dies_takes_every_flow_of_it_down_at_once() {
+    let mut t = T::new(Policy::default());
+    let ipcp = t.ipcp();
+    t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
+    let up = t.allocated_flow(ipcp, 2);
+    let leaving = t.allocated_flow(ipcp, 2);
+    t.input(Input::App {
+        conn: 2,
+        id: 20,
+        req: AppRequest::FlowDealloc { flow_id: leaving },
+    });
+    let (pending, _) = t.ask_flow(2, 30);
+    t.input(Input::IpcpGone {
+        ipcp,
+        why: "its channel closed".into(),
+    });
+    let out = t.take();
+    for flow_id in [up, leaving, pending] {
+        assert!(
+            out.contains(&Output::SetFlowState {
+                flow_id,
+                state: FlowState::Down
+            }),
+            "flow {flow_id}: {out:?}"
+        );
+    }
+    assert!(out.contains(&Output::Kill { ipcp }), "{out:?}");
+    let to_app = |id: u64| {
+        out.iter().find_map(|o| match o {
+            Output::Send {
+                conn: 2,
+                id: i,
+                msg,
+                ..
+            } if *i == id => Some(msg.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(to_app(20), Some(Reply::Ok), "{out:?}");
+    assert!(
+        matches!(to_app(30), Some(Reply::Err(Error::Ipcp(_)))),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::DropFlow { flow_id: leaving }));
+    assert!(out.contains(&Output::DropFlow { flow_id: pending }));
+    match t.cli(ROOT_CLI, 3, CliRequest::FlowList { after: None }) {
+        Reply::FlowRows(r) => {
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!((r[0].flow_id, r[0].state), (up, FlowState::Down));
+        }
+        other => panic!("{other:?}"),
+    }
+    t.input(Input::App {
+        conn: 2,
+        id: 40,
+        req: AppRequest::FlowDealloc { flow_id: up },
+    });
+    assert_eq!(t.reply(2, 40), Some(Reply::Ok));
+    assert!(t.take().contains(&Output::DropFlow { flow_id: up }));
+}
+
 #[test]
 fn per_uid_limits_are_enforced_with_a_clear_error() {
     let mut t = T::new(Policy {

@@ -100,6 +100,22 @@ enum Cmd {
         #[arg(long)]
         idle: u64,
     },
+    /// Write an SDU every `interval_us` while another thread reads the
+    /// echoes and a third watches the flow in a FlowSet, until a write
+    /// fails; print when and how each learned, then how many of `after`
+    /// more writes were accepted (exit 0 if the failure was EIRMD or
+    /// EFLOWDOWN and none was).
+    Stream {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long, default_value_t = 1000)]
+        interval_us: u64,
+        /// Bound on the whole stream, in ms.
+        #[arg(long, default_value_t = 30_000)]
+        max_wait: u64,
+        #[arg(long, default_value_t = 100)]
+        after: usize,
+    },
     /// Allocate, echo and deallocate `count` flows in a loop; check no fd leaks.
     Churn {
         #[arg(short = 'n', long)]
@@ -143,6 +159,17 @@ fn main() {
             max_wait,
         } => recover(&name, timeout, Duration::from_millis(max_wait)),
         Cmd::Churn { name, count } => churn(&name, count),
+        Cmd::Stream {
+            name,
+            interval_us,
+            max_wait,
+            after,
+        } => stream(
+            &name,
+            Duration::from_micros(interval_us),
+            Duration::from_millis(max_wait),
+            after,
+        ),
     };
     exit(code);
 }
@@ -462,4 +489,106 @@ fn churn(name: &str, count: usize) -> i32 {
         return check_failed("leak in the application (fds or memfd mappings grew)");
     }
     0
+}
+
+/// See `Cmd::Stream`. Lines: `streaming`, then (in any order) `event`
+/// (the set's first liveness event), `read-failed` (the reader's first
+/// error other than a timeout), `write-failed`, then `after-failure`.
+fn stream(name: &str, interval: Duration, max_wait: Duration, after: usize) -> i32 {
+    let flow = match alloc_flow(name, &Qos::raw()) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if let Err(code) = echo_once(&flow, b"stream") {
+        return code;
+    }
+    let mut set = match irm::FlowSet::new() {
+        Ok(s) => s,
+        Err(e) => return irm_failed("fset", &e),
+    };
+    if let Err(e) = set.add_with(&flow, irm::Interest::Liveness) {
+        return irm_failed("fset-add", &e);
+    }
+    let flow = std::sync::Arc::new(flow);
+    let start = Instant::now();
+    let watcher = std::thread::spawn(move || {
+        while start.elapsed() < max_wait {
+            match set.wait(Some(Duration::from_millis(100))) {
+                Ok(events) => {
+                    if let Some(e) = events.first() {
+                        println!("event t_ns={} kind={:?}", monotonic_ns(), e.kind);
+                        return;
+                    }
+                }
+                Err(e) => return println!("event t_ns={} kind=error err={e}", monotonic_ns()),
+            }
+        }
+        println!("event t_ns={} kind=none", monotonic_ns());
+    });
+    let reader = {
+        let flow = flow.clone();
+        std::thread::spawn(move || {
+            flow.set_read_timeout(Some(Duration::from_millis(100)));
+            let mut buf = vec![0u8; flow.max_sdu().max(64)];
+            let mut echoes = 0u64;
+            while start.elapsed() < max_wait {
+                match flow.read(&mut buf) {
+                    Ok(_) => echoes += 1,
+                    Err(Error::TimedOut) => {}
+                    Err(e) => {
+                        let t = monotonic_ns();
+                        return println!(
+                            "read-failed t_ns={t} echoes={echoes} code={} err={e}",
+                            e.code()
+                        );
+                    }
+                }
+            }
+            println!(
+                "read-failed t_ns={} echoes={echoes} code=0 err=none",
+                monotonic_ns()
+            );
+        })
+    };
+    println!(
+        "streaming flow_id={} t_ns={}",
+        flow.flow_id(),
+        monotonic_ns()
+    );
+    let sdu = [0x5au8; 64];
+    let mut written = 0u64;
+    let failure = loop {
+        match flow.write(&sdu) {
+            Ok(_) => written += 1,
+            Err(e) => break Some(e),
+        }
+        if start.elapsed() >= max_wait {
+            break None;
+        }
+        std::thread::sleep(interval);
+    };
+    let t_ns = monotonic_ns();
+    let _ = reader.join();
+    let _ = watcher.join();
+    let Some(e) = failure else {
+        return check_failed(&format!("no-failure written={written}"));
+    };
+    println!(
+        "write-failed t_ns={t_ns} written={written} code={} err={e}",
+        e.code()
+    );
+    let mut accepted = 0;
+    let mut last = 0;
+    for _ in 0..after {
+        match flow.write(&sdu) {
+            Ok(_) => accepted += 1,
+            Err(e) => last = e.code(),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("after-failure attempts={after} accepted={accepted} last_code={last}");
+    match e {
+        Error::Irmd(_) | Error::FlowDown if accepted == 0 => 0,
+        _ => 1,
+    }
 }

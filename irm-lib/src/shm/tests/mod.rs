@@ -406,6 +406,23 @@ fn irmd_state_change_wakes_blocked_reader_and_writer() {
     blocked_reader_and_writer_see_state(|f| f.monitor.set_state(FlowState::Peer), Error::FlowPeer);
 }
 
+/// An IPCP that lost its irmd ends the flow with the "irmd gone" word: it
+/// reads as DOWN (blocked calls wake with `FlowDown`), and the application
+/// can tell why (its library then reports EIRMD).
+#[test]
+fn irmd_gone_reads_as_down_and_says_why() {
+    let f = flow(geom(2, 16));
+    assert!(!f.app.irmd_gone());
+    f.ipcp.set_state(FlowState::Down);
+    assert!(!f.app.irmd_gone(), "a plain DOWN is not irmd's death");
+    let f = flow(geom(2, 16));
+    blocked_reader_and_writer_see_state(|g| g.ipcp.set_irmd_gone(), Error::FlowDown);
+    f.ipcp.set_irmd_gone();
+    assert!(f.app.irmd_gone());
+    assert_eq!(f.app.state(), FlowState::Down);
+    assert_eq!(f.app.write(b"x", None, false), Err(Error::FlowDown));
+}
+
 #[test]
 fn data_before_down_is_still_delivered() {
     for (state, err) in [
