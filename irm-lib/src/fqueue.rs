@@ -11,9 +11,10 @@
 //!   state word changed, compared with the state this set last reported for
 //!   the flow (ALLOCATED when it was added, so a flow added while already
 //!   down reports DOWN at once). New state DOWN → `Down`, PEER → `Peer`,
-//!   ALLOCATED → `Up`. Each change is reported once. A flap that returns to
-//!   the reported state before the set looks (PEER and back) is not reported:
-//!   the flow is as the application last knew it.
+//!   ALLOCATED → `Up`. Each change is reported once, in order, also a flap
+//!   that returned to the reported state before the set looked (PEER → UP →
+//!   PEER reports `Up`, then `Peer`): the flow keeps a log of its last 24
+//!   state changes ([`crate::shm::StateLog`]) beside its state word.
 //! * [`EventKind::Dealloc`] — this process deallocated the flow
 //!   ([`Flow::dealloc`] or dropping it); the set has let go of it. Taking a
 //!   flow out with [`FlowSet::remove`] reports nothing.
@@ -139,6 +140,8 @@ struct Member {
     interest: Interest,
     /// The state this set last reported (ALLOCATED at first).
     reported: FlowState,
+    /// The flow's state change log as this set last saw it.
+    seen: crate::shm::StateLog,
     /// In `FlowSet::queue` already.
     queued: bool,
 }
@@ -209,6 +212,9 @@ impl FlowSet {
             shared: self.shared.clone(),
         });
         end.set_watch(watch.clone(), interest == Interest::All)?;
+        // Changes from now on are news; the state now is compared with
+        // ALLOCATED at the first look.
+        let end_log = end.state_log();
         let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, token);
         if let Err(e) = self.epoll.add(end.rx_fd(), ev) {
             end.clear_watch(&watch);
@@ -222,6 +228,7 @@ impl FlowSet {
                 watch,
                 interest,
                 reported: FlowState::Allocated,
+                seen: end_log,
                 queued: false,
             },
         );
@@ -343,12 +350,18 @@ impl FlowSet {
             };
             m.queued = false;
             let now = m.end.watch_check(m.interest == Interest::All);
-            if now.state != m.reported {
-                m.reported = now.state;
-                events.push(FlowEvent {
-                    flow_id: m.flow_id,
-                    kind: state_event(now.state),
-                });
+            // Every state entered since the last look (a flap included),
+            // then the state word (newer than the log, or DOWN at hang-up).
+            let entered = now.changes.since(m.seen).chain([now.state]);
+            m.seen = now.changes;
+            for state in entered {
+                if state != m.reported {
+                    m.reported = state;
+                    events.push(FlowEvent {
+                        flow_id: m.flow_id,
+                        kind: state_event(state),
+                    });
+                }
             }
             if now.has_data {
                 events.push(FlowEvent {
@@ -516,6 +529,56 @@ mod tests {
         assert_eq!(
             set.wait(Some(Duration::from_secs(1))).unwrap(),
             [ev(1, EventKind::Pkt)]
+        );
+    }
+
+    #[test]
+    fn a_flap_between_two_waits_is_reported() {
+        let (app, ipcp) = pair();
+        let mut set = FlowSet::new().unwrap();
+        set.insert(1, app.clone(), Interest::All).unwrap();
+        assert_eq!(set.wait(Some(Duration::ZERO)).unwrap(), []);
+        let wait = |set: &mut FlowSet| set.wait(Some(Duration::from_secs(5))).unwrap();
+        ipcp.set_state(FlowState::Peer);
+        assert_eq!(wait(&mut set), [ev(1, EventKind::Peer)]);
+        // PEER → UP → PEER while the set is not looking.
+        ipcp.set_state(FlowState::Allocated);
+        ipcp.set_state(FlowState::Peer);
+        assert_eq!(
+            wait(&mut set),
+            [ev(1, EventKind::Up), ev(1, EventKind::Peer)]
+        );
+        // UP → PEER → UP, and a state set again without a change (nothing).
+        ipcp.set_state(FlowState::Allocated);
+        assert_eq!(wait(&mut set), [ev(1, EventKind::Up)]);
+        ipcp.set_state(FlowState::Peer);
+        ipcp.set_state(FlowState::Allocated);
+        ipcp.set_state(FlowState::Allocated);
+        assert_eq!(
+            wait(&mut set),
+            [ev(1, EventKind::Peer), ev(1, EventKind::Up)]
+        );
+        assert_eq!(set.wait(Some(Duration::ZERO)).unwrap(), []);
+    }
+
+    #[test]
+    fn a_flap_whose_wakeup_a_reader_ate_still_reaches_a_liveness_set() {
+        let (app, ipcp) = pair();
+        let mut set = FlowSet::new().unwrap();
+        set.insert(1, app.clone(), Interest::Liveness).unwrap();
+        ipcp.set_state(FlowState::Peer);
+        assert_eq!(
+            set.wait(Some(Duration::from_secs(5))).unwrap(),
+            [ev(1, EventKind::Peer)]
+        );
+        // The flap's signals are drained by the flow's reader (another
+        // thread's event loop arming its wake-up) before the set looks.
+        ipcp.set_state(FlowState::Allocated);
+        ipcp.set_state(FlowState::Peer);
+        assert!(!app.arm_rx_wakeup());
+        assert_eq!(
+            set.wait(Some(Duration::from_secs(5))).unwrap(),
+            [ev(1, EventKind::Up), ev(1, EventKind::Peer)]
         );
     }
 

@@ -1,7 +1,7 @@
 //! The application's end of a flow, and the event-set watcher hooks.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -9,6 +9,7 @@ use super::fork;
 use super::map::ShmMap;
 use super::ring::{Consumer, Producer};
 use super::spin::{SpinPolicy, Spinner};
+use super::statelog::StateLog;
 use super::wake::{
     arm, arm_reader, disarm, disarm_reader, drain, is_hung_up, note_sleep, set_nonblocking,
     wait_readable, wake_if_armed, Drained, WATCHER_ARMED,
@@ -41,6 +42,9 @@ pub struct RxReadiness {
     /// SDUs are waiting in the rx ring (always false when not asked for).
     pub has_data: bool,
     pub state: FlowState,
+    /// The state change log, loaded before `state`: the states entered
+    /// since an earlier look are `changes.since(earlier)`.
+    pub changes: StateLog,
 }
 
 /// The application's end of a flow: writes into tx, reads from rx.
@@ -70,8 +74,8 @@ pub struct AppEnd {
     tx_cv: Condvar,
     /// The event set watching this flow, if any.
     watch: Mutex<Option<Watch>>,
-    /// The state word the watcher last saw ([`NOT_SEEN`]: none yet).
-    watch_seen: AtomicU32,
+    /// The state change log the watcher last saw ([`NOT_SEEN`]: none yet).
+    watch_seen: AtomicU64,
 }
 
 /// One direction's ring cursor and the state of the threads waiting on it.
@@ -104,8 +108,8 @@ struct Watch {
     wants_data: bool,
 }
 
-/// `watch_seen` when no state is known to be seen: readers always tell.
-const NOT_SEEN: u32 = u32::MAX;
+/// `watch_seen` when no log is known to be seen: readers always tell.
+const NOT_SEEN: u64 = u64::MAX;
 
 impl AppEnd {
     /// Takes the fds in the order [`super::FlowFds::for_app`] gives them: the
@@ -134,7 +138,7 @@ impl AppEnd {
             rx_cv: Condvar::new(),
             tx_cv: Condvar::new(),
             watch: Mutex::new(None),
-            watch_seen: AtomicU32::new(NOT_SEEN),
+            watch_seen: AtomicU64::new(NOT_SEEN),
         }
     }
 
@@ -471,8 +475,9 @@ impl AppEnd {
 
     /// Drain the rx wake pipe; a wake-up consumed here may have been meant
     /// for the watcher, so pass it on — unless the watcher wants state
-    /// changes only and the state is the one it saw last. (The drained
-    /// signals announced states stored before the drain, so the load below
+    /// changes only and the state change log is the one it saw last (a
+    /// flap that ended in the state it saw is still news). (The drained
+    /// signals announced changes logged before the drain, so the load below
     /// sees them; the watcher's side of this is in [`AppEnd::watch_check`].)
     fn drain_rx(&self) -> Drained {
         let drained = drain(self.rx_wake.as_fd());
@@ -483,7 +488,7 @@ impl AppEnd {
             .as_ref()
             .map(|w| (w.watcher.clone(), w.wants_data));
         if let Some((w, wants_data)) = watcher {
-            let now = self.map.header().state.load(Ordering::SeqCst);
+            let now = self.map.state_log().0;
             if wants_data || now != self.watch_seen.load(Ordering::SeqCst) {
                 w.notice(WatchNotice::Wakeup);
             }
@@ -558,28 +563,31 @@ impl AppEnd {
             ctrl.consumer_sleeping
                 .store(WATCHER_ARMED, Ordering::Relaxed);
             fence(Ordering::SeqCst);
-            // The reader publishes its tail after every SDU, so at rest the
-            // shared tail is its tail. A corrupt head also counts as data:
+            // The reader publishes its tail whenever the ring looks empty,
+            // so at rest the shared tail is its tail. A corrupt head also counts as data:
             // the reader's next read reports the corruption.
             ctrl.head.load(Ordering::Acquire) != ctrl.tail.load(Ordering::Relaxed)
         };
-        let state = word_to_state(self.note_seen_state());
+        // The log first: the state word was stored before the log entry,
+        // so this state is the log's newest or later.
+        let changes = self.note_seen_changes();
+        let state = word_to_state(self.map.header().state.load(Ordering::SeqCst));
         RxReadiness {
             has_data,
             state: if hung_up { FlowState::Down } else { state },
+            changes,
         }
     }
 
-    /// Load the state word and publish it as seen, until a load after the
-    /// publication agrees. A reader that drains a signal and compares its
-    /// state with `watch_seen` then either sees what this look reports, or
-    /// a state this look has not loaded — and tells the watcher.
-    fn note_seen_state(&self) -> u32 {
-        let word = &self.map.header().state;
-        let mut now = word.load(Ordering::SeqCst);
+    /// Load the state change log and publish it as seen, until a load after
+    /// the publication agrees. A reader that drains a signal and compares
+    /// the log with `watch_seen` then either sees what this look reports,
+    /// or a change this look has not loaded — and tells the watcher.
+    fn note_seen_changes(&self) -> StateLog {
+        let mut now = self.map.state_log();
         for _ in 0..4 {
-            self.watch_seen.store(now, Ordering::SeqCst);
-            let again = word.load(Ordering::SeqCst);
+            self.watch_seen.store(now.0, Ordering::SeqCst);
+            let again = self.map.state_log();
             if again == now {
                 return now;
             }
@@ -588,6 +596,11 @@ impl AppEnd {
         // Still changing: let every reader's drain tell the watcher.
         self.watch_seen.store(NOT_SEEN, Ordering::SeqCst);
         now
+    }
+
+    /// The flow's state change log now (see [`StateLog`]).
+    pub fn state_log(&self) -> StateLog {
+        self.map.state_log()
     }
 
     /// Spin before sleeping as `spin` says (from now on, both directions);

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::stat::fstat;
 
+use super::statelog::{self, StateLog};
 use super::wake::{signal, wake_if_armed};
 use super::{
     required_len, required_len_u64, ring_offset, slot_stride, state_to_word, validate_geometry,
@@ -161,6 +162,10 @@ impl ShmMap {
         word_to_state(self.header().state.load(Ordering::Acquire))
     }
 
+    pub(super) fn state_log(&self) -> StateLog {
+        StateLog(self.header().state_log.load(Ordering::SeqCst))
+    }
+
     pub(super) fn stats(&self) -> Stats {
         let h = self.header();
         Stats {
@@ -179,12 +184,17 @@ impl ShmMap {
     /// pipe only for a writer that declared it waits (it re-checks the state
     /// after arming: the fences make one of the two see the other), so a
     /// flow whose writer never blocked never gets a page in its tx pipe.
+    /// A real change is appended to the change log after the state word
+    /// (so an event set sees a flap that ended where it began).
     pub(super) fn set_state(&self, s: FlowState, rx_wake: BorrowedFd<'_>, tx_wake: BorrowedFd<'_>) {
         self.set_state_word(state_to_word(s), rx_wake, tx_wake);
     }
 
     pub(super) fn set_state_word(&self, w: u32, rx_wake: BorrowedFd<'_>, tx_wake: BorrowedFd<'_>) {
-        self.header().state.store(w, Ordering::SeqCst);
+        let h = self.header();
+        if h.state.swap(w, Ordering::SeqCst) != w {
+            statelog::append(&h.state_log, word_to_state(w));
+        }
         signal(rx_wake);
         wake_if_armed(&self.ctrl(Dir::Tx).producer_waiting, tx_wake);
     }

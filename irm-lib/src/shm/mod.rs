@@ -113,6 +113,7 @@ mod ipcp;
 mod map;
 mod ring;
 mod spin;
+mod statelog;
 #[cfg(test)]
 mod tests;
 mod wake;
@@ -134,6 +135,7 @@ pub use app::{AppEnd, RxReadiness, RxWatch, WatchNotice};
 pub use ipcp::{FlowCounters, IpcpEnd, Monitor, RxPushed, TxWake};
 pub use map::{SharedBytes, ShmMap, Stats};
 pub use spin::{SpinPolicy, Spinner, SPIN_ENV};
+pub use statelog::StateLog;
 pub use wake::{note_signal, note_sleep, wake_stats, WakeStats};
 
 // ---------------------------------------------------------------------------
@@ -224,6 +226,8 @@ struct Header {
     tx_counters: Line<TxCounters>,
     tx: RingCtrl,
     rx: RingCtrl,
+    /// Log of state changes ([`StateLog`]), appended after `state` changes.
+    state_log: Line<AtomicU64>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() as u64 <= PAGE);
@@ -461,6 +465,9 @@ pub mod layout {
     pub const SLOT_SIZE: usize = offset_of!(Header, identity) + offset_of!(Identity, slot_size);
     /// The state word: 0 allocated, 1 down, 2 peer, 3 down because irmd is gone.
     pub const STATE: usize = offset_of!(Header, state);
+    /// A `u64`: the count of state changes (bits 0..16) and the last 24
+    /// states entered, two bits each, newest in bits 16..18.
+    pub const STATE_LOG: usize = offset_of!(Header, state_log);
     /// The tx ring's control block (application → IPCP).
     pub const TX: usize = offset_of!(Header, tx);
     /// The rx ring's control block (IPCP → application).

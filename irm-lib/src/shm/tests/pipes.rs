@@ -281,6 +281,12 @@ fn the_published_layout_is_where_the_library_looks() {
     word(layout::STATE).store(STATE_PEER, Ordering::Relaxed);
     assert_eq!(f.app.state(), FlowState::Peer);
     word(layout::STATE).store(STATE_ALLOCATED, Ordering::Relaxed);
+    // The change log: count in bits 0..16, newest state in bits 16..18.
+    f.ipcp.set_state(FlowState::Peer);
+    // SAFETY: an 8-aligned offset inside the header page of a live mapping.
+    let log = unsafe { &*(m.base().as_ptr().add(layout::STATE_LOG) as *const AtomicU64) };
+    assert_eq!(log.load(Ordering::Relaxed), u64::from(STATE_PEER) << 16 | 1);
+    f.ipcp.set_state(FlowState::Allocated);
     f.app.write(b"abc", None, true).unwrap();
     assert_eq!(word(layout::TX + layout::HEAD).load(Ordering::Relaxed), 1);
     let slot = layout::ring(g, true);
