@@ -620,7 +620,9 @@ impl AppEnd {
     }
 
     /// SDUs waiting in the (rx, tx) rings now: a snapshot, clamped to the
-    /// ring size (a count read from shared memory is only a hint).
+    /// ring size (a count read from shared memory is only a hint). While a
+    /// reader is inside a burst, rx may count up to 32 SDUs it has read and
+    /// not yet handed back.
     pub fn queue_lens(&self) -> (usize, usize) {
         let used = |dir: Dir| {
             let c = self.map.ctrl(dir);
