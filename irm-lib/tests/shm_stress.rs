@@ -156,6 +156,10 @@ fn maybe_wait_for_receiver(
     if rng.below(16) != 0 {
         return Ok(());
     }
+    wait_for_receiver(receiver, sent, who)
+}
+
+fn wait_for_receiver(receiver: &AtomicU64, sent: u64, who: &str) -> Result<(), String> {
     let since = Instant::now();
     while receiver.load(Ordering::Relaxed) < sent {
         if since.elapsed() > STUCK {
@@ -169,10 +173,35 @@ fn maybe_wait_for_receiver(
     Ok(())
 }
 
-/// Application writer: blocking, deadline and non-blocking writes mixed.
+/// Application writer: blocking, deadline and non-blocking writes mixed,
+/// and batches of up to 8 SDUs (one publication each).
 fn app_writer(app: &AppEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(), String> {
     let mut buf = Vec::new();
-    for seq in 0..n {
+    let mut seq = 0;
+    while seq < n {
+        if rng.below(4) == 0 {
+            let k = (1 + rng.below(8)).min(n - seq);
+            let batch: Vec<Vec<u8>> = (seq..seq + k)
+                .map(|s| {
+                    let mut b = Vec::new();
+                    fill_sdu(s, &mut b);
+                    b
+                })
+                .collect();
+            match app.write_batch(&batch, Some(Instant::now() + STUCK), false) {
+                Ok(w) if w as u64 == k => {}
+                other => {
+                    return Err(format!(
+                        "app writer: batch of {k} at SDU {seq}: {other:?} (lost wake-up?)"
+                    ))
+                }
+            }
+            seq += k;
+            p.app_writer.store(seq, Ordering::Relaxed);
+            maybe_wait_for_receiver(&mut rng, &p.ipcp_consumer, seq, "app writer")?;
+            rng.pause();
+            continue;
+        }
         fill_sdu(seq, &mut buf);
         let r = match rng.below(3) {
             0 => app.write(&buf, None, false),
@@ -191,8 +220,9 @@ fn app_writer(app: &AppEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(), St
             }
             other => return Err(format!("app writer: SDU {seq}: {other:?}")),
         }
-        p.app_writer.store(seq + 1, Ordering::Relaxed);
-        maybe_wait_for_receiver(&mut rng, &p.ipcp_consumer, seq + 1, "app writer")?;
+        seq += 1;
+        p.app_writer.store(seq, Ordering::Relaxed);
+        maybe_wait_for_receiver(&mut rng, &p.ipcp_consumer, seq, "app writer")?;
         rng.pause();
     }
     Ok(())
@@ -224,12 +254,24 @@ fn ipcp_consumer(ipcp: &IpcpEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(
 
 /// IPCP's rx side: pushes never block, so a full ring means retry later
 /// (a real IPCP would drop; here every SDU must arrive to check ordering).
+/// Half the SDUs are staged (`push_rx_quiet`) and published in runs by
+/// `wake_rx`, as the receive loop does per batch of frames.
 fn ipcp_producer(ipcp: &IpcpEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(), String> {
     let mut buf = Vec::new();
     for seq in 0..n {
         fill_sdu(seq, &mut buf);
         let since = Instant::now();
-        while !ipcp.push_rx(&buf).map_err(|e| format!("IPCP push: {e}"))? {
+        let staged = rng.below(2) == 0;
+        let push = |buf: &[u8]| {
+            if staged {
+                ipcp.push_rx_quiet(buf)
+            } else {
+                ipcp.push_rx(buf)
+            }
+        };
+        while !push(&buf).map_err(|e| format!("IPCP push: {e}"))? {
+            // Full: what is staged must become visible for room to come.
+            ipcp.wake_rx();
             if since.elapsed() > STUCK {
                 return Err(format!(
                     "IPCP producer: rx ring full for {STUCK:?} at SDU {seq}: reader lost a wake-up"
@@ -241,8 +283,14 @@ fn ipcp_producer(ipcp: &IpcpEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(
                 thread::sleep(Duration::from_micros(rng.below(30)));
             }
         }
+        if rng.below(4) == 0 || seq + 1 == n {
+            ipcp.wake_rx();
+        }
         p.ipcp_producer.store(seq + 1, Ordering::Relaxed);
-        maybe_wait_for_receiver(&mut rng, &p.app_reader, seq + 1, "IPCP producer")?;
+        if rng.below(16) == 0 {
+            ipcp.wake_rx();
+            wait_for_receiver(&p.app_reader, seq + 1, "IPCP producer")?;
+        }
         rng.pause();
     }
     Ok(())
@@ -252,7 +300,34 @@ fn ipcp_producer(ipcp: &IpcpEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(
 /// user's path, which relies on an empty read leaving the wake-up armed).
 fn app_reader(app: &AppEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(), String> {
     let mut buf = vec![0u8; GEOM.slot_size as usize];
-    for seq in 0..n {
+    let mut bufs = vec![vec![0u8; GEOM.slot_size as usize]; 8];
+    let mut lens = [0usize; 8];
+    let mut seq = 0;
+    while seq < n {
+        if rng.below(4) == 0 {
+            let k = (1 + rng.below(8)).min(n - seq) as usize;
+            match app.read_batch(
+                &mut bufs[..k],
+                &mut lens,
+                Some(Instant::now() + STUCK),
+                false,
+            ) {
+                Ok(got) => {
+                    for (b, &len) in bufs.iter().zip(&lens).take(got) {
+                        check_sdu(seq, &b[..len]).map_err(|e| format!("app reader: {e}"))?;
+                        seq += 1;
+                    }
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "app reader: batch at SDU {seq}: {e} (TimedOut: lost wake-up)"
+                    ))
+                }
+            }
+            p.app_reader.store(seq, Ordering::Relaxed);
+            rng.pause();
+            continue;
+        }
         let r = match rng.below(3) {
             0 => app.read(&mut buf, None, false),
             1 => app.read(&mut buf, Some(Instant::now() + STUCK), false),
@@ -272,7 +347,8 @@ fn app_reader(app: &AppEnd, n: u64, mut rng: Rng, p: &Progress) -> Result<(), St
             }
             Err(e) => return Err(format!("app reader: SDU {seq}: {e}")),
         }
-        p.app_reader.store(seq + 1, Ordering::Relaxed);
+        seq += 1;
+        p.app_reader.store(seq, Ordering::Relaxed);
         rng.pause();
     }
     Ok(())
