@@ -7,12 +7,45 @@ use crate::qos::Qos;
 use crate::secure::session::{self, Secure};
 use crate::shm::{AppEnd, ShmMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a deallocation waits for irmd's acknowledgement.
 const DEALLOC_WAIT: Duration = Duration::from_secs(2);
+
+/// A flow's read or write timeout, read on every call without a lock:
+/// nanoseconds, [`Timeout::NONE`] for none.
+#[derive(Debug)]
+struct Timeout(AtomicU64);
+
+impl Timeout {
+    const NONE: u64 = u64::MAX;
+
+    fn new() -> Timeout {
+        Timeout(AtomicU64::new(Self::NONE))
+    }
+
+    fn set(&self, t: Option<Duration>) {
+        let v = t.map_or(Self::NONE, |t| {
+            u64::try_from(t.as_nanos()).map_or(Self::NONE, |n| n.min(Self::NONE - 1))
+        });
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::NONE => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+
+    /// When a call starting now gives up (None: never, also when the
+    /// timeout reaches past what an `Instant` can hold).
+    fn deadline(&self) -> Option<Instant> {
+        self.get().and_then(|t| Instant::now().checked_add(t))
+    }
+}
 
 /// An allocated flow. Reads and writes go through shared memory with the IPCP;
 /// the fd ([`AsRawFd`]) becomes readable when an SDU arrives or the flow's
@@ -28,8 +61,8 @@ pub struct Flow {
     /// the rx fd open until it has taken it out of its epoll set.
     end: Arc<AppEnd>,
     client: Arc<Client>,
-    read_timeout: Mutex<Option<Duration>>,
-    write_timeout: Mutex<Option<Duration>>,
+    read_timeout: Timeout,
+    write_timeout: Timeout,
     nonblocking: AtomicBool,
     deallocated: AtomicBool,
     /// Record state of a secure flow (`None`: plain).
@@ -161,8 +194,8 @@ impl Flow {
             max_record: max_sdu,
             end,
             client,
-            read_timeout: Mutex::new(None),
-            write_timeout: Mutex::new(None),
+            read_timeout: Timeout::new(),
+            write_timeout: Timeout::new(),
             nonblocking: AtomicBool::new(false),
             deallocated: AtomicBool::new(false),
             secure: None,
@@ -172,7 +205,7 @@ impl Flow {
     /// Read one SDU (truncated to `buf` like a datagram). Blocks until one
     /// arrives, the read timeout passes, or the flow goes down.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
-        let deadline = self.read_timeout().map(|t| Instant::now() + t);
+        let deadline = self.read_timeout.deadline();
         self.read_inner(buf, deadline, self.nonblocking.load(Ordering::Relaxed))
     }
 
@@ -245,7 +278,7 @@ impl Flow {
     /// Write one SDU. Larger than [`Flow::max_sdu`] → `Error::MsgSize`; a full
     /// ring blocks (or `Error::Again` when non-blocking); nothing is dropped.
     pub fn write(&self, sdu: &[u8]) -> Result<usize> {
-        let deadline = self.write_timeout().map(|t| Instant::now() + t);
+        let deadline = self.write_timeout.deadline();
         self.write_inner(sdu, deadline, self.nonblocking.load(Ordering::Relaxed))
     }
 
@@ -255,7 +288,7 @@ impl Flow {
     /// they are already there; returns how many were read. Cheaper per SDU
     /// than one `read` each: one lock and one look at the ring per batch.
     pub fn read_batch<B: AsMut<[u8]>>(&self, bufs: &mut [B], lens: &mut [usize]) -> Result<usize> {
-        let deadline = self.read_timeout().map(|t| Instant::now() + t);
+        let deadline = self.read_timeout.deadline();
         let nb = self.nonblocking.load(Ordering::Relaxed);
         let Some(s) = &self.secure else {
             return self.end.read_batch(bufs, lens, deadline, nb);
@@ -295,7 +328,7 @@ impl Flow {
                 max: self.max_sdu,
             });
         }
-        let deadline = self.write_timeout().map(|t| Instant::now() + t);
+        let deadline = self.write_timeout.deadline();
         let nb = self.nonblocking.load(Ordering::Relaxed);
         let Some(s) = &self.secure else {
             return self.end.write_batch(sdus, deadline, nb);
@@ -337,17 +370,19 @@ impl Flow {
         self.end.queue_lens()
     }
 
+    /// Bound every later blocking read (None: wait for ever). Timeouts
+    /// beyond about 584 years mean for ever.
     pub fn set_read_timeout(&self, t: Option<Duration>) {
-        *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        self.read_timeout.set(t);
     }
     pub fn set_write_timeout(&self, t: Option<Duration>) {
-        *self.write_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        self.write_timeout.set(t);
     }
     pub fn read_timeout(&self) -> Option<Duration> {
-        *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner())
+        self.read_timeout.get()
     }
     pub fn write_timeout(&self) -> Option<Duration> {
-        *self.write_timeout.lock().unwrap_or_else(|p| p.into_inner())
+        self.write_timeout.get()
     }
     /// How long a blocking read or write spins before it sleeps
     /// ([`crate::shm::SpinPolicy`]; by default from the cores and
@@ -430,5 +465,28 @@ impl AsRawFd for Flow {
 impl AsFd for Flow {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.end.rx_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_trip_and_huge_ones_mean_for_ever() {
+        let t = Timeout::new();
+        assert_eq!((t.get(), t.deadline()), (None, None));
+        t.set(Some(Duration::from_millis(1500)));
+        assert_eq!(t.get(), Some(Duration::from_millis(1500)));
+        assert!(t.deadline().is_some());
+        t.set(Some(Duration::ZERO));
+        assert_eq!(t.get(), Some(Duration::ZERO));
+        // Beyond u64 nanoseconds: no deadline, and no panic adding it to now.
+        t.set(Some(Duration::MAX));
+        assert_eq!(t.deadline(), None);
+        t.set(Some(Duration::from_nanos(u64::MAX - 1)));
+        let _ = t.deadline();
+        t.set(None);
+        assert_eq!(t.get(), None);
     }
 }
