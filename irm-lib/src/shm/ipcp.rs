@@ -369,8 +369,10 @@ impl IpcpEnd {
             .set_state(s, self.rx_wake.as_fd(), self.tx_wake.as_fd());
     }
 
-    /// DOWN because irmd is gone (the application reports EIRMD).
+    /// DOWN because irmd is gone (the application reports EIRMD). Staged
+    /// SDUs are published first, as with [`IpcpEnd::set_state`].
     pub fn set_irmd_gone(&self) {
+        self.wake_rx();
         self.map.set_state_word(
             super::STATE_IRMD_GONE,
             self.rx_wake.as_fd(),
