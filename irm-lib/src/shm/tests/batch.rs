@@ -49,6 +49,16 @@ fn a_state_change_publishes_staged_sdus_first() {
 }
 
 #[test]
+fn irmd_gone_publishes_staged_sdus_first() {
+    let f = flow(geom(8, 16));
+    assert!(f.ipcp.push_rx_quiet(b"before").unwrap());
+    f.ipcp.set_irmd_gone();
+    assert!(f.app.irmd_gone());
+    assert_eq!(read_nb(&f.app).unwrap(), b"before");
+    assert_eq!(read_nb(&f.app), Err(Error::FlowDown));
+}
+
+#[test]
 fn a_batch_push_drops_what_does_not_fit_and_wakes_once() {
     let f = flow(geom(4, 16));
     assert_eq!(read_nb(&f.app), Err(Error::Again));
