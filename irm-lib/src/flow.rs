@@ -288,6 +288,15 @@ impl Flow {
     /// they are already there; returns how many were read. Cheaper per SDU
     /// than one `read` each: one lock and one look at the ring per batch.
     pub fn read_batch<B: AsMut<[u8]>>(&self, bufs: &mut [B], lens: &mut [usize]) -> Result<usize> {
+        self.read_batch_inner(bufs, lens)
+            .map_err(|e| self.or_irmd_gone(e))
+    }
+
+    fn read_batch_inner<B: AsMut<[u8]>>(
+        &self,
+        bufs: &mut [B],
+        lens: &mut [usize],
+    ) -> Result<usize> {
         let deadline = self.read_timeout.deadline();
         let nb = self.nonblocking.load(Ordering::Relaxed);
         let Some(s) = &self.secure else {
@@ -322,6 +331,14 @@ impl Flow {
     /// `Error::MsgSize`. One publication and one look whether the IPCP
     /// sleeps per batch (per SDU on a secure flow).
     pub fn write_batch<S: AsRef<[u8]>>(&self, sdus: &[S]) -> Result<usize> {
+        if let Some(e) = self.irmd_gone() {
+            return Err(e);
+        }
+        self.write_batch_inner(sdus)
+            .map_err(|e| self.or_irmd_gone(e))
+    }
+
+    fn write_batch_inner<S: AsRef<[u8]>>(&self, sdus: &[S]) -> Result<usize> {
         if let Some(big) = sdus.iter().find(|s| s.as_ref().len() > self.max_sdu) {
             return Err(Error::MsgSize {
                 len: big.as_ref().len(),

@@ -846,3 +846,42 @@ fn c_oecho_over_a_secure_flow_and_eauth_from_flow_alloc() {
         done.describe()
     );
 }
+
+/// irmd killed under a C client that pings: its `flow_read` (or
+/// `flow_write`) fails with -EIRMD within a second, and the program ends
+/// normally — not by SIGPIPE from a wake-up pipe nobody reads any more.
+#[test]
+fn c_client_gets_eirmd_when_its_irmd_is_killed() {
+    let Some(rig) = Rig::pair("c_eirmd") else {
+        return;
+    };
+    let _server = rig.b().serve("flowtest", "echo", &["serve"]);
+    let client = rig.a().spawn(
+        &c_prog("c-ping"),
+        &["-n", "echo", "-c", "100000", "-i", "1", "-w", "2000"],
+    );
+    client.wait_for_stdout("seq=20 ", Duration::from_secs(10));
+    let t0 = std::time::Instant::now();
+    rig.a().kill_irmd();
+    let done = client.wait(Duration::from_secs(5));
+    let took = t0.elapsed();
+    let failed = done.stdout.lines().find(|l| l.starts_with("Failed"));
+    eprintln!("C client after its irmd's SIGKILL: {failed:?} within {took:?}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(done.status.signal(), None, "{}", done.describe());
+    assert!(
+        done.stdout.contains(": -1002.") || done.stdout.contains("Failed to send SDU"),
+        "{}",
+        done.describe()
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "the C client ended {took:?} after its irmd died: {}",
+        done.describe()
+    );
+    assert!(
+        done.stdout.contains("ping statistics"),
+        "{}",
+        done.describe()
+    );
+}
