@@ -112,6 +112,31 @@ pub fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Have the child that `cmd` starts run as `uid`/`gid` with exactly the
+/// supplementary `groups` (the user's, from `nix::unistd::getgrouplist`,
+/// looked up before the fork). `Command::uid` alone drops every
+/// supplementary group, which would lock a program out of a socket its user
+/// reaches through a group (irmd's `ethflow` group). The list is copied into
+/// the closure, so the child makes system calls only.
+pub fn run_as(cmd: &mut Command, uid: u32, gid: u32, groups: Vec<u32>) {
+    let groups: Vec<libc::gid_t> = groups.into_iter().collect();
+    // SAFETY: runs in the forked child before exec; setgroups, setgid and
+    // setuid are async-signal-safe system calls; `groups` is owned by the
+    // closure and only read. Order: groups and gid while still privileged,
+    // uid last.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A shared read-write mapping of a file or socket, unmapped on drop. It
 /// hands out only a raw pointer: what the memory holds, and who else writes
 /// it, is for the code that reads through the pointer to handle.

@@ -56,12 +56,15 @@ pub struct Register {
     pub layer: String,
 }
 
-/// `[[bind]]`; `auto`: start `program auto…` on demand.
+/// `[[bind]]`; `auto`: start `program auto…` on demand; `user`: the binding
+/// (and the name's registrations and secure-flow configuration) belong to
+/// this user, and programs started on demand run as this user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     pub program: String,
     pub name: String,
     pub auto: Option<Vec<String>>,
+    pub user: Option<String>,
 }
 
 /// A whole, checked configuration.
@@ -323,8 +326,19 @@ fn name_security(
 fn bind(errs: &mut Errors<'_>, path: &str, span: Range<usize>, t: &DeTable<'_>) -> Option<Bind> {
     let before = errs.list.len();
     let mut auto = None;
+    let mut user = None;
     let mut rest = DeTable::default();
     for (k, v) in t.iter() {
+        if k.get_ref() == "user" {
+            let key = format!("{path}.user");
+            user = string(errs, &key, v);
+            if let Some(u) = &user {
+                if !valid_user_name(u) {
+                    errs.push(v.span(), &key, format!("{u:?} is not a user name"));
+                }
+            }
+            continue;
+        }
         if k.get_ref() != "auto" {
             rest.insert(k.clone(), v.clone());
             continue;
@@ -358,7 +372,18 @@ fn bind(errs: &mut Errors<'_>, path: &str, span: Range<usize>, t: &DeTable<'_>) 
         program,
         name,
         auto,
+        user,
     })
+}
+
+/// What useradd accepts: letters, digits, `_`, `-`, `.`, not starting with
+/// `-`, at most 32 bytes (the lookup itself happens when irmd applies it).
+fn valid_user_name(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 32
+        && !u.starts_with('-')
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn daemon(errs: &mut Errors<'_>, t: &DeTable<'_>) -> Daemon {

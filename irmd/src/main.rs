@@ -91,12 +91,33 @@ fn load_config(args: &Args) -> Result<Option<(String, config::Config)>, ()> {
 }
 
 /// The configuration's entries as CLI requests, in order, each labelled.
-fn config_requests(c: &config::Config) -> Vec<(String, CliRequest)> {
+/// The configuration as requests, each with the uid it is made as: root,
+/// or the `user` of the name's `[[bind]]` (who then owns the name).
+fn config_requests(c: &config::Config) -> Result<Vec<(String, CliRequest, u32)>, String> {
+    let mut owners = std::collections::BTreeMap::<&str, (&str, u32)>::new();
+    for b in &c.binds {
+        let Some(user) = &b.user else { continue };
+        let uid = match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) => u.uid.as_raw(),
+            Ok(None) => return Err(format!("[[bind]] of {}: no user {user}", b.name)),
+            Err(e) => return Err(format!("[[bind]] of {}: user {user}: {e}", b.name)),
+        };
+        if let Some((other, _)) = owners.insert(&b.name, (user, uid)) {
+            if other != user {
+                return Err(format!(
+                    "[[bind]] of {}: users {other} and {user} both claim the name",
+                    b.name
+                ));
+            }
+        }
+    }
+    let uid_of = |name: &str| owners.get(name).map_or(0, |(_, uid)| *uid);
     let mut out = Vec::new();
     for s in &c.ipcps {
         out.push((
             format!("bootstrap IPCP {} (layer {} on {})", s.name, s.layer, s.dev),
             CliRequest::IpcpBootstrap(s.clone()),
+            0,
         ));
     }
     for r in &c.registers {
@@ -106,6 +127,7 @@ fn config_requests(c: &config::Config) -> Vec<(String, CliRequest)> {
                 name: r.name.clone(),
                 layer: r.layer.clone(),
             },
+            uid_of(&r.name),
         ));
     }
     for (name, security) in &c.names {
@@ -115,6 +137,7 @@ fn config_requests(c: &config::Config) -> Vec<(String, CliRequest)> {
                 name: name.clone(),
                 security: security.clone(),
             },
+            uid_of(name),
         ));
     }
     for b in &c.binds {
@@ -144,9 +167,9 @@ fn config_requests(c: &config::Config) -> Vec<(String, CliRequest)> {
                 name: b.name.clone(),
             },
         };
-        out.push((what, req));
+        out.push((what, req, uid_of(&b.name)));
     }
-    out
+    Ok(out)
 }
 
 fn main() {
@@ -162,6 +185,15 @@ fn main() {
     logging::init(logging::Sink::choose(args.syslog));
     let Ok(cfg) = load_config(&args) else {
         std::process::exit(1);
+    };
+    // Users named in the file must exist (checked before anything starts).
+    let requests = match cfg.as_ref().map(|(f, c)| (f, config_requests(c))) {
+        Some((file, Err(e))) => {
+            eprintln!("irmd: configuration {file}: {e}");
+            std::process::exit(1);
+        }
+        Some((_, Ok(r))) => r,
+        None => Vec::new(),
     };
     if args.check_config {
         match &cfg {
@@ -259,8 +291,8 @@ fn main() {
             }
         }
     }
-    if let Some((file, c)) = &cfg {
-        if let Err(e) = shell.apply(config_requests(c)) {
+    if let Some((file, _)) = &cfg {
+        if let Err(e) = shell.apply(requests) {
             // (Also when a stop signal came while applying.)
             eprintln!("irmd: configuration {file}: {e}; not starting half-configured.");
             let _ = std::fs::remove_file(&path);

@@ -19,7 +19,6 @@ use irm::shm::{self, FlowFds, Monitor};
 use irm::Error;
 use log::{error, info, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use service::CONFIG_CONN;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::process::Child;
@@ -86,7 +85,7 @@ pub struct Shell {
     flows: HashMap<u32, FlowMem>,
     next_conn: ConnId,
     max_remote_timeout_ms: Option<u64>,
-    /// Replies to [`CONFIG_CONN`], the configuration's requests.
+    /// Replies to the configuration's requests ([`service::config_conn`]).
     config_replies: Vec<(u64, Reply)>,
     /// systemd's watchdog: ping every half interval, and when last pinged.
     watchdog: Option<(Duration, Instant)>,
@@ -396,7 +395,7 @@ impl Shell {
     }
 
     fn send_reply(&mut self, conn: ConnId, id: u64, msg: Reply, which: Option<FdsOf>) {
-        if conn == CONFIG_CONN {
+        if service::is_config_conn(conn) {
             self.config_replies.push((id, msg));
             return;
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use ethflow_tests::{backend, bins, Host, Rig, LAYER};
+use ethflow_tests::{backend, bins, Host, Rig, User, LAYER};
 
 fn write_config(rig: &Rig, host: &Host, extra: &str) -> PathBuf {
     let path = rig.dir().join(format!("irmd-{}.toml", host.name()));
@@ -354,6 +354,89 @@ fn auto_start_from_configuration_and_irm() {
         // Arguments after `--` without `auto` are a usage error.
         let done = b.irm(&["bind", "program", "oecho", "name", "x", "--", "-l"]);
         assert_eq!(done.code(), Some(2), "{}", done.describe());
+    }));
+    kill_started(b);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// The uid and groups of a running process, from /proc/<pid>/status.
+fn ids_of(pid: i32) -> (u32, Vec<u32>) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let field = |name: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    (field("Uid:")[0], field("Groups:"))
+}
+
+/// `[[bind]] user = "ethflow-member"`: the name and binding belong to the
+/// member, and the program irmd starts on demand runs as the member with the
+/// member's groups (so it reaches irmd's group-only socket), not as root. A
+/// user that does not exist stops irmd before anything starts.
+#[test]
+fn auto_start_runs_as_the_bindings_user() {
+    ethflow_tests::users::ensure();
+    let Some(rig) = Rig::builder("auto_start_runs_as_the_bindings_user")
+        .bare()
+        .build()
+    else {
+        return;
+    };
+    let oecho = bins::resolve_for_others("oecho");
+    let bind = |user: &str| {
+        format!(
+            "\n[[register]]\nname = \"member-echo\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{oecho}\"\nname = \"member-echo\"\nauto = [\"--listen\"]\nuser = \"{user}\"\n"
+        )
+    };
+    let missing = write_config(&rig, rig.b(), &bind("ethflow-nosuchuser"));
+    let out = Command::new(bins::resolve("irmd"))
+        .args(["--check-config", "--config"])
+        .arg(&missing)
+        .output()
+        .expect("run irmd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no user ethflow-nosuchuser"), "{stderr}");
+
+    let a_cfg = write_config(&rig, rig.a(), "");
+    let b_cfg = write_config(&rig, rig.b(), &bind(ethflow_tests::users::MEMBER));
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+        h.expect_log("applied", Duration::from_secs(20));
+    }
+    let b = rig.b();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let done = rig.a().run_ok(
+            "oecho",
+            &["-n", "member-echo", "-m", "served by the member"],
+        );
+        assert!(
+            done.stdout.contains("served by the member"),
+            "{}",
+            done.describe()
+        );
+        let log = b.irmd_log();
+        let pid: i32 = log
+            .lines()
+            .filter(|l| l.contains("Started "))
+            .find_map(|l| l.split("(process ").nth(1)?.split(')').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no program started:\n{log}"));
+        let (uid, groups) = ids_of(pid);
+        assert_eq!(uid, User::Member.uid(), "started as uid {uid}");
+        let group = nix::unistd::Group::from_name(ethflow_tests::users::GROUP)
+            .ok()
+            .flatten()
+            .expect("group exists")
+            .gid
+            .as_raw();
+        assert!(groups.contains(&group), "groups {groups:?} lack {group}");
     }));
     kill_started(b);
     if let Err(e) = outcome {

@@ -68,11 +68,13 @@ fn a_full_configuration_parses() {
                 program: "oecho".into(),
                 name: "oecho".into(),
                 auto: Some(vec!["--listen".into()]),
+                user: None,
             },
             Bind {
                 program: "oping".into(),
                 name: "oping".into(),
                 auto: None,
+                user: None,
             },
         ]
     );

@@ -16,6 +16,22 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// The connection the configuration file is applied through, as root (client
 /// connections are numbered from 1).
 pub(super) const CONFIG_CONN: ConnId = 0;
+
+/// The connection the configuration's requests of `uid` come from: root's is
+/// [`CONFIG_CONN`], a user's is counted down from the top of the id space,
+/// far from the ids clients get (counted up from 1).
+pub(super) fn config_conn(uid: u32) -> ConnId {
+    if uid == 0 {
+        CONFIG_CONN
+    } else {
+        ConnId::MAX - ConnId::from(uid)
+    }
+}
+
+/// Whether `conn` is one of the configuration's connections.
+pub(super) fn is_config_conn(conn: ConnId) -> bool {
+    conn == CONFIG_CONN || conn > ConnId::MAX - (1 << 32)
+}
 /// How long one configuration request may take (an IPCP's bootstrap is
 /// bounded by the registry's own deadline well below this).
 const CONFIG_WAIT: Duration = Duration::from_secs(60);
@@ -102,32 +118,40 @@ impl Shell {
     }
 
     /// Apply a configuration: each request goes through the registry's
-    /// normal input as a root CLI client, one after the other, serving the
-    /// event loop until its reply comes. The first refusal stops it, labelled
-    /// with `what` (the caller then exits: irmd does not run half-configured).
-    pub fn apply(&mut self, reqs: Vec<(String, CliRequest)>) -> Result<(), String> {
-        let cred = Cred {
-            pid: std::process::id(),
-            uid: 0,
-            gid: 0,
-            admin: true,
-        };
-        self.feed(Input::Connected {
-            conn: CONFIG_CONN,
-            cred,
-        });
-        self.feed(Input::Hello {
-            conn: CONFIG_CONN,
-            id: 1,
-            role: ClientRole::Cli,
-            admin: true,
-        });
+    /// normal input as a CLI client of its uid (root, or a `[[bind]]`'s
+    /// user), one after the other, serving the event loop until its reply
+    /// comes. The first refusal stops it, labelled with `what` (the caller
+    /// then exits: irmd does not run half-configured).
+    pub fn apply(&mut self, reqs: Vec<(String, CliRequest, u32)>) -> Result<(), String> {
+        let uids: std::collections::BTreeSet<u32> = reqs.iter().map(|r| r.2).collect();
+        for &uid in &uids {
+            let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or(0, |u| u.gid.as_raw());
+            let conn = config_conn(uid);
+            self.feed(Input::Connected {
+                conn,
+                cred: Cred {
+                    pid: std::process::id(),
+                    uid,
+                    gid,
+                    admin: uid == 0,
+                },
+            });
+            self.feed(Input::Hello {
+                conn,
+                id: 1,
+                role: ClientRole::Cli,
+                admin: uid == 0,
+            });
+        }
         let mut events = vec![EpollEvent::empty(); 256];
         let mut result = Ok(());
-        for (n, (what, req)) in reqs.into_iter().enumerate() {
+        for (n, (what, req, uid)) in reqs.into_iter().enumerate() {
             let id = 2 + n as u64;
             self.feed(Input::Cli {
-                conn: CONFIG_CONN,
+                conn: config_conn(uid),
                 id,
                 req,
             });
@@ -152,7 +176,11 @@ impl Shell {
                 break;
             }
         }
-        self.feed(Input::Closed { conn: CONFIG_CONN });
+        for uid in uids {
+            self.feed(Input::Closed {
+                conn: config_conn(uid),
+            });
+        }
         self.drain();
         self.config_replies.clear();
         result
@@ -162,9 +190,8 @@ impl Shell {
     /// primary group; std drops supplementary groups when root changes uid).
     /// It finds irmd through IRM_SOCKET, which irmd's main sets.
     pub(super) fn start_program(&mut self, prog: &str, args: &[String], uid: u32) {
-        use std::os::unix::process::CommandExt;
-        let gid = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-            Ok(Some(u)) => u.gid.as_raw(),
+        let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) => u,
             _ => return warn!("cannot start {prog}: uid {uid} has no user entry"),
         };
         let mut cmd = std::process::Command::new(prog);
@@ -172,7 +199,17 @@ impl Shell {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
         if uid != nix::unistd::getuid().as_raw() {
-            cmd.uid(uid).gid(gid);
+            // The user's own groups (irmd's socket group among them), looked
+            // up here: the child may only make system calls.
+            let groups: Vec<u32> = match std::ffi::CString::new(user.name.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|n| nix::unistd::getgrouplist(&n, user.gid).map_err(|e| e.to_string()))
+            {
+                Ok(g) => g.into_iter().map(|g| g.as_raw()).collect(),
+                Err(e) => return warn!("cannot start {prog}: groups of uid {uid}: {e}"),
+            };
+            irm::sys::run_as(&mut cmd, uid, user.gid.as_raw(), groups);
+            cmd.env("HOME", &user.dir).env("USER", &user.name);
         }
         match cmd.spawn() {
             Ok(c) => {
