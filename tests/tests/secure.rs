@@ -671,3 +671,21 @@ fn secure_flow_local_ipcp_dies() {
         (0.0, 100.0),
     );
 }
+
+#[test]
+fn secure_flow_peer_ipcp_frozen() {
+    use ethflow_tests::liveness::{peer_bound, peer_earliest, EFLOWPEER, SHORT_TIMEOUT_MS};
+    secure_liveness_row(
+        "secure_flow_peer_ipcp_frozen",
+        "peer ipcpd SIGSTOP",
+        SHORT_TIMEOUT_MS,
+        |rig, _| {
+            rig.b().signal_ipcp(Signal::SIGSTOP);
+        },
+        EFLOWPEER,
+        (
+            peer_earliest(SHORT_TIMEOUT_MS),
+            peer_bound(SHORT_TIMEOUT_MS),
+        ),
+    );
+}

@@ -42,6 +42,10 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::SystemTime;
 use webpki::{EndEntityCert, KeyUsage};
+use zeroize::Zeroizing;
+
+/// A shared secret, wiped when dropped.
+type Secret = Zeroizing<[u8; 32]>;
 
 const MAGIC: [u8; 4] = *b"EFS2";
 const SERVER_LABEL: &[u8] = b"ethflow secure flow v1 server\0";
@@ -143,30 +147,27 @@ fn mlkem_keypair(
 
 /// Encapsulate to the client's key (checked as FIPS 203 asks): the
 /// ciphertext and the shared secret.
-fn mlkem_encapsulate(ek: &[u8]) -> Result<(Vec<u8>, [u8; 32]), HandshakeError> {
+fn mlkem_encapsulate(ek: &[u8]) -> Result<(Vec<u8>, Secret), HandshakeError> {
     let bad = HandshakeError::Garbage("peer's ML-KEM-768 key is invalid");
     let bytes = Array::try_from(ek).map_err(|_| bad.clone())?;
     let ek = EncapsulationKey::<MlKem768>::new(&bytes).map_err(|_| bad)?;
     let (ct, ss) = ek.encapsulate();
-    Ok((ct.to_vec(), ss.into()))
+    Ok((ct.to_vec(), Zeroizing::new(ss.into())))
 }
 
-fn mlkem_decapsulate(
-    dk: &DecapsulationKey<MlKem768>,
-    ct: &[u8],
-) -> Result<[u8; 32], HandshakeError> {
+fn mlkem_decapsulate(dk: &DecapsulationKey<MlKem768>, ct: &[u8]) -> Result<Secret, HandshakeError> {
     let ct = Array::try_from(ct)
         .map_err(|_| HandshakeError::Garbage("peer's ML-KEM-768 ciphertext has a wrong size"))?;
-    Ok(dk.decapsulate(&ct).into())
+    Ok(Zeroizing::new(dk.decapsulate(&ct).into()))
 }
 
 /// The key derivation's input: the ML-KEM secret (hybrid only), then X25519's.
-fn hybrid_ikm(mlkem: Option<[u8; 32]>, x25519: [u8; 32]) -> zeroize::Zeroizing<Vec<u8>> {
-    let mut ikm = zeroize::Zeroizing::new(Vec::with_capacity(64));
+fn hybrid_ikm(mlkem: Option<Secret>, x25519: Secret) -> Zeroizing<Vec<u8>> {
+    let mut ikm = Zeroizing::new(Vec::with_capacity(64));
     if let Some(m) = mlkem {
-        ikm.extend_from_slice(&m);
+        ikm.extend_from_slice(&m[..]);
     }
-    ikm.extend_from_slice(&x25519);
+    ikm.extend_from_slice(&x25519[..]);
     ikm
 }
 
@@ -183,9 +184,9 @@ fn ephemeral(rng: &SystemRandom) -> Result<(EphemeralPrivateKey, [u8; 32]), Hand
     Ok((k, share))
 }
 
-fn agree(k: EphemeralPrivateKey, peer: &[u8; 32]) -> Result<[u8; 32], HandshakeError> {
+fn agree(k: EphemeralPrivateKey, peer: &[u8; 32]) -> Result<Secret, HandshakeError> {
     agreement::agree_ephemeral(k, &UnparsedPublicKey::new(&X25519, peer), |s| {
-        let mut out = [0u8; 32];
+        let mut out = Zeroizing::new([0u8; 32]);
         out.copy_from_slice(s);
         out
     })
