@@ -2,6 +2,7 @@
 //! receive and send, a pollable fd, and (for in-driver filtering) to hear which
 //! endpoint ids are live.
 
+use crate::raw::TxSlot;
 use crate::wire::Eid;
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -17,6 +18,21 @@ pub trait FrameIo {
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize>;
     /// Send whole Ethernet frames; returns how many went out.
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize>;
+    /// Room to build up to `want` untagged frames in place (the slots of the
+    /// backend's transmit ring), each from the start of its slot; then
+    /// [`FrameIo::tx_commit`] sends them. `None`: the backend has no such
+    /// room; build frames elsewhere and use [`FrameIo::send_batch`]. An
+    /// empty slice: no room came free in time (try again later).
+    fn tx_slots(&mut self, _want: usize) -> Option<&mut [TxSlot]> {
+        None
+    }
+    /// Send the first `lens.len()` slots of the last [`FrameIo::tx_slots`],
+    /// slot k holding a frame of `lens[k]` bytes; returns how many went out.
+    fn tx_commit(&mut self, _lens: &[usize]) -> io::Result<usize> {
+        Ok(0)
+    }
+    /// The link's MTU is now `mtu` (frames longer than it cannot go).
+    fn link_mtu(&mut self, _mtu: u32) {}
     /// A local endpoint became live (frames for it must be delivered).
     fn endpoint_added(&mut self, _eid: Eid) {}
     /// A local endpoint is gone (frames for it may be dropped early).

@@ -53,7 +53,9 @@ impl Ipcp {
                 tx_bytes: st.tx_bytes,
                 rx_sdus: st.rx_sdus,
                 rx_bytes: st.rx_bytes,
-                dropped: st.dropped,
+                // Both directions: rx ring full, and (rare) SDUs above the
+                // max SDU after the MTU shrank.
+                dropped: st.dropped + f.tx_oversize.get(),
                 last_rx_ms_ago: (st.last_rx_unix_ms != 0)
                     .then(|| now_ms.saturating_sub(st.last_rx_unix_ms)),
             };
@@ -199,16 +201,7 @@ impl Ipcp {
         if active {
             self.active.push(flow_id);
         }
-        if let Some(old) = self.flows.insert(
-            flow_id,
-            FlowIo {
-                end,
-                eid: None,
-                active,
-                wake_pending: std::cell::Cell::new(false),
-                reported: None,
-            },
-        ) {
+        if let Some(old) = self.flows.insert(flow_id, FlowIo::new(end, active)) {
             let _ = self.epoll.delete(old.end.ipcp_fd());
             if let Some(e) = old.eid {
                 self.sock.endpoint_removed(e);

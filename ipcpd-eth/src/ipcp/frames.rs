@@ -13,8 +13,12 @@ pub(super) fn send_built(
     if lens.is_empty() {
         return;
     }
-    let frames: Vec<&[u8]> = lens.iter().zip(tx_bufs).map(|(&n, b)| &b[..n]).collect();
-    match sock.send_batch(&frames) {
+    let mut frames: [&[u8]; BATCH] = [&[]; BATCH];
+    let n = lens.len().min(BATCH);
+    for (f, (&len, b)) in frames.iter_mut().zip(lens.iter().zip(tx_bufs)) {
+        *f = &b[..len];
+    }
+    match sock.send_batch(&frames[..n]) {
         Ok(k) => counters.tx_frames += k as u64,
         Err(e) => warn!("send failed: {e}"),
     }
@@ -30,25 +34,46 @@ pub(super) enum Fill {
     Broken(Error),
 }
 
-/// Move SDUs from one flow's send ring into frames `tx_bufs[*count..]`, until
+/// What the frames of one send batch are built for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TxCtx {
+    pub my_mac: Mac,
+    pub ethertype: u16,
+    /// The largest SDU the link carries now: longer ones are dropped and
+    /// counted on their flow (its ring was sized for an older, larger MTU).
+    pub max_sdu: usize,
+    pub now: Duration,
+    /// Flows found empty sleep (wake-up armed) and leave the list; without
+    /// it (a flush) they just leave it.
+    pub arm: bool,
+}
+
+/// Move SDUs from one flow's send ring into frames `bufs[*count..]`, until
 /// the batch is full or the ring is empty. SDUs are copied out of the shared
 /// memory straight into place after the headers, which are written around
 /// them; an SDU that cannot go (flow not established, larger than the link
-/// now carries) is dropped: the application sees the flow's state.
-pub(super) fn fill_batch(
-    end: &IpcpEnd,
+/// now carries) is dropped: the application sees the flow's state, and an
+/// SDU too large is counted on the flow. The frames stay in order with no
+/// gaps (a dropped SDU's successors are copied up: `bufs` may be the slots
+/// of a transmit ring).
+pub(super) fn fill_batch<B: AsMut<[u8]>>(
+    flow_id: u32,
+    f: &FlowIo,
     route: Option<(Mac, crate::wire::Eid, crate::wire::Eid)>,
-    tx_bufs: &mut [Vec<u8>],
-    tx_lens: &mut [usize; BATCH],
+    bufs: &mut [B],
+    lens: &mut [usize],
     count: &mut usize,
-    my_mac: Mac,
-    ethertype: u16,
+    cx: TxCtx,
 ) -> Fill {
     const AT: usize = ETH_HEADER_LEN + HEADER_LEN;
+    let cap = bufs.len().min(lens.len()).min(BATCH);
     let mut sdu_lens = [0usize; BATCH];
-    while *count < BATCH {
-        let want = BATCH - *count;
-        let got = match end.pop_tx_batch_into(&mut tx_bufs[*count..], AT, &mut sdu_lens[..want]) {
+    while *count < cap {
+        let want = cap - *count;
+        let got = match f
+            .end
+            .pop_tx_batch_into(&mut bufs[*count..cap], AT, &mut sdu_lens[..want])
+        {
             Ok(0) => return Fill::Emptied,
             Ok(n) => n,
             Err(e) => return Fill::Broken(e),
@@ -59,21 +84,24 @@ pub(super) fn fill_batch(
             let Some((mac, dst, src)) = route else {
                 continue;
             };
-            if AT + len > tx_bufs[i].len() {
+            if len > cx.max_sdu || AT + len > bufs[i].as_mut().len() {
+                f.oversize(flow_id, len, cx.max_sdu);
                 continue;
             }
-            // Close the gap a dropped SDU left.
-            tx_bufs.swap(i, kept);
-            let buf = &mut tx_bufs[kept];
+            if kept != i {
+                let (front, back) = bufs.split_at_mut(i);
+                front[kept].as_mut()[AT..AT + len].copy_from_slice(&back[0].as_mut()[AT..AT + len]);
+            }
+            let buf = bufs[kept].as_mut();
             EthHeader {
                 dst: mac,
-                src: my_mac,
-                ethertype,
+                src: cx.my_mac,
+                ethertype: cx.ethertype,
             }
             .emit(buf);
             crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, len as u16);
-            tx_lens[kept] = AT + len;
-            end.note_tx(len);
+            lens[kept] = AT + len;
+            f.end.note_tx(len);
             kept += 1;
         }
         *count = kept;
@@ -82,6 +110,49 @@ pub(super) fn fill_batch(
         }
     }
     Fill::BatchFull
+}
+
+/// Fill one send batch from the flows in `ids`, each in turn, until the
+/// batch is full or every flow is empty. Returns how many frames were built.
+pub(super) fn fill_round<B: AsMut<[u8]>>(
+    fa: &mut FlowAllocator,
+    flows: &mut HashMap<u32, FlowIo>,
+    ids: &mut Vec<u32>,
+    corrupt: &mut Vec<(u32, Error)>,
+    bufs: &mut [B],
+    lens: &mut [usize],
+    cx: TxCtx,
+) -> usize {
+    let cap = bufs.len().min(lens.len()).min(BATCH);
+    let mut count = 0;
+    let mut i = 0;
+    while i < ids.len() && count < cap {
+        let id = ids[i];
+        let Some(f) = flows.get_mut(&id) else {
+            ids.swap_remove(i);
+            continue;
+        };
+        let route = fa.data_tx(cx.now, id);
+        match fill_batch(id, f, route, bufs, lens, &mut count, cx) {
+            Fill::Emptied if !cx.arm => {
+                ids.swap_remove(i);
+            }
+            Fill::Emptied if f.end.arm_tx_wakeup() => {
+                f.active = false;
+                ids.swap_remove(i);
+            }
+            Fill::Broken(e) => {
+                f.active = false;
+                ids.swap_remove(i);
+                // A flush ends the flow anyway.
+                if cx.arm {
+                    corrupt.push((id, e));
+                }
+            }
+            Fill::Emptied | Fill::BatchFull => i += 1,
+        }
+    }
+    count
 }
 
 /// Parse one received frame and hand it to the flow or the flow allocator.

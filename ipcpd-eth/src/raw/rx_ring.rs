@@ -22,9 +22,9 @@ const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 /// `PACKET_VERSION` value for TPACKET_V2.
-const TPACKET_V2: i32 = 1;
+pub(super) const TPACKET_V2: i32 = 1;
 /// Slot and header alignment of the kernel ABI.
-const TPACKET_ALIGNMENT: usize = 16;
+pub(super) const TPACKET_ALIGNMENT: usize = 16;
 
 /// The per-slot header the kernel writes (struct tpacket2_hdr).
 #[repr(C)]
@@ -70,13 +70,18 @@ impl RingShape {
     /// A ring whose slots hold a whole frame of `mtu` bytes (plus the Ethernet
     /// header), about `RING_BYTES` in all.
     pub fn for_mtu(mtu: u32, page: usize) -> RingShape {
+        Self::sized(mtu, page, RING_BYTES)
+    }
+
+    /// Like [`RingShape::for_mtu`], about `bytes` in all (at least one block).
+    pub fn sized(mtu: u32, page: usize, bytes: usize) -> RingShape {
         let frame_size = align(
             SLOT_OVERHEAD + 14 + mtu.max(1500) as usize + TAIL_SLACK,
             TPACKET_ALIGNMENT,
         );
         // A block holds at least one slot and is a whole number of pages.
         let block_size = align(BLOCK_BYTES.max(frame_size), page);
-        let block_nr = (RING_BYTES / block_size).max(1);
+        let block_nr = (bytes / block_size).max(1);
         let per_block = block_size / frame_size;
         RingShape {
             block_size: block_size as u32,
@@ -86,16 +91,16 @@ impl RingShape {
         }
     }
 
-    fn frames_per_block(&self) -> usize {
+    pub(super) fn frames_per_block(&self) -> usize {
         (self.block_size / self.frame_size) as usize
     }
 
-    fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.block_size as usize * self.block_nr as usize
     }
 
     /// Byte offset of slot `i` (slots never straddle blocks).
-    fn slot_offset(&self, i: usize) -> usize {
+    pub(super) fn slot_offset(&self, i: usize) -> usize {
         let per = self.frames_per_block();
         (i / per) * self.block_size as usize + (i % per) * self.frame_size as usize
     }
@@ -146,10 +151,37 @@ fn classify(h: &Tpacket2Hdr, frame_size: usize) -> Slot {
 }
 
 /// Memory the kernel shares with us: a mapping, or (in tests) a heap buffer.
-struct Region {
-    base: *mut u8,
-    len: usize,
-    mapped: bool,
+pub(super) struct Region {
+    pub(super) base: *mut u8,
+    pub(super) len: usize,
+    pub(super) mapped: bool,
+}
+
+impl Region {
+    /// Map the ring(s) the kernel allocated for the packet socket `fd`:
+    /// `len` bytes, exactly what it was asked for.
+    pub(super) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Region> {
+        // SAFETY: maps the ring the kernel just allocated for this socket, of
+        // exactly the size it was asked for; the result is checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region {
+            base: base as *mut u8,
+            len,
+            mapped: true,
+        })
+    }
 }
 
 impl Drop for Region {
@@ -174,7 +206,7 @@ pub struct RxRing {
     pub empty_streak: u32,
 }
 
-fn setsockopt<T>(fd: BorrowedFd<'_>, name: i32, val: &T) -> io::Result<()> {
+pub(super) fn setsockopt<T>(fd: BorrowedFd<'_>, name: i32, val: &T) -> io::Result<()> {
     // SAFETY: val lives across the call and its size is passed.
     let r = unsafe {
         libc::setsockopt(
@@ -202,27 +234,8 @@ impl RxRing {
         let shape = RingShape::for_mtu(mtu, page);
         setsockopt(fd, libc::PACKET_VERSION, &TPACKET_V2)?;
         setsockopt(fd, libc::PACKET_RX_RING, &shape)?;
-        // SAFETY: maps the ring the kernel just allocated for this socket, of
-        // exactly the size it was asked for; the result is checked below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                shape.bytes(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(RxRing {
-            region: Region {
-                base: base as *mut u8,
-                len: shape.bytes(),
-                mapped: true,
-            },
+            region: Region::map(fd, shape.bytes())?,
             shape,
             head: 0,
             oversize: 0,
