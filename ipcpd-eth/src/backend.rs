@@ -16,6 +16,19 @@ pub trait FrameIo {
     /// Receive up to `bufs.len()` whole Ethernet frames without blocking;
     /// `lens[i]` gets each length. Returns how many arrived (0 = none waiting).
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize>;
+    /// Hand up to `max` received frames to `each`, in place in the
+    /// backend's own memory (a receive ring: no copy into a caller's buffer);
+    /// the frame may be changed in place (a layer key opens it there).
+    /// Returns how many were read (0 = none waiting; frames the backend's own
+    /// filter refused are read but not handed). `None`: the backend cannot;
+    /// use [`FrameIo::recv_batch`].
+    fn recv_in_place(
+        &mut self,
+        _max: usize,
+        _each: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<usize>> {
+        None
+    }
     /// Send whole Ethernet frames; returns how many went out.
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize>;
     /// Room to build up to `want` untagged frames in place (the slots of the

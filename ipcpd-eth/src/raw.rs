@@ -485,6 +485,37 @@ impl RawSocket {
         Ok(kept)
     }
 
+    /// Hand up to `max` frames for us to `each` in place (in the receive
+    /// ring: no copy), after the segment filter and the management budget,
+    /// as `recv_batch` does. `None`: there is no ring (use `recv_batch`).
+    /// Returns how many frames were read (those refused are not handed).
+    pub fn recv_in_place(
+        &mut self,
+        max: usize,
+        each: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<usize>> {
+        let ring = self.rx_ring.as_mut()?;
+        let (filter, segment, budget) = (&self.filter, &mut self.segment, &mut self.mgmt_budget);
+        let now_ns = (self.epoch.elapsed().as_nanos() as u64).max(1);
+        let n = ring.recv_each(max, &mut |frame, tag| {
+            let mut ok = segment.admit(filter.judge(frame, tag));
+            if ok && !filter.keyed && is_management(frame) && !budget.may_pass(&frame[6..], now_ns)
+            {
+                segment.mgmt_budget += 1;
+                ok = false;
+            }
+            if ok {
+                each(frame);
+            }
+        });
+        if n == 0 && ring.empty_streak % ERROR_CHECK_EVERY == 1 {
+            if let Some(e) = take_socket_error(self.fd.as_fd()) {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(n))
+    }
+
     /// One receive call into `bufs`; the tags go to `self.tags[at..]`.
     fn recv_some(
         &mut self,
@@ -687,6 +718,13 @@ impl crate::backend::FrameIo for RawSocket {
     }
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
         self.send_frames(frames)
+    }
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        each: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<usize>> {
+        RawSocket::recv_in_place(self, max, each)
     }
     fn tx_slots(&mut self, want: usize) -> Option<&mut [TxSlot]> {
         Some(self.tx_ring.as_mut()?.reserve(want))

@@ -631,10 +631,51 @@ impl Ipcp {
         }
     }
 
-    /// Read frames until none wait (bounded per turn).
+    /// Read frames until none wait (bounded per turn). With a receive ring
+    /// each frame is handled where the kernel put it: the only copy of an
+    /// SDU is the one into its flow's ring.
     fn receive(&mut self) {
         for _ in 0..RX_ROUNDS {
-            let n = match self.sock.recv_batch(&mut self.rx_bufs, &mut self.rx_lens) {
+            let now = self.now();
+            let (my_mac, ethertype) = (self.link.mac, self.ethertype);
+            let (fa, flows, keyed) = (&mut self.fa, &self.flows, &mut self.keyed);
+            let (to_wake, corrupt, counters) =
+                (&mut self.to_wake, &mut self.corrupt, &mut self.counters);
+            let mut each = |frame: &mut [u8]| {
+                counters.rx_frames += 1;
+                let len = match keyed.as_mut() {
+                    // Verified before anything parses it: a frame that fails
+                    // is counted and changes nothing.
+                    Some(k) => match k.open_frame(frame, my_mac, ethertype) {
+                        Some(len) => len,
+                        None => return,
+                    },
+                    None => frame.len(),
+                };
+                handle_frame(
+                    fa,
+                    flows,
+                    to_wake,
+                    corrupt,
+                    counters,
+                    my_mac,
+                    ethertype,
+                    now,
+                    &frame[..len],
+                );
+            };
+            let got = match self.sock.recv_in_place(BATCH, &mut each) {
+                Some(r) => r,
+                None => self
+                    .sock
+                    .recv_batch(&mut self.rx_bufs, &mut self.rx_lens)
+                    .inspect(|&n| {
+                        for (b, &len) in self.rx_bufs[..n].iter_mut().zip(&self.rx_lens) {
+                            each(&mut b[..len]);
+                        }
+                    }),
+            };
+            let n = match got {
                 Ok(n) => n,
                 // The link went down: the link monitor reports it.
                 Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => 0,
@@ -645,31 +686,6 @@ impl Ipcp {
             };
             if n == 0 {
                 break;
-            }
-            self.counters.rx_frames += n as u64;
-            let now = self.now();
-            for i in 0..n {
-                let mut frame = &self.rx_bufs[i][..self.rx_lens[i]];
-                if let Some(k) = &mut self.keyed {
-                    // Verified before anything parses it: a frame that fails
-                    // is counted and changes nothing.
-                    let buf = &mut self.rx_bufs[i][..self.rx_lens[i]];
-                    match k.open_frame(buf, self.link.mac, self.ethertype) {
-                        Some(len) => frame = &self.rx_bufs[i][..len],
-                        None => continue,
-                    }
-                }
-                handle_frame(
-                    &mut self.fa,
-                    &self.flows,
-                    &mut self.to_wake,
-                    &mut self.corrupt,
-                    &mut self.counters,
-                    self.link.mac,
-                    self.ethertype,
-                    now,
-                    frame,
-                );
             }
             // One wake-up per flow per batch, not one per SDU: a reader that
             // keeps up would otherwise sleep and wake for every frame.

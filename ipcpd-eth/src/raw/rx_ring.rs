@@ -257,6 +257,57 @@ impl RxRing {
         unsafe { &*(self.region.base.add(off) as *const AtomicU32) }
     }
 
+    /// Hand up to `max` waiting frames to `each` in place, with the VLAN tag
+    /// each carried, handing each slot back to the kernel right after: no
+    /// copy out of the ring. Returns how many slots were read (frames that
+    /// did not fit their slot are counted in `oversize`, not handed).
+    pub fn recv_each(
+        &mut self,
+        max: usize,
+        each: &mut dyn FnMut(&mut [u8], Option<VlanTag>),
+    ) -> usize {
+        let frame_size = self.shape.frame_size as usize;
+        let mut n = 0;
+        while n < max.min(self.shape.frame_nr as usize) {
+            let i = self.head;
+            if self.status(i).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                break;
+            }
+            let off = self.shape.slot_offset(i);
+            // SAFETY: as in `recv`: the slot is inside the region and ours
+            // (status USER, read with Acquire) until handed back below.
+            let hdr = unsafe {
+                std::ptr::read_unaligned(self.region.base.add(off) as *const Tpacket2Hdr)
+            };
+            match classify(&hdr, frame_size) {
+                Slot::Frame { off: at, len } => {
+                    // SAFETY: at + len <= frame_size (checked by classify): the
+                    // bytes lie inside this slot, which is ours until its
+                    // status is stored below (after the borrow ends); only
+                    // this process and the kernel map the ring.
+                    let frame = unsafe {
+                        std::slice::from_raw_parts_mut(self.region.base.add(off + at), len)
+                    };
+                    each(
+                        frame,
+                        tag_of(hdr.tp_status, hdr.tp_vlan_tci, hdr.tp_vlan_tpid),
+                    );
+                }
+                Slot::Empty => break,
+                Slot::Bad => self.oversize += 1,
+            }
+            self.status(i).store(TP_STATUS_KERNEL, Ordering::Release);
+            self.head = (i + 1) % self.shape.frame_nr as usize;
+            n += 1;
+        }
+        if n == 0 {
+            self.empty_streak = self.empty_streak.saturating_add(1);
+        } else {
+            self.empty_streak = 0;
+        }
+        n
+    }
+
     /// Copy up to `bufs.len()` waiting frames out of the ring, handing each
     /// slot back to the kernel; `tags[i]` gets the VLAN tag frame `i` carried.
     /// Returns how many were copied.
@@ -481,6 +532,48 @@ mod tests {
                 None
             ]
         );
+    }
+
+    #[test]
+    fn frames_are_handed_in_place_and_slots_given_back() {
+        let mut f = fake(small_shape());
+        f.frame(0, b"one");
+        let tagged = Tpacket2Hdr {
+            tp_status: TP_STATUS_USER | TP_STATUS_VLAN_VALID,
+            tp_len: 3,
+            tp_snaplen: 3,
+            tp_mac: 66,
+            tp_vlan_tci: 7,
+            ..Default::default()
+        };
+        f.put(1, tagged, b"two");
+        let cut = Tpacket2Hdr {
+            tp_status: TP_STATUS_USER,
+            tp_len: 9000,
+            tp_snaplen: 1982,
+            tp_mac: 66,
+            ..Default::default()
+        };
+        f.put(2, cut, &[1u8; 1982]);
+        f.frame(3, b"four");
+        let mut seen = Vec::new();
+        let n = f.ring.recv_each(3, &mut |frame, tag| {
+            seen.push((frame.to_vec(), tag.map(|t| t.tci)));
+        });
+        assert_eq!(n, 3);
+        assert_eq!(seen, [(b"one".to_vec(), None), (b"two".to_vec(), Some(7))]);
+        assert_eq!(f.ring.oversize, 1);
+        for i in 0..3 {
+            assert_eq!(f.status(i), TP_STATUS_KERNEL, "slot {i} handed back");
+        }
+        assert_eq!(f.status(3), TP_STATUS_USER, "beyond max: still queued");
+        seen.clear();
+        assert_eq!(
+            f.ring
+                .recv_each(8, &mut |fr, _| seen.push((fr.to_vec(), None))),
+            1
+        );
+        assert_eq!(seen[0].0, b"four");
     }
 
     #[test]
