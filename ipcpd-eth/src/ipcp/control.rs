@@ -7,9 +7,18 @@ impl Ipcp {
     /// Tell irmd the frame counters (for `irm ipcp list`) when they changed.
     pub(super) fn report_counters(&mut self) {
         self.next_report = Instant::now() + COUNTER_REPORT;
-        let now = self.counter_snapshot();
+        let mut now = self.counter_snapshot();
+        // This process's wake-ups and sleeps go along, but do not by
+        // themselves make a report (an idle loop sleeps 50 times a second).
         if now != self.reported {
             self.reported = now.clone();
+            let w = irm::shm::wake_stats();
+            now.extend([
+                ("wake_signals".into(), w.signals_sent),
+                ("sleeps".into(), w.sleeps),
+                ("spin_hits".into(), w.spin_hits),
+                ("spin_misses".into(), w.spin_misses),
+            ]);
             self.reply(0, IpcpToIrmd::Counters(now));
         }
         self.report_flow_counters(false);

@@ -557,6 +557,10 @@ impl Ipcp {
                     None => EpollTimeout::from(CARRIER_PROBE.as_millis() as u16),
                 }
             };
+            if timeout != EpollTimeout::ZERO {
+                // This wait may block: counted with the wake-up statistics.
+                irm::shm::note_sleep();
+            }
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
