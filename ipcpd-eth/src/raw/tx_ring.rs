@@ -58,6 +58,20 @@ pub struct TxSlot {
     len: usize,
 }
 
+impl TxSlot {
+    /// The room `ptr..ptr+len`, for another kernel-shared transmit area (an
+    /// AF_XDP UMEM chunk).
+    ///
+    /// # Safety
+    /// The bytes must stay mapped, and be written by nobody else (neither
+    /// the kernel nor another process), for as long as the slot lives; the
+    /// caller hands slots out only borrowed from their owner, which takes
+    /// them back before it gives the memory to the kernel.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<u8>, len: usize) -> TxSlot {
+        TxSlot { ptr, len }
+    }
+}
+
 impl AsMut<[u8]> for TxSlot {
     fn as_mut(&mut self) -> &mut [u8] {
         // SAFETY: ptr..ptr+len is the data room of one slot of a live ring

@@ -207,6 +207,15 @@ impl FrameIo for XdpBackend {
         self.queues[0].send(frames, self.tx_tag)
     }
 
+    fn tx_slots(&mut self, want: usize) -> Option<&mut [crate::raw::TxSlot]> {
+        let tagged = self.tx_tag.is_some();
+        Some(self.queues[0].reserve(want, tagged))
+    }
+
+    fn tx_commit(&mut self, lens: &[usize]) -> io::Result<usize> {
+        self.queues[0].commit(lens, self.tx_tag)
+    }
+
     fn endpoint_added(&mut self, eid: Eid) {
         if let Err(e) = self.program.add_endpoint(eid) {
             warn!("xdp on {}: cannot mark endpoint {:#x} live ({e}); its frames are dropped in the driver.", self.dev, eid.0);
