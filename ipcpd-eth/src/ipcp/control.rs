@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// This process's wake-up system calls, sleeps and spins so far.
+fn wake_counters() -> [(String, u64); 4] {
+    let w = irm::shm::wake_stats();
+    [
+        ("wake_signals".into(), w.signals_sent),
+        ("sleeps".into(), w.sleeps),
+        ("spin_hits".into(), w.spin_hits),
+        ("spin_misses".into(), w.spin_misses),
+    ]
+}
+
 impl Ipcp {
     /// Tell irmd the frame counters (for `irm ipcp list`) when they changed.
     pub(super) fn report_counters(&mut self) {
@@ -12,13 +23,7 @@ impl Ipcp {
         // themselves make a report (an idle loop sleeps 50 times a second).
         if now != self.reported {
             self.reported = now.clone();
-            let w = irm::shm::wake_stats();
-            now.extend([
-                ("wake_signals".into(), w.signals_sent),
-                ("sleeps".into(), w.sleeps),
-                ("spin_hits".into(), w.spin_hits),
-                ("spin_misses".into(), w.spin_misses),
-            ]);
+            now.extend(wake_counters());
             self.reply(0, IpcpToIrmd::Counters(now));
         }
         self.report_flow_counters(false);
@@ -176,8 +181,9 @@ impl Ipcp {
             IrmdToIpcp::ReportCounters => {
                 // Asked: the numbers now, changed or not, then Done (irmd
                 // gets them in this order on the one channel).
-                let now = self.counter_snapshot();
+                let mut now = self.counter_snapshot();
                 self.reported = now.clone();
+                now.extend(wake_counters());
                 self.reply(0, IpcpToIrmd::Counters(now));
                 self.reply(env.id, IpcpToIrmd::Done(Ok(())));
             }
