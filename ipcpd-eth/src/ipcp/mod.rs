@@ -28,8 +28,6 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use frames::{fill_round, handle_frame, send_built, TxCtx};
-
 const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;
 const TOKEN_LINK: u64 = 2;
@@ -635,148 +633,6 @@ impl Ipcp {
         }
     }
 
-    /// Read frames until none wait (bounded per turn). With a receive ring
-    /// each frame is handled where the kernel put it: the only copy of an
-    /// SDU is the one into its flow's ring.
-    fn receive(&mut self) {
-        for _ in 0..RX_ROUNDS {
-            let now = self.now();
-            let (my_mac, ethertype) = (self.link.mac, self.ethertype);
-            let (fa, flows, keyed) = (&mut self.fa, &self.flows, &mut self.keyed);
-            let (to_wake, corrupt, counters) =
-                (&mut self.to_wake, &mut self.corrupt, &mut self.counters);
-            let mut each = |frame: &mut [u8]| {
-                counters.rx_frames += 1;
-                let len = match keyed.as_mut() {
-                    // Verified before anything parses it: a frame that fails
-                    // is counted and changes nothing.
-                    Some(k) => match k.open_frame(frame, my_mac, ethertype) {
-                        Some(len) => len,
-                        None => return,
-                    },
-                    None => frame.len(),
-                };
-                handle_frame(
-                    fa,
-                    flows,
-                    to_wake,
-                    corrupt,
-                    counters,
-                    my_mac,
-                    ethertype,
-                    now,
-                    &frame[..len],
-                );
-            };
-            let got = match self.sock.recv_in_place(BATCH, &mut each) {
-                Some(r) => r,
-                None => self
-                    .sock
-                    .recv_batch(&mut self.rx_bufs, &mut self.rx_lens)
-                    .inspect(|&n| {
-                        for (b, &len) in self.rx_bufs[..n].iter_mut().zip(&self.rx_lens) {
-                            each(&mut b[..len]);
-                        }
-                    }),
-            };
-            let n = match got {
-                Ok(n) => n,
-                // The link went down: the link monitor reports it.
-                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => 0,
-                Err(e) => {
-                    warn!("receive failed: {e}");
-                    0
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            // One wake-up per flow per batch, not one per SDU: a reader that
-            // keeps up would otherwise sleep and wake for every frame.
-            for id in self.to_wake.drain(..) {
-                if let Some(f) = self.flows.get(&id) {
-                    f.wake_pending.set(false);
-                    f.end.wake_rx();
-                }
-            }
-            self.end_corrupt_flows();
-            self.carry_out_actions();
-            if n < BATCH {
-                break;
-            }
-        }
-    }
-
-    /// Move SDUs from the flows' send rings to the wire, in batches.
-    fn transmit(&mut self) {
-        for _ in 0..TX_ROUNDS {
-            if self.active.is_empty() {
-                break;
-            }
-            let mut ids = std::mem::take(&mut self.active);
-            let built = self.tx_batch(&mut ids, true);
-            self.active = ids;
-            if built == 0 {
-                break;
-            }
-        }
-        self.end_corrupt_flows();
-    }
-
-    /// One send batch from the flows in `ids`: frames built in the
-    /// backend's transmit ring when it has one (the only copy of an SDU is
-    /// the one out of the flow's memory), else in `tx_bufs`; sealed with the
-    /// layer key; sent with one call. Returns how many frames were built.
-    fn tx_batch(&mut self, ids: &mut Vec<u32>, arm: bool) -> usize {
-        let cx = TxCtx {
-            my_mac: self.link.mac,
-            ethertype: self.ethertype,
-            max_sdu: self.max_sdu() as usize,
-            now: self.now(),
-            arm,
-        };
-        let lens = &mut self.tx_lens;
-        if let Some(slots) = self.sock.tx_slots(BATCH) {
-            let mut count = fill_round(
-                &mut self.fa,
-                &mut self.flows,
-                ids,
-                &mut self.corrupt,
-                slots,
-                lens,
-                cx,
-            );
-            if let Some(k) = &mut self.keyed {
-                count = k.seal_batch(&mut slots[..count], &mut lens[..count]);
-            }
-            match self.sock.tx_commit(&lens[..count]) {
-                Ok(k) => self.counters.tx_frames += k as u64,
-                Err(e) if self.link.up => warn!("send failed: {e}"),
-                Err(e) => debug!("link down, frames not sent: {e}"),
-            }
-            return count;
-        }
-        let mut count = fill_round(
-            &mut self.fa,
-            &mut self.flows,
-            ids,
-            &mut self.corrupt,
-            &mut self.tx_bufs,
-            lens,
-            cx,
-        );
-        if let Some(k) = &mut self.keyed {
-            count = k.seal_batch(&mut self.tx_bufs[..count], &mut lens[..count]);
-        }
-        send_built(
-            &mut *self.sock,
-            &self.tx_bufs,
-            &self.tx_lens[..count],
-            &mut self.counters,
-        );
-        count
-    }
-
     /// End every flow found with a corrupt ring, as if its application had
     /// deallocated it: DOWN in its state word, DEALLOC to the peer, irmd told
     /// (which logs the flow down); its memory is unmapped and its fds closed.
@@ -803,21 +659,6 @@ impl Ipcp {
             );
         }
         self.carry_out_actions();
-    }
-
-    /// Send what is still in a flow's send ring (before it is deallocated:
-    /// an application's last SDUs must reach the peer before the DEALLOC).
-    fn flush_flow(&mut self, id: u32) {
-        let Some(f) = self.flows.get(&id) else { return };
-        let max_rounds = f.end.geometry().slots as usize / BATCH + 2;
-        for _ in 0..max_rounds {
-            let mut ids = vec![id];
-            let built = self.tx_batch(&mut ids, false);
-            // Emptied (or corrupt, or no room to send): nothing more to do.
-            if ids.is_empty() || built == 0 {
-                break;
-            }
-        }
     }
 
     fn carry_out_actions(&mut self) {

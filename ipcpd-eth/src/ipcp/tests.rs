@@ -2,7 +2,7 @@
 //! flow memory: SDUs land after the headers, SDUs that cannot go are dropped
 //! without leaving holes, a corrupt ring is reported and stays so.
 
-use super::frames::{fill_batch, Fill};
+use super::frames::{fill_batch, send_built, Fill, TxCtx};
 use super::*;
 use crate::wire::Eid;
 use irm::shm::{create, AppEnd};
