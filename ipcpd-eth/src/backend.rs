@@ -2,6 +2,7 @@
 //! receive and send, a pollable fd, and (for in-driver filtering) to hear which
 //! endpoint ids are live.
 
+use crate::raw::TxSlot;
 use crate::wire::Eid;
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -15,8 +16,36 @@ pub trait FrameIo {
     /// Receive up to `bufs.len()` whole Ethernet frames without blocking;
     /// `lens[i]` gets each length. Returns how many arrived (0 = none waiting).
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize>;
+    /// Hand up to `max` received frames to `each`, in place in the
+    /// backend's own memory (a receive ring: no copy into a caller's buffer);
+    /// the frame may be changed in place (a layer key opens it there).
+    /// Returns how many were read (0 = none waiting; frames the backend's own
+    /// filter refused are read but not handed). `None`: the backend cannot;
+    /// use [`FrameIo::recv_batch`].
+    fn recv_in_place(
+        &mut self,
+        _max: usize,
+        _each: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<usize>> {
+        None
+    }
     /// Send whole Ethernet frames; returns how many went out.
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize>;
+    /// Room to build up to `want` untagged frames in place (the slots of the
+    /// backend's transmit ring), each from the start of its slot; then
+    /// [`FrameIo::tx_commit`] sends them. `None`: the backend has no such
+    /// room; build frames elsewhere and use [`FrameIo::send_batch`]. An
+    /// empty slice: no room came free in time (try again later).
+    fn tx_slots(&mut self, _want: usize) -> Option<&mut [TxSlot]> {
+        None
+    }
+    /// Send the first `lens.len()` slots of the last [`FrameIo::tx_slots`],
+    /// slot k holding a frame of `lens[k]` bytes; returns how many went out.
+    fn tx_commit(&mut self, _lens: &[usize]) -> io::Result<usize> {
+        Ok(0)
+    }
+    /// The link's MTU is now `mtu` (frames longer than it cannot go).
+    fn link_mtu(&mut self, _mtu: u32) {}
     /// A local endpoint became live (frames for it must be delivered).
     fn endpoint_added(&mut self, _eid: Eid) {}
     /// A local endpoint is gone (frames for it may be dropped early).

@@ -1,7 +1,13 @@
 //! The `raw` backend: one AF_PACKET socket bound to the interface and the
 //! ethertype, receiving through a PACKET_MMAP ring (`rx_ring`; recvmmsg when
-//! the ring cannot be set up) and sending with sendmmsg and
-//! PACKET_QDISC_BYPASS.
+//! the ring cannot be set up), and sending through a PACKET_MMAP transmit
+//! ring on a second socket (`tx_ring`: frames are built in the ring's slots,
+//! one `send` per batch; sendmmsg on the first socket when the ring cannot
+//! be set up). Both skip the qdisc (PACKET_QDISC_BYPASS).
+//!
+//! `ETHFLOW_RAW_TX=mmsg` forces sendmmsg and `ETHFLOW_RAW_TX=ring-qdisc` the
+//! ring through the qdisc (for measurements); the backend's name says which
+//! path is in use: `raw (tx ring)` or `raw (sendmmsg)`.
 //!
 //! The socket is created with protocol 0 and only then bound: a packet
 //! socket created with a protocol starts receiving that protocol from *every*
@@ -21,6 +27,7 @@
 //! ethertype.
 
 mod rx_ring;
+mod tx_ring;
 
 use crate::segment::{is_management, MgmtBudget, SegmentCounters, SegmentFilter, VlanTag};
 use log::{info, warn};
@@ -28,6 +35,8 @@ use rx_ring::RxRing;
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+pub use tx_ring::TxSlot;
+use tx_ring::{TxCounters, TxRing};
 
 /// What we learn about the interface at open.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +53,10 @@ pub struct RawSocket {
     ethertype: u16,
     /// The receive ring; `None` means recvmmsg.
     rx_ring: Option<RxRing>,
+    /// The transmit ring (on a socket of its own); `None` means sendmmsg.
+    tx_ring: Option<TxRing>,
+    /// Frames sendmmsg refused one by one (too long for the link, ...).
+    tx_refused: Cell<u64>,
     /// Frames the kernel dropped for want of room (ring or socket buffer),
     /// summed: PACKET_STATISTICS resets on every read.
     kernel_drops: Cell<u64>,
@@ -334,6 +347,7 @@ impl RawSocket {
         setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
         // Skip the qdisc: lower latency and cost; the IPCP does its own pacing.
         let _ = setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+        let tx_ring = Self::open_tx_ring(ifindex, filter);
         // Big buffers absorb bursts while the IPCP is busy elsewhere (FORCE works as root).
         for (force, plain) in [
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
@@ -348,6 +362,8 @@ impl RawSocket {
             ifindex,
             ethertype,
             rx_ring,
+            tx_ring,
+            tx_refused: Cell::new(0),
             kernel_drops: Cell::new(0),
             filter,
             segment: SegmentCounters::default(),
@@ -357,8 +373,77 @@ impl RawSocket {
         })
     }
 
+    /// The transmit ring, unless `ETHFLOW_RAW_TX=mmsg` or it cannot be set
+    /// up (then sendmmsg, with a warning).
+    fn open_tx_ring(ifindex: i32, filter: SegmentFilter) -> Option<TxRing> {
+        let mode = std::env::var("ETHFLOW_RAW_TX").unwrap_or_default();
+        if mode == "mmsg" {
+            info!("raw: sending with sendmmsg (ETHFLOW_RAW_TX=mmsg).");
+            return None;
+        }
+        let bypass = mode != "ring-qdisc";
+        match mtu_of(ifindex).and_then(|mtu| TxRing::open(ifindex, mtu, filter.tx_tag(), bypass)) {
+            Ok(r) => {
+                let s = r.shape();
+                info!(
+                    "raw: transmit ring of {} slots of {} B ({} KiB){}.",
+                    s.frame_nr,
+                    s.frame_size,
+                    (s.block_size as usize * s.block_nr as usize) >> 10,
+                    if bypass { "" } else { " through the qdisc" }
+                );
+                Some(r)
+            }
+            Err(e) => {
+                warn!("raw: no transmit ring ({e}); sending with sendmmsg.");
+                None
+            }
+        }
+    }
+
     pub fn ethertype(&self) -> u16 {
         self.ethertype
+    }
+
+    /// Whether frames go out through the transmit ring.
+    pub fn has_tx_ring(&self) -> bool {
+        self.tx_ring.is_some()
+    }
+
+    /// The transmit ring's counters (zero without one).
+    pub fn tx_counters(&self) -> TxCounters {
+        self.tx_ring
+            .as_ref()
+            .map_or_else(TxCounters::default, |r| r.counters)
+    }
+
+    /// Send whole untagged frames through the transmit ring (copied into
+    /// its slots) or, without one, with sendmmsg. Returns how many went out.
+    pub fn send_frames(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        let Some(ring) = self.tx_ring.as_mut() else {
+            return self.send_batch(frames);
+        };
+        let mut lens = [0usize; BATCH];
+        let mut sent = 0;
+        let mut at = 0;
+        while at < frames.len() {
+            let slots = ring.reserve((frames.len() - at).min(BATCH));
+            if slots.is_empty() {
+                break;
+            }
+            let n = slots.len();
+            for (k, slot) in slots.iter_mut().enumerate() {
+                let f = frames[at + k];
+                let room = slot.as_mut();
+                // A frame longer than a slot: its length makes commit refuse it.
+                let take = f.len().min(room.len());
+                room[..take].copy_from_slice(&f[..take]);
+                lens[k] = f.len();
+            }
+            sent += ring.commit(&lens[..n])?;
+            at += n;
+        }
+        Ok(sent)
     }
 
     /// Receive up to `bufs.len()` frames for us without blocking; `lens[i]`
@@ -398,6 +483,37 @@ impl RawSocket {
             }
         }
         Ok(kept)
+    }
+
+    /// Hand up to `max` frames for us to `each` in place (in the receive
+    /// ring: no copy), after the segment filter and the management budget,
+    /// as `recv_batch` does. `None`: there is no ring (use `recv_batch`).
+    /// Returns how many frames were read (those refused are not handed).
+    pub fn recv_in_place(
+        &mut self,
+        max: usize,
+        each: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<usize>> {
+        let ring = self.rx_ring.as_mut()?;
+        let (filter, segment, budget) = (&self.filter, &mut self.segment, &mut self.mgmt_budget);
+        let now_ns = (self.epoch.elapsed().as_nanos() as u64).max(1);
+        let n = ring.recv_each(max, &mut |frame, tag| {
+            let mut ok = segment.admit(filter.judge(frame, tag));
+            if ok && !filter.keyed && is_management(frame) && !budget.may_pass(&frame[6..], now_ns)
+            {
+                segment.mgmt_budget += 1;
+                ok = false;
+            }
+            if ok {
+                each(frame);
+            }
+        });
+        if n == 0 && ring.empty_streak % ERROR_CHECK_EVERY == 1 {
+            if let Some(e) = take_socket_error(self.fd.as_fd()) {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(n))
     }
 
     /// One receive call into `bufs`; the tags go to `self.tags[at..]`.
@@ -490,14 +606,16 @@ impl RawSocket {
         Ok(r as usize)
     }
 
-    /// Send frames (each a complete untagged Ethernet frame; with a VLAN the
-    /// tag goes in on the way out). Returns how many were sent; blocks while
-    /// the socket's send buffer is full.
+    /// Send frames with sendmmsg (each a complete untagged Ethernet frame;
+    /// with a VLAN the tag goes in on the way out). Returns how many were
+    /// sent; a frame the kernel refuses is counted (`tx_refused`) and the
+    /// rest still go. Blocks while the socket's send buffer is full.
     pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
         let tag = self.filter.tx_tag();
-        let mut sent = 0;
-        while sent < frames.len() {
-            let n = (frames.len() - sent).min(BATCH);
+        // Frames looked at, and frames that went out.
+        let (mut at, mut out) = (0, 0);
+        while at < frames.len() {
+            let n = (frames.len() - at).min(BATCH);
             // Untagged: one piece per frame; tagged: MACs, tag, the rest.
             let mut iov: [[libc::iovec; 3]; BATCH] = [[libc::iovec {
                 iov_base: std::ptr::null_mut(),
@@ -506,7 +624,7 @@ impl RawSocket {
             // SAFETY: mmsghdr is plain old data; zero is valid.
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for i in 0..n {
-                let f = frames[sent + i];
+                let f = frames[at + i];
                 let piece = |b: &[u8]| libc::iovec {
                     iov_base: b.as_ptr() as *mut libc::c_void,
                     iov_len: b.len(),
@@ -529,14 +647,22 @@ impl RawSocket {
             let r = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0) };
             if r < 0 {
                 let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // This frame cannot go (longer than the link carries, bad
+                    // header): count it and send the rest of the batch.
+                    Some(libc::EMSGSIZE) | Some(libc::EINVAL) => {
+                        self.tx_refused.set(self.tx_refused.get() + 1);
+                        at += 1;
+                        continue;
+                    }
+                    _ => return if out > 0 { Ok(out) } else { Err(e) },
                 }
-                return if sent > 0 { Ok(sent) } else { Err(e) };
             }
-            sent += r as usize;
+            at += r as usize;
+            out += r as usize;
         }
-        Ok(sent)
+        Ok(out)
     }
 }
 
@@ -578,7 +704,11 @@ impl AsFd for RawSocket {
 
 impl crate::backend::FrameIo for RawSocket {
     fn name(&self) -> String {
-        "raw".into()
+        if self.tx_ring.is_some() {
+            "raw (tx ring)".into()
+        } else {
+            "raw (sendmmsg)".into()
+        }
     }
     fn rx_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -587,19 +717,52 @@ impl crate::backend::FrameIo for RawSocket {
         RawSocket::recv_batch(self, bufs, lens)
     }
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        RawSocket::send_batch(self, frames)
+        self.send_frames(frames)
+    }
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        each: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<usize>> {
+        RawSocket::recv_in_place(self, max, each)
+    }
+    fn tx_slots(&mut self, want: usize) -> Option<&mut [TxSlot]> {
+        Some(self.tx_ring.as_mut()?.reserve(want))
+    }
+    fn tx_commit(&mut self, lens: &[usize]) -> io::Result<usize> {
+        match self.tx_ring.as_mut() {
+            Some(r) => r.commit(lens),
+            None => Ok(0),
+        }
+    }
+    fn link_mtu(&mut self, mtu: u32) {
+        if let Some(r) = self.tx_ring.as_mut() {
+            r.set_mtu(mtu);
+        }
     }
     fn counters(&self) -> Vec<(&'static str, u64)> {
+        let t = self.tx_counters();
         let mut c = vec![
             ("rx_kernel_drops", self.rx_kernel_drops()),
             ("rx_oversize", self.rx_oversize()),
+            ("tx_ring", u64::from(self.tx_ring.is_some())),
+            ("tx_refused", self.tx_refused.get() + t.refused),
+            ("tx_unsent", t.unsent),
+            ("tx_ring_stalls", t.stalls),
+            ("tx_kicks", t.kicks),
         ];
         c.extend(self.segment.named());
         c
     }
     fn max_mtu(&self) -> Option<u32> {
-        // A frame larger than a ring slot is cut by the kernel and dropped.
-        self.rx_ring.as_ref().map(|r| r.shape().max_mtu())
+        // A frame larger than a ring slot is cut by the kernel and dropped
+        // (receive), or cannot be built (transmit).
+        let rx = self.rx_ring.as_ref().map(|r| r.shape().max_mtu());
+        let tx = self.tx_ring.as_ref().map(|r| r.max_mtu());
+        match (rx, tx) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
     fn reopen_for_mtu(&self, mtu: u32) -> Option<io::Result<Box<dyn crate::backend::FrameIo>>> {
         // The receive ring's slots were sized at open: a new socket sizes them anew.

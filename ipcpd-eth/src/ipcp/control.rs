@@ -3,13 +3,27 @@
 
 use super::*;
 
+/// This process's wake-up system calls, sleeps and spins so far.
+fn wake_counters() -> [(String, u64); 4] {
+    let w = irm::shm::wake_stats();
+    [
+        ("wake_signals".into(), w.signals_sent),
+        ("sleeps".into(), w.sleeps),
+        ("spin_hits".into(), w.spin_hits),
+        ("spin_misses".into(), w.spin_misses),
+    ]
+}
+
 impl Ipcp {
     /// Tell irmd the frame counters (for `irm ipcp list`) when they changed.
     pub(super) fn report_counters(&mut self) {
         self.next_report = Instant::now() + COUNTER_REPORT;
-        let now = self.counter_snapshot();
+        let mut now = self.counter_snapshot();
+        // This process's wake-ups and sleeps go along, but do not by
+        // themselves make a report (an idle loop sleeps 50 times a second).
         if now != self.reported {
             self.reported = now.clone();
+            now.extend(wake_counters());
             self.reply(0, IpcpToIrmd::Counters(now));
         }
         self.report_flow_counters(false);
@@ -53,7 +67,9 @@ impl Ipcp {
                 tx_bytes: st.tx_bytes,
                 rx_sdus: st.rx_sdus,
                 rx_bytes: st.rx_bytes,
-                dropped: st.dropped,
+                // Both directions: rx ring full, and (rare) SDUs above the
+                // max SDU after the MTU shrank.
+                dropped: st.dropped + f.tx_oversize.get(),
                 last_rx_ms_ago: (st.last_rx_unix_ms != 0)
                     .then(|| now_ms.saturating_sub(st.last_rx_unix_ms)),
             };
@@ -165,8 +181,9 @@ impl Ipcp {
             IrmdToIpcp::ReportCounters => {
                 // Asked: the numbers now, changed or not, then Done (irmd
                 // gets them in this order on the one channel).
-                let now = self.counter_snapshot();
+                let mut now = self.counter_snapshot();
                 self.reported = now.clone();
+                now.extend(wake_counters());
                 self.reply(0, IpcpToIrmd::Counters(now));
                 self.reply(env.id, IpcpToIrmd::Done(Ok(())));
             }
@@ -199,16 +216,7 @@ impl Ipcp {
         if active {
             self.active.push(flow_id);
         }
-        if let Some(old) = self.flows.insert(
-            flow_id,
-            FlowIo {
-                end,
-                eid: None,
-                active,
-                wake_pending: std::cell::Cell::new(false),
-                reported: None,
-            },
-        ) {
+        if let Some(old) = self.flows.insert(flow_id, FlowIo::new(end, active)) {
             let _ = self.epoll.delete(old.end.ipcp_fd());
             if let Some(e) = old.eid {
                 self.sock.endpoint_removed(e);

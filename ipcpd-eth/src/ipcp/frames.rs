@@ -3,6 +3,165 @@
 
 use super::*;
 
+impl Ipcp {
+    /// Read frames until none wait (bounded per turn). With a receive ring
+    /// each frame is handled where the kernel put it: the only copy of an
+    /// SDU is the one into its flow's ring.
+    pub(super) fn receive(&mut self) {
+        for _ in 0..RX_ROUNDS {
+            let now = self.now();
+            let (my_mac, ethertype) = (self.link.mac, self.ethertype);
+            let (fa, flows, keyed) = (&mut self.fa, &self.flows, &mut self.keyed);
+            let (to_wake, corrupt, counters) =
+                (&mut self.to_wake, &mut self.corrupt, &mut self.counters);
+            let mut each = |frame: &mut [u8]| {
+                counters.rx_frames += 1;
+                let len = match keyed.as_mut() {
+                    // Verified before anything parses it: a frame that fails
+                    // is counted and changes nothing.
+                    Some(k) => match k.open_frame(frame, my_mac, ethertype) {
+                        Some(len) => len,
+                        None => return,
+                    },
+                    None => frame.len(),
+                };
+                handle_frame(
+                    fa,
+                    flows,
+                    to_wake,
+                    corrupt,
+                    counters,
+                    my_mac,
+                    ethertype,
+                    now,
+                    &frame[..len],
+                );
+            };
+            let got = match self.sock.recv_in_place(BATCH, &mut each) {
+                Some(r) => r,
+                None => self
+                    .sock
+                    .recv_batch(&mut self.rx_bufs, &mut self.rx_lens)
+                    .inspect(|&n| {
+                        for (b, &len) in self.rx_bufs[..n].iter_mut().zip(&self.rx_lens) {
+                            each(&mut b[..len]);
+                        }
+                    }),
+            };
+            let n = match got {
+                Ok(n) => n,
+                // The link went down: the link monitor reports it.
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => 0,
+                Err(e) => {
+                    warn!("receive failed: {e}");
+                    0
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            // One wake-up per flow per batch, not one per SDU: a reader that
+            // keeps up would otherwise sleep and wake for every frame.
+            for id in self.to_wake.drain(..) {
+                if let Some(f) = self.flows.get(&id) {
+                    f.wake_pending.set(false);
+                    f.end.wake_rx();
+                }
+            }
+            self.end_corrupt_flows();
+            self.carry_out_actions();
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Move SDUs from the flows' send rings to the wire, in batches.
+    pub(super) fn transmit(&mut self) {
+        for _ in 0..TX_ROUNDS {
+            if self.active.is_empty() {
+                break;
+            }
+            let mut ids = std::mem::take(&mut self.active);
+            let built = self.tx_batch(&mut ids, true);
+            self.active = ids;
+            if built == 0 {
+                break;
+            }
+        }
+        self.end_corrupt_flows();
+    }
+
+    /// One send batch from the flows in `ids`: frames built in the
+    /// backend's transmit ring when it has one (the only copy of an SDU is
+    /// the one out of the flow's memory), else in `tx_bufs`; sealed with the
+    /// layer key; sent with one call. Returns how many frames were built.
+    fn tx_batch(&mut self, ids: &mut Vec<u32>, arm: bool) -> usize {
+        let cx = TxCtx {
+            my_mac: self.link.mac,
+            ethertype: self.ethertype,
+            max_sdu: self.max_sdu() as usize,
+            now: self.now(),
+            arm,
+        };
+        let lens = &mut self.tx_lens;
+        if let Some(slots) = self.sock.tx_slots(BATCH) {
+            let mut count = fill_round(
+                &mut self.fa,
+                &mut self.flows,
+                ids,
+                &mut self.corrupt,
+                slots,
+                lens,
+                cx,
+            );
+            if let Some(k) = &mut self.keyed {
+                count = k.seal_batch(&mut slots[..count], &mut lens[..count]);
+            }
+            match self.sock.tx_commit(&lens[..count]) {
+                Ok(k) => self.counters.tx_frames += k as u64,
+                Err(e) if self.link.up => warn!("send failed: {e}"),
+                Err(e) => debug!("link down, frames not sent: {e}"),
+            }
+            return count;
+        }
+        let mut count = fill_round(
+            &mut self.fa,
+            &mut self.flows,
+            ids,
+            &mut self.corrupt,
+            &mut self.tx_bufs,
+            lens,
+            cx,
+        );
+        if let Some(k) = &mut self.keyed {
+            count = k.seal_batch(&mut self.tx_bufs[..count], &mut lens[..count]);
+        }
+        send_built(
+            &mut *self.sock,
+            &self.tx_bufs,
+            &self.tx_lens[..count],
+            &mut self.counters,
+        );
+        count
+    }
+
+    /// Send what is still in a flow's send ring (before it is deallocated:
+    /// an application's last SDUs must reach the peer before the DEALLOC).
+    pub(super) fn flush_flow(&mut self, id: u32) {
+        let Some(f) = self.flows.get(&id) else { return };
+        let max_rounds = f.end.geometry().slots as usize / BATCH + 2;
+        for _ in 0..max_rounds {
+            let mut ids = vec![id];
+            let built = self.tx_batch(&mut ids, false);
+            // Emptied (or corrupt, or no room to send): nothing more to do.
+            if ids.is_empty() || built == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// Send the frames built in `tx_bufs` (one per entry of `lens`).
 pub(super) fn send_built(
     sock: &mut dyn FrameIo,
@@ -13,8 +172,12 @@ pub(super) fn send_built(
     if lens.is_empty() {
         return;
     }
-    let frames: Vec<&[u8]> = lens.iter().zip(tx_bufs).map(|(&n, b)| &b[..n]).collect();
-    match sock.send_batch(&frames) {
+    let mut frames: [&[u8]; BATCH] = [&[]; BATCH];
+    let n = lens.len().min(BATCH);
+    for (f, (&len, b)) in frames.iter_mut().zip(lens.iter().zip(tx_bufs)) {
+        *f = &b[..len];
+    }
+    match sock.send_batch(&frames[..n]) {
         Ok(k) => counters.tx_frames += k as u64,
         Err(e) => warn!("send failed: {e}"),
     }
@@ -30,25 +193,46 @@ pub(super) enum Fill {
     Broken(Error),
 }
 
-/// Move SDUs from one flow's send ring into frames `tx_bufs[*count..]`, until
+/// What the frames of one send batch are built for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TxCtx {
+    pub my_mac: Mac,
+    pub ethertype: u16,
+    /// The largest SDU the link carries now: longer ones are dropped and
+    /// counted on their flow (its ring was sized for an older, larger MTU).
+    pub max_sdu: usize,
+    pub now: Duration,
+    /// Flows found empty sleep (wake-up armed) and leave the list; without
+    /// it (a flush) they just leave it.
+    pub arm: bool,
+}
+
+/// Move SDUs from one flow's send ring into frames `bufs[*count..]`, until
 /// the batch is full or the ring is empty. SDUs are copied out of the shared
 /// memory straight into place after the headers, which are written around
 /// them; an SDU that cannot go (flow not established, larger than the link
-/// now carries) is dropped: the application sees the flow's state.
-pub(super) fn fill_batch(
-    end: &IpcpEnd,
+/// now carries) is dropped: the application sees the flow's state, and an
+/// SDU too large is counted on the flow. The frames stay in order with no
+/// gaps (a dropped SDU's successors are copied up: `bufs` may be the slots
+/// of a transmit ring).
+pub(super) fn fill_batch<B: AsMut<[u8]>>(
+    flow_id: u32,
+    f: &FlowIo,
     route: Option<(Mac, crate::wire::Eid, crate::wire::Eid)>,
-    tx_bufs: &mut [Vec<u8>],
-    tx_lens: &mut [usize; BATCH],
+    bufs: &mut [B],
+    lens: &mut [usize],
     count: &mut usize,
-    my_mac: Mac,
-    ethertype: u16,
+    cx: TxCtx,
 ) -> Fill {
     const AT: usize = ETH_HEADER_LEN + HEADER_LEN;
+    let cap = bufs.len().min(lens.len()).min(BATCH);
     let mut sdu_lens = [0usize; BATCH];
-    while *count < BATCH {
-        let want = BATCH - *count;
-        let got = match end.pop_tx_batch_into(&mut tx_bufs[*count..], AT, &mut sdu_lens[..want]) {
+    while *count < cap {
+        let want = cap - *count;
+        let got = match f
+            .end
+            .pop_tx_batch_into(&mut bufs[*count..cap], AT, &mut sdu_lens[..want])
+        {
             Ok(0) => return Fill::Emptied,
             Ok(n) => n,
             Err(e) => return Fill::Broken(e),
@@ -59,21 +243,24 @@ pub(super) fn fill_batch(
             let Some((mac, dst, src)) = route else {
                 continue;
             };
-            if AT + len > tx_bufs[i].len() {
+            if len > cx.max_sdu || AT + len > bufs[i].as_mut().len() {
+                f.oversize(flow_id, len, cx.max_sdu);
                 continue;
             }
-            // Close the gap a dropped SDU left.
-            tx_bufs.swap(i, kept);
-            let buf = &mut tx_bufs[kept];
+            if kept != i {
+                let (front, back) = bufs.split_at_mut(i);
+                front[kept].as_mut()[AT..AT + len].copy_from_slice(&back[0].as_mut()[AT..AT + len]);
+            }
+            let buf = bufs[kept].as_mut();
             EthHeader {
                 dst: mac,
-                src: my_mac,
-                ethertype,
+                src: cx.my_mac,
+                ethertype: cx.ethertype,
             }
             .emit(buf);
             crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, len as u16);
-            tx_lens[kept] = AT + len;
-            end.note_tx(len);
+            lens[kept] = AT + len;
+            f.end.note_tx(len);
             kept += 1;
         }
         *count = kept;
@@ -82,6 +269,49 @@ pub(super) fn fill_batch(
         }
     }
     Fill::BatchFull
+}
+
+/// Fill one send batch from the flows in `ids`, each in turn, until the
+/// batch is full or every flow is empty. Returns how many frames were built.
+pub(super) fn fill_round<B: AsMut<[u8]>>(
+    fa: &mut FlowAllocator,
+    flows: &mut HashMap<u32, FlowIo>,
+    ids: &mut Vec<u32>,
+    corrupt: &mut Vec<(u32, Error)>,
+    bufs: &mut [B],
+    lens: &mut [usize],
+    cx: TxCtx,
+) -> usize {
+    let cap = bufs.len().min(lens.len()).min(BATCH);
+    let mut count = 0;
+    let mut i = 0;
+    while i < ids.len() && count < cap {
+        let id = ids[i];
+        let Some(f) = flows.get_mut(&id) else {
+            ids.swap_remove(i);
+            continue;
+        };
+        let route = fa.data_tx(cx.now, id);
+        match fill_batch(id, f, route, bufs, lens, &mut count, cx) {
+            Fill::Emptied if !cx.arm => {
+                ids.swap_remove(i);
+            }
+            Fill::Emptied if f.end.arm_tx_wakeup() => {
+                f.active = false;
+                ids.swap_remove(i);
+            }
+            Fill::Broken(e) => {
+                f.active = false;
+                ids.swap_remove(i);
+                // A flush ends the flow anyway.
+                if cx.arm {
+                    corrupt.push((id, e));
+                }
+            }
+            Fill::Emptied | Fill::BatchFull => i += 1,
+        }
+    }
+    count
 }
 
 /// Parse one received frame and hand it to the flow or the flow allocator.

@@ -28,8 +28,6 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use frames::{fill_batch, handle_frame, send_built, Fill};
-
 const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;
 const TOKEN_LINK: u64 = 2;
@@ -70,10 +68,40 @@ struct FlowIo {
     active: bool,
     /// SDUs went into its receive ring during this batch; wake the reader once.
     wake_pending: std::cell::Cell<bool>,
+    /// SDUs dropped on the way out because they were larger than the link
+    /// carries now (the MTU shrank after the flow's ring was sized).
+    tx_oversize: std::cell::Cell<u64>,
+    /// The max SDU the last such drop was announced (logged) for.
+    oversize_told: std::cell::Cell<usize>,
     /// (tx SDUs, rx SDUs, dropped, last frame from the peer) last reported
     /// to irmd: a keep-alive moves the last, so an idle flow is reported
     /// once per keep-alive, a busy one at most once per report interval.
     reported: Option<(u64, u64, u64, u64)>,
+}
+
+impl FlowIo {
+    fn new(end: IpcpEnd, active: bool) -> FlowIo {
+        FlowIo {
+            end,
+            eid: None,
+            active,
+            wake_pending: std::cell::Cell::new(false),
+            tx_oversize: std::cell::Cell::new(0),
+            oversize_told: std::cell::Cell::new(0),
+            reported: None,
+        }
+    }
+
+    /// An SDU of `len` bytes could not go: the link carries `max_sdu` now.
+    /// Counted on the flow; announced once per max SDU.
+    fn oversize(&self, flow_id: u32, len: usize, max_sdu: usize) {
+        self.tx_oversize.set(self.tx_oversize.get() + 1);
+        if self.oversize_told.replace(max_sdu) != max_sdu {
+            warn!(
+                "flow {flow_id}: max SDU is now {max_sdu} B (the MTU shrank); an SDU of {len} B was dropped, and larger SDUs on this flow are dropped and counted."
+            );
+        }
+    }
 }
 
 /// Counters of frames the IPCP refused.
@@ -123,7 +151,8 @@ pub struct Ipcp {
     rx_bufs: Vec<Vec<u8>>,
     rx_lens: Vec<usize>,
     tx_bufs: Vec<Vec<u8>>,
-    /// Lengths of the frames built in `tx_bufs` this round.
+    /// Lengths of the frames built this round (in `tx_bufs` or the
+    /// backend's transmit ring).
     tx_lens: [usize; BATCH],
     /// Flows whose readers are woken at the end of the receive batch.
     to_wake: Vec<u32>,
@@ -248,6 +277,18 @@ impl Ipcp {
         };
         let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
             "raw" => open_raw()?,
+            // One AF_XDP frame per Ethernet frame: a larger MTU goes to raw,
+            // and says so (the IPCP's backend name tells irmd and `irm ipcp list`).
+            "xdp" | "auto" if link.mtu > crate::xdp::MAX_MTU => {
+                warn!(
+                    "backend {}: xdp carries MTUs up to {} and {} has MTU {}; falling back to backend raw.",
+                    opts.backend,
+                    crate::xdp::MAX_MTU,
+                    opts.dev,
+                    link.mtu
+                );
+                open_raw()?
+            }
             "xdp" => crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter)?,
             "auto" => {
                 match crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter) {
@@ -432,6 +473,7 @@ impl Ipcp {
 
     /// New flows get the new maximum SDU; irmd hears of it for their rings.
     fn mtu_changed(&mut self, mtu: u32) {
+        self.sock.link_mtu(mtu);
         if let Some(fresh) = self.sock.reopen_for_mtu(mtu) {
             match fresh.and_then(|s| {
                 self.epoll
@@ -439,8 +481,9 @@ impl Ipcp {
                     .map(|_| s)
                     .map_err(std::io::Error::from)
             }) {
-                Ok(s) => {
+                Ok(mut s) => {
                     let _ = self.epoll.delete(self.sock.rx_fd());
+                    s.link_mtu(mtu);
                     self.sock = s;
                     info!("backend {} reopened for MTU {mtu}.", self.sock.name());
                 }
@@ -512,6 +555,10 @@ impl Ipcp {
                     None => EpollTimeout::from(CARRIER_PROBE.as_millis() as u16),
                 }
             };
+            if timeout != EpollTimeout::ZERO {
+                // This wait may block: counted with the wake-up statistics.
+                irm::shm::note_sleep();
+            }
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
@@ -586,113 +633,6 @@ impl Ipcp {
         }
     }
 
-    /// Read frames until none wait (bounded per turn).
-    fn receive(&mut self) {
-        for _ in 0..RX_ROUNDS {
-            let n = match self.sock.recv_batch(&mut self.rx_bufs, &mut self.rx_lens) {
-                Ok(n) => n,
-                // The link went down: the link monitor reports it.
-                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => 0,
-                Err(e) => {
-                    warn!("receive failed: {e}");
-                    0
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            self.counters.rx_frames += n as u64;
-            let now = self.now();
-            for i in 0..n {
-                let mut frame = &self.rx_bufs[i][..self.rx_lens[i]];
-                if let Some(k) = &mut self.keyed {
-                    // Verified before anything parses it: a frame that fails
-                    // is counted and changes nothing.
-                    let buf = &mut self.rx_bufs[i][..self.rx_lens[i]];
-                    match k.open_frame(buf, self.link.mac, self.ethertype) {
-                        Some(len) => frame = &self.rx_bufs[i][..len],
-                        None => continue,
-                    }
-                }
-                handle_frame(
-                    &mut self.fa,
-                    &self.flows,
-                    &mut self.to_wake,
-                    &mut self.corrupt,
-                    &mut self.counters,
-                    self.link.mac,
-                    self.ethertype,
-                    now,
-                    frame,
-                );
-            }
-            // One wake-up per flow per batch, not one per SDU: a reader that
-            // keeps up would otherwise sleep and wake for every frame.
-            for id in self.to_wake.drain(..) {
-                if let Some(f) = self.flows.get(&id) {
-                    f.wake_pending.set(false);
-                    f.end.wake_rx();
-                }
-            }
-            self.end_corrupt_flows();
-            self.carry_out_actions();
-            if n < BATCH {
-                break;
-            }
-        }
-    }
-
-    /// Move SDUs from the flows' send rings to the wire, in batches.
-    fn transmit(&mut self) {
-        let (my_mac, ethertype) = (self.link.mac, self.ethertype);
-        for _ in 0..TX_ROUNDS {
-            if self.active.is_empty() {
-                return;
-            }
-            let now = self.now();
-            let mut count = 0;
-            let mut i = 0;
-            while i < self.active.len() && count < BATCH {
-                let id = self.active[i];
-                let Some(f) = self.flows.get_mut(&id) else {
-                    self.active.swap_remove(i);
-                    continue;
-                };
-                let route = self.fa.data_tx(now, id);
-                match fill_batch(
-                    &f.end,
-                    route,
-                    &mut self.tx_bufs,
-                    &mut self.tx_lens,
-                    &mut count,
-                    my_mac,
-                    ethertype,
-                ) {
-                    Fill::Emptied if f.end.arm_tx_wakeup() => {
-                        f.active = false;
-                        self.active.swap_remove(i);
-                    }
-                    Fill::Broken(e) => {
-                        f.active = false;
-                        self.active.swap_remove(i);
-                        self.corrupt.push((id, e));
-                    }
-                    Fill::Emptied | Fill::BatchFull => i += 1,
-                }
-            }
-            if let Some(k) = &mut self.keyed {
-                count = k.seal_batch(&mut self.tx_bufs[..count], &mut self.tx_lens[..count]);
-            }
-            send_built(
-                &mut *self.sock,
-                &self.tx_bufs,
-                &self.tx_lens[..count],
-                &mut self.counters,
-            );
-        }
-        self.end_corrupt_flows();
-    }
-
     /// End every flow found with a corrupt ring, as if its application had
     /// deallocated it: DOWN in its state word, DEALLOC to the peer, irmd told
     /// (which logs the flow down); its memory is unmapped and its fds closed.
@@ -719,41 +659,6 @@ impl Ipcp {
             );
         }
         self.carry_out_actions();
-    }
-
-    /// Send what is still in a flow's send ring (before it is deallocated:
-    /// an application's last SDUs must reach the peer before the DEALLOC).
-    fn flush_flow(&mut self, id: u32) {
-        let (my_mac, ethertype) = (self.link.mac, self.ethertype);
-        let now = self.now();
-        let route = self.fa.data_tx(now, id);
-        let Some(f) = self.flows.get(&id) else { return };
-        let max_rounds = f.end.geometry().slots as usize / BATCH + 2;
-        for _ in 0..max_rounds {
-            let mut count = 0;
-            let fill = fill_batch(
-                &f.end,
-                route,
-                &mut self.tx_bufs,
-                &mut self.tx_lens,
-                &mut count,
-                my_mac,
-                ethertype,
-            );
-            if let Some(k) = &mut self.keyed {
-                count = k.seal_batch(&mut self.tx_bufs[..count], &mut self.tx_lens[..count]);
-            }
-            send_built(
-                &mut *self.sock,
-                &self.tx_bufs,
-                &self.tx_lens[..count],
-                &mut self.counters,
-            );
-            // A corrupt ring at the end of a flow: nothing more to send.
-            if !matches!(fill, Fill::BatchFull) {
-                break;
-            }
-        }
     }
 
     fn carry_out_actions(&mut self) {

@@ -2,6 +2,7 @@
 //! flow memory: SDUs land after the headers, SDUs that cannot go are dropped
 //! without leaving holes, a corrupt ring is reported and stays so.
 
+use super::frames::{fill_batch, send_built, Fill, TxCtx};
 use super::*;
 use crate::wire::Eid;
 use irm::shm::{create, AppEnd};
@@ -35,6 +36,17 @@ fn bufs(max_sdu: usize) -> Vec<Vec<u8>> {
     (0..BATCH).map(|_| vec![0u8; AT + max_sdu]).collect()
 }
 
+/// A send batch for our MAC, with no MTU limit below the buffers'.
+fn cx(ethertype: u16) -> TxCtx {
+    TxCtx {
+        my_mac: ME,
+        ethertype,
+        max_sdu: 9000,
+        now: Duration::ZERO,
+        arm: true,
+    }
+}
+
 fn sdu(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|k| (i * 7 + k) as u8).collect()
 }
@@ -42,6 +54,7 @@ fn sdu(i: usize, len: usize) -> Vec<u8> {
 #[test]
 fn sdus_land_after_the_headers_and_ones_too_large_leave_no_gap() {
     let (app, ipcp) = flow();
+    let ipcp = FlowIo::new(ipcp, false);
     let lens = [10, 300, 0, 1500, 64, 301, 7];
     for (i, &n) in lens.iter().enumerate() {
         app.write(&sdu(i, n), None, true).unwrap();
@@ -50,13 +63,13 @@ fn sdus_land_after_the_headers_and_ones_too_large_leave_no_gap() {
     let mut tx_lens = [0usize; BATCH];
     let mut count = 0;
     let fill = fill_batch(
+        1,
         &ipcp,
         ROUTE,
         &mut tx_bufs,
         &mut tx_lens,
         &mut count,
-        ME,
-        0x88b5,
+        cx(0x88b5),
     );
     assert!(matches!(fill, Fill::Emptied));
     // 1500 and 301 do not fit frames for 300-byte SDUs: dropped.
@@ -73,29 +86,54 @@ fn sdus_land_after_the_headers_and_ones_too_large_leave_no_gap() {
         assert_eq!((view.dst(), view.src()), (Eid(77), Eid(88)));
         assert_eq!(view.payload(), &sdu(i, lens[i])[..], "SDU {i}");
     }
-    let c = ipcp.counters();
+    let c = ipcp.end.counters();
     assert_eq!((c.tx_sdus, c.tx_bytes), (5, 10 + 300 + 64 + 7));
 }
 
 #[test]
 fn a_flow_without_a_route_drops_and_a_full_batch_says_so() {
     let (app, ipcp) = flow();
+    let ipcp = FlowIo::new(ipcp, false);
     for i in 0..3 {
         app.write(&sdu(i, 40), None, true).unwrap();
     }
     let (mut tx_bufs, mut tx_lens, mut count) = (bufs(100), [0usize; BATCH], 0);
-    let fill = fill_batch(&ipcp, None, &mut tx_bufs, &mut tx_lens, &mut count, ME, 1);
+    let fill = fill_batch(
+        1,
+        &ipcp,
+        None,
+        &mut tx_bufs,
+        &mut tx_lens,
+        &mut count,
+        cx(1),
+    );
     assert!(matches!(fill, Fill::Emptied));
-    assert_eq!((count, ipcp.counters().tx_sdus), (0, 0));
+    assert_eq!((count, ipcp.end.counters().tx_sdus), (0, 0));
     // More SDUs than a batch: the batch fills, the rest waits.
     for i in 0..BATCH + 3 {
         app.write(&sdu(i, 40), None, true).unwrap();
     }
-    let fill = fill_batch(&ipcp, ROUTE, &mut tx_bufs, &mut tx_lens, &mut count, ME, 1);
+    let fill = fill_batch(
+        1,
+        &ipcp,
+        ROUTE,
+        &mut tx_bufs,
+        &mut tx_lens,
+        &mut count,
+        cx(1),
+    );
     assert!(matches!(fill, Fill::BatchFull));
     assert_eq!(count, BATCH);
     let mut count = 0;
-    let fill = fill_batch(&ipcp, ROUTE, &mut tx_bufs, &mut tx_lens, &mut count, ME, 1);
+    let fill = fill_batch(
+        1,
+        &ipcp,
+        ROUTE,
+        &mut tx_bufs,
+        &mut tx_lens,
+        &mut count,
+        cx(1),
+    );
     assert!(matches!(fill, Fill::Emptied));
     assert_eq!(count, 3);
 }
@@ -103,20 +141,37 @@ fn a_flow_without_a_route_drops_and_a_full_batch_says_so() {
 #[test]
 fn a_corrupt_ring_is_reported_after_the_good_sdus_and_for_ever() {
     let (app, ipcp, fds) = flow_with_fds();
+    let ipcp = FlowIo::new(ipcp, false);
     app.write(b"good", None, true).unwrap();
     let (mut tx_bufs, mut tx_lens, mut count) = (bufs(100), [0usize; BATCH], 0);
-    let fill = fill_batch(&ipcp, ROUTE, &mut tx_bufs, &mut tx_lens, &mut count, ME, 1);
+    let fill = fill_batch(
+        1,
+        &ipcp,
+        ROUTE,
+        &mut tx_bufs,
+        &mut tx_lens,
+        &mut count,
+        cx(1),
+    );
     assert!(matches!(fill, Fill::Emptied) && count == 1);
     // The application writes an impossible head into its tx ring.
     app.write(b"more", None, true).unwrap();
     let mut count = 0;
     corrupt_head(&fds.memfd);
     for _ in 0..3 {
-        let fill = fill_batch(&ipcp, ROUTE, &mut tx_bufs, &mut tx_lens, &mut count, ME, 1);
+        let fill = fill_batch(
+            1,
+            &ipcp,
+            ROUTE,
+            &mut tx_bufs,
+            &mut tx_lens,
+            &mut count,
+            cx(1),
+        );
         assert!(matches!(&fill, Fill::Broken(irm::Error::Invalid(m)) if m.contains("corrupt")));
     }
     assert_eq!(count, 0);
-    assert!(ipcp.is_broken() && !ipcp.arm_tx_wakeup());
+    assert!(ipcp.end.is_broken() && !ipcp.end.arm_tx_wakeup());
 }
 
 /// What a hostile application does to its own mapping: an impossible tx head.
@@ -125,4 +180,78 @@ fn corrupt_head(memfd: &OwnedFd) {
     let word = 1_000_000u32.to_ne_bytes();
     let n = nix::sys::uio::pwrite(memfd, &word, at as i64).unwrap();
     assert_eq!(n, 4);
+}
+
+/// A backend that sends like the kernel's sendmmsg: frames in order, until
+/// one is longer than the link's MTU (refused: the call ends there, with an
+/// error if it was the first).
+struct KernelLike {
+    mtu: usize,
+    sent: Vec<Vec<u8>>,
+    fd: std::fs::File,
+}
+
+impl FrameIo for KernelLike {
+    fn name(&self) -> String {
+        "kernel-like".into()
+    }
+    fn rx_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    fn recv_batch(&mut self, _: &mut [Vec<u8>], _: &mut [usize]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+    fn send_batch(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
+        for (i, f) in frames.iter().enumerate() {
+            if f.len() > ETH_HEADER_LEN + self.mtu {
+                return match i {
+                    0 => Err(std::io::Error::from_raw_os_error(libc::EMSGSIZE)),
+                    _ => Ok(i),
+                };
+            }
+            self.sent.push(f.to_vec());
+        }
+        Ok(frames.len())
+    }
+}
+
+/// Issue 11's defect: the MTU shrank from 1500 to 1000 while two flows ran
+/// (their rings still take 1480-byte SDUs). One flow's SDU between the new
+/// and the old limit must not take the rest of the batch with it: it is
+/// dropped and counted on its flow, and every other frame goes out.
+#[test]
+fn after_the_mtu_shrank_an_oversize_sdu_is_counted_and_the_batch_still_goes() {
+    let (app_a, a) = flow();
+    let (app_b, b) = flow();
+    let (a, b) = (FlowIo::new(a, true), FlowIo::new(b, true));
+    for (app, lens) in [(&app_a, [100, 1200, 200]), (&app_b, [300, 980, 40])] {
+        for (i, n) in lens.into_iter().enumerate() {
+            app.write(&sdu(i, n), None, true).unwrap();
+        }
+    }
+    let max_sdu = 1000 - HEADER_LEN;
+    let cx = TxCtx {
+        max_sdu,
+        ..cx(0x88b5)
+    };
+    // Buffers sized for the old MTU, as before the change was seen.
+    let (mut tx_bufs, mut tx_lens, mut count) = (bufs(1500), [0usize; BATCH], 0);
+    for (id, f) in [(1, &a), (2, &b)] {
+        let fill = fill_batch(id, f, ROUTE, &mut tx_bufs, &mut tx_lens, &mut count, cx);
+        assert!(matches!(fill, Fill::Emptied));
+    }
+    let mut io = KernelLike {
+        mtu: 1000,
+        sent: Vec::new(),
+        fd: std::fs::File::open("/dev/null").unwrap(),
+    };
+    let mut counters = Counters::default();
+    send_built(&mut io, &tx_bufs, &tx_lens[..count], &mut counters);
+    let payloads: Vec<usize> = io.sent.iter().map(|f| f.len() - AT).collect();
+    assert_eq!(payloads, [100, 200, 300, 980, 40]);
+    assert_eq!(counters.tx_frames, 5);
+    assert_eq!(a.tx_oversize.get(), 1);
+    assert_eq!(b.tx_oversize.get(), 0);
+    assert_eq!(a.end.counters().tx_sdus, 2);
+    assert_eq!(b.end.counters().tx_sdus, 3);
 }

@@ -120,13 +120,18 @@ impl Keyed {
     }
 
     /// Seal the frames `bufs[i][..lens[i]]`; a frame that cannot be sealed
-    /// is dropped. Returns how many frames remain (compacted to the front).
-    pub fn seal_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
+    /// is dropped. Returns how many frames remain, moved up to the front
+    /// (copied, not swapped: the buffers may be a transmit ring's slots,
+    /// which must stay in order).
+    pub fn seal_batch<B: AsMut<[u8]>>(&mut self, bufs: &mut [B], lens: &mut [usize]) -> usize {
         let mut kept = 0;
         for i in 0..lens.len() {
-            match self.keys.seal(&mut bufs[i], lens[i]) {
+            match self.keys.seal(bufs[i].as_mut(), lens[i]) {
                 Ok(n) => {
-                    bufs.swap(kept, i);
+                    if kept != i {
+                        let (front, back) = bufs.split_at_mut(i);
+                        front[kept].as_mut()[..n].copy_from_slice(&back[0].as_mut()[..n]);
+                    }
                     lens[kept] = n;
                     kept += 1;
                 }

@@ -22,9 +22,9 @@ const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 /// `PACKET_VERSION` value for TPACKET_V2.
-const TPACKET_V2: i32 = 1;
+pub(super) const TPACKET_V2: i32 = 1;
 /// Slot and header alignment of the kernel ABI.
-const TPACKET_ALIGNMENT: usize = 16;
+pub(super) const TPACKET_ALIGNMENT: usize = 16;
 
 /// The per-slot header the kernel writes (struct tpacket2_hdr).
 #[repr(C)]
@@ -70,13 +70,18 @@ impl RingShape {
     /// A ring whose slots hold a whole frame of `mtu` bytes (plus the Ethernet
     /// header), about `RING_BYTES` in all.
     pub fn for_mtu(mtu: u32, page: usize) -> RingShape {
+        Self::sized(mtu, page, RING_BYTES)
+    }
+
+    /// Like [`RingShape::for_mtu`], about `bytes` in all (at least one block).
+    pub fn sized(mtu: u32, page: usize, bytes: usize) -> RingShape {
         let frame_size = align(
             SLOT_OVERHEAD + 14 + mtu.max(1500) as usize + TAIL_SLACK,
             TPACKET_ALIGNMENT,
         );
         // A block holds at least one slot and is a whole number of pages.
         let block_size = align(BLOCK_BYTES.max(frame_size), page);
-        let block_nr = (RING_BYTES / block_size).max(1);
+        let block_nr = (bytes / block_size).max(1);
         let per_block = block_size / frame_size;
         RingShape {
             block_size: block_size as u32,
@@ -86,16 +91,16 @@ impl RingShape {
         }
     }
 
-    fn frames_per_block(&self) -> usize {
+    pub(super) fn frames_per_block(&self) -> usize {
         (self.block_size / self.frame_size) as usize
     }
 
-    fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.block_size as usize * self.block_nr as usize
     }
 
     /// Byte offset of slot `i` (slots never straddle blocks).
-    fn slot_offset(&self, i: usize) -> usize {
+    pub(super) fn slot_offset(&self, i: usize) -> usize {
         let per = self.frames_per_block();
         (i / per) * self.block_size as usize + (i % per) * self.frame_size as usize
     }
@@ -146,10 +151,37 @@ fn classify(h: &Tpacket2Hdr, frame_size: usize) -> Slot {
 }
 
 /// Memory the kernel shares with us: a mapping, or (in tests) a heap buffer.
-struct Region {
-    base: *mut u8,
-    len: usize,
-    mapped: bool,
+pub(super) struct Region {
+    pub(super) base: *mut u8,
+    pub(super) len: usize,
+    pub(super) mapped: bool,
+}
+
+impl Region {
+    /// Map the ring(s) the kernel allocated for the packet socket `fd`:
+    /// `len` bytes, exactly what it was asked for.
+    pub(super) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Region> {
+        // SAFETY: maps the ring the kernel just allocated for this socket, of
+        // exactly the size it was asked for; the result is checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region {
+            base: base as *mut u8,
+            len,
+            mapped: true,
+        })
+    }
 }
 
 impl Drop for Region {
@@ -174,7 +206,7 @@ pub struct RxRing {
     pub empty_streak: u32,
 }
 
-fn setsockopt<T>(fd: BorrowedFd<'_>, name: i32, val: &T) -> io::Result<()> {
+pub(super) fn setsockopt<T>(fd: BorrowedFd<'_>, name: i32, val: &T) -> io::Result<()> {
     // SAFETY: val lives across the call and its size is passed.
     let r = unsafe {
         libc::setsockopt(
@@ -202,27 +234,8 @@ impl RxRing {
         let shape = RingShape::for_mtu(mtu, page);
         setsockopt(fd, libc::PACKET_VERSION, &TPACKET_V2)?;
         setsockopt(fd, libc::PACKET_RX_RING, &shape)?;
-        // SAFETY: maps the ring the kernel just allocated for this socket, of
-        // exactly the size it was asked for; the result is checked below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                shape.bytes(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(RxRing {
-            region: Region {
-                base: base as *mut u8,
-                len: shape.bytes(),
-                mapped: true,
-            },
+            region: Region::map(fd, shape.bytes())?,
             shape,
             head: 0,
             oversize: 0,
@@ -242,6 +255,57 @@ impl RxRing {
         // 16-aligned; tp_status is the slot's first u32 and the kernel only
         // touches it atomically-enough (it writes, then flips the status).
         unsafe { &*(self.region.base.add(off) as *const AtomicU32) }
+    }
+
+    /// Hand up to `max` waiting frames to `each` in place, with the VLAN tag
+    /// each carried, handing each slot back to the kernel right after: no
+    /// copy out of the ring. Returns how many slots were read (frames that
+    /// did not fit their slot are counted in `oversize`, not handed).
+    pub fn recv_each(
+        &mut self,
+        max: usize,
+        each: &mut dyn FnMut(&mut [u8], Option<VlanTag>),
+    ) -> usize {
+        let frame_size = self.shape.frame_size as usize;
+        let mut n = 0;
+        while n < max.min(self.shape.frame_nr as usize) {
+            let i = self.head;
+            if self.status(i).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                break;
+            }
+            let off = self.shape.slot_offset(i);
+            // SAFETY: as in `recv`: the slot is inside the region and ours
+            // (status USER, read with Acquire) until handed back below.
+            let hdr = unsafe {
+                std::ptr::read_unaligned(self.region.base.add(off) as *const Tpacket2Hdr)
+            };
+            match classify(&hdr, frame_size) {
+                Slot::Frame { off: at, len } => {
+                    // SAFETY: at + len <= frame_size (checked by classify): the
+                    // bytes lie inside this slot, which is ours until its
+                    // status is stored below (after the borrow ends); only
+                    // this process and the kernel map the ring.
+                    let frame = unsafe {
+                        std::slice::from_raw_parts_mut(self.region.base.add(off + at), len)
+                    };
+                    each(
+                        frame,
+                        tag_of(hdr.tp_status, hdr.tp_vlan_tci, hdr.tp_vlan_tpid),
+                    );
+                }
+                Slot::Empty => break,
+                Slot::Bad => self.oversize += 1,
+            }
+            self.status(i).store(TP_STATUS_KERNEL, Ordering::Release);
+            self.head = (i + 1) % self.shape.frame_nr as usize;
+            n += 1;
+        }
+        if n == 0 {
+            self.empty_streak = self.empty_streak.saturating_add(1);
+        } else {
+            self.empty_streak = 0;
+        }
+        n
     }
 
     /// Copy up to `bufs.len()` waiting frames out of the ring, handing each
@@ -468,6 +532,48 @@ mod tests {
                 None
             ]
         );
+    }
+
+    #[test]
+    fn frames_are_handed_in_place_and_slots_given_back() {
+        let mut f = fake(small_shape());
+        f.frame(0, b"one");
+        let tagged = Tpacket2Hdr {
+            tp_status: TP_STATUS_USER | TP_STATUS_VLAN_VALID,
+            tp_len: 3,
+            tp_snaplen: 3,
+            tp_mac: 66,
+            tp_vlan_tci: 7,
+            ..Default::default()
+        };
+        f.put(1, tagged, b"two");
+        let cut = Tpacket2Hdr {
+            tp_status: TP_STATUS_USER,
+            tp_len: 9000,
+            tp_snaplen: 1982,
+            tp_mac: 66,
+            ..Default::default()
+        };
+        f.put(2, cut, &[1u8; 1982]);
+        f.frame(3, b"four");
+        let mut seen = Vec::new();
+        let n = f.ring.recv_each(3, &mut |frame, tag| {
+            seen.push((frame.to_vec(), tag.map(|t| t.tci)));
+        });
+        assert_eq!(n, 3);
+        assert_eq!(seen, [(b"one".to_vec(), None), (b"two".to_vec(), Some(7))]);
+        assert_eq!(f.ring.oversize, 1);
+        for i in 0..3 {
+            assert_eq!(f.status(i), TP_STATUS_KERNEL, "slot {i} handed back");
+        }
+        assert_eq!(f.status(3), TP_STATUS_USER, "beyond max: still queued");
+        seen.clear();
+        assert_eq!(
+            f.ring
+                .recv_each(8, &mut |fr, _| seen.push((fr.to_vec(), None))),
+            1
+        );
+        assert_eq!(seen[0].0, b"four");
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct XdpBackend {
     next_queue: usize,
     name: String,
     dev: String,
+    /// What a raw backend needs, should the MTU outgrow this one.
+    ifindex: u32,
+    ethertype: u16,
+    filter: SegmentFilter,
     /// The 802.1Q tag our frames carry, if the layer has a VLAN.
     tx_tag: Option<[u8; VLAN_TAG_LEN]>,
 }
@@ -138,6 +142,9 @@ impl XdpBackend {
             poll,
             next_queue: 0,
             dev: dev.to_string(),
+            ifindex,
+            ethertype,
+            filter,
             tx_tag: filter.tx_tag(),
         })
     }
@@ -200,6 +207,15 @@ impl FrameIo for XdpBackend {
         self.queues[0].send(frames, self.tx_tag)
     }
 
+    fn tx_slots(&mut self, want: usize) -> Option<&mut [crate::raw::TxSlot]> {
+        let tagged = self.tx_tag.is_some();
+        Some(self.queues[0].reserve(want, tagged))
+    }
+
+    fn tx_commit(&mut self, lens: &[usize]) -> io::Result<usize> {
+        self.queues[0].commit(lens, self.tx_tag)
+    }
+
     fn endpoint_added(&mut self, eid: Eid) {
         if let Err(e) = self.program.add_endpoint(eid) {
             warn!("xdp on {}: cannot mark endpoint {:#x} live ({e}); its frames are dropped in the driver.", self.dev, eid.0);
@@ -232,6 +248,21 @@ impl FrameIo for XdpBackend {
 
     fn max_mtu(&self) -> Option<u32> {
         Some(MAX_MTU)
+    }
+
+    /// An MTU above [`MAX_MTU`] (possible in SKB mode): fall back to backend
+    /// raw, announced (the caller swaps it in; this one detaches on drop).
+    fn reopen_for_mtu(&self, mtu: u32) -> Option<io::Result<Box<dyn FrameIo>>> {
+        (mtu > MAX_MTU).then(|| {
+            warn!(
+                "backend xdp on {} carries MTUs up to {MAX_MTU}, the link now has {mtu}: falling back to backend raw.",
+                self.dev
+            );
+            let ifindex = i32::try_from(self.ifindex)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface index"))?;
+            crate::raw::RawSocket::open(ifindex, self.ethertype, self.filter)
+                .map(|s| Box::new(s) as Box<dyn FrameIo>)
+        })
     }
 }
 

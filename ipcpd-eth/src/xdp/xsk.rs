@@ -11,8 +11,10 @@
 #![allow(unsafe_code)]
 
 use super::ring::{ConsRing, ProdRing};
+use crate::raw::TxSlot;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 /// Bytes per UMEM chunk: one page, the largest chunk copy mode takes.
@@ -93,6 +95,10 @@ pub struct Xsk {
     fd: OwnedFd,
     umem: Umem,
     tx_free: Vec<u64>,
+    /// Chunks handed out by [`Xsk::reserve`] (taken from `tx_free`), and
+    /// their rooms, in the same order.
+    tx_reserved: Vec<u64>,
+    tx_slots: Vec<TxSlot>,
     zero_copy: bool,
     /// Frames refused by `send` because they exceed a chunk.
     pub tx_too_big: u64,
@@ -226,6 +232,8 @@ impl Xsk {
             fd,
             umem,
             tx_free,
+            tx_reserved: Vec::with_capacity(crate::raw::BATCH),
+            tx_slots: Vec::with_capacity(crate::raw::BATCH),
             zero_copy,
             tx_too_big: 0,
         })
@@ -319,6 +327,90 @@ impl Xsk {
             debug_assert!(pushed, "tx ring smaller than the transmit chunks");
             sent += 1;
         }
+        self.tx.submit();
+        self.kick_tx()?;
+        Ok(sent)
+    }
+
+    /// Up to `want` transmit chunks to build untagged frames in, in place
+    /// (each room starts `VLAN_TAG_LEN` into its chunk when `tagged`, so
+    /// [`Xsk::commit`] can put the tag in behind the MACs). Chunks of an
+    /// earlier reserve that were not committed go back first. Waits
+    /// (bounded) when every chunk is in flight; empty: none came back.
+    pub fn reserve(&mut self, want: usize, tagged: bool) -> &mut [TxSlot] {
+        self.reap_completions();
+        self.tx_free.append(&mut self.tx_reserved);
+        self.tx_slots.clear();
+        let headroom = if tagged { 4 } else { 0 };
+        let room = FRAME_SIZE as usize - headroom;
+        while self.tx_reserved.len() < want {
+            let addr = match self.tx_free.pop() {
+                Some(a) => a,
+                None if self.tx_reserved.is_empty() => {
+                    self.tx.submit();
+                    match self.wait_for_tx_chunk() {
+                        Ok(Some(a)) => a,
+                        _ => break,
+                    }
+                }
+                None => break,
+            };
+            let Some(ptr) = self
+                .umem
+                .chunk_bytes(addr + headroom as u64, room)
+                .and_then(NonNull::new)
+            else {
+                continue;
+            };
+            self.tx_reserved.push(addr);
+            // SAFETY: the chunk is ours (taken from tx_free: in no ring,
+            // not the kernel's) until commit pushes it to the tx ring or
+            // gives it back to tx_free; `room` bytes from `ptr` lie inside
+            // it (chunk_bytes checked); the slot is only lent out borrowed
+            // from self, so it cannot outlive the reserve-commit pair.
+            self.tx_slots.push(unsafe { TxSlot::from_raw(ptr, room) });
+        }
+        &mut self.tx_slots
+    }
+
+    /// Send the first `lens.len()` reserved chunks, chunk k holding an
+    /// untagged frame of `lens[k]` bytes (`tag` goes in behind its MACs);
+    /// the others go back. One producer update and (when the kernel asks)
+    /// the wake-up for the batch. Returns how many frames were queued.
+    pub fn commit(&mut self, lens: &[usize], tag: Option<[u8; 4]>) -> io::Result<usize> {
+        self.tx_slots.clear();
+        let headroom = if tag.is_some() { 4 } else { 0 };
+        let n = lens.len().min(self.tx_reserved.len());
+        let mut sent = 0;
+        for (k, &len) in lens[..n].iter().enumerate() {
+            let addr = self.tx_reserved[k];
+            let total = len + headroom;
+            let Some(dst) = self.umem.chunk_bytes(addr, total).filter(|_| len >= 14) else {
+                self.tx_too_big += 1;
+                self.tx_free.push(addr);
+                continue;
+            };
+            if let Some(t) = tag {
+                // SAFETY: the chunk is ours (reserved) and holds `total`
+                // bytes from `dst` (checked); the frame starts 4 bytes in,
+                // so 0..16 is inside it; ptr::copy allows the overlap.
+                unsafe {
+                    std::ptr::copy(dst.add(4), dst, 12);
+                    std::ptr::copy_nonoverlapping(t.as_ptr(), dst.add(12), 4);
+                }
+            }
+            // Never full: the ring has a slot for every transmit chunk.
+            let pushed = self.tx.push(libc::xdp_desc {
+                addr,
+                len: total as u32,
+                options: 0,
+            });
+            debug_assert!(pushed, "tx ring smaller than the transmit chunks");
+            sent += 1;
+        }
+        let rest = self.tx_reserved.split_off(n);
+        self.tx_free.extend(rest);
+        self.tx_reserved.clear();
         self.tx.submit();
         self.kick_tx()?;
         Ok(sent)
