@@ -20,6 +20,7 @@
 //! With a VLAN, frames go out with the tag put back between the MACs and the
 //! ethertype.
 
+pub mod fanout;
 mod rx_ring;
 
 use crate::segment::{is_management, MgmtBudget, SegmentCounters, SegmentFilter, VlanTag};

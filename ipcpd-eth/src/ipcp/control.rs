@@ -22,6 +22,7 @@ impl Ipcp {
             now.push((k.to_string(), v));
         }
         now.extend(self.fa.stats().named());
+        now.extend(self.pool_counters());
         if let Some(k) = &self.keyed {
             let c = k.counters();
             now.push(("auth_fail".into(), c.auth_fail));
@@ -202,7 +203,7 @@ impl Ipcp {
         if let Some(old) = self.flows.insert(
             flow_id,
             FlowIo {
-                end,
+                end: std::sync::Arc::new(end),
                 eid: None,
                 active,
                 wake_pending: std::cell::Cell::new(false),
@@ -223,9 +224,11 @@ impl Ipcp {
             f.eid = Some(eid);
             self.sock.endpoint_added(eid);
         }
+        self.pool_adopt(flow_id, eid);
     }
 
     pub(super) fn detach(&mut self, flow_id: u32) {
+        self.pool_forget(flow_id);
         if let Some(f) = self.flows.remove(&flow_id) {
             let _ = self.epoll.delete(f.end.ipcp_fd());
             if let Some(e) = f.eid {

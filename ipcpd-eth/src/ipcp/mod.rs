@@ -36,6 +36,7 @@ const TOKEN_LINK: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
 /// SIGTERM/SIGINT ([`shutdown::stop_signals`]).
 const TOKEN_STOP: u64 = 4;
+const TOKEN_WORKERS: u64 = 5;
 const TOKEN_FLOW: u64 = 1 << 32;
 /// Receive batches per loop turn before the send side gets its turn.
 const RX_ROUNDS: usize = 8;
@@ -59,11 +60,14 @@ pub struct Options {
     pub key: Option<std::path::PathBuf>,
     /// Encrypt payloads too (`--encrypt`, needs a key).
     pub encrypt: bool,
+    /// Receive queues asked for (`--queues`); `None`: the interface's.
+    pub queues: Option<u16>,
 }
 
 /// One flow as the IPCP holds it.
 struct FlowIo {
-    end: IpcpEnd,
+    /// Shared with the flow's queue worker when `queues` > 1.
+    end: std::sync::Arc<IpcpEnd>,
     /// Our endpoint id, once the flow allocator gave one.
     eid: Option<crate::wire::Eid>,
     /// Its send ring may hold SDUs: serve it without waiting for a wake-up.
@@ -135,6 +139,8 @@ pub struct Ipcp {
     next_report: Instant,
     /// The layer key, when the IPCP was bootstrapped with one.
     keyed: Option<Keyed>,
+    /// The workers of queues 1.. (`queues` > 1, see `worker`).
+    workers: Option<worker::Pool>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -246,7 +252,16 @@ impl Ipcp {
             })?;
             Ok(Box::new(s))
         };
+        let queues = worker::queues_wanted(&opts, keyed.is_some());
+        let mut queue_socks = Vec::new();
         let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
+            "raw" if queues > 1 => worker::open_fanout(
+                link.ifindex,
+                opts.ethertype,
+                filter,
+                queues,
+                &mut queue_socks,
+            )?,
             "raw" => open_raw()?,
             "xdp" => crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter)?,
             "auto" => {
@@ -331,6 +346,17 @@ impl Ipcp {
         )
         .map_err(err)?;
         let frame_room = ETH_HEADER_LEN + link.mtu as usize + 64;
+        if queues > 1 && queue_socks.is_empty() {
+            warn!("backend {}: one queue ({queues} asked).", sock.name());
+        }
+        let start = Instant::now();
+        let shared = worker::Shared {
+            start,
+            mac: link.mac,
+            ethertype: opts.ethertype,
+            frame_room,
+        };
+        let workers = worker::Pool::start(queue_socks, &epoll, TOKEN_WORKERS, shared)?;
         info!(
             "IPCP {} bootstrapped on {} (ifindex {}, MTU {}, max SDU {max_sdu}, ethertype 0x{:04x}, backend {}).",
             opts.name,
@@ -351,7 +377,7 @@ impl Ipcp {
             carrier,
             next_probe: Instant::now(),
             epoll,
-            start: Instant::now(),
+            start,
             flows: HashMap::new(),
             alloc_replies: HashMap::new(),
             active: Vec::new(),
@@ -365,6 +391,7 @@ impl Ipcp {
             reported: Vec::new(),
             next_report: Instant::now(),
             keyed,
+            workers,
         })
     }
 
@@ -533,6 +560,7 @@ impl Ipcp {
                 match ev.data() {
                     TOKEN_SOCK => sock_ready = true,
                     TOKEN_LINK => self.link_changed(),
+                    TOKEN_WORKERS => self.pool_events(),
                     TOKEN_SIGNAL => {
                         if let Some(k) = &mut self.keyed {
                             k.reload();
@@ -578,6 +606,7 @@ impl Ipcp {
             if Instant::now() >= self.next_report {
                 self.report_counters();
             }
+            self.pool_sync();
             let now = self.now();
             if self.fa.poll_timeout().is_some_and(|t| t <= now) {
                 self.fa.handle_timeout(now);
@@ -724,6 +753,9 @@ impl Ipcp {
     /// Send what is still in a flow's send ring (before it is deallocated:
     /// an application's last SDUs must reach the peer before the DEALLOC).
     fn flush_flow(&mut self, id: u32) {
+        if self.pool_flush(id) {
+            return;
+        }
         let (my_mac, ethertype) = (self.link.mac, self.ethertype);
         let now = self.now();
         let route = self.fa.data_tx(now, id);
@@ -832,3 +864,4 @@ mod frames;
 mod shutdown;
 #[cfg(test)]
 mod tests;
+mod worker;

@@ -152,6 +152,10 @@ struct Region {
     mapped: bool,
 }
 
+// SAFETY: the region is owned by exactly one ring (no aliasing pointer is
+// handed out), so moving it to another thread (a queue's worker) is sound.
+unsafe impl Send for Region {}
+
 impl Drop for Region {
     fn drop(&mut self) {
         if self.mapped {

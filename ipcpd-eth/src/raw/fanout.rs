@@ -1,0 +1,298 @@
+//! `queues` > 1 on backend raw: one packet socket per queue, all in one
+//! PACKET_FANOUT group whose classic BPF program picks the socket from the
+//! ethflow **destination endpoint id** (docs/decisions/0031):
+//!
+//! * a DATA frame goes to socket `dst eid index mod n`, so every frame of a
+//!   flow lands on the one worker that owns the flow (its SDUs stay in
+//!   order) whatever the NIC's receive hash does;
+//! * every other frame (management, keep-alives, other ethertypes the
+//!   sockets' own filters drop, frames too short to carry an eid) goes to
+//!   socket 0, the allocator's.
+//!
+//! The program runs before any socket filter, on the frame as the kernel
+//! receives it: `skb->protocol` is the ethertype with any VLAN tag already
+//! taken out (the tag travels as metadata on AF_PACKET), so the ethflow header
+//! is read relative to the network header (`SKF_NET_OFF`), never at a fixed
+//! Ethernet offset.
+
+use super::{setsockopt_int, RawSocket};
+use crate::backend::FrameIo;
+use crate::segment::SegmentFilter;
+use crate::wire::Eid;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+/// Linux's PACKET_FANOUT_FLAG_UNIQUEID: the kernel picks a free group id.
+const FLAG_UNIQUEID: u32 = 0x2000;
+/// `SKF_NET_OFF` (linux/filter.h): loads relative to the network header.
+const SKF_NET_OFF: i32 = -0x10_0000;
+/// Offset of the type byte in the ethflow header (docs/wire.md).
+const TYPE_AT: u32 = 1;
+/// Offset of the low 32 bits of the destination eid (bytes 4..12 of the
+/// ethflow header, big-endian: the slot index is the low 24 bits).
+const DST_EID_LOW_AT: u32 = 8;
+
+/// One member of the fanout group: a raw socket that is never swapped for
+/// another (a reopened socket would leave the group and break the pinning of
+/// flows to queues), so its MTU limit stays the one it was opened with.
+pub struct Member {
+    sock: RawSocket,
+}
+
+impl Member {
+    pub fn socket(&self) -> &RawSocket {
+        &self.sock
+    }
+}
+
+fn op(code: u32) -> u16 {
+    code as u16
+}
+
+fn insn(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: op(code),
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// The queue a flow with this local endpoint id belongs to.
+pub fn queue_of(eid: Eid, queues: usize) -> usize {
+    eid.index() as usize % queues.max(1)
+}
+
+/// The fanout program for `queues` sockets: DATA frames of `ethertype` to
+/// [`queue_of`] their destination eid, everything else to 0.
+pub fn program(ethertype: u16, queues: u32) -> Vec<libc::sock_filter> {
+    use libc::{BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MOD};
+    use libc::{BPF_RET, BPF_W};
+    let net = |at: u32| (SKF_NET_OFF as u32).wrapping_add(at);
+    vec![
+        // A = skb->protocol
+        insn(
+            BPF_LD | BPF_W | BPF_ABS,
+            0,
+            0,
+            (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32,
+        ),
+        // not ours: queue 0 (its socket filter drops it)
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 6, u32::from(ethertype)),
+        // A = ethflow type
+        insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(TYPE_AT)),
+        // not DATA (0): queue 0
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 4, 0),
+        // A = low word of the destination eid (a short frame ends the
+        // program with 0: queue 0, where the parser refuses it)
+        insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, net(DST_EID_LOW_AT)),
+        insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, Eid::INDEX_MASK as u32),
+        insn(BPF_ALU | BPF_MOD | BPF_K, 0, 0, queues.max(1)),
+        insn(BPF_RET | libc::BPF_A, 0, 0, 0),
+        insn(BPF_RET | BPF_K, 0, 0, 0),
+    ]
+}
+
+fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<u32> {
+    let mut v: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: v and len live across the call; len holds v's size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            &mut v as *mut u32 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(v)
+    }
+}
+
+fn set_program(fd: BorrowedFd<'_>, prog: &mut [libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at `prog`, which lives across the call; the kernel
+    // copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT_DATA,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Open `queues` raw sockets on the interface, joined in order into one new
+/// fanout group (the kernel numbers members in the order they join), with
+/// the program of [`program`]. Member `k` serves queue `k`.
+pub fn open_group(
+    ifindex: i32,
+    ethertype: u16,
+    filter: SegmentFilter,
+    queues: usize,
+) -> io::Result<Vec<Member>> {
+    let mut members = Vec::with_capacity(queues);
+    for _ in 0..queues {
+        members.push(Member {
+            sock: RawSocket::open(ifindex, ethertype, filter)?,
+        });
+    }
+    let cbpf = libc::PACKET_FANOUT_CBPF;
+    // The first member makes the group under an id the kernel chooses.
+    setsockopt_int(
+        members[0].sock.as_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_FANOUT,
+        ((cbpf | FLAG_UNIQUEID) << 16) as i32,
+    )?;
+    let id = getsockopt_int(
+        members[0].sock.as_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_FANOUT,
+    )? & 0xffff;
+    set_program(
+        members[0].sock.as_fd(),
+        &mut program(ethertype, queues as u32),
+    )?;
+    for m in &members[1..] {
+        setsockopt_int(
+            m.sock.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            (id | (cbpf << 16)) as i32,
+        )?;
+    }
+    // Until it joined, each socket received every frame on its own: those
+    // are copies of what the group's first member received; drop them.
+    let room = super::mtu_of(ifindex).unwrap_or(1500) as usize + 64;
+    let mut bufs: Vec<Vec<u8>> = (0..super::BATCH).map(|_| vec![0u8; room]).collect();
+    let mut lens = vec![0usize; super::BATCH];
+    for m in &mut members[1..] {
+        for _ in 0..64 {
+            if m.sock.recv_batch(&mut bufs, &mut lens)? == 0 {
+                break;
+            }
+        }
+    }
+    Ok(members)
+}
+
+impl FrameIo for Member {
+    fn name(&self) -> String {
+        "raw".into()
+    }
+    fn rx_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+    fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        self.sock.recv_batch(bufs, lens)
+    }
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        self.sock.send_batch(frames)
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        FrameIo::counters(&self.sock)
+    }
+    fn max_mtu(&self) -> Option<u32> {
+        FrameIo::max_mtu(&self.sock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{emit_data_header, Frame, Payload, DEFAULT_ETHERTYPE, HEADER_LEN};
+
+    /// Run the classic BPF subset the program uses over an ethflow frame
+    /// (`net` is what follows the Ethernet header; `proto` the ethertype).
+    fn run(prog: &[libc::sock_filter], proto: u16, net: &[u8]) -> u32 {
+        let load = |k: u32, size: usize| -> Option<u32> {
+            if k == (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32 {
+                return Some(u32::from(proto));
+            }
+            let at = k.wrapping_sub(SKF_NET_OFF as u32) as usize;
+            let b = net.get(at..at + size)?;
+            Some(b.iter().fold(0u32, |a, &x| (a << 8) | u32::from(x)))
+        };
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            let code = u32::from(i.code);
+            pc += 1;
+            match code {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => match load(i.k, 4) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                c if c == libc::BPF_LD | libc::BPF_B | libc::BPF_ABS => match load(i.k, 1) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
+                    pc += usize::from(if a == i.k { i.jt } else { i.jf })
+                }
+                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => a &= i.k,
+                c if c == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K => a %= i.k,
+                c if c == libc::BPF_RET | libc::BPF_A => return a,
+                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
+                other => panic!("opcode {other:#x} not in the program"),
+            }
+        }
+    }
+
+    fn data(dst: Eid) -> Vec<u8> {
+        let mut f = vec![0u8; HEADER_LEN + 4];
+        emit_data_header(&mut f, dst, Eid::new(9, 77), 4);
+        f
+    }
+
+    #[test]
+    fn data_frames_go_to_the_queue_of_their_destination_eid() {
+        for queues in [2u32, 3, 4, 16] {
+            let prog = program(DEFAULT_ETHERTYPE, queues);
+            for index in [0u32, 1, 2, 3, 5, 1000, Eid::INDEX_MASK as u32] {
+                let eid = Eid::new(index, 0xab_cdef_0123);
+                let q = run(&prog, DEFAULT_ETHERTYPE, &data(eid));
+                assert_eq!(
+                    q as usize,
+                    queue_of(eid, queues as usize),
+                    "{index}/{queues}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_queue_zero() {
+        let prog = program(DEFAULT_ETHERTYPE, 4);
+        let eid = Eid::new(3, 5);
+        // Another ethertype.
+        assert_eq!(run(&prog, 0x0800, &data(eid)), 0);
+        // Management frames, whatever eid they name.
+        for p in [Payload::Dealloc, Payload::UnknownEid] {
+            let f = Frame {
+                dst: eid,
+                src: Eid::new(1, 1),
+                payload: p,
+            }
+            .to_vec();
+            assert_eq!(run(&prog, DEFAULT_ETHERTYPE, &f), 0, "{p:?}");
+        }
+        // Too short to carry a destination eid.
+        assert_eq!(run(&prog, DEFAULT_ETHERTYPE, &data(eid)[..10]), 0);
+    }
+}
