@@ -124,6 +124,11 @@ fn raw_queues_keep_each_flow_in_order_and_use_every_worker() {
 }
 
 #[test]
+fn xdp_queues_keep_each_flow_in_order_and_use_every_worker() {
+    flood_keeps_order_on_every_queue("xdp_queues_keep_each_flow_in_order", "xdp");
+}
+
+#[test]
 fn one_queue_is_the_single_threaded_ipcp() {
     // veth's default single queue: no `queues` keyword, no worker, no
     // per-queue counters (exactly the IPCP without the feature).

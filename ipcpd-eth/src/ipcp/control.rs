@@ -22,7 +22,7 @@ impl Ipcp {
             now.push((k.to_string(), v));
         }
         now.extend(self.fa.stats().named());
-        now.extend(self.pool_counters());
+        self.pool_counters(&mut now);
         if let Some(k) = &self.keyed {
             let c = k.counters();
             now.push(("auth_fail".into(), c.auth_fail));

@@ -253,7 +253,7 @@ impl Ipcp {
             Ok(Box::new(s))
         };
         let queues = worker::queues_wanted(&opts, keyed.is_some());
-        let mut queue_socks = Vec::new();
+        let (mut queue_socks, mut group) = (Vec::new(), None);
         let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
             "raw" if queues > 1 => worker::open_fanout(
                 link.ifindex,
@@ -261,8 +261,33 @@ impl Ipcp {
                 filter,
                 queues,
                 &mut queue_socks,
+                &mut group,
             )?,
             "raw" => open_raw()?,
+            "xdp" | "auto" if queues > 1 => match worker::open_xdp(
+                &opts.dev,
+                link.ifindex,
+                opts.ethertype,
+                link.mtu,
+                filter,
+                queues,
+                &mut queue_socks,
+            ) {
+                Ok(s) => s,
+                Err(e) if opts.backend == "auto" => {
+                    warn!("backend auto: xdp unavailable ({e}); falling back to raw.");
+                    let socks = &mut queue_socks;
+                    worker::open_fanout(
+                        link.ifindex,
+                        opts.ethertype,
+                        filter,
+                        queues,
+                        socks,
+                        &mut group,
+                    )?
+                }
+                Err(e) => return Err(e),
+            },
             "xdp" => crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter)?,
             "auto" => {
                 match crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter) {
@@ -274,6 +299,10 @@ impl Ipcp {
                 }
             }
             other => return Err(format!("unknown backend {other} (raw, xdp, auto)")),
+        };
+        let ctrl = match queue_socks.is_empty() {
+            true => ctrl,
+            false => worker::ctrl_last(ctrl),
         };
         let link_monitor = LinkMonitor::open(link.ifindex as u32)
             .map_err(|e| format!("cannot watch the link: {e}"))?;
@@ -351,6 +380,7 @@ impl Ipcp {
         }
         let start = Instant::now();
         let shared = worker::Shared {
+            group,
             start,
             mac: link.mac,
             ethertype: opts.ethertype,

@@ -18,9 +18,15 @@
 //!   a deallocation (synchronously: the DEALLOC must follow the last SDU),
 //!   forget it.
 //! * worker → allocator ([`Event`], bounded channel + eventfd): frames the
-//!   worker cannot place (a DATA frame for an eid it has no route for, a
-//!   management frame that reached it) — the allocator handles them as its
-//!   own; a flow found with corrupt memory.
+//!   worker cannot place (a management frame that reached it, a DATA frame
+//!   for an eid it has no route for or another queue's) and a flow found
+//!   with corrupt memory. The allocator checks such a DATA frame with
+//!   [`FlowAllocator::data_rx`] and, when it belongs to a worker's flow,
+//!   sends it back to that worker ([`Command::Deliver`]): only a flow's own
+//!   worker ever writes into its receive ring. A worker that detoured frames
+//!   of its own flow this way takes that flow's next frames the same way
+//!   until the detoured ones came back, so the flow's SDUs keep their order
+//!   while its route is being learnt.
 //! * liveness: per flow, the time of the last received and last sent frame
 //!   ([`Live`], atomics the worker stores once per batch). The allocator
 //!   reads them every [`SYNC_GAP`] and before every timer it handles, and
@@ -47,7 +53,7 @@ pub const DEFAULT_MAX_QUEUES: usize = 16;
 const SYNC_GAP: Duration = Duration::from_millis(5);
 /// Frames a worker may have waiting for the allocator; beyond, it drops
 /// (and counts) them: a flood of unknown eids must not grow memory.
-const FORWARD_ROOM: usize = 1024;
+const FORWARD_ROOM: usize = 4096;
 /// How long the allocator waits for a worker to flush a flow.
 const FLUSH_WAIT: Duration = Duration::from_millis(500);
 
@@ -74,6 +80,9 @@ pub(super) struct QueueStats {
     forwarded: AtomicU64,
     /// Frames dropped because the allocator's queue was full.
     forward_drops: AtomicU64,
+    /// Frames of our ethertype that do not parse (counted here, as the
+    /// allocator's loop counts its own).
+    malformed: AtomicU64,
 }
 
 pub(super) enum Command {
@@ -94,10 +103,32 @@ pub(super) enum Command {
     Forget {
         flow_id: u32,
     },
+    /// A DATA frame of the flow, checked by the flow allocator; `detoured`:
+    /// this worker forwarded it.
+    Deliver {
+        flow_id: u32,
+        frame: Vec<u8>,
+        detoured: bool,
+    },
+    /// A frame this worker detoured for the flow was refused.
+    Returned {
+        flow_id: u32,
+    },
+    /// The group was reopened for a larger MTU: this queue's new socket
+    /// (admitting frames once the old one is closed), frames up to `room`.
+    Socket {
+        member: Box<Member>,
+        admission: fanout::Admission,
+        room: usize,
+    },
 }
 
 pub(super) enum Event {
-    Frame(Vec<u8>),
+    /// A frame for the allocator; `detour`: the worker's own flow it is for.
+    Frame {
+        frame: Vec<u8>,
+        detour: Option<u32>,
+    },
     Corrupt(u32, Error),
 }
 
@@ -119,6 +150,7 @@ impl Handle {
 /// A flow a worker carries, as the allocator tracks it.
 struct Owned {
     queue: usize,
+    local: Eid,
     live: Arc<Live>,
     route: Option<Route>,
     seen_rx: u64,
@@ -130,11 +162,14 @@ pub(super) struct Pool {
     queues: usize,
     workers: Vec<Handle>,
     owned: HashMap<u32, Owned>,
+    /// Local eid → (flow id, queue) of every worker flow.
+    by_eid: HashMap<Eid, (u32, usize)>,
     /// Worker flows without a route yet: looked at every loop turn.
     unrouted: BTreeSet<u32>,
     events: Receiver<Event>,
     events_fd: Arc<EventFd>,
     next_sync: Instant,
+    group: Option<Arc<fanout::Group>>,
 }
 
 /// How many queues to run: `--queues`, else the interface's receive queue
@@ -178,6 +213,7 @@ pub(super) fn open_fanout(
     filter: SegmentFilter,
     queues: usize,
     rest: &mut Vec<Box<dyn FrameIo + Send>>,
+    group: &mut Option<Arc<fanout::Group>>,
 ) -> Result<Box<dyn FrameIo>, String> {
     let mut members = fanout::open_group(ifindex, ethertype, filter, queues)
         .map_err(|e| format!("cannot open {queues} packet sockets in a fanout group: {e}"))?;
@@ -188,12 +224,69 @@ pub(super) fn open_fanout(
             .map(|m| Box::new(m) as Box<dyn FrameIo + Send>),
     );
     let first = members.pop().expect("one member at least");
+    *group = first.group();
     info!("raw: {queues} queues (PACKET_FANOUT by destination endpoint).");
     Ok(Box::new(first))
 }
 
+/// Open the xdp backend and split its AF_XDP sockets (one per receive
+/// queue of the interface) into `queues` sets, at most one per socket: set 0
+/// stays with the allocator's loop, the others go to `rest`.
+pub(super) fn open_xdp(
+    dev: &str,
+    ifindex: i32,
+    ethertype: u16,
+    mtu: u32,
+    filter: SegmentFilter,
+    queues: usize,
+    rest: &mut Vec<Box<dyn FrameIo + Send>>,
+) -> Result<Box<dyn FrameIo>, String> {
+    let ifindex = u32::try_from(ifindex).map_err(|_| format!("bad interface index {ifindex}"))?;
+    let mut b = crate::xdp::XdpBackend::open(dev, ifindex, ethertype, mtu, filter)?;
+    if b.socket_count() < queues {
+        warn!(
+            "queues {queues}: {dev} has {} receive queue(s); backend xdp runs {}.",
+            b.socket_count(),
+            b.socket_count()
+        );
+    }
+    let sets = b
+        .split(queues)
+        .map_err(|e| format!("cannot split the AF_XDP sockets into queues: {e}"))?;
+    info!(
+        "xdp: {} queues (one AF_XDP socket set each).",
+        sets.len() + 1
+    );
+    rest.extend(
+        sets.into_iter()
+            .map(|s| Box::new(s) as Box<dyn FrameIo + Send>),
+    );
+    Ok(Box::new(b))
+}
+
+/// Give the control channel an fd above every other: when the process is
+/// killed, the kernel releases its files highest fd first, and each packet
+/// socket's release waits for an RCU grace period. With several sockets
+/// irmd would hear of the death (the channel's close) only after all of
+/// them — measured: 120-135 ms for four, where one socket stays under the
+/// 100 ms the liveness suite allows. Keeps the old fd when no high fd is free.
+pub(super) fn ctrl_last(ctrl: CtrlSocket) -> CtrlSocket {
+    use nix::fcntl::{fcntl, FcntlArg};
+    use std::os::fd::AsRawFd;
+    for floor in [65_000, 4_000, 1_000] {
+        if let Ok(fd) = fcntl(ctrl.as_fd().as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(floor)) {
+            if let Ok(high) = CtrlSocket::inherited(fd) {
+                return high;
+            }
+        }
+    }
+    ctrl
+}
+
 /// What every worker shares with the allocator.
 pub(super) struct Shared {
+    /// The raw backend's fanout group (reopened when the MTU grows).
+    pub group: Option<Arc<fanout::Group>>,
     pub start: Instant,
     pub mac: Mac,
     pub ethertype: u16,
@@ -251,10 +344,12 @@ impl Pool {
             queues,
             workers,
             owned: HashMap::new(),
+            by_eid: HashMap::new(),
             unrouted: BTreeSet::new(),
             events: ev_rx,
             events_fd,
             next_sync: Instant::now(),
+            group: shared.group.clone(),
         }))
     }
 
@@ -293,6 +388,7 @@ impl Ipcp {
             flow_id,
             Owned {
                 queue,
+                local,
                 live,
                 route: None,
                 seen_rx: 0,
@@ -300,6 +396,7 @@ impl Ipcp {
             },
         );
         pool.unrouted.insert(flow_id);
+        pool.by_eid.insert(local, (flow_id, queue));
     }
 
     /// Flush a worker's flow (its last SDUs go before the DEALLOC). False
@@ -326,6 +423,7 @@ impl Ipcp {
         };
         pool.unrouted.remove(&flow_id);
         if let Some(o) = pool.owned.remove(&flow_id) {
+            pool.by_eid.remove(&o.local);
             if let Some(h) = pool.handle(o.queue) {
                 h.send(Command::Forget { flow_id });
             }
@@ -338,12 +436,22 @@ impl Ipcp {
             return;
         };
         let _ = pool.events_fd.read();
-        let now = self.now();
-        let mut frames = 0;
+        let mut batch = Vec::new();
         while let Ok(ev) = pool.events.try_recv() {
+            batch.push(ev);
+            if batch.len() >= BATCH * RX_ROUNDS {
+                // Let the loop breathe; the eventfd keeps the rest pending.
+                let _ = pool.events_fd.write(1);
+                break;
+            }
+        }
+        let now = self.now();
+        for ev in batch {
             match ev {
-                Event::Frame(frame) => {
-                    frames += 1;
+                Event::Frame { frame, detour } => {
+                    if self.worker_data(now, &frame, detour) {
+                        continue;
+                    }
                     handle_frame(
                         &mut self.fa,
                         &self.flows,
@@ -362,11 +470,6 @@ impl Ipcp {
                     }
                 }
             }
-            if frames >= BATCH * RX_ROUNDS {
-                // Let the loop breathe; the eventfd keeps the rest pending.
-                let _ = pool.events_fd.write(1);
-                break;
-            }
         }
         for id in self.to_wake.drain(..) {
             if let Some(f) = self.flows.get(&id) {
@@ -378,6 +481,50 @@ impl Ipcp {
         self.carry_out_actions();
     }
 
+    /// A DATA frame for a worker's flow, forwarded by a worker: checked by
+    /// the flow allocator and sent to the flow's worker, or refused. False
+    /// when the frame is not for a worker's flow (the caller handles it).
+    fn worker_data(&mut self, now: Duration, frame: &[u8], detour: Option<u32>) -> bool {
+        let Some(pool) = &self.workers else {
+            return false;
+        };
+        let Some((eth, view)) = EthHeader::parse(frame)
+            .ok()
+            .and_then(|(eth, rest)| Some((eth, HeaderView::new_checked(rest).ok()?)))
+        else {
+            return false;
+        };
+        if view.frame_type() != FrameType::Data
+            || eth.ethertype != self.ethertype
+            || eth.src == self.link.mac
+        {
+            return false;
+        }
+        let Some(&(flow_id, queue)) = pool.by_eid.get(&view.dst()) else {
+            return false;
+        };
+        let Some(h) = pool.handle(queue) else {
+            return false;
+        };
+        let detoured = detour == Some(flow_id);
+        match self.fa.data_rx(now, eth.src, view.dst(), view.src()) {
+            Some(id) if id == flow_id => h.send(Command::Deliver {
+                flow_id,
+                frame: frame.to_vec(),
+                detoured,
+            }),
+            other => {
+                if other.is_none() {
+                    self.counters.unknown_eid += 1;
+                }
+                if detoured {
+                    h.send(Command::Returned { flow_id });
+                }
+            }
+        }
+        true
+    }
+
     /// Routes to the workers, liveness from them: the flows still waiting
     /// for a route every turn, every flow each [`SYNC_GAP`] and before the
     /// flow allocator handles a timer.
@@ -385,6 +532,23 @@ impl Ipcp {
         let Some(pool) = &mut self.workers else {
             return;
         };
+        if let Some(g) = &pool.group {
+            for (queue, member) in g.take_handoff() {
+                let room = ETH_HEADER_LEN + self.link.mtu as usize + 64;
+                match member.admission() {
+                    Ok(admission) => {
+                        if let Some(h) = pool.handle(queue) {
+                            h.send(Command::Socket {
+                                member: Box::new(member),
+                                admission,
+                                room,
+                            });
+                        }
+                    }
+                    Err(e) => warn!("queue {queue}: cannot take the reopened socket: {e}"),
+                }
+            }
+        }
         let now = self.start.elapsed();
         let timer_due = self.fa.poll_timeout().is_some_and(|t| t <= now);
         let all = timer_due || Instant::now() >= pool.next_sync;
@@ -425,11 +589,20 @@ impl Ipcp {
         }
     }
 
-    /// Per-queue counters for `irm ipcp list` (none with one queue).
-    pub(super) fn pool_counters(&self) -> Vec<(String, u64)> {
+    /// Per-queue counters for `irm ipcp list` (none with one queue), added
+    /// to `c`; the workers' malformed frames count in `malformed` too.
+    pub(super) fn pool_counters(&self, all: &mut Vec<(String, u64)>) {
         let Some(pool) = &self.workers else {
-            return Vec::new();
+            return;
         };
+        let malformed: u64 = pool
+            .workers
+            .iter()
+            .map(|h| h.stats.malformed.load(Ordering::Relaxed))
+            .sum();
+        if let Some((_, v)) = all.iter_mut().find(|(k, _)| k == "malformed") {
+            *v += malformed;
+        }
         let mut c = vec![
             ("queues".to_string(), pool.queues as u64),
             ("q0_rx_frames".to_string(), self.counters.rx_frames),
@@ -443,12 +616,27 @@ impl Ipcp {
                 ("tx_frames", &s.tx_frames),
                 ("forwarded", &s.forwarded),
                 ("forward_drops", &s.forward_drops),
+                ("malformed", &s.malformed),
             ] {
                 c.push((format!("q{q}_{name}"), v.load(Ordering::Relaxed)));
             }
         }
-        c
+        all.extend(c);
     }
+}
+
+/// Where [`Worker::classify`] sends a received frame.
+enum Rx {
+    /// Into the flow's ring; the SDU's bytes in the frame.
+    Flow(u32, std::ops::Range<usize>),
+    /// To the allocator, for this worker's flow.
+    Detour(u32),
+    /// To the allocator.
+    Allocator,
+    /// Counted and dropped, as the allocator's loop does.
+    Malformed,
+    /// Not ours (our own frame, another ethertype): dropped.
+    Ignored,
 }
 
 /// A flow as its worker holds it.
@@ -459,6 +647,9 @@ struct WFlow {
     route: Option<Route>,
     active: bool,
     wake_pending: bool,
+    /// Frames of this flow sent to the allocator and not yet back: while
+    /// any are out, the flow's frames all take that way (order).
+    detour: u32,
 }
 
 /// One queue's thread: its socket, its flows' rings.
@@ -602,6 +793,7 @@ impl Worker {
                         route: None,
                         active: false,
                         wake_pending: false,
+                        detour: 0,
                     },
                 );
             }
@@ -618,6 +810,37 @@ impl Worker {
             Command::Flush { flow_id, done } => {
                 self.flush(flow_id);
                 let _ = done.try_send(());
+            }
+            Command::Deliver {
+                flow_id,
+                frame,
+                detoured,
+            } => self.deliver_checked(flow_id, &frame, detoured),
+            Command::Returned { flow_id } => {
+                if let Some(f) = self.flows.get_mut(&flow_id) {
+                    f.detour = f.detour.saturating_sub(1);
+                }
+            }
+            Command::Socket {
+                member,
+                admission,
+                room,
+            } => {
+                let _ = self.epoll.delete(self.sock.rx_fd());
+                for b in self.rx_bufs.iter_mut().chain(self.tx_bufs.iter_mut()) {
+                    b.resize(room, 0);
+                }
+                // The old socket closes here, before the new one admits.
+                drop(std::mem::replace(&mut self.sock, member));
+                if let Err(e) = admission.admit() {
+                    warn!("queue {}: new socket refuses frames: {e}", self.queue);
+                }
+                if let Err(e) = self.epoll.add(
+                    self.sock.rx_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, W_SOCK),
+                ) {
+                    warn!("queue {}: cannot poll the new socket: {e}", self.queue);
+                }
             }
             Command::Forget { flow_id } => {
                 if let Some(f) = self.flows.remove(&flow_id) {
@@ -642,15 +865,44 @@ impl Worker {
         }
     }
 
-    fn forward(&self, frame: &[u8]) {
-        match self.events.try_send(Event::Frame(frame.to_vec())) {
+    /// Hand a frame to the allocator (`detour`: for this worker's flow).
+    fn forward(&mut self, frame: Vec<u8>, detour: Option<u32>) {
+        let ev = Event::Frame { frame, detour };
+        match self.events.try_send(ev) {
             Ok(()) => {
                 self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
                 let _ = self.events_fd.write(1);
+                if let Some(f) = detour.and_then(|id| self.flows.get_mut(&id)) {
+                    f.detour += 1;
+                }
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// A frame the allocator checked and sent back: into the flow's ring.
+    fn deliver_checked(&mut self, id: u32, frame: &[u8], detoured: bool) {
+        let now = self.now_ns();
+        let Some(f) = self.flows.get_mut(&id) else {
+            return;
+        };
+        if detoured {
+            f.detour = f.detour.saturating_sub(1);
+        }
+        let at = ETH_HEADER_LEN + HEADER_LEN;
+        let Some(sdu) = HeaderView::new_checked(&frame[ETH_HEADER_LEN.min(frame.len())..])
+            .ok()
+            .map(|v| at..at + v.payload().len())
+        else {
+            return;
+        };
+        match f.end.push_rx(&frame[sdu]) {
+            Ok(true) => f.live.rx_ns.store(now, Ordering::Relaxed),
+            Ok(false) => self.counters.rx_dropped_full += 1,
+            Err(e @ Error::Invalid(_)) => self.corrupt(id, e),
+            Err(e) => debug!("flow {id}: {e}"),
         }
     }
 
@@ -665,21 +917,37 @@ impl Worker {
         }
     }
 
-    /// The flow this DATA frame proves to be for (as
-    /// [`FlowAllocator::data_rx`] would find it), if this worker carries it.
-    fn route_of(&self, frame: &[u8]) -> Option<(u32, std::ops::Range<usize>)> {
-        let (eth, rest) = EthHeader::parse(frame).ok()?;
-        let view = HeaderView::new_checked(rest).ok()?;
-        if view.frame_type() != FrameType::Data || eth.ethertype != self.ethertype {
-            return None;
+    /// Where a received frame goes: straight into a flow of this worker
+    /// (the proof [`FlowAllocator::data_rx`] asks for: peer MAC and both
+    /// eids), to the allocator for one of this worker's flows, or to the
+    /// allocator.
+    fn classify(&self, frame: &[u8]) -> Rx {
+        let Ok((eth, rest)) = EthHeader::parse(frame) else {
+            return Rx::Malformed;
+        };
+        if eth.src == self.mac || eth.ethertype != self.ethertype {
+            return Rx::Ignored;
         }
-        let id = *self.by_eid.get(&view.dst())?;
-        let (mac, remote, _) = self.flows.get(&id)?.route?;
-        if mac != eth.src || remote != view.src() {
-            return None;
+        let Ok(view) = HeaderView::new_checked(rest) else {
+            return Rx::Malformed;
+        };
+        if view.frame_type() != FrameType::Data {
+            return Rx::Allocator;
         }
-        let at = ETH_HEADER_LEN + HEADER_LEN;
-        Some((id, at..at + view.payload().len()))
+        let Some((id, f)) = self
+            .by_eid
+            .get(&view.dst())
+            .and_then(|id| Some((*id, self.flows.get(id)?)))
+        else {
+            return Rx::Allocator;
+        };
+        match f.route {
+            Some((mac, remote, _)) if f.detour == 0 && mac == eth.src && remote == view.src() => {
+                let at = ETH_HEADER_LEN + HEADER_LEN;
+                Rx::Flow(id, at..at + view.payload().len())
+            }
+            _ => Rx::Detour(id),
+        }
     }
 
     fn receive(&mut self) {
@@ -698,10 +966,23 @@ impl Worker {
             self.stats.rx_frames.fetch_add(n as u64, Ordering::Relaxed);
             for i in 0..n {
                 let frame = &self.rx_bufs[i][..self.rx_lens[i]];
-                let Some((id, sdu)) = self.route_of(frame) else {
-                    self.forward(frame);
-                    continue;
+                let (id, sdu) = match self.classify(frame) {
+                    Rx::Flow(id, sdu) => (id, sdu),
+                    Rx::Detour(id) => {
+                        self.forward(frame.to_vec(), Some(id));
+                        continue;
+                    }
+                    Rx::Allocator => {
+                        self.forward(frame.to_vec(), None);
+                        continue;
+                    }
+                    Rx::Malformed => {
+                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Rx::Ignored => continue,
                 };
+                let frame = &self.rx_bufs[i][..self.rx_lens[i]];
                 let Some(f) = self.flows.get_mut(&id) else {
                     continue;
                 };

@@ -14,6 +14,13 @@
 //! taken out (the tag travels as metadata on AF_PACKET), so the ethflow header
 //! is read relative to the network header (`SKF_NET_OFF`), never at a fixed
 //! Ethernet offset.
+//!
+//! When the MTU grows past what the sockets' receive rings hold, queue 0's
+//! member opens a whole new group ([`Member`]'s `reopen_for_mtu`): the new
+//! members of the other queues wait in [`Group`], admitting no frame until
+//! their worker has closed the old socket and calls [`Member::admit`], so no
+//! frame is received twice (a frame that arrives in between is lost, as on
+//! any link whose MTU changes).
 
 use super::{setsockopt_int, RawSocket};
 use crate::backend::FrameIo;
@@ -21,6 +28,7 @@ use crate::segment::SegmentFilter;
 use crate::wire::Eid;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
 
 /// Linux's PACKET_FANOUT_FLAG_UNIQUEID: the kernel picks a free group id.
 const FLAG_UNIQUEID: u32 = 0x2000;
@@ -37,11 +45,84 @@ const DST_EID_LOW_AT: u32 = 8;
 /// flows to queues), so its MTU limit stays the one it was opened with.
 pub struct Member {
     sock: RawSocket,
+    /// Queue 0's member: the group to reopen when the MTU grows.
+    group: Option<Arc<Group>>,
+}
+
+/// What a group's reopening needs, and the new members it leaves for the
+/// other queues' workers.
+pub struct Group {
+    ifindex: i32,
+    ethertype: u16,
+    filter: SegmentFilter,
+    queues: usize,
+    handoff: Mutex<Vec<(usize, Member)>>,
+}
+
+impl Group {
+    /// New members (queue, member) for the workers, each admitting no
+    /// frame yet.
+    pub fn take_handoff(&self) -> Vec<(usize, Member)> {
+        let mut h = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *h)
+    }
 }
 
 impl Member {
     pub fn socket(&self) -> &RawSocket {
         &self.sock
+    }
+
+    /// What lets frames into a member from [`Group::take_handoff`], to use
+    /// once its worker closed the socket it replaces.
+    pub fn admission(&self) -> io::Result<Admission> {
+        Ok(Admission {
+            fd: self.sock.as_fd().try_clone_to_owned()?,
+            ethertype: self.sock.ethertype(),
+        })
+    }
+
+    /// The group, on queue 0's member.
+    pub fn group(&self) -> Option<Arc<Group>> {
+        self.group.clone()
+    }
+}
+
+/// A held member's socket (a second descriptor of it) and its ethertype.
+pub struct Admission {
+    fd: std::os::fd::OwnedFd,
+    ethertype: u16,
+}
+
+impl Admission {
+    /// Put the ethertype filter back: frames come in from now on.
+    pub fn admit(self) -> io::Result<()> {
+        super::attach_filter(self.fd.as_fd(), self.ethertype)
+    }
+}
+
+/// A classic BPF program that refuses every frame.
+fn hold(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut prog = [insn(libc::BPF_RET | libc::BPF_K, 0, 0, 0)];
+    let fprog = libc::sock_fprog {
+        len: 1,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at `prog`, which lives across the call; the kernel
+    // copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -136,6 +217,21 @@ fn set_program(fd: BorrowedFd<'_>, prog: &mut [libc::sock_filter]) -> io::Result
     }
 }
 
+/// Drop whatever waits in the members' sockets.
+fn drain(ifindex: i32, members: &mut [Member]) -> io::Result<()> {
+    let room = super::mtu_of(ifindex).unwrap_or(1500) as usize + 64;
+    let mut bufs: Vec<Vec<u8>> = (0..super::BATCH).map(|_| vec![0u8; room]).collect();
+    let mut lens = vec![0usize; super::BATCH];
+    for m in members {
+        for _ in 0..64 {
+            if m.sock.recv_batch(&mut bufs, &mut lens)? == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Open `queues` raw sockets on the interface, joined in order into one new
 /// fanout group (the kernel numbers members in the order they join), with
 /// the program of [`program`]. Member `k` serves queue `k`.
@@ -149,6 +245,7 @@ pub fn open_group(
     for _ in 0..queues {
         members.push(Member {
             sock: RawSocket::open(ifindex, ethertype, filter)?,
+            group: None,
         });
     }
     let cbpf = libc::PACKET_FANOUT_CBPF;
@@ -178,16 +275,14 @@ pub fn open_group(
     }
     // Until it joined, each socket received every frame on its own: those
     // are copies of what the group's first member received; drop them.
-    let room = super::mtu_of(ifindex).unwrap_or(1500) as usize + 64;
-    let mut bufs: Vec<Vec<u8>> = (0..super::BATCH).map(|_| vec![0u8; room]).collect();
-    let mut lens = vec![0usize; super::BATCH];
-    for m in &mut members[1..] {
-        for _ in 0..64 {
-            if m.sock.recv_batch(&mut bufs, &mut lens)? == 0 {
-                break;
-            }
-        }
-    }
+    drain(ifindex, &mut members[1..])?;
+    members[0].group = Some(Arc::new(Group {
+        ifindex,
+        ethertype,
+        filter,
+        queues,
+        handoff: Mutex::new(Vec::new()),
+    }));
     Ok(members)
 }
 
@@ -209,6 +304,28 @@ impl FrameIo for Member {
     }
     fn max_mtu(&self) -> Option<u32> {
         FrameIo::max_mtu(&self.sock)
+    }
+    fn reopen_for_mtu(&self, mtu: u32) -> Option<io::Result<Box<dyn FrameIo>>> {
+        let g = self.group.as_ref()?;
+        let limit = FrameIo::max_mtu(&self.sock)?;
+        (mtu > limit).then(|| {
+            let mut fresh = open_group(g.ifindex, g.ethertype, g.filter, g.queues)?;
+            let mut rest = fresh.split_off(1);
+            for m in &rest {
+                hold(m.sock.as_fd())?;
+            }
+            // What they took before the hold, the old group took too.
+            drain(g.ifindex, &mut rest)?;
+            let mut first = fresh.pop().expect("queue 0");
+            first.group = Some(g.clone());
+            let mut h = g.handoff.lock().unwrap_or_else(|e| e.into_inner());
+            *h = rest
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| (i + 1, m))
+                .collect();
+            Ok(Box::new(first) as Box<dyn FrameIo>)
+        })
     }
 }
 
