@@ -246,12 +246,15 @@ impl Ipcp {
     }
 
     pub(super) fn flow_state(&mut self, flow_id: u32, cause: DownCause) {
-        if let Some(f) = self.flows.get(&flow_id) {
-            f.end.set_state(match cause {
-                DownCause::Unresponsive => FlowState::Peer,
-                DownCause::Up => FlowState::Allocated,
-                _ => FlowState::Down,
-            });
+        let state = match cause {
+            DownCause::Unresponsive => FlowState::Peer,
+            DownCause::Up => FlowState::Allocated,
+            _ => FlowState::Down,
+        };
+        if !self.pool_state(flow_id, state) {
+            if let Some(f) = self.flows.get(&flow_id) {
+                f.end.set_state(state);
+            }
         }
         self.reply(0, IpcpToIrmd::FlowState { flow_id, cause });
     }

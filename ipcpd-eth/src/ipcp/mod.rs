@@ -860,6 +860,9 @@ impl Ipcp {
     }
 
     fn send_mgmt(&mut self, dst: Mac, frame: &[u8]) {
+        if self.pool_send_mgmt(dst, frame) {
+            return;
+        }
         let trailer = overhead(self.keyed.is_some()) - HEADER_LEN;
         let mut buf = vec![0u8; ETH_HEADER_LEN + frame.len() + trailer];
         EthHeader {

@@ -40,7 +40,7 @@ use crate::raw::fanout::{self, Member};
 use crate::segment::SegmentFilter;
 use crate::wire::Eid;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -54,6 +54,9 @@ const SYNC_GAP: Duration = Duration::from_millis(5);
 /// Frames a worker may have waiting for the allocator; beyond, it drops
 /// (and counts) them: a flood of unknown eids must not grow memory.
 const FORWARD_ROOM: usize = 4096;
+/// How long a gone flow's management frames (DEALLOC and its
+/// retransmissions) still leave through its worker.
+const RETIRED_FOR: Duration = Duration::from_secs(30);
 /// How long the allocator waits for a worker to flush a flow.
 const FLUSH_WAIT: Duration = Duration::from_millis(500);
 
@@ -114,6 +117,15 @@ pub(super) enum Command {
     Returned {
         flow_id: u32,
     },
+    /// Set the flow's state word, after the frames handed to the worker
+    /// before it (data that came before a DEALLOC is read before it).
+    State {
+        flow_id: u32,
+        state: FlowState,
+    },
+    /// Send this whole frame (a management frame of one of the worker's
+    /// flows: it must follow the flow's data on the same queue).
+    Transmit(Vec<u8>),
     /// The group was reopened for a larger MTU: this queue's new socket
     /// (admitting frames once the old one is closed), frames up to `room`.
     Socket {
@@ -164,6 +176,8 @@ pub(super) struct Pool {
     owned: HashMap<u32, Owned>,
     /// Local eid → (flow id, queue) of every worker flow.
     by_eid: HashMap<Eid, (u32, usize)>,
+    /// Local eid → (queue, when) of worker flows gone lately.
+    retired: BTreeMap<Eid, (usize, Instant)>,
     /// Worker flows without a route yet: looked at every loop turn.
     unrouted: BTreeSet<u32>,
     events: Receiver<Event>,
@@ -345,6 +359,7 @@ impl Pool {
             workers,
             owned: HashMap::new(),
             by_eid: HashMap::new(),
+            retired: BTreeMap::new(),
             unrouted: BTreeSet::new(),
             events: ev_rx,
             events_fd,
@@ -424,6 +439,7 @@ impl Ipcp {
         pool.unrouted.remove(&flow_id);
         if let Some(o) = pool.owned.remove(&flow_id) {
             pool.by_eid.remove(&o.local);
+            pool.retired.insert(o.local, (o.queue, Instant::now()));
             if let Some(h) = pool.handle(o.queue) {
                 h.send(Command::Forget { flow_id });
             }
@@ -525,6 +541,49 @@ impl Ipcp {
         true
     }
 
+    /// A worker's flow changes state: its worker sets it, after the frames
+    /// it was handed before. False when this loop carries the flow.
+    pub(super) fn pool_state(&mut self, flow_id: u32, state: FlowState) -> bool {
+        let Some(pool) = &self.workers else {
+            return false;
+        };
+        let Some(h) = pool.owned.get(&flow_id).and_then(|o| pool.handle(o.queue)) else {
+            return false;
+        };
+        h.send(Command::State { flow_id, state });
+        true
+    }
+
+    /// A management frame (ethflow header on) of a worker's flow — its
+    /// source eid is the flow's — goes out through that worker, after the
+    /// flow's data: a DEALLOC sent by another thread could overtake the last
+    /// SDUs on the way (other queue, other CPU) and end the flow at the peer
+    /// before they are read. False when this loop sends it itself.
+    pub(super) fn pool_send_mgmt(&mut self, dst: Mac, frame: &[u8]) -> bool {
+        let Some(pool) = &self.workers else {
+            return false;
+        };
+        let Some(queue) = HeaderView::new_checked(frame).ok().and_then(|v| {
+            let src = v.src();
+            (pool.by_eid.get(&src).map(|&(_, q)| q)).or(pool.retired.get(&src).map(|&(q, _)| q))
+        }) else {
+            return false;
+        };
+        let Some(h) = pool.handle(queue) else {
+            return false;
+        };
+        let mut buf = vec![0u8; ETH_HEADER_LEN + frame.len()];
+        EthHeader {
+            dst,
+            src: self.link.mac,
+            ethertype: self.ethertype,
+        }
+        .emit(&mut buf);
+        buf[ETH_HEADER_LEN..].copy_from_slice(frame);
+        h.send(Command::Transmit(buf));
+        true
+    }
+
     /// Routes to the workers, liveness from them: the flows still waiting
     /// for a route every turn, every flow each [`SYNC_GAP`] and before the
     /// flow allocator handles a timer.
@@ -554,6 +613,7 @@ impl Ipcp {
         let all = timer_due || Instant::now() >= pool.next_sync;
         let ids: Vec<u32> = if all {
             pool.next_sync = Instant::now() + SYNC_GAP;
+            pool.retired.retain(|_, (_, at)| at.elapsed() < RETIRED_FOR);
             let mut v: Vec<u32> = pool.owned.keys().copied().collect();
             v.sort_unstable();
             v
@@ -816,6 +876,18 @@ impl Worker {
                 frame,
                 detoured,
             } => self.deliver_checked(flow_id, &frame, detoured),
+            Command::State { flow_id, state } => {
+                if let Some(f) = self.flows.get(&flow_id) {
+                    f.end.set_state(state);
+                }
+            }
+            Command::Transmit(frame) => match self.sock.send_batch(&[&frame]) {
+                Ok(k) => {
+                    self.counters.tx_frames += k as u64;
+                    self.stats.tx_frames.fetch_add(k as u64, Ordering::Relaxed);
+                }
+                Err(e) => debug!("queue {}: management frame not sent: {e}", self.queue),
+            },
             Command::Returned { flow_id } => {
                 if let Some(f) = self.flows.get_mut(&flow_id) {
                     f.detour = f.detour.saturating_sub(1);

@@ -2,12 +2,14 @@
 //! PACKET_FANOUT group whose classic BPF program picks the socket from the
 //! ethflow **destination endpoint id** (docs/decisions/0031):
 //!
-//! * a DATA frame goes to socket `dst eid index mod n`, so every frame of a
-//!   flow lands on the one worker that owns the flow (its SDUs stay in
-//!   order) whatever the NIC's receive hash does;
-//! * every other frame (management, keep-alives, other ethertypes the
-//!   sockets' own filters drop, frames too short to carry an eid) goes to
-//!   socket 0, the allocator's.
+//! * a frame of our ethertype goes to socket `dst eid index mod n`, so every
+//!   frame of a flow — its DATA and the DEALLOC or UNKNOWN_EID that ends it
+//!   — lands on the one worker that owns the flow, in the order it came,
+//!   whatever the NIC's receive hash does (the worker hands management
+//!   frames to the allocator after the data before them);
+//! * frames without a destination eid (eid 0: name queries, flow requests,
+//!   keep-alives), other ethertypes (the sockets' own filters drop them) and
+//!   frames too short to carry an eid go to socket 0, the allocator's.
 //!
 //! The program runs before any socket filter, on the frame as the kernel
 //! receives it: `skb->protocol` is the ethertype with any VLAN tag already
@@ -34,8 +36,6 @@ use std::sync::{Arc, Mutex};
 const FLAG_UNIQUEID: u32 = 0x2000;
 /// `SKF_NET_OFF` (linux/filter.h): loads relative to the network header.
 const SKF_NET_OFF: i32 = -0x10_0000;
-/// Offset of the type byte in the ethflow header (docs/wire.md).
-const TYPE_AT: u32 = 1;
 /// Offset of the low 32 bits of the destination eid (bytes 4..12 of the
 /// ethflow header, big-endian: the slot index is the low 24 bits).
 const DST_EID_LOW_AT: u32 = 8;
@@ -144,10 +144,10 @@ pub fn queue_of(eid: Eid, queues: usize) -> usize {
     eid.index() as usize % queues.max(1)
 }
 
-/// The fanout program for `queues` sockets: DATA frames of `ethertype` to
+/// The fanout program for `queues` sockets: frames of `ethertype` to
 /// [`queue_of`] their destination eid, everything else to 0.
 pub fn program(ethertype: u16, queues: u32) -> Vec<libc::sock_filter> {
-    use libc::{BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MOD};
+    use libc::{BPF_ABS, BPF_ALU, BPF_AND, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MOD};
     use libc::{BPF_RET, BPF_W};
     let net = |at: u32| (SKF_NET_OFF as u32).wrapping_add(at);
     vec![
@@ -159,11 +159,7 @@ pub fn program(ethertype: u16, queues: u32) -> Vec<libc::sock_filter> {
             (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32,
         ),
         // not ours: queue 0 (its socket filter drops it)
-        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 6, u32::from(ethertype)),
-        // A = ethflow type
-        insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(TYPE_AT)),
-        // not DATA (0): queue 0
-        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 4, 0),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 4, u32::from(ethertype)),
         // A = low word of the destination eid (a short frame ends the
         // program with 0: queue 0, where the parser refuses it)
         insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, net(DST_EID_LOW_AT)),
@@ -394,12 +390,9 @@ mod tests {
     }
 
     #[test]
-    fn everything_else_goes_to_queue_zero() {
+    fn a_flow_s_management_frames_follow_its_data() {
         let prog = program(DEFAULT_ETHERTYPE, 4);
         let eid = Eid::new(3, 5);
-        // Another ethertype.
-        assert_eq!(run(&prog, 0x0800, &data(eid)), 0);
-        // Management frames, whatever eid they name.
         for p in [Payload::Dealloc, Payload::UnknownEid] {
             let f = Frame {
                 dst: eid,
@@ -407,8 +400,24 @@ mod tests {
                 payload: p,
             }
             .to_vec();
-            assert_eq!(run(&prog, DEFAULT_ETHERTYPE, &f), 0, "{p:?}");
+            assert_eq!(run(&prog, DEFAULT_ETHERTYPE, &f), 3, "{p:?}");
         }
+    }
+
+    #[test]
+    fn everything_else_goes_to_queue_zero() {
+        let prog = program(DEFAULT_ETHERTYPE, 4);
+        let eid = Eid::new(3, 5);
+        // Another ethertype.
+        assert_eq!(run(&prog, 0x0800, &data(eid)), 0);
+        // Frames without a destination eid.
+        let q = Frame {
+            dst: Eid::NONE,
+            src: Eid::NONE,
+            payload: Payload::NameQuery { name_hash: [7; 32] },
+        }
+        .to_vec();
+        assert_eq!(run(&prog, DEFAULT_ETHERTYPE, &q), 0);
         // Too short to carry a destination eid.
         assert_eq!(run(&prog, DEFAULT_ETHERTYPE, &data(eid)[..10]), 0);
     }
