@@ -86,7 +86,12 @@ pub(super) struct QueueStats {
     /// Frames of our ethertype that do not parse (counted here, as the
     /// allocator's loop counts its own).
     malformed: AtomicU64,
+    /// The counters of the worker's socket(s), as of its last look.
+    sock: std::sync::Mutex<Vec<(&'static str, u64)>>,
 }
+
+/// How often a worker copies its socket's counters for the allocator.
+const SOCK_COUNTERS_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) enum Command {
     Adopt {
@@ -663,6 +668,17 @@ impl Ipcp {
         if let Some((_, v)) = all.iter_mut().find(|(k, _)| k == "malformed") {
             *v += malformed;
         }
+        // The workers' sockets count what the backend refused (segment
+        // filter, kernel drops) under the same names as queue 0's.
+        for h in &pool.workers {
+            let sock = h.stats.sock.lock().unwrap_or_else(|e| e.into_inner());
+            for &(name, n) in sock.iter() {
+                match all.iter_mut().find(|(k, _)| k == name) {
+                    Some((_, v)) => *v += n,
+                    None => all.push((name.to_string(), n)),
+                }
+            }
+        }
         let mut c = vec![
             ("queues".to_string(), pool.queues as u64),
             ("q0_rx_frames".to_string(), self.counters.rx_frames),
@@ -783,7 +799,13 @@ impl Worker {
     /// Until the allocator goes away.
     fn run(mut self) {
         let mut events = vec![EpollEvent::empty(); 64];
+        let mut next_counters = Instant::now();
         loop {
+            if Instant::now() >= next_counters {
+                next_counters = Instant::now() + SOCK_COUNTERS_EVERY;
+                let c = self.sock.counters();
+                *self.stats.sock.lock().unwrap_or_else(|e| e.into_inner()) = c;
+            }
             let timeout = if self.active.is_empty() {
                 EpollTimeout::from(100u16)
             } else {
