@@ -451,6 +451,11 @@ impl Ipcp {
         }
     }
 
+    /// The fd that is readable when the workers have frames or news.
+    pub(super) fn pool_events_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.workers.as_ref().map(|p| p.events_fd.as_fd())
+    }
+
     /// Frames and news from the workers.
     pub(super) fn pool_events(&mut self) {
         let Some(pool) = &self.workers else {
