@@ -37,6 +37,13 @@ ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast -- --test-threads
 # already ran above: it bootstraps xdp itself).
 echo "==> end-to-end tests, backend xdp"
 ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness --test segment --test layer_key -- --test-threads=1 || status=1
+# The flow and liveness suites again with four receive queues per veth end and
+# `queues 4` on every IPCP (docs/decisions/0031; about 40 s): a worker thread per
+# queue. tests/tests/queues.rs (above) floods eight flows over four queues on both
+# backends; here the flow suite runs over xdp's per-queue sockets too.
+echo "==> end-to-end tests, queues 4"
+ETHFLOW_TEST_QUEUES=4 ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness -- --test-threads=1 || status=1
+ETHFLOW_TEST_QUEUES=4 ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows -- --test-threads=1 || status=1
 # Benchmark smoke run (root + namespaces, about 15-40 s once built): every
 # figure of scripts/bench.sh is produced and positive.
 if [ "${ETHFLOW_SKIP_NETNS:-0}" != 1 ]; then

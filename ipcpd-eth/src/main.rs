@@ -54,6 +54,11 @@ struct Args {
     /// `share` directory: DIR/man/man8, DIR/bash-completion, …) and exit.
     #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
     generate: Option<std::path::PathBuf>,
+    /// Receive queues, one worker thread each (flows pinned to one queue by
+    /// their endpoint id). Default: the interface's receive queue count,
+    /// capped at the CPUs and 16; 1 is the single-threaded IPCP.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=irm::proto::MAX_QUEUES as i64))]
+    queues: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
         max_remote_timeout: std::time::Duration::from_millis(args.max_remote_timeout),
         key: args.key,
         encrypt: args.encrypt,
+        queues: args.queues,
     };
     match Ipcp::start(opts, ctrl) {
         Ok(mut ipcp) => {

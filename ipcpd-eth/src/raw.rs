@@ -26,6 +26,7 @@
 //! With a VLAN, frames go out with the tag put back between the MACs and the
 //! ethertype.
 
+pub mod fanout;
 mod rx_ring;
 mod tx_ring;
 

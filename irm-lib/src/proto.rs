@@ -203,7 +203,13 @@ pub struct BootstrapSpec {
     pub key: Option<String>,
     /// Encrypt every frame with the layer key.
     pub encrypt: bool,
+    /// Receive queues (one worker thread each); `None`: the interface's
+    /// queue count, capped at the CPUs (docs/decisions/0031).
+    pub queues: Option<u16>,
 }
+
+/// Most receive queues (worker threads) an IPCP may be bootstrapped with.
+pub const MAX_QUEUES: u16 = 64;
 
 /// A name's secure-flow configuration (`irm name create`): absolute paths
 /// of PEM files, read by the application's library at allocation (see
@@ -629,13 +635,14 @@ mod tests {
                 (
                     any::<Option<u16>>(),
                     proptest::option::of(name()),
-                    any::<bool>()
+                    any::<bool>(),
+                    any::<Option<u16>>()
                 )
             )
                 .prop_map(
                     |(
                         (name, layer, dev, ethertype, backend, busy_poll_us),
-                        (vlan, key, encrypt),
+                        (vlan, key, encrypt, queues),
                     )| {
                         CliRequest::IpcpBootstrap(BootstrapSpec {
                             name,
@@ -647,6 +654,7 @@ mod tests {
                             vlan,
                             key,
                             encrypt,
+                            queues,
                         })
                     }
                 ),

@@ -427,7 +427,7 @@ fn daemon(errs: &mut Errors<'_>, t: &DeTable<'_>) -> Daemon {
 }
 
 const IPCP_KEYS: &str =
-    "name, type, layer, dev (or device), ethertype, backend, busy_poll, vlan, key, encrypt";
+    "name, type, layer, dev (or device), ethertype, backend, busy_poll, vlan, key, encrypt, queues";
 
 fn ipcp(
     errs: &mut Errors<'_>,
@@ -447,6 +447,7 @@ fn ipcp(
         vlan: None,
         key: None,
         encrypt: false,
+        queues: None,
     };
     for (k, v) in t.iter() {
         let key = format!("{path}.{}", k.get_ref());
@@ -508,6 +509,10 @@ fn ipcp(
                 }
             }
             "vlan" => spec.vlan = integer(errs, &key, v, 1..4095).map(|n| n as u16),
+            "queues" => {
+                spec.queues = integer(errs, &key, v, 1..u64::from(irm::proto::MAX_QUEUES) + 1)
+                    .map(|n| n as u16)
+            }
             "key" => spec.key = string(errs, &key, v),
             "encrypt" => match v.get_ref() {
                 DeValue::Boolean(b) => spec.encrypt = *b,

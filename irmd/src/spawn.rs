@@ -69,6 +69,10 @@ pub fn ipcp_args(spec: &BootstrapSpec, max_remote_timeout_ms: Option<u64>) -> Ve
     if spec.encrypt {
         a.push("--encrypt".into());
     }
+    if let Some(q) = spec.queues {
+        a.push("--queues".into());
+        a.push(q.to_string());
+    }
     if let Some(t) = max_remote_timeout_ms {
         a.push("--max-remote-timeout".into());
         a.push(t.to_string());
@@ -127,6 +131,7 @@ mod tests {
             vlan: Some(12),
             key: Some("/etc/ethflow/k".into()),
             encrypt: true,
+            queues: Some(4),
         };
         let a = ipcp_args(&spec, Some(5000)).join(" ");
         assert!(a.starts_with("--ctrl-fd 3 "), "{a}");
@@ -134,14 +139,17 @@ mod tests {
         assert!(a.contains("--key /etc/ethflow/k"), "{a}");
         assert!(a.contains("--encrypt"), "{a}");
         assert!(a.contains("--max-remote-timeout 5000"), "{a}");
+        assert!(a.contains("--queues 4"), "{a}");
         let plain = BootstrapSpec {
             vlan: None,
             key: None,
             encrypt: false,
+            queues: None,
             ..spec
         };
         let a = ipcp_args(&plain, None).join(" ");
         assert!(!a.contains("--vlan") && !a.contains("--key") && !a.contains("--encrypt"));
+        assert!(!a.contains("--queues"), "{a}");
         assert!(!a.contains("--max-remote-timeout"));
     }
 }

@@ -20,6 +20,7 @@ pub const OURS: &[&str] = &[
     "rawflood",
     "hostileapp",
     "ctrlflood",
+    "seqflood",
 ];
 
 fn candidate_dirs() -> Vec<PathBuf> {

@@ -121,6 +121,31 @@ pub fn add_veth(ns_a: &str, if_a: &str, ns_b: &str, if_b: &str, mtu: Option<u32>
     }
 }
 
+/// [`add_veth`] with `queues` receive and send queues on each end (veth has
+/// one unless told).
+pub fn add_veth_queues(
+    ns_a: &str,
+    if_a: &str,
+    ns_b: &str,
+    if_b: &str,
+    mtu: Option<u32>,
+    queues: u16,
+) {
+    let q = queues.to_string();
+    let each = ["numrxqueues", &q, "numtxqueues", &q];
+    let mut args = vec!["link", "add", if_a, "netns", ns_a];
+    args.extend_from_slice(&each);
+    args.extend_from_slice(&["type", "veth", "peer", "name", if_b, "netns", ns_b]);
+    args.extend_from_slice(&each);
+    ip(&args);
+    for (ns, ifname) in [(ns_a, if_a), (ns_b, if_b)] {
+        if let Some(mtu) = mtu {
+            set_mtu(ns, ifname, mtu);
+        }
+        set_up(ns, ifname);
+    }
+}
+
 pub fn add_bridge(ns: &str, bridge: &str) {
     ip_in(ns, &["link", "add", bridge, "type", "bridge"]);
     set_up(ns, bridge);

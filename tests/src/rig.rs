@@ -48,6 +48,10 @@ pub struct RigBuilder {
     mtu: Option<u32>,
     daemons: bool,
     irmd_args: Vec<String>,
+    /// Queues of the veth pair (and `queues` at bootstrap), see [`queues`].
+    queues: Option<u16>,
+    /// Bootstrap each host's IPCP (false: irmd only, the test bootstraps).
+    bootstrap: bool,
 }
 
 impl RigBuilder {
@@ -64,6 +68,19 @@ impl RigBuilder {
 
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
+        self
+    }
+
+    /// A veth pair with `n` receive/send queues per end, IPCPs bootstrapped
+    /// with `queues n` (overrides `ETHFLOW_TEST_QUEUES`).
+    pub fn queues(mut self, n: u16) -> Self {
+        self.queues = Some(n);
+        self
+    }
+
+    /// irmd on every host, but no IPCP: the test bootstraps its own.
+    pub fn bare_ipcps(mut self) -> Self {
+        self.bootstrap = false;
         self
     }
 
@@ -122,11 +139,14 @@ impl RigBuilder {
             shared,
             _serial: serial,
         };
-        rig.create_network(self.hosts, self.mtu);
+        let queues = self.queues.or_else(queues);
+        rig.create_network(self.hosts, self.mtu, queues);
         if self.daemons {
             for host in &rig.hosts {
                 host.start_irmd(&self.irmd_args);
-                host.bootstrap().assert_success();
+                if self.bootstrap {
+                    host.bootstrap().assert_success();
+                }
             }
         }
         Some(rig)
@@ -166,6 +186,8 @@ pub struct Host {
     socket: PathBuf,
     ipcp: String,
     ip4: String,
+    /// `queues` for its IPCP (its veth has as many), if set.
+    queues: Option<u16>,
     irmd: Mutex<Option<Proc>>,
     shared: Arc<Shared>,
 }
@@ -193,6 +215,8 @@ impl Rig {
             mtu: None,
             daemons: true,
             irmd_args: Vec::new(),
+            queues: None,
+            bootstrap: true,
         }
     }
 
@@ -283,7 +307,7 @@ impl Rig {
         ns
     }
 
-    fn create_network(&mut self, hosts: usize, mtu: Option<u32>) {
+    fn create_network(&mut self, hosts: usize, mtu: Option<u32>, queues: Option<u16>) {
         let letters: Vec<String> = (0..hosts)
             .map(|i| ((b'a' + i as u8) as char).to_string())
             .collect();
@@ -297,7 +321,11 @@ impl Rig {
             .collect();
         let peer_ends: Vec<(String, String)> = match self.topology {
             Topology::Pair => {
-                netns::add_veth(&host_ns[0], &ifnames[0], &host_ns[1], &ifnames[1], mtu);
+                let (a, b) = (&host_ns[0], &host_ns[1]);
+                match queues {
+                    Some(q) => netns::add_veth_queues(a, &ifnames[0], b, &ifnames[1], mtu, q),
+                    None => netns::add_veth(a, &ifnames[0], b, &ifnames[1], mtu),
+                }
                 vec![
                     (host_ns[1].clone(), ifnames[1].clone()),
                     (host_ns[0].clone(), ifnames[0].clone()),
@@ -335,6 +363,7 @@ impl Rig {
                 socket: self.dir.join(format!("{letter}.sock")),
                 ipcp: format!("eth-{letter}"),
                 ip4,
+                queues,
                 irmd: Mutex::new(None),
                 shared: Arc::clone(&self.shared),
             });
@@ -691,6 +720,7 @@ impl Host {
     /// [`Host::bootstrap`] with more keywords (`vlan 7`, `ethertype 88b6`...).
     pub fn bootstrap_with(&self, extra: &[&str]) -> Finished {
         let backend = backend();
+        let queues = self.queues.map(|q| q.to_string());
         let mut args = vec![
             "ipcp",
             "bootstrap",
@@ -705,6 +735,9 @@ impl Host {
             "backend",
             &backend,
         ];
+        if let Some(q) = &queues {
+            args.extend_from_slice(&["queues", q]);
+        }
         args.extend_from_slice(extra);
         self.irm(&args)
     }
@@ -738,7 +771,8 @@ impl Host {
     /// with the backend [`backend`] names.
     pub fn bootstrap_as(&self, ipcp: &str) -> Finished {
         let backend = backend();
-        self.irm(&[
+        let queues = self.queues.map(|q| q.to_string());
+        let mut args = vec![
             "ipcp",
             "bootstrap",
             "type",
@@ -751,7 +785,11 @@ impl Host {
             &self.ifname,
             "backend",
             &backend,
-        ])
+        ];
+        if let Some(q) = &queues {
+            args.extend_from_slice(&["queues", q]);
+        }
+        self.irm(&args)
     }
 
     /// `irm bind program PROGRAM name NAME` and `irm name register NAME layer eth`.
@@ -912,4 +950,14 @@ fn sweep_stale_namespaces() {
 /// (`raw` when unset). `scripts/test.sh` runs the suite once per backend.
 pub fn backend() -> String {
     std::env::var("ETHFLOW_BACKEND").unwrap_or_else(|_| "raw".into())
+}
+
+/// Receive queues for every veth pair and IPCP of the suite:
+/// `ETHFLOW_TEST_QUEUES` (unset: veth's one queue, no `queues` keyword).
+pub fn queues() -> Option<u16> {
+    let v = std::env::var("ETHFLOW_TEST_QUEUES").ok()?;
+    let q = v
+        .parse::<u16>()
+        .unwrap_or_else(|_| panic!("ETHFLOW_TEST_QUEUES={v} is not a queue count"));
+    (q >= 1).then_some(q)
 }

@@ -328,6 +328,41 @@ impl FlowAllocator {
         Some((peer.mac, remote, local))
     }
 
+    /// The route of an established Up-or-Peer flow, as [`Self::data_tx`]
+    /// gives it, without counting it as traffic: what a worker thread that
+    /// carries the flow's data needs to match received frames and build
+    /// frames to send.
+    pub fn data_route(&self, flow_id: u32) -> Option<(Mac, Eid, Eid)> {
+        let flow = self.ep.flow(*self.ep.by_flow_id.get(&flow_id)?)?;
+        if !flow.phase.is_live() || flow.remote.is_none() {
+            return None;
+        }
+        Some((self.peers.get(flow.peer?)?.mac, flow.remote, flow.local))
+    }
+
+    /// A worker thread matched data of this flow against its route (peer
+    /// MAC, both eids: the proof [`Self::data_rx`] asks for) at `at`: the
+    /// same liveness news as `data_rx`.
+    pub fn data_heard(&mut self, at: Duration, flow_id: u32) {
+        let Some(p) = self
+            .ep
+            .by_flow_id
+            .get(&flow_id)
+            .and_then(|&i| self.ep.flow(i))
+            .filter(|f| f.phase.is_live())
+            .and_then(|f| f.peer)
+        else {
+            return;
+        };
+        self.heard_proof(at, p);
+    }
+
+    /// A worker thread sent data of this flow at `at` (as [`Self::data_tx`]
+    /// counts it: no keep-alive is needed meanwhile).
+    pub fn data_sent(&mut self, at: Duration, flow_id: u32) {
+        let _ = self.data_tx(at, flow_id);
+    }
+
     /// Carrier lost: every established flow goes DOWN (LinkDown), pending
     /// allocations fail, and nothing more is retransmitted.
     pub fn link_down(&mut self, _now: Duration) {

@@ -36,6 +36,7 @@ impl Ipcp {
             now.push((k.to_string(), v));
         }
         now.extend(self.fa.stats().named());
+        self.pool_counters(&mut now);
         if let Some(k) = &self.keyed {
             let c = k.counters();
             now.push(("auth_fail".into(), c.auth_fail));
@@ -231,9 +232,11 @@ impl Ipcp {
             f.eid = Some(eid);
             self.sock.endpoint_added(eid);
         }
+        self.pool_adopt(flow_id, eid);
     }
 
     pub(super) fn detach(&mut self, flow_id: u32) {
+        self.pool_forget(flow_id);
         if let Some(f) = self.flows.remove(&flow_id) {
             let _ = self.epoll.delete(f.end.ipcp_fd());
             if let Some(e) = f.eid {
@@ -251,12 +254,15 @@ impl Ipcp {
     }
 
     pub(super) fn flow_state(&mut self, flow_id: u32, cause: DownCause) {
-        if let Some(f) = self.flows.get(&flow_id) {
-            f.end.set_state(match cause {
-                DownCause::Unresponsive => FlowState::Peer,
-                DownCause::Up => FlowState::Allocated,
-                _ => FlowState::Down,
-            });
+        let state = match cause {
+            DownCause::Unresponsive => FlowState::Peer,
+            DownCause::Up => FlowState::Allocated,
+            _ => FlowState::Down,
+        };
+        if !self.pool_state(flow_id, state) {
+            if let Some(f) = self.flows.get(&flow_id) {
+                f.end.set_state(state);
+            }
         }
         self.reply(0, IpcpToIrmd::FlowState { flow_id, cause });
     }

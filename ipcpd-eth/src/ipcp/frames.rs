@@ -149,6 +149,10 @@ impl Ipcp {
     /// Send what is still in a flow's send ring (before it is deallocated:
     /// an application's last SDUs must reach the peer before the DEALLOC).
     pub(super) fn flush_flow(&mut self, id: u32) {
+        // A flow pinned to a queue worker is flushed by its worker.
+        if self.pool_flush(id) {
+            return;
+        }
         let Some(f) = self.flows.get(&id) else { return };
         let max_rounds = f.end.geometry().slots as usize / BATCH + 2;
         for _ in 0..max_rounds {
@@ -224,15 +228,27 @@ pub(super) fn fill_batch<B: AsMut<[u8]>>(
     count: &mut usize,
     cx: TxCtx,
 ) -> Fill {
+    let mut oversize = |len| f.oversize(flow_id, len, cx.max_sdu);
+    fill_from(&f.end, &mut oversize, route, bufs, lens, count, cx)
+}
+
+/// [`fill_batch`] for any holder of a flow's end (a queue worker's flows
+/// too): `oversize` is told the length of each SDU dropped as too large.
+pub(super) fn fill_from<B: AsMut<[u8]>>(
+    end: &IpcpEnd,
+    oversize: &mut dyn FnMut(usize),
+    route: Option<(Mac, crate::wire::Eid, crate::wire::Eid)>,
+    bufs: &mut [B],
+    lens: &mut [usize],
+    count: &mut usize,
+    cx: TxCtx,
+) -> Fill {
     const AT: usize = ETH_HEADER_LEN + HEADER_LEN;
     let cap = bufs.len().min(lens.len()).min(BATCH);
     let mut sdu_lens = [0usize; BATCH];
     while *count < cap {
         let want = cap - *count;
-        let got = match f
-            .end
-            .pop_tx_batch_into(&mut bufs[*count..cap], AT, &mut sdu_lens[..want])
-        {
+        let got = match end.pop_tx_batch_into(&mut bufs[*count..cap], AT, &mut sdu_lens[..want]) {
             Ok(0) => return Fill::Emptied,
             Ok(n) => n,
             Err(e) => return Fill::Broken(e),
@@ -244,7 +260,7 @@ pub(super) fn fill_batch<B: AsMut<[u8]>>(
                 continue;
             };
             if len > cx.max_sdu || AT + len > bufs[i].as_mut().len() {
-                f.oversize(flow_id, len, cx.max_sdu);
+                oversize(len);
                 continue;
             }
             if kept != i {
@@ -260,7 +276,7 @@ pub(super) fn fill_batch<B: AsMut<[u8]>>(
             .emit(buf);
             crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, len as u16);
             lens[kept] = AT + len;
-            f.end.note_tx(len);
+            end.note_tx(len);
             kept += 1;
         }
         *count = kept;

@@ -28,12 +28,15 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use frames::{fill_from, handle_frame, send_built, Fill, TxCtx};
+
 const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;
 const TOKEN_LINK: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
 /// SIGTERM/SIGINT ([`shutdown::stop_signals`]).
 const TOKEN_STOP: u64 = 4;
+const TOKEN_WORKERS: u64 = 5;
 const TOKEN_FLOW: u64 = 1 << 32;
 /// Receive batches per loop turn before the send side gets its turn.
 const RX_ROUNDS: usize = 8;
@@ -57,11 +60,14 @@ pub struct Options {
     pub key: Option<std::path::PathBuf>,
     /// Encrypt payloads too (`--encrypt`, needs a key).
     pub encrypt: bool,
+    /// Receive queues asked for (`--queues`); `None`: the interface's.
+    pub queues: Option<u16>,
 }
 
 /// One flow as the IPCP holds it.
 struct FlowIo {
-    end: IpcpEnd,
+    /// Shared with the flow's queue worker when `queues` > 1.
+    end: std::sync::Arc<IpcpEnd>,
     /// Our endpoint id, once the flow allocator gave one.
     eid: Option<crate::wire::Eid>,
     /// Its send ring may hold SDUs: serve it without waiting for a wake-up.
@@ -82,7 +88,7 @@ struct FlowIo {
 impl FlowIo {
     fn new(end: IpcpEnd, active: bool) -> FlowIo {
         FlowIo {
-            end,
+            end: std::sync::Arc::new(end),
             eid: None,
             active,
             wake_pending: std::cell::Cell::new(false),
@@ -126,6 +132,10 @@ impl Counters {
     }
 }
 
+/// Room in each frame buffer beyond Ethernet header + MTU (a VLAN tag,
+/// a layer key's trailer).
+const FRAME_SLACK: usize = 64;
+
 /// Least gap between two walks over a peer's flows to record a keep-alive.
 const KEEPALIVE_TOUCH_GAP: Duration = Duration::from_millis(50);
 
@@ -164,6 +174,8 @@ pub struct Ipcp {
     next_report: Instant,
     /// The layer key, when the IPCP was bootstrapped with one.
     keyed: Option<Keyed>,
+    /// The workers of queues 1.. (`queues` > 1, see `worker`).
+    workers: Option<worker::Pool>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -275,7 +287,17 @@ impl Ipcp {
             })?;
             Ok(Box::new(s))
         };
+        let queues = worker::queues_wanted(&opts, keyed.is_some());
+        let (mut queue_socks, mut group) = (Vec::new(), None);
         let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
+            "raw" if queues > 1 => worker::open_fanout(
+                link.ifindex,
+                opts.ethertype,
+                filter,
+                queues,
+                &mut queue_socks,
+                &mut group,
+            )?,
             "raw" => open_raw()?,
             // One AF_XDP frame per Ethernet frame: a larger MTU goes to raw,
             // and says so (the IPCP's backend name tells irmd and `irm ipcp list`).
@@ -287,8 +309,43 @@ impl Ipcp {
                     opts.dev,
                     link.mtu
                 );
-                open_raw()?
+                if queues > 1 {
+                    worker::open_fanout(
+                        link.ifindex,
+                        opts.ethertype,
+                        filter,
+                        queues,
+                        &mut queue_socks,
+                        &mut group,
+                    )?
+                } else {
+                    open_raw()?
+                }
             }
+            "xdp" | "auto" if queues > 1 => match worker::open_xdp(
+                &opts.dev,
+                link.ifindex,
+                opts.ethertype,
+                link.mtu,
+                filter,
+                queues,
+                &mut queue_socks,
+            ) {
+                Ok(s) => s,
+                Err(e) if opts.backend == "auto" => {
+                    warn!("backend auto: xdp unavailable ({e}); falling back to raw.");
+                    let socks = &mut queue_socks;
+                    worker::open_fanout(
+                        link.ifindex,
+                        opts.ethertype,
+                        filter,
+                        queues,
+                        socks,
+                        &mut group,
+                    )?
+                }
+                Err(e) => return Err(e),
+            },
             "xdp" => crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter)?,
             "auto" => {
                 match crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter) {
@@ -300,6 +357,10 @@ impl Ipcp {
                 }
             }
             other => return Err(format!("unknown backend {other} (raw, xdp, auto)")),
+        };
+        let ctrl = match queue_socks.is_empty() {
+            true => ctrl,
+            false => worker::ctrl_last(ctrl),
         };
         let link_monitor = LinkMonitor::open(link.ifindex as u32)
             .map_err(|e| format!("cannot watch the link: {e}"))?;
@@ -371,7 +432,19 @@ impl Ipcp {
             Box::new(OsEntropy),
         )
         .map_err(err)?;
-        let frame_room = ETH_HEADER_LEN + link.mtu as usize + 64;
+        let frame_room = ETH_HEADER_LEN + link.mtu as usize + FRAME_SLACK;
+        if queues > 1 && queue_socks.is_empty() {
+            warn!("backend {}: one queue ({queues} asked).", sock.name());
+        }
+        let start = Instant::now();
+        let shared = worker::Shared {
+            group,
+            start,
+            mac: link.mac,
+            ethertype: opts.ethertype,
+            frame_room,
+        };
+        let workers = worker::Pool::start(queue_socks, &epoll, TOKEN_WORKERS, shared)?;
         info!(
             "IPCP {} bootstrapped on {} (ifindex {}, MTU {}, max SDU {max_sdu}, ethertype 0x{:04x}, backend {}).",
             opts.name,
@@ -392,7 +465,7 @@ impl Ipcp {
             carrier,
             next_probe: Instant::now(),
             epoll,
-            start: Instant::now(),
+            start,
             flows: HashMap::new(),
             alloc_replies: HashMap::new(),
             active: Vec::new(),
@@ -406,6 +479,7 @@ impl Ipcp {
             reported: Vec::new(),
             next_report: Instant::now(),
             keyed,
+            workers,
         })
     }
 
@@ -502,7 +576,7 @@ impl Ipcp {
         );
         self.link.mtu = mtu;
         self.fa.set_max_sdu(self.max_sdu());
-        let room = ETH_HEADER_LEN + mtu as usize + 64;
+        let room = ETH_HEADER_LEN + mtu as usize + FRAME_SLACK;
         for b in self.rx_bufs.iter_mut().chain(self.tx_bufs.iter_mut()) {
             b.resize(room, 0);
         }
@@ -580,6 +654,7 @@ impl Ipcp {
                 match ev.data() {
                     TOKEN_SOCK => sock_ready = true,
                     TOKEN_LINK => self.link_changed(),
+                    TOKEN_WORKERS => self.pool_events(),
                     TOKEN_SIGNAL => {
                         if let Some(k) = &mut self.keyed {
                             k.reload();
@@ -625,6 +700,7 @@ impl Ipcp {
             if Instant::now() >= self.next_report {
                 self.report_counters();
             }
+            self.pool_sync();
             let now = self.now();
             if self.fa.poll_timeout().is_some_and(|t| t <= now) {
                 self.fa.handle_timeout(now);
@@ -703,6 +779,9 @@ impl Ipcp {
     }
 
     fn send_mgmt(&mut self, dst: Mac, frame: &[u8]) {
+        if self.pool_send_mgmt(dst, frame) {
+            return;
+        }
         let trailer = overhead(self.keyed.is_some()) - HEADER_LEN;
         let mut buf = vec![0u8; ETH_HEADER_LEN + frame.len() + trailer];
         EthHeader {
@@ -737,3 +816,4 @@ mod frames;
 mod shutdown;
 #[cfg(test)]
 mod tests;
+mod worker;

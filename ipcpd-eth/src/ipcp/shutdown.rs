@@ -75,12 +75,18 @@ impl Ipcp {
                 wait = wait.min(t.saturating_sub(self.now()));
             }
             let ms = wait.as_micros().div_ceil(1000).min(1000) as u16;
-            let mut fds = [nix::poll::PollFd::new(
+            let mut fds = vec![nix::poll::PollFd::new(
                 self.sock.rx_fd(),
                 nix::poll::PollFlags::POLLIN,
             )];
+            // With queues, the DEALLOC_ACKs reach the flows' workers first.
+            fds.extend(
+                self.pool_events_fd()
+                    .map(|fd| nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)),
+            );
             let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
             self.receive();
+            self.pool_events();
             let now = self.now();
             if self.fa.poll_timeout().is_some_and(|t| t <= now) {
                 self.fa.handle_timeout(now);

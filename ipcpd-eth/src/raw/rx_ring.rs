@@ -184,6 +184,10 @@ impl Region {
     }
 }
 
+// SAFETY: the region is owned by exactly one ring (no aliasing pointer is
+// handed out), so moving it to another thread (a queue's worker) is sound.
+unsafe impl Send for Region {}
+
 impl Drop for Region {
     fn drop(&mut self) {
         if self.mapped {

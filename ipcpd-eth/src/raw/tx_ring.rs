@@ -72,6 +72,11 @@ impl TxSlot {
     }
 }
 
+// SAFETY: a slot is the sole handle to its room (see the type's doc); the
+// ring that holds its slots is owned by one backend, and moving that backend
+// to another thread (a queue's worker) moves the sole ownership with it.
+unsafe impl Send for TxSlot {}
+
 impl AsMut<[u8]> for TxSlot {
     fn as_mut(&mut self) -> &mut [u8] {
         // SAFETY: ptr..ptr+len is the data room of one slot of a live ring

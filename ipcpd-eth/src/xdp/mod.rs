@@ -12,6 +12,7 @@
 //! the sockets; a crash does the same, since both are only file descriptors.
 
 pub mod program;
+pub mod queues;
 pub mod ring;
 pub mod xsk;
 

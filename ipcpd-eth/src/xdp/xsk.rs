@@ -146,6 +146,11 @@ fn getsockopt<T>(fd: BorrowedFd<'_>, name: i32, val: &mut T) -> io::Result<()> {
     }
 }
 
+// SAFETY: every pointer an Xsk holds (its rings', its UMEM's) points into
+// mappings this Xsk alone owns and hands out no reference to; moving it to
+// another thread (a queue's worker) moves that sole ownership.
+unsafe impl Send for Xsk {}
+
 impl Xsk {
     /// Create the socket and its UMEM and bind it to `queue` of `ifindex`:
     /// zero-copy when asked (the driver must offer it), else copy mode.

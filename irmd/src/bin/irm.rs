@@ -72,7 +72,7 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum IpcpCmd {
-    /// bootstrap type eth|eth-dix name <ipcp> layer <layer> dev|device <ifname> [ethertype 0x88b5] [backend raw|xdp|auto] [busy-poll <µs>] [vlan <id>] [key <file>] [encrypt]
+    /// bootstrap type eth|eth-dix name <ipcp> layer <layer> dev|device <ifname> [ethertype 0x88b5] [backend raw|xdp|auto] [busy-poll <µs>] [vlan <id>] [key <file>] [encrypt] [queues <n>]
     Bootstrap {
         #[arg(num_args = 0.., allow_hyphen_values = true)]
         args: Vec<String>,
@@ -287,6 +287,7 @@ fn run(cmd: Cmd, json: bool) -> Result<(), Failure> {
                         .ok_or_else(|| Usage(format!("vlan `{v}` is not a VLAN id (1..4094)")))
                 })
                 .transpose()?;
+            let queues = kv.get("queues").map(|v| keywords::queues(v)).transpose()?;
             let key = kv
                 .get("key")
                 .map(|k| {
@@ -306,6 +307,7 @@ fn run(cmd: Cmd, json: bool) -> Result<(), Failure> {
                     vlan,
                     key,
                     encrypt,
+                    queues,
                 }),
                 WAIT,
             )?;

@@ -15,6 +15,7 @@ ethertype = 0x88b6
 backend = "auto"
 vlan = 7
 busy_poll = 50
+queues = 4
 
 [[register]]
 name = "oecho"
@@ -54,6 +55,7 @@ fn a_full_configuration_parses() {
     assert_eq!(s.backend, "auto");
     assert_eq!(s.vlan, Some(7));
     assert_eq!(s.busy_poll_us, 50);
+    assert_eq!(s.queues, Some(4));
     assert_eq!(
         c.registers,
         vec![Register {

@@ -44,6 +44,14 @@ impl Registry {
                 spec.busy_poll_us, self.policy.max_busy_poll_us
             )));
         }
+        if let Some(q) = spec.queues {
+            if !(1..=irm::proto::MAX_QUEUES).contains(&q) {
+                return Err(Error::Invalid(format!(
+                    "queues {q} is not in 1..={}",
+                    irm::proto::MAX_QUEUES
+                )));
+            }
+        }
         if let Some(v) = spec.vlan {
             if !(1..=4094).contains(&v) {
                 return Err(Error::Invalid(format!("VLAN id {v} is not in 1..=4094")));

@@ -213,6 +213,7 @@ fn spec(name: &str) -> BootstrapSpec {
         vlan: None,
         key: None,
         encrypt: false,
+        queues: None,
     }
 }
 

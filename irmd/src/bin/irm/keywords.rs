@@ -110,9 +110,31 @@ pub fn ipcp_type(t: &str) -> Result<(), Usage> {
     }
 }
 
+/// `queues <n>`: receive queues, one worker thread each (1..=MAX_QUEUES).
+pub fn queues(v: &str) -> Result<u16, Usage> {
+    v.parse::<u16>()
+        .ok()
+        .filter(|q| (1..=irm::proto::MAX_QUEUES).contains(q))
+        .ok_or_else(|| {
+            Usage(format!(
+                "queues `{v}` is not a queue count (1..={})",
+                irm::proto::MAX_QUEUES
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_counts() {
+        assert_eq!(queues("4"), Ok(4));
+        assert_eq!(queues("1"), Ok(1));
+        for bad in ["0", "65", "-1", "four", ""] {
+            assert!(queues(bad).is_err(), "{bad}");
+        }
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

@@ -80,6 +80,11 @@ pub const IPCP_BOOTSTRAP: &[Kw] = &[
         "",
         "With key: encrypt frame payloads with the layer key as well.",
     ),
+    kw(
+        "queues",
+        "<n>",
+        "Receive queues, one worker thread each (1..64); flows are spread over them by endpoint id. Default: the interface's receive queue count, at most the CPUs and 16.",
+    ),
 ];
 
 pub const IPCP_LIST: &[Kw] = &[

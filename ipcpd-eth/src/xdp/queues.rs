@@ -1,0 +1,108 @@
+//! `queues` > 1 on backend xdp: the backend's AF_XDP sockets (one per
+//! receive queue of the interface; the program redirects each frame to the
+//! socket of the queue it arrived on) are split into one set per worker.
+//! Set `p` takes the sockets of queues `q` with `q mod parts == p` and sends
+//! through the first of them (queue `p`); the backend keeps set 0 and the
+//! program (its endpoint map is updated from the allocator's thread).
+//!
+//! The NIC, not the IPCP, chooses a frame's receive queue: a DATA frame that
+//! arrives on another worker's queue goes through the allocator to the
+//! worker of its flow (see `ipcp::worker`). On veth, a frame arrives on the
+//! receive queue numbered like the peer's send queue, so two IPCPs whose
+//! flows sit on the same queue index need no such detour.
+
+use super::xsk::Xsk;
+use super::XdpBackend;
+use crate::backend::FrameIo;
+use crate::segment::VLAN_TAG_LEN;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// One worker's AF_XDP sockets.
+pub struct XskSet {
+    queues: Vec<Xsk>,
+    /// With several sockets, one epoll fd over them is the rx fd.
+    poll: Option<Epoll>,
+    next_queue: usize,
+    tx_tag: Option<[u8; VLAN_TAG_LEN]>,
+    name: String,
+}
+
+fn poll_over(queues: &[Xsk]) -> io::Result<Option<Epoll>> {
+    if queues.len() < 2 {
+        return Ok(None);
+    }
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    for (i, q) in queues.iter().enumerate() {
+        ep.add(q.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
+    }
+    Ok(Some(ep))
+}
+
+impl XdpBackend {
+    /// AF_XDP sockets (one per receive queue of the interface).
+    pub fn socket_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Split the sockets into `parts` sets (at most one per socket): this
+    /// backend keeps set 0, the others are returned for the workers.
+    pub fn split(&mut self, parts: usize) -> io::Result<Vec<XskSet>> {
+        let parts = parts.clamp(1, self.queues.len().max(1));
+        let mut sets: Vec<Vec<Xsk>> = (0..parts).map(|_| Vec::new()).collect();
+        for (q, x) in std::mem::take(&mut self.queues).into_iter().enumerate() {
+            sets[q % parts].push(x);
+        }
+        let mut rest = sets.split_off(1);
+        self.queues = sets.pop().unwrap_or_default();
+        self.poll = poll_over(&self.queues)?;
+        self.next_queue = 0;
+        rest.drain(..)
+            .map(|queues| {
+                Ok(XskSet {
+                    poll: poll_over(&queues)?,
+                    queues,
+                    next_queue: 0,
+                    tx_tag: self.tx_tag,
+                    name: self.name.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl FrameIo for XskSet {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn rx_fd(&self) -> BorrowedFd<'_> {
+        match &self.poll {
+            Some(ep) => ep.0.as_fd(),
+            None => self.queues[0].as_fd(),
+        }
+    }
+
+    fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        let n = self.queues.len();
+        let mut got = 0;
+        for i in 0..n {
+            let q = (self.next_queue + i) % n;
+            got += self.queues[q].recv(&mut bufs[got..], &mut lens[got..]);
+            if got == bufs.len().min(lens.len()) {
+                break;
+            }
+        }
+        self.next_queue = (self.next_queue + 1) % n.max(1);
+        Ok(got)
+    }
+
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        self.queues[0].send(frames, self.tx_tag)
+    }
+
+    fn max_mtu(&self) -> Option<u32> {
+        Some(super::MAX_MTU)
+    }
+}
