@@ -106,8 +106,9 @@ impl Ipcp {
         };
         let lens = &mut self.tx_lens;
         if let Some(slots) = self.sock.tx_slots(BATCH) {
+            let (fa, now) = (&mut self.fa, cx.now);
             let mut count = fill_round(
-                &mut self.fa,
+                &mut |id| fa.data_tx(now, id),
                 &mut self.flows,
                 ids,
                 &mut self.corrupt,
@@ -125,8 +126,9 @@ impl Ipcp {
             }
             return count;
         }
+        let (fa, now) = (&mut self.fa, cx.now);
         let mut count = fill_round(
-            &mut self.fa,
+            &mut |id| fa.data_tx(now, id),
             &mut self.flows,
             ids,
             &mut self.corrupt,
@@ -287,10 +289,16 @@ pub(super) fn fill_from<B: AsMut<[u8]>>(
     Fill::BatchFull
 }
 
+/// Where a flow's frames go (the allocator's `data_tx`): peer MAC, remote
+/// and local eid; `None` while the flow is not established.
+pub(super) type Route = Option<(Mac, crate::wire::Eid, crate::wire::Eid)>;
+
 /// Fill one send batch from the flows in `ids`, each in turn, until the
-/// batch is full or every flow is empty. Returns how many frames were built.
+/// batch is full or every flow is empty, and leave `ids` rotated so the next
+/// batch starts behind the last flow served. Returns how many frames were
+/// built.
 pub(super) fn fill_round<B: AsMut<[u8]>>(
-    fa: &mut FlowAllocator,
+    route_of: &mut dyn FnMut(u32) -> Route,
     flows: &mut HashMap<u32, FlowIo>,
     ids: &mut Vec<u32>,
     corrupt: &mut Vec<(u32, Error)>,
@@ -307,7 +315,7 @@ pub(super) fn fill_round<B: AsMut<[u8]>>(
             ids.swap_remove(i);
             continue;
         };
-        let route = fa.data_tx(cx.now, id);
+        let route = route_of(id);
         match fill_batch(id, f, route, bufs, lens, &mut count, cx) {
             Fill::Emptied if !cx.arm => {
                 ids.swap_remove(i);
@@ -326,6 +334,12 @@ pub(super) fn fill_round<B: AsMut<[u8]>>(
             }
             Fill::Emptied | Fill::BatchFull => i += 1,
         }
+    }
+    // The next batch starts behind the last flow served: a writer that keeps
+    // its ring full gets one batch in turn, not every batch before the flows
+    // behind it.
+    if i > 0 && i < ids.len() {
+        ids.rotate_left(i);
     }
     count
 }

@@ -461,6 +461,10 @@ impl Worker {
                     Fill::Emptied | Fill::BatchFull => i += 1,
                 }
             }
+            // Round robin, as the allocator loop's `fill_round`.
+            if i > 0 && i < self.active.len() {
+                self.active.rotate_left(i);
+            }
             self.note_oversize(oversize);
             self.send(count);
             for (id, e) in broken {
