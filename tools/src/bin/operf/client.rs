@@ -37,13 +37,14 @@ pub struct FlowOutcome {
     pub flow_id: u64,
     pub sent: u64,
     pub received: u64,
+    pub bytes: u64,
     pub sdus_per_s: f64,
     pub mbit_per_s: f64,
 }
 
 /// The client's result, as `--json` prints it (docs/json.md, "Tools").
 /// Rates are the receiver's: the server's for `uni`, the client's reader's
-/// for `bi`; totals are sums over the flows.
+/// for `bi`; the totals are all flows' SDUs over the longest receive window.
 #[derive(Serialize, Debug)]
 pub struct Outcome {
     pub version: u32,
@@ -66,7 +67,7 @@ pub struct Outcome {
     pub server_received: u64,
     /// The longest receive window of a flow, first to last SDU.
     pub window_s: f64,
-    /// Jain's fairness index of the flows' receive rates (1 = equal shares).
+    /// Jain's fairness index of what the flows received (1 = equal shares).
     pub jain_index: f64,
     /// Whether Ctrl-C or SIGTERM cut the run short.
     pub interrupted: bool,
@@ -339,6 +340,7 @@ fn summarize(
                 flow_id: l.flow.flow_id() as u64,
                 sent: l.sent.load(Ordering::Relaxed),
                 received,
+                bytes,
                 sdus_per_s,
                 mbit_per_s,
             }
@@ -365,8 +367,15 @@ fn outcome(
 ) -> Outcome {
     let sent: u64 = per_flow.iter().map(|f| f.sent).sum();
     let received: u64 = per_flow.iter().map(|f| f.received).sum();
+    let bytes: u64 = per_flow.iter().map(|f| f.bytes).sum();
     let lost = sent.saturating_sub(received);
-    let rates: Vec<f64> = per_flow.iter().map(|f| f.sdus_per_s).collect();
+    // The flows run side by side: the aggregate is everything received over
+    // the longest receive window (a flow that got a few SDUs early has a
+    // tiny window of its own, so summing per-flow rates would overstate it),
+    // and fairness compares what each flow got in that same time.
+    let window = windows.iter().max().copied().unwrap_or_default();
+    let (sdus_per_s, mbit_per_s) = rates(received, bytes, window);
+    let shares: Vec<f64> = per_flow.iter().map(|f| f.received as f64).collect();
     Outcome {
         version: JSON_VERSION,
         kind: "operf",
@@ -383,17 +392,12 @@ fn outcome(
         } else {
             100.0 * lost as f64 / sent as f64
         },
-        sdus_per_s: rates.iter().sum(),
-        mbit_per_s: per_flow.iter().map(|f| f.mbit_per_s).sum(),
+        sdus_per_s,
+        mbit_per_s,
         sender_sdus_per_s: sent as f64 / took.as_secs_f64().max(1e-9),
         server_received: reports.iter().map(|r| r.received).sum(),
-        window_s: windows
-            .iter()
-            .max()
-            .copied()
-            .unwrap_or_default()
-            .as_secs_f64(),
-        jain_index: jain_index(&rates),
+        window_s: window.as_secs_f64(),
+        jain_index: jain_index(&shares),
         interrupted,
         per_flow,
     }
@@ -447,6 +451,7 @@ mod tests {
             flow_id: 1,
             sent,
             received,
+            bytes: received * 64,
             sdus_per_s: pps,
             mbit_per_s: pps * 64.0 * 8.0 / 1e6,
         }
@@ -477,5 +482,16 @@ mod tests {
         assert_eq!(v["version"], JSON_VERSION);
         assert_eq!(v["test"], "uni");
         assert_eq!(v["per_flow"].as_array().map(Vec::len), Some(2));
+        // A flow that got 10 SDUs within 10 µs does not count as 1 M SDUs/s.
+        let o = outcome(
+            &cfg(2),
+            vec![flow(1000, 990, 990.0), flow(1000, 10, 1e6)],
+            &[r, r],
+            &[Duration::from_secs(1), Duration::from_micros(10)],
+            Duration::from_secs(1),
+            false,
+        );
+        assert_eq!(o.sdus_per_s, 1000.0);
+        assert!(o.jain_index < 0.6, "{}", o.jain_index);
     }
 }
