@@ -3,6 +3,8 @@
 //! exit statuses, Ctrl-C) and the version of their JSON output.
 
 use irm::{Error, Qos};
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,26 @@ pub fn describe(e: &Error) -> String {
         other => format!("{other} (-{})", other.code()),
     }
 }
+
+/// `--generate DIR` (a hidden option of every tool): write the program's
+/// manual page (section 1) and its bash, zsh and fish completions under DIR
+/// (`man/man1/`, `bash-completion/completions/`, …), as scripts/install.sh
+/// and the Debian package want them.
+pub fn generate(cmd: clap::Command, dir: &Path) -> ExitCode {
+    let name = cmd.get_name().to_string();
+    match irm::gen::generate(cmd, "1", dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: cannot write to {}: {e}", dir.display());
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// The exit statuses, for the end of every tool's manual page.
+pub const EXIT_STATUS_HELP: &str =
+    "Exit status: 0 on success, 1 when the run failed or was refused \
+(allocation refused, flow down, replies missing), 2 for a usage error.";
 
 /// The QoS cube names the tools take with `-q` (the model's, plus the
 /// ethflow presets).
@@ -216,6 +238,24 @@ mod tests {
         assert!((jain_index(&[8.0, 0.0, 0.0, 0.0]) - 0.25).abs() < 1e-12);
         assert_eq!(jain_index(&[]), 0.0);
         assert_eq!(jain_index(&[0.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn generate_writes_the_manual_page_and_completions() {
+        let dir = std::env::temp_dir().join(format!("ethflow-tools-gen-{}", std::process::id()));
+        let cmd = clap::Command::new("otool").about("a tool").arg(
+            clap::Arg::new("quiet")
+                .short('Q')
+                .long("quiet")
+                .action(clap::ArgAction::SetTrue),
+        );
+        assert_eq!(generate(cmd, &dir), ExitCode::SUCCESS);
+        let page = std::fs::read_to_string(dir.join("man/man1/otool.1")).expect("man page");
+        assert!(page.contains("quiet"), "{page}");
+        assert!(dir.join("bash-completion/completions/otool").exists());
+        assert!(dir.join("zsh/vendor-completions/_otool").exists());
+        assert!(dir.join("fish/vendor_completions.d/otool.fish").exists());
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

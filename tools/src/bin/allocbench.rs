@@ -37,7 +37,8 @@ const FDS_PER_FLOW: u64 = 3;
 #[command(
     name = "allocbench",
     about = "ethflow flow allocation rate, latency and memory per flow",
-    version
+    version,
+    after_help = ethflow_tools::EXIT_STATUS_HELP
 )]
 struct Args {
     /// Run as server: accept flows and hold them.
@@ -70,6 +71,9 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(short, long)]
     json: bool,
+    /// Write the manual page and shell completions under DIR, then exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -93,6 +97,9 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate {
+        return ethflow_tools::generate(<Args as clap::CommandFactory>::command(), dir);
+    }
     let fd_limit = irm::limits::raise_nofile();
     let r = if args.listen {
         server()

@@ -9,7 +9,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "oecho", about = "ethflow echo client and server", version)]
+#[command(
+    name = "oecho",
+    about = "ethflow echo client and server",
+    version,
+    after_help = ethflow_tools::EXIT_STATUS_HELP
+)]
 struct Args {
     /// Run as server.
     #[arg(short, long)]
@@ -35,6 +40,9 @@ struct Args {
     /// Client: print the reply as one JSON object.
     #[arg(short, long, conflicts_with_all = ["listen", "wait_down"])]
     json: bool,
+    /// Write the manual page and shell completions under DIR, then exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate: Option<std::path::PathBuf>,
 }
 
 /// The client's result, as `--json` prints it (docs/json.md, "Tools").
@@ -50,6 +58,9 @@ struct Echo<'a> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate {
+        return ethflow_tools::generate(<Args as clap::CommandFactory>::command(), dir);
+    }
     ethflow_tools::init_log();
     let r = if args.listen {
         server(&args)

@@ -28,7 +28,8 @@ const FLOOD_WAIT: Duration = Duration::from_millis(10);
     long_about = "Round-trip times and loss over an ethflow flow. Without -c or -d, \
                   oping pings once per interval until Ctrl-C, which prints the summary \
                   (as the model's oping and ping do).",
-    version
+    version,
+    after_help = ethflow_tools::EXIT_STATUS_HELP
 )]
 struct Args {
     /// Run as server (echo every SDU back).
@@ -65,10 +66,16 @@ struct Args {
     /// Print one JSON object (counts, RTT min/median/p99/max and percentiles in µs) instead of text.
     #[arg(short, long)]
     json: bool,
+    /// Write the manual page and shell completions under DIR, then exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate {
+        return ethflow_tools::generate(<Args as clap::CommandFactory>::command(), dir);
+    }
     ethflow_tools::init_log();
     let r = if args.listen { server() } else { client(&args) };
     match r {

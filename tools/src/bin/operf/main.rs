@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
     long_about = "Throughput and loss over ethflow flows, measured at the receiver. \
                   Without -r the client writes as fast as the flow takes SDUs (-f); \
                   Ctrl-C ends the run early and still prints the summary.",
-    version
+    version,
+    after_help = ethflow_tools::EXIT_STATUS_HELP
 )]
 struct Args {
     /// Run as server (count, or echo, every SDU).
@@ -66,6 +67,9 @@ struct Args {
     /// Print one JSON object instead of text (progress lines go to stderr).
     #[arg(short, long)]
     json: bool,
+    /// Write the manual page and shell completions under DIR, then exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate: Option<std::path::PathBuf>,
 }
 
 /// The kind of test, named as the model's `-t`.
@@ -123,6 +127,9 @@ fn parse_rate(text: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate {
+        return ethflow_tools::generate(<Args as clap::CommandFactory>::command(), dir);
+    }
     ethflow_tools::init_log();
     let r = if args.listen { server() } else { client(&args) };
     match r {
