@@ -93,6 +93,8 @@ fi
 PINGS=$(awk -v s="$SECS" 'BEGIN { n = int(s * 1000); print (n < 100 ? 100 : n) }')
 # Pings at a 10 ms interval: a tenth as many, at least 100.
 PINGS10=$(awk -v n="$PINGS" 'BEGIN { m = int(n / 10); print (m < 100 ? 100 : m) }')
+# The spin budget of the spin-before-sleep runs (ETHFLOW_SPIN_US).
+SPIN_US=50
 # Flows flooding at once (operf --flows).
 FLOW_COUNTS="1 16 256"
 
@@ -531,6 +533,16 @@ for REP in $(seq "$REPEAT"); do
         for size in 64 1400; do operf "$cipher" 1500 "$size" "operf-$cipher"; done
     done
     daemons_down
+    # A bounded spin before sleeping (the library's and the IPCPs' SpinPolicy,
+    # off by default on 2 cores), switched on by the environment every
+    # process here inherits. Full runs only.
+    if [ "$SMOKE" -eq 0 ]; then
+        export ETHFLOW_SPIN_US=$SPIN_US
+        daemons_up raw
+        operf spin 1500 64
+        daemons_down
+        unset ETHFLOW_SPIN_US
+    fi
     # A layer key beside no key in the same round (backend raw): frames
     # sealed and verified (key), and with payloads encrypted (encrypt).
     if [ "$KEYED" -eq 1 ]; then
@@ -585,6 +597,14 @@ if [ "$SMOKE" -eq 0 ] && "$BIN/ipcpd-eth" --help | grep -q busy-poll; then
     daemons_up raw 200
     oping rtt_oping_busy_poll
     daemons_down
+fi
+if [ "$SMOKE" -eq 0 ]; then
+    echo "==> MTU 1500: oping at 10 ms intervals with a ${SPIN_US} µs spin before sleeping (ETHFLOW_SPIN_US)"
+    export ETHFLOW_SPIN_US=$SPIN_US
+    daemons_up raw
+    oping rtt_oping_spin_10ms 10 "$PINGS10"
+    daemons_down
+    unset ETHFLOW_SPIN_US
 fi
 rig_down
 

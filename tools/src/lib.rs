@@ -57,6 +57,43 @@ pub const EXIT_STATUS_HELP: &str =
     "Exit status: 0 on success, 1 when the run failed or was refused \
 (allocation refused, flow down, replies missing), 2 for a usage error.";
 
+/// Wake-ups of this process over a run (irm::shm::wake_stats), as the
+/// tools' `--json` prints them: absolute and per SDU moved.
+#[derive(serde::Serialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct Wakes {
+    /// Wake-up syscalls this process made (pipe writes, event signals).
+    pub signals_sent: u64,
+    /// Times this process blocked waiting.
+    pub sleeps: u64,
+    /// Bounded spins that found work (a sleep saved) and that gave up.
+    pub spin_hits: u64,
+    pub spin_misses: u64,
+    pub signals_per_sdu: f64,
+    pub sleeps_per_sdu: f64,
+}
+
+impl Wakes {
+    /// The wake-ups since `before`, per `sdus` SDUs moved.
+    pub fn since(before: &irm::shm::WakeStats, sdus: u64) -> Wakes {
+        let d = irm::shm::wake_stats().since(before);
+        let per = |x: u64| {
+            if sdus == 0 {
+                0.0
+            } else {
+                x as f64 / sdus as f64
+            }
+        };
+        Wakes {
+            signals_sent: d.signals_sent,
+            sleeps: d.sleeps,
+            spin_hits: d.spin_hits,
+            spin_misses: d.spin_misses,
+            signals_per_sdu: per(d.signals_sent),
+            sleeps_per_sdu: per(d.sleeps),
+        }
+    }
+}
+
 /// The QoS cube names the tools take with `-q` (the model's, plus the
 /// ethflow presets).
 pub const QOS_NAMES: &[&str] = &[

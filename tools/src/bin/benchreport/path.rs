@@ -22,6 +22,7 @@ pub(crate) fn collect(inputs: &BTreeMap<String, Value>, r: &mut Value) {
     let mut raw_cpu = Map::new();
     let mut flows = Map::new();
     let mut secure = Map::new();
+    let mut spin = Map::new();
     let put = |m: &mut Map<String, Value>, keys: &[&str], v: &Value| {
         let mut at = m;
         for k in &keys[..keys.len() - 1] {
@@ -43,6 +44,8 @@ pub(crate) fn collect(inputs: &BTreeMap<String, Value>, r: &mut Value) {
                 let cipher = &sys["operf".len()..];
                 if CIPHERS.iter().any(|(c, _)| c == &cipher) {
                     put(&mut secure, &[cipher, mtu, size], v);
+                } else if cipher == "spin" {
+                    put(&mut spin, &[mtu, size], v);
                 }
             }
             _ => {}
@@ -52,6 +55,7 @@ pub(crate) fn collect(inputs: &BTreeMap<String, Value>, r: &mut Value) {
     r["raw_cpu"] = Value::Object(raw_cpu);
     r["flows"] = Value::Object(flows);
     r["operf_secure"] = Value::Object(secure);
+    r["operf_spin"] = Value::Object(spin);
 }
 
 /// Raw's CPU per frame in its best mode (the mode of the raw figure).
@@ -105,6 +109,19 @@ pub(crate) fn ratios_and_targets(
         num(r, &["alloc", "secure", "latency_median_ms"]),
         num(r, &["alloc", "seq", "latency_median_ms"]),
     );
+    // The spin-before-sleep runs (full runs only) against the default.
+    ratios["spin_vs_none_64"] = ratio(
+        num(r, &["operf_spin", "1500", "64", "sdus_per_s"]),
+        num(r, &["operf", "1500", "64", "sdus_per_s"]),
+    );
+    ratios["spin_vs_none_cpu_per_sdu_64"] = ratio(
+        num(r, &["cpu_all", "spin", "1500", "64", "cpu_ns_per_sdu"]),
+        num(r, &["cpu_all", "raw", "1500", "64", "cpu_ns_per_sdu"]),
+    );
+    ratios["oping_spin_vs_none_10ms"] = ratio(
+        num(r, &["rtt", "oping_spin_10ms", "median_us"]),
+        num(r, &["rtt", "oping_10ms", "median_us"]),
+    );
     ratios["oping_vs_raw_rtt_10ms"] = ratio(
         num(r, &["rtt", "oping_10ms", "median_us"]),
         num(r, &["rtt", "raw_10ms", "median_us"]),
@@ -131,6 +148,12 @@ pub(crate) fn ratios_and_targets(
         (
             "sleeps per SDU, receiving side (IPCP b, operf server) ≤ 1/32 at 64 B".into(),
             sleeps(r, &["ipcp_b", "app_server"]),
+            SLEEPS_PER_SDU_MAX,
+            "<=",
+        ),
+        (
+            "wake-ups the sending application signals per SDU ≤ 1/32 at 64 B".into(),
+            num(r, &["operf", "1500", "64", "wakes", "signals_per_sdu"]),
             SLEEPS_PER_SDU_MAX,
             "<=",
         ),
@@ -186,7 +209,7 @@ pub(crate) fn required(r: &Value) -> (Vec<String>, Vec<String>) {
             positive.push(format!("ratios.{c}_vs_plain_{size}"));
         }
     }
-    let present = [
+    let mut present: Vec<String> = [
         "app_client",
         "ipcp_a",
         "ipcp_b",
@@ -197,6 +220,8 @@ pub(crate) fn required(r: &Value) -> (Vec<String>, Vec<String>) {
     .iter()
     .map(|p| format!("cpu_all.raw.1500.64.procs.{p}.voluntary_per_sdu"))
     .collect();
+    present.push("operf.1500.64.wakes.signals_per_sdu".into());
+    present.push("operf.1500.64.wakes.sleeps_per_sdu".into());
     (positive, present)
 }
 
@@ -249,6 +274,17 @@ pub(crate) fn path_markdown(r: &Value) -> String {
         );
     }
     s += "\nA sleep is a voluntary context switch: the process blocked (on its eventfd, its socket or a full ring) and had to be woken.\n";
+    let w = |size: &str, k: &str| num(r, &["operf", "1500", size, "wakes", k]);
+    s += "\nThe sending application's own count (irm::shm::wake_stats, operf's `wakes`), backend raw: wake-ups it signalled and sleeps per SDU written; spins that found work / gave up.\n\n| SDU B | signals/SDU | sleeps/SDU | spin hits | spin misses |\n|---:|---:|---:|---:|---:|\n";
+    for size in ["64", "512", "1400"] {
+        s += &format!(
+            "| {size} | {} | {} | {} | {} |\n",
+            fmt(w(size, "signals_per_sdu"), 5),
+            fmt(w(size, "sleeps_per_sdu"), 5),
+            fmt(w(size, "spin_hits"), 0),
+            fmt(w(size, "spin_misses"), 0)
+        );
+    }
     s += "\n### Many flows at once (operf --flows N, 64 B, backend raw)\n\n| flows | aggregate kSDU/s | Mbit/s | loss % | Jain's fairness index | slowest flow kSDU/s | fastest flow kSDU/s |\n|---:|---:|---:|---:|---:|---:|---:|\n";
     for n in FLOW_COUNTS {
         let v = &r["flows"][n];
@@ -295,6 +331,23 @@ pub(crate) fn path_markdown(r: &Value) -> String {
             cpu("raw"),
             cpu("aes"),
             cpu("chacha")
+        );
+    }
+    if r["operf_spin"].as_object().is_some_and(|m| !m.is_empty()) {
+        let rt = |k: &str| fmt(num(r, &["ratios", k]), 2);
+        s += &format!(
+            "\n### Spin before sleeping (ETHFLOW_SPIN_US for every process, backend raw)\n\n\
+             operf 64 B: {} kSDU/s with the spin, {} without ({}×); CPU per SDU of all processes {} ns with, {} ns without ({}×). \
+             oping median at 10 ms intervals: {} µs with, {} µs without ({}×).\n",
+            kpps(num(r, &["operf_spin", "1500", "64", "sdus_per_s"])),
+            kpps(num(r, &["operf", "1500", "64", "sdus_per_s"])),
+            rt("spin_vs_none_64"),
+            fmt(num(r, &["cpu_all", "spin", "1500", "64", "cpu_ns_per_sdu"]), 0),
+            fmt(num(r, &["cpu_all", "raw", "1500", "64", "cpu_ns_per_sdu"]), 0),
+            rt("spin_vs_none_cpu_per_sdu_64"),
+            fmt(num(r, &["rtt", "oping_spin_10ms", "median_us"]), 1),
+            fmt(num(r, &["rtt", "oping_10ms", "median_us"]), 1),
+            rt("oping_spin_vs_none_10ms"),
         );
     }
     let a = |k: &str, f: &str| fmt(num(r, &["alloc", k, f]), 3);

@@ -19,7 +19,8 @@ fn sample() -> BTreeMap<String, Value> {
         );
         m.insert(
             format!("operf_{mtu}_{size}"),
-            json!({"sdus_per_s": 360000.0, "mbit_per_s": 5000.0, "loss_pct": 0.5}),
+            json!({"sdus_per_s": 360000.0, "mbit_per_s": 5000.0, "loss_pct": 0.5,
+                   "wakes": {"signals_per_sdu": 0.001, "sleeps_per_sdu": 0.0, "spin_hits": 3, "spin_misses": 1}}),
         );
         m.insert(
             format!("iperf3udp_{mtu}_{size}"),
@@ -260,6 +261,10 @@ fn path_figures_ratios_and_targets() {
     );
     assert_eq!(
         met("oping average ≤ 0.12 ms at 10 ms intervals"),
+        Some(json!(true))
+    );
+    assert_eq!(
+        met("wake-ups the sending application signals per SDU ≤ 1/32 at 64 B"),
         Some(json!(true))
     );
     assert_eq!(

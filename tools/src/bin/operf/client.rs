@@ -4,7 +4,7 @@
 
 use crate::report::*;
 use crate::{Config, Test};
-use ethflow_tools::{describe, interrupted, jain_index, JSON_VERSION};
+use ethflow_tools::{describe, interrupted, jain_index, Wakes, JSON_VERSION};
 use irm::{Error, Flow};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,6 +71,8 @@ pub struct Outcome {
     pub jain_index: f64,
     /// Whether Ctrl-C or SIGTERM cut the run short.
     pub interrupted: bool,
+    /// The client's wake-ups over the run, per SDU it wrote.
+    pub wakes: Wakes,
     pub per_flow: Vec<FlowOutcome>,
 }
 
@@ -126,6 +128,7 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<Outcome, String> {
         })
         .collect();
     let start = Instant::now();
+    let wakes_before = irm::shm::wake_stats();
     let writers: Vec<_> = lanes
         .iter()
         .map(|l| {
@@ -162,7 +165,9 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<Outcome, String> {
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(summarize(cfg, &lanes, &reports, took, interrupted(stop)))
+    let mut o = summarize(cfg, &lanes, &reports, took, interrupted(stop));
+    o.wakes = Wakes::since(&wakes_before, o.sent);
+    Ok(o)
 }
 
 /// Write SDUs of `kind` until `until` (or Ctrl-C), as fast as the ring takes
@@ -399,6 +404,7 @@ fn outcome(
         window_s: window.as_secs_f64(),
         jain_index: jain_index(&shares),
         interrupted,
+        wakes: Wakes::default(),
         per_flow,
     }
 }
