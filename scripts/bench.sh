@@ -88,6 +88,8 @@ else
     KA_SECS=5
     FD_ROOM=$(( ($(ulimit -Hn) - 1000) / 3 / 1000 * 1000 ))
     [ "$FD_ROOM" -ge "$HOLD_FLOWS" ] || HOLD_FLOWS=$FD_ROOM
+    # irmd's own flow limit follows its fd limit too (as for KA_FLOWS above).
+    [ "$(ulimit -Hn)" -ge 40000 ] || [ "$HOLD_FLOWS" -le 3000 ] || HOLD_FLOWS=3000
     OUT=$ROOT/target/bench
 fi
 PINGS=$(awk -v s="$SECS" 'BEGIN { n = int(s * 1000); print (n < 100 ? 100 : n) }')
