@@ -6,7 +6,7 @@
 use clap::Parser;
 use ethflow_tools::{
     describe, interrupt_flag, interrupted, parse_millis, parse_qos, parse_secs, quantile,
-    sleep_until, EXIT_FAILURE, JSON_VERSION,
+    sleep_until, Wakes, EXIT_FAILURE, JSON_VERSION,
 };
 use irm::{Flow, Qos};
 use serde::Serialize;
@@ -172,6 +172,7 @@ fn client(args: &Args) -> Result<ExitCode, String> {
         }
     }
     let start = Instant::now();
+    let wakes_before = irm::shm::wake_stats();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
@@ -257,7 +258,8 @@ fn client(args: &Args) -> Result<ExitCode, String> {
     done.store(true, Ordering::Release);
     let read_err = reader.join().unwrap_or(None);
     let t = tally.lock().expect("tally");
-    let summary = Summary::new(args, sent, &t, start.elapsed(), interrupted(&stop));
+    let mut summary = Summary::new(args, sent, &t, start.elapsed(), interrupted(&stop));
+    summary.wakes = Wakes::since(&wakes_before, sent);
     if args.json {
         println!(
             "{}",
@@ -301,6 +303,8 @@ struct Summary {
     mdev_us: f64,
     /// The 0th to 100th percentile.
     percentiles_us: Vec<f64>,
+    /// This process's wake-ups over the run, per ping sent.
+    wakes: Wakes,
 }
 
 impl Summary {
@@ -352,6 +356,7 @@ fn summarize(size: u64, sent: u64, received: u64, rtts_ms: &[f64]) -> Summary {
         percentiles_us: (0..=100)
             .map(|p| round2(quantile(&us, p as f64 / 100.0)))
             .collect(),
+        wakes: Wakes::default(),
     }
 }
 
