@@ -7,16 +7,21 @@
 #                         full run (about 4 minutes); throughput runs N times
 #                         (default 3, alternating systems; the median counts);
 #                         --ring-slots is passed to irmd
-#   bench.sh --smoke      short run (about 40 s); fails unless every figure
+#   bench.sh --smoke      short run (about 60 s); fails unless every figure
 #                         was produced and is positive
 #
 # backend xdp runs at MTU 1500 only (it refuses MTU > 3826); the unknown-eid
 # flood (rawflood, from b toward a) measures what the XDP program drops per
-# second against what the raw backend's IPCP reads per second.
+# second against what the raw backend's IPCP reads per second. Every operf
+# flood also records the CPU time and context switches of every process on
+# the path (both IPCPs, both irmds, operf client and server; rawbench's
+# sender and receiver for the raw limit); each round also floods 1, 16 and
+# 256 flows at once, and secure flows (AES-256-GCM, ChaCha20-Poly1305; names
+# certified by a CA made with openssl) beside plain ones.
 #
 # Writes target/bench/report.json, report.md and charts (target/bench-smoke/
 # for --smoke); --update-docs also puts the report into docs/benchmarks.md.
-# Needs root, iperf3, and nothing else of the machine: everything runs inside
+# Needs root, iperf3, openssl and GNU time, and nothing else of the machine: everything runs inside
 # the namespaces it creates (prefix efb<pid>), removed again at the end, also
 # on Ctrl-C or an error. Only the processes it started are stopped.
 set -euo pipefail
@@ -48,6 +53,8 @@ done
 
 [ "$(id -u)" -eq 0 ] || { echo "bench.sh: run as root (namespaces need it)" >&2; exit 1; }
 command -v iperf3 >/dev/null || { echo "bench.sh: iperf3 missing (scripts/setup.sh, or apt-get install iperf3)" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "bench.sh: openssl missing (scripts/setup.sh, or apt-get install openssl)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "bench.sh: GNU time missing (scripts/setup.sh, or apt-get install time)" >&2; exit 1; }
 
 if [ "$SMOKE" -eq 1 ]; then
     SECS=0.3
@@ -81,9 +88,17 @@ else
     KA_SECS=5
     FD_ROOM=$(( ($(ulimit -Hn) - 1000) / 3 / 1000 * 1000 ))
     [ "$FD_ROOM" -ge "$HOLD_FLOWS" ] || HOLD_FLOWS=$FD_ROOM
+    # irmd's own flow limit follows its fd limit too (as for KA_FLOWS above).
+    [ "$(ulimit -Hn)" -ge 40000 ] || [ "$HOLD_FLOWS" -le 3000 ] || HOLD_FLOWS=3000
     OUT=$ROOT/target/bench
 fi
 PINGS=$(awk -v s="$SECS" 'BEGIN { n = int(s * 1000); print (n < 100 ? 100 : n) }')
+# Pings at a 10 ms interval: a tenth as many, at least 100.
+PINGS10=$(awk -v n="$PINGS" 'BEGIN { m = int(n / 10); print (m < 100 ? 100 : m) }')
+# The spin budget of the spin-before-sleep runs (ETHFLOW_SPIN_US).
+SPIN_US=50
+# Flows flooding at once (operf --flows).
+FLOW_COUNTS="1 16 256"
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
     # shellcheck disable=SC1091
@@ -145,6 +160,15 @@ on() {
     local h=$1 t=$2
     shift 2
     IRM_SOCKET=$WORK/$h.sock timeout "$t" ip netns exec "$PREFIX$h" "$@"
+}
+
+# on_timed FILE HOST SECONDS PROGRAM ARGS...: `on`, with the CPU time (user,
+# system) and context switches (voluntary, involuntary) of the program and
+# its children written to FILE by GNU time (last line: "U S W C").
+on_timed() {
+    local f=$1 h=$2 t=$3
+    shift 3
+    IRM_SOCKET=$WORK/$h.sock /usr/bin/time -f '%U %S %w %c' -o "$f" timeout "$t" ip netns exec "$PREFIX$h" "$@"
 }
 
 # bg HOST LOG PROGRAM ARGS...: start one in the background; its pid is in $!
@@ -235,16 +259,23 @@ daemons_down() {
 }
 
 raw_throughput() { # MTU SIZE
-    local mtu=$1 size=$2 mode peer
+    local mtu=$1 size=$2 mode peer out received
     peer=$(mac_of b)
     for mode in $RAW_MODES; do
-        on b 60 "$RAWBENCH" recv --dev "${PREFIX}b" --mode "$mode" --size "$size" >"$DATA/raw_${mtu}_${mode}_${size}@$REP.json" 2>"$WORK/recv.err" &
+        out=$DATA/raw_${mtu}_${mode}_${size}@$REP.json
+        on_timed "$WORK/raw_recv.time" b 60 "$RAWBENCH" recv --dev "${PREFIX}b" --mode "$mode" --size "$size" >"$out" 2>"$WORK/recv.err" &
         local rx=$!
         sleep 0.2
-        on a 60 "$RAWBENCH" send --dev "${PREFIX}a" --peer "$peer" --mode "$mode" --size "$size" --seconds "$SECS" 2>/dev/null ||
+        on_timed "$WORK/raw_send.time" a 60 "$RAWBENCH" send --dev "${PREFIX}a" --peer "$peer" --mode "$mode" --size "$size" --seconds "$SECS" 2>/dev/null ||
             echo "    raw send $mode $size FAILED" >&2
-        wait "$rx" || { echo "    raw recv $mode $size FAILED: $(cat "$WORK/recv.err")" >&2; : >"$DATA/raw_${mtu}_${mode}_${size}@$REP.json"; }
-        echo "    raw $mode $size B: $(cut -c1-160 "$DATA/raw_${mtu}_${mode}_${size}@$REP.json")"
+        wait "$rx" || { echo "    raw recv $mode $size FAILED: $(cat "$WORK/recv.err")" >&2; : >"$out"; }
+        echo "    raw $mode $size B: $(cut -c1-160 "$out")"
+        # CPU and context switches of rawbench's two processes per frame received.
+        received=$(grep -o '"received":[0-9]*' "$out" | head -1 | cut -d: -f2) || true
+        : >"$WORK/empty.snap"
+        { echo "raw_send $(tail -1 "$WORK/raw_send.time" 2>/dev/null)"; echo "raw_recv $(tail -1 "$WORK/raw_recv.time" 2>/dev/null)"; } >"$WORK/raw.timed"
+        [ -n "$received" ] && [ "$received" -gt 0 ] &&
+            write_cpuall "$DATA/rawcpu_${mtu}_${mode}_${size}@$REP.json" "$received" "$WORK/empty.snap" "$WORK/empty.snap" "$WORK/raw.timed"
     done
 }
 
@@ -266,7 +297,7 @@ iperf3_tcp() { # MTU
 
 round_trips() {
     local bound
-    bound=$(awk -v n="$PINGS" 'BEGIN { print int(n / 1000) + 10 }')
+    bound=$(awk -v n="$PINGS" -v m="$PINGS10" 'BEGIN { print int(3 * n / 1000 + m / 100) + 20 }')
     on b "$bound" "$RAWBENCH" pong --dev "${PREFIX}b" --seconds "$bound" &
     local pong=$!
     on b "$bound" "$RAWBENCH" udp-pong --bind 10.77.0.2:7777 --seconds "$bound" &
@@ -274,6 +305,7 @@ round_trips() {
     sleep 0.2
     measure rtt_raw on a "$bound" "$RAWBENCH" ping --dev "${PREFIX}a" --peer "$(mac_of b)" --size 64 --count "$PINGS" --interval-us 1000
     measure rtt_udp on a "$bound" "$RAWBENCH" udp-ping --to 10.77.0.2:7777 --size 64 --count "$PINGS" --interval-us 1000
+    measure rtt_raw_10ms on a "$bound" "$RAWBENCH" ping --dev "${PREFIX}a" --peer "$(mac_of b)" --size 64 --count "$PINGS10" --interval-us 10000
     kill "$pong" "$udp_pong" 2>/dev/null || true
     wait "$pong" "$udp_pong" 2>/dev/null || true
 }
@@ -289,15 +321,53 @@ ipcp_ticks() {
     echo "$t"
 }
 
-# operf BACKEND MTU SIZE: a flood through the IPCPs of that backend (its
-# figures in operf_MTU_SIZE for raw, operfxdp_MTU_SIZE for xdp) and the CPU
-# time both IPCPs spent on it per received SDU (cpu_BACKEND_MTU_SIZE).
+# procsnap FILE: one line per long-lived process on the path: LABEL, CPU
+# ticks (utime + stime), voluntary and involuntary context switches (summed
+# over its threads).
+procsnap() {
+    local spec l h prog pid ticks
+    for spec in ipcp_a:a:ipcpd-eth ipcp_b:b:ipcpd-eth irmd_a:a:irmd irmd_b:b:irmd app_server:b:operf; do
+        IFS=: read -r l h prog <<<"$spec"
+        pid=$(pid_of_in "$h" "$prog") || continue
+        ticks=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
+        echo "$l $ticks $(cat /proc/"$pid"/task/*/status 2>/dev/null |
+            awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 } END { print v + 0, n + 0 }')"
+    done >"$1"
+}
+
+# write_cpuall OUT RECEIVED BEFORE AFTER TIMED: per process, CPU seconds and
+# context switches between the snapshots BEFORE and AFTER (procsnap), and of
+# the short-lived processes in TIMED (lines "LABEL U S W C" from on_timed);
+# with each per SDU received, and the total CPU per SDU.
+write_cpuall() {
+    awk -v n="$2" -v hz="$(getconf CLK_TCK)" -v B="$3" -v A="$4" -v T="$5" '
+        FILENAME == B { t0[$1] = $2; v0[$1] = $3; i0[$1] = $4; next }
+        FILENAME == A && ($1 in t0) { k++; p[k] = $1; cpu[$1] = ($2 - t0[$1]) / hz; vol[$1] = $3 - v0[$1]; inv[$1] = $4 - i0[$1]; next }
+        FILENAME == T && NF == 5 { k++; p[k] = $1; cpu[$1] = $2 + $3; vol[$1] = $4; inv[$1] = $5 }
+        END {
+            printf "{\"received\": %d, \"procs\": {", n
+            for (j = 1; j <= k; j++) {
+                x = p[j]; total += cpu[x]
+                printf "%s\"%s\": {\"cpu_s\": %.3f, \"voluntary_ctxt\": %d, \"involuntary_ctxt\": %d, \"cpu_ns_per_sdu\": %.1f, \"voluntary_per_sdu\": %.6f, \"ctxt_per_sdu\": %.6f}",
+                    (j > 1 ? ", " : ""), x, cpu[x], vol[x], inv[x], cpu[x] / n * 1e9, vol[x] / n, (vol[x] + inv[x]) / n
+            }
+            printf "}, \"total_cpu_s\": %.3f, \"cpu_ns_per_sdu\": %.1f}\n", total, total / n * 1e9
+        }' "$3" "$4" "$5" >"$1"
+}
+
+# operf BACKEND MTU SIZE [NAME]: a flood through the IPCPs of that backend (its
+# figures in operf_MTU_SIZE for raw, operfxdp_MTU_SIZE for xdp, operfaes_… for
+# a secure name), the CPU time both IPCPs spent on it per received SDU
+# (cpu_BACKEND_MTU_SIZE), and CPU and context switches of every process on
+# the path (cpuall_BACKEND_MTU_SIZE).
 operf() {
-    local backend=$1 mtu=$2 size=$3 name t0 t1
+    local backend=$1 mtu=$2 size=$3 target=${4:-operf} name t0 t1
     name=operf$([ "$backend" = raw ] || echo "$backend")_${mtu}_${size}@$REP
+    procsnap "$WORK/before.snap"
     t0=$(ipcp_ticks) || t0=
-    measure "$name" on a 60 "$BIN/operf" -n operf -s "$size" -d "$SECS" --json
+    measure "$name" on_timed "$WORK/client.time" a 60 "$BIN/operf" -n "$target" -s "$size" -d "$SECS" --json
     t1=$(ipcp_ticks) || t1=
+    procsnap "$WORK/after.snap"
     echo "    operf ($backend) $size B: $(cut -c1-200 "$DATA/$name.json")"
     local received
     received=$(grep -o '"received":[0-9]*' "$DATA/$name.json" | head -1 | cut -d: -f2) || true
@@ -305,9 +375,53 @@ operf() {
         awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$received" 'BEGIN {
             printf "{\"ipcp_cpu_s\": %.3f, \"received\": %d, \"cpu_ns_per_sdu\": %.1f}\n", t / hz, n, t / hz / n * 1e9 }' \
             >"$DATA/cpu_${backend}_${mtu}_${size}@$REP.json"
+        echo "app_client $(tail -1 "$WORK/client.time" 2>/dev/null)" >"$WORK/client.timed"
+        write_cpuall "$DATA/cpuall_${backend}_${mtu}_${size}@$REP.json" "$received" "$WORK/before.snap" "$WORK/after.snap" "$WORK/client.timed"
     else
         echo "    cpu ($backend) $size B: not measured" >&2
     fi
+}
+
+# flows: 1, 16 and 256 flows flooding 64 B SDUs at once (one operf, one
+# writer thread per flow): aggregate rate and Jain's fairness index.
+flows() {
+    local n
+    for n in $FLOW_COUNTS; do
+        measure "flows_${n}@$REP" on a 120 "$BIN/operf" -n operf -s 64 -d "$SECS" --flows "$n" --json
+        echo "    operf, $n flow(s): $(grep -o '"sdus_per_s":[0-9.]*\|"jain_index":[0-9.]*\|"loss_pct":[0-9.]*' "$DATA/flows_${n}@$REP.json" | head -3 | tr '\n' ' ')"
+    done
+}
+
+# Secure names: a CA and a server certificate for every secure name (openssl,
+# ECDSA P-256, PKCS#8 keys), and one encryption file per cipher.
+PKI=$WORK/pki
+SECURE_NAMES="operf-aes operf-chacha allocbench-s"
+make_pki() {
+    mkdir -p "$PKI"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$PKI/ca.key" -subj /CN=ethflow-bench-ca -days 2 -out "$PKI/ca.pem" 2>/dev/null
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/srv.key" 2>/dev/null
+    openssl req -new -key "$PKI/srv.key" -subj /CN=operf-aes \
+        -addext "subjectAltName=DNS:operf-aes,DNS:operf-chacha,DNS:allocbench-s" -out "$PKI/srv.csr" 2>/dev/null
+    openssl x509 -req -in "$PKI/srv.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial \
+        -days 2 -copy_extensions copy -out "$PKI/srv.crt" 2>/dev/null
+    printf 'cipher = aes-256-gcm\n' >"$PKI/operf-aes.conf"
+    printf 'cipher = chacha20-poly1305\n' >"$PKI/operf-chacha.conf"
+    printf 'cipher = aes-256-gcm\n' >"$PKI/allocbench-s.conf"
+}
+
+# secure_names: after daemons_up, the secure names on both hosts (b serves
+# them with operf and allocbench; a trusts the CA). Per irmd: again after
+# every daemons_up.
+secure_names() {
+    local n prog
+    for n in $SECURE_NAMES; do
+        prog=${n%%-*}
+        on b 10 "$BIN/irm" bind program "$prog" name "$n" >/dev/null
+        on b 10 "$BIN/irm" name register "$n" layer eth >/dev/null
+        on b 10 "$BIN/irm" name create "$n" scrtpath "$PKI/srv.crt" skeypath "$PKI/srv.key" sencpath "$PKI/$n.conf" >/dev/null
+        on a 10 "$BIN/irm" name create "$n" cacrtpath "$PKI/ca.pem" cencpath "$PKI/$n.conf" >/dev/null
+    done
 }
 
 # counter_of HOST NAME: one counter of the host's IPCP, as irm ipcp list shows it.
@@ -372,10 +486,10 @@ kaflood() {
     echo "    kaflood with $n open flows: $line; a's IPCP $(cut -c1-200 "$DATA/kaflood_$flows.json")"
 }
 
-oping() { # NAME
-    local bound
-    bound=$(awk -v n="$PINGS" 'BEGIN { print int(n / 1000) + 15 }')
-    measure "$1" on a "$bound" "$BIN/oping" -n oping -c "$PINGS" -i 1 -s 64 --json
+oping() { # NAME [INTERVAL_MS COUNT]
+    local bound interval=${2:-1} count=${3:-$PINGS}
+    bound=$(awk -v n="$count" -v i="$interval" 'BEGIN { print int(n * i / 1000) + 15 }')
+    measure "$1" on a "$bound" "$BIN/oping" -n oping -c "$count" -i "$interval" -s 64 --json
 }
 
 echo "==> machine: $(nproc) CPUs, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -389,6 +503,7 @@ EOF
 
 # Layer key: one key file for both hosts (root's, mode 0600), measured where
 # both irm and ipcpd-eth know the `key` keyword.
+make_pki
 KEY_FILE=$WORK/layer.key
 "$BIN/irm" ipcp keygen "$KEY_FILE" >/dev/null
 KEYED=0
@@ -410,8 +525,26 @@ for REP in $(seq "$REPEAT"); do
     for backend in raw xdp; do
         daemons_up "$backend"
         for size in 64 512 1400; do operf "$backend" 1500 "$size"; done
+        [ "$backend" = raw ] && flows
         daemons_down
     done
+    # Secure flows (backend raw) beside the plain ones of this round.
+    daemons_up raw
+    secure_names
+    for cipher in aes chacha; do
+        for size in 64 1400; do operf "$cipher" 1500 "$size" "operf-$cipher"; done
+    done
+    daemons_down
+    # A bounded spin before sleeping (the library's and the IPCPs' SpinPolicy,
+    # off by default on 2 cores), switched on by the environment every
+    # process here inherits. Full runs only.
+    if [ "$SMOKE" -eq 0 ]; then
+        export ETHFLOW_SPIN_US=$SPIN_US
+        daemons_up raw
+        operf spin 1500 64
+        daemons_down
+        unset ETHFLOW_SPIN_US
+    fi
     # A layer key beside no key in the same round (backend raw): frames
     # sealed and verified (key), and with payloads encrypted (encrypt).
     if [ "$KEYED" -eq 1 ]; then
@@ -437,8 +570,13 @@ echo "==> MTU 1500: UDP, raw and ethflow round trips"
 round_trips
 daemons_up
 oping rtt_oping
+oping rtt_oping_10ms 10 "$PINGS10"
 echo "==> MTU 1500: flow allocation (fresh daemons for each run)"
 measure alloc_seq on a 120 "$BIN/allocbench" -n allocbench --mode seq -d "$SECS" --json
+daemons_down
+daemons_up
+secure_names
+measure alloc_secure on a 120 "$BIN/allocbench" -n allocbench-s -q raw_crypt --mode seq -d "$SECS" --json
 daemons_down
 daemons_up
 measure alloc_conc on a 120 "$BIN/allocbench" -n allocbench --mode conc --threads 8 -d "$SECS" --json
@@ -461,6 +599,14 @@ if [ "$SMOKE" -eq 0 ] && "$BIN/ipcpd-eth" --help | grep -q busy-poll; then
     daemons_up raw 200
     oping rtt_oping_busy_poll
     daemons_down
+fi
+if [ "$SMOKE" -eq 0 ]; then
+    echo "==> MTU 1500: oping at 10 ms intervals with a ${SPIN_US} µs spin before sleeping (ETHFLOW_SPIN_US)"
+    export ETHFLOW_SPIN_US=$SPIN_US
+    daemons_up raw
+    oping rtt_oping_spin_10ms 10 "$PINGS10"
+    daemons_down
+    unset ETHFLOW_SPIN_US
 fi
 rig_down
 

@@ -32,6 +32,8 @@ packages=(
     bpftool
     libelf-dev
     iperf3          # baseline throughput for benchmarks
+    time            # CPU time and context switches of benchmark runs (/usr/bin/time)
+    openssl         # the benchmark's certificates for secure flows
     iputils-ping    # baseline RTT next to oping
     tshark          # decoding frames (dist/wireshark/ethflow.lua is tested with it)
     systemd         # systemd-analyze verify/security of dist/systemd (check-units.sh)

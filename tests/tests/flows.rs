@@ -340,7 +340,7 @@ fn bad_frames_are_counted_and_dropped_while_a_flow_works() {
         let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
         v[0]["address"].as_str().expect("address").to_string()
     };
-    let ping = a.spawn("oping", &["-n", "oping", "-c", "200", "-i", "5", "-q"]);
+    let ping = a.spawn("oping", &["-n", "oping", "-c", "200", "-i", "5", "-Q"]);
     const FRAMES: u64 = 5000;
     for kind in ["malformed", "unknown"] {
         let mut cmd =

@@ -15,7 +15,7 @@
 //! thousands of them that stalls it (see docs/benchmarks.md).
 
 use clap::{Parser, ValueEnum};
-use ethflow_tools::describe;
+use ethflow_tools::{describe, parse_qos, JSON_VERSION};
 use irm::{Flow, Qos};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -37,7 +37,8 @@ const FDS_PER_FLOW: u64 = 3;
 #[command(
     name = "allocbench",
     about = "ethflow flow allocation rate, latency and memory per flow",
-    version
+    version,
+    after_help = ethflow_tools::EXIT_STATUS_HELP
 )]
 struct Args {
     /// Run as server: accept flows and hold them.
@@ -63,9 +64,16 @@ struct Args {
     /// hold: how long the flows idle before memory is read, in ms.
     #[arg(long, default_value_t = 1000)]
     settle_ms: u64,
+    /// QoS cube of the flows: raw, best, video, voice, data, raw_safe,
+    /// raw_crypt (raw_crypt fails unless the flows are secure).
+    #[arg(short = 'q', long = "qos", default_value = "raw", value_parser = parse_qos)]
+    qos: Qos,
     /// Print one JSON object instead of text.
-    #[arg(long)]
+    #[arg(short, long)]
     json: bool,
+    /// Write the manual page and shell completions under DIR, then exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -89,6 +97,9 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate {
+        return ethflow_tools::generate(<Args as clap::CommandFactory>::command(), dir);
+    }
     let fd_limit = irm::limits::raise_nofile();
     let r = if args.listen {
         server()
@@ -156,6 +167,8 @@ fn server() -> Result<(), String> {
 
 #[derive(Serialize, Debug)]
 struct RateOutcome {
+    version: u32,
+    kind: &'static str,
     mode: Mode,
     threads: u64,
     flows: u64,
@@ -180,6 +193,8 @@ struct Rss {
 
 #[derive(Serialize, Debug)]
 struct HoldOutcome {
+    version: u32,
+    kind: &'static str,
     mode: Mode,
     threads: u64,
     flows: u64,
@@ -202,7 +217,7 @@ struct Collected {
 
 /// Allocate from `threads` threads until `deadline` or until `max` flows are
 /// open. Flows stay open (returned) so the caller decides when they go.
-fn allocate(name: &str, threads: u64, deadline: Instant, max: u64) -> Collected {
+fn allocate(name: &str, qos: Qos, threads: u64, deadline: Instant, max: u64) -> Collected {
     let opened = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..threads)
@@ -217,7 +232,7 @@ fn allocate(name: &str, threads: u64, deadline: Instant, max: u64) -> Collected 
                         break;
                     }
                     let t0 = Instant::now();
-                    match Flow::alloc(&name, &Qos::raw(), Some(ALLOC_WAIT)) {
+                    match Flow::alloc(&name, &qos, Some(ALLOC_WAIT)) {
                         Ok(f) => {
                             c.latencies.push(t0.elapsed());
                             c.flows.push(f);
@@ -332,6 +347,7 @@ fn rate(args: &Args, max: u64) -> Result<(), String> {
     let start = Instant::now();
     let mut c = allocate(
         &args.name,
+        args.qos,
         threads,
         start + Duration::from_secs_f64(args.duration),
         max,
@@ -347,6 +363,8 @@ fn rate(args: &Args, max: u64) -> Result<(), String> {
     let flows = c.flows.len() as u64;
     let dealloc_per_s = release(std::mem::take(&mut c.flows), threads);
     let o = RateOutcome {
+        version: JSON_VERSION,
+        kind: "allocbench",
         mode: args.mode,
         threads,
         flows,
@@ -405,6 +423,7 @@ fn hold(args: &Args) -> Result<(), String> {
     let start = Instant::now();
     let c = allocate(
         &args.name,
+        args.qos,
         args.threads,
         start + Duration::from_secs_f64(args.duration),
         args.count,
@@ -435,6 +454,8 @@ fn hold(args: &Args) -> Result<(), String> {
     }
     let dealloc_per_s = release(c.flows, args.threads);
     let o = HoldOutcome {
+        version: JSON_VERSION,
+        kind: "allocbench",
         mode: Mode::Hold,
         threads: args.threads,
         flows: n,

@@ -2,13 +2,19 @@
 //! print the reply.
 
 use clap::Parser;
-use ethflow_tools::describe;
+use ethflow_tools::{describe, parse_qos, JSON_VERSION};
 use irm::{Error, Flow, Qos};
+use serde::Serialize;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "oecho", about = "ethflow echo client and server", version)]
+#[command(
+    name = "oecho",
+    about = "ethflow echo client and server",
+    version,
+    after_help = ethflow_tools::EXIT_STATUS_HELP
+)]
 struct Args {
     /// Run as server.
     #[arg(short, long)]
@@ -28,10 +34,33 @@ struct Args {
     /// Client: after the echo, block on a second read and report how it ended.
     #[arg(long, conflicts_with = "listen")]
     wait_down: bool,
+    /// QoS cube of the flow: raw, best, video, voice, data, raw_safe, raw_crypt.
+    #[arg(short = 'q', long = "qos", default_value = "raw", value_parser = parse_qos)]
+    qos: Qos,
+    /// Client: print the reply as one JSON object.
+    #[arg(short, long, conflicts_with_all = ["listen", "wait_down"])]
+    json: bool,
+    /// Write the manual page and shell completions under DIR, then exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate: Option<std::path::PathBuf>,
+}
+
+/// The client's result, as `--json` prints it (docs/json.md, "Tools").
+#[derive(Serialize, Debug)]
+struct Echo<'a> {
+    version: u32,
+    kind: &'static str,
+    name: &'a str,
+    reply: String,
+    /// From the write to the reply, in ms.
+    rtt_ms: f64,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate {
+        return ethflow_tools::generate(<Args as clap::CommandFactory>::command(), dir);
+    }
     ethflow_tools::init_log();
     let r = if args.listen {
         server(&args)
@@ -48,7 +77,7 @@ fn main() -> ExitCode {
 }
 
 fn qos(args: &Args) -> Qos {
-    Qos::raw().with_timeout(args.timeout.unwrap_or(0))
+    args.qos.with_timeout(args.timeout.unwrap_or(0))
 }
 
 fn server(args: &Args) -> Result<ExitCode, String> {
@@ -100,6 +129,7 @@ fn server(args: &Args) -> Result<ExitCode, String> {
 fn client(args: &Args) -> Result<ExitCode, String> {
     let flow = Flow::alloc(&args.name, &qos(args), Some(Duration::from_secs(10)))
         .map_err(|e| format!("cannot allocate a flow to {}: {}", args.name, describe(&e)))?;
+    let sent = Instant::now();
     flow.write(args.message.as_bytes())
         .map_err(|e| format!("write failed: {}", describe(&e)))?;
     let mut buf = vec![0u8; 65536];
@@ -107,7 +137,22 @@ fn client(args: &Args) -> Result<ExitCode, String> {
     let n = flow
         .read(&mut buf)
         .map_err(|e| format!("no reply: {}", describe(&e)))?;
-    println!("{}", String::from_utf8_lossy(&buf[..n]));
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    if args.json {
+        let echo = Echo {
+            version: JSON_VERSION,
+            kind: "oecho",
+            name: &args.name,
+            reply,
+            rtt_ms: sent.elapsed().as_secs_f64() * 1e3,
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&echo).map_err(|e| e.to_string())?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{reply}");
     if !args.wait_down {
         return Ok(ExitCode::SUCCESS);
     }

@@ -135,7 +135,10 @@ pub(crate) fn collapse_repeats(inputs: BTreeMap<String, Value>) -> BTreeMap<Stri
                         .unwrap_or(0.0)
                 } else if name.starts_with("iperf3tcp") {
                     num(v, &["end", "sum_received", "bits_per_second"]).unwrap_or(0.0)
-                } else if name.starts_with("cpu_") {
+                } else if name.starts_with("cpu_")
+                    || name.starts_with("cpuall_")
+                    || name.starts_with("rawcpu_")
+                {
                     num(v, &["cpu_ns_per_sdu"]).unwrap_or(0.0)
                 } else {
                     num(v, &["sdus_per_s"]).unwrap_or(0.0)
@@ -164,10 +167,12 @@ pub(crate) fn num(v: &Value, path: &[&str]) -> Option<f64> {
 
 mod charts;
 mod markdown;
+mod path;
 mod report;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use charts::*;
 pub(crate) use markdown::*;
+pub(crate) use path::*;
 pub(crate) use report::*;

@@ -138,6 +138,7 @@ pub(crate) fn markdown(r: &Value, chart_dir: &str) -> String {
         fmt(num(r, &["ratios", "operf_vs_tcp_9000"]), 2)
     );
     s += &format!("\n![throughput by SDU size]({chart_dir}{THROUGHPUT_SVG})\n");
+    s += &path_markdown(r);
     s += &xdp_markdown(r);
     s += &keepalive_markdown(r);
     s += "\n### Round trips, 64 B (µs)\n\n| path | min | median | p99 | max | received/sent |\n|---|---:|---:|---:|---:|---:|\n";

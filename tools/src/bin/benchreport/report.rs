@@ -112,6 +112,7 @@ pub(crate) fn build(inputs: &BTreeMap<String, Value>) -> Value {
         "rtt": rtt,
         "alloc": alloc,
     });
+    collect(inputs, &mut r);
     add_headline(&mut r);
     r
 }
@@ -301,6 +302,11 @@ pub(crate) fn add_headline(r: &mut Value) {
         ("median allocation latency < 1 ms", latency, 1.0, "<"),
         ("< 64 KiB per open idle flow and side", memory, 64.0, "<"),
     ];
+    let mut targets: Vec<(String, Option<f64>, f64, &str)> = targets
+        .into_iter()
+        .map(|(name, v, b, op)| (name.to_string(), v, b, op))
+        .collect();
+    targets.extend(ratios_and_targets(r, &mut ratios));
     let targets: Vec<Value> = targets
         .iter()
         .map(|(name, value, bound, op)| {
@@ -385,14 +391,21 @@ pub(crate) fn missing_figures(r: &Value) -> Vec<String> {
     ] {
         paths.push(vec![k.into()]);
     }
-    paths
+    let (positive, present) = required(r);
+    paths.extend(positive.iter().map(|s| p(s)));
+    let mut missing: Vec<String> = paths
         .into_iter()
         .filter(|path| {
             let keys: Vec<&str> = path.iter().map(String::as_str).collect();
             !num(r, &keys).is_some_and(|v| v.is_finite() && v > 0.0)
         })
         .map(|path| path.join("."))
-        .collect()
+        .collect();
+    missing.extend(present.into_iter().filter(|path| {
+        let keys: Vec<&str> = path.split('.').collect();
+        !num(r, &keys).is_some_and(|v| v.is_finite() && v >= 0.0)
+    }));
+    missing
 }
 
 // ---------------------------------------------------------------------------

@@ -19,7 +19,8 @@ fn sample() -> BTreeMap<String, Value> {
         );
         m.insert(
             format!("operf_{mtu}_{size}"),
-            json!({"sdus_per_s": 360000.0, "mbit_per_s": 5000.0, "loss_pct": 0.5}),
+            json!({"sdus_per_s": 360000.0, "mbit_per_s": 5000.0, "loss_pct": 0.5,
+                   "wakes": {"signals_per_sdu": 0.001, "sleeps_per_sdu": 0.0, "spin_hits": 3, "spin_misses": 1}}),
         );
         m.insert(
             format!("iperf3udp_{mtu}_{size}"),
@@ -62,6 +63,46 @@ fn sample() -> BTreeMap<String, Value> {
     }
     for (k, rate) in [("seq", 3000.0), ("conc", 6000.0)] {
         m.insert(format!("alloc_{k}"), json!({"alloc_per_s": rate, "latency_median_ms": 0.4, "latency_p99_ms": 2.0, "threads": 1, "flows": 10, "failures": 0}));
+    }
+    m.insert(
+        "alloc_secure".into(),
+        json!({"alloc_per_s": 1000.0, "latency_median_ms": 1.2, "latency_p99_ms": 3.0, "threads": 1, "flows": 10, "failures": 0}),
+    );
+    for (k, med) in [("oping_10ms", 100.0), ("raw_10ms", 50.0)] {
+        m.insert(format!("rtt_{k}"), json!({"median_us": med, "avg_us": med + 10.0, "p99_us": med * 2.0, "sent": 10, "received": 10, "percentiles_us": pct}));
+    }
+    let procs = |names: &[&str], ns: f64, sleeps: f64| {
+        let mut p = Map::new();
+        for n in names {
+            p.insert(n.to_string(), json!({"cpu_ns_per_sdu": ns, "voluntary_per_sdu": sleeps, "ctxt_per_sdu": sleeps * 2.0}));
+        }
+        Value::Object(p)
+    };
+    m.insert(
+        "cpuall_raw_1500_64".into(),
+        json!({"received": 1000, "cpu_ns_per_sdu": 3000.0, "procs": procs(&["app_client", "ipcp_a", "ipcp_b", "app_server", "irmd_a", "irmd_b"], 500.0, 0.01)}),
+    );
+    m.insert(
+        "rawcpu_1500_mmsg_64".into(),
+        json!({"received": 1000, "cpu_ns_per_sdu": 1500.0, "procs": procs(&["raw_send", "raw_recv"], 750.0, 0.0)}),
+    );
+    for (n, pps, jain) in [
+        ("1", 300000.0, 1.0),
+        ("16", 320000.0, 0.95),
+        ("256", 280000.0, 0.8),
+    ] {
+        m.insert(
+            format!("flows_{n}"),
+            json!({"sdus_per_s": pps, "mbit_per_s": 150.0, "loss_pct": 0.0, "jain_index": jain, "per_flow": [{"sdus_per_s": pps / 2.0}, {"sdus_per_s": pps / 2.0}]}),
+        );
+    }
+    for (c, f) in [("aes", 0.9), ("chacha", 0.7)] {
+        for size in ["64", "1400"] {
+            m.insert(
+                format!("operf{c}_1500_{size}"),
+                json!({"sdus_per_s": 360000.0 * f, "mbit_per_s": 100.0, "loss_pct": 0.0}),
+            );
+        }
     }
     m.insert(
         "alloc_hold".into(),
@@ -192,4 +233,60 @@ fn writes_charts_and_updates_a_document() {
     assert!(text.contains("### Targets"));
     assert!(dir.join("bench").join(RTT_SVG).exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn path_figures_ratios_and_targets() {
+    let r = build(&sample());
+    assert_eq!(r["ratios"]["cpu_all_vs_raw_64"], 2.0);
+    assert_eq!(r["ratios"]["aes_vs_plain_1400"], 0.9);
+    assert_eq!(r["ratios"]["chacha_vs_plain_64"], 0.7);
+    assert_eq!(r["ratios"]["alloc_secure_vs_plain_latency"], 3.0);
+    assert_eq!(r["ratios"]["oping_vs_raw_rtt_10ms"], 2.0);
+    let met = |name: &str| {
+        r["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == name)
+            .map(|t| t["met"].clone())
+    };
+    assert_eq!(
+        met("CPU per SDU, all ethflow processes ≤ 1.5 × raw's two at 64 B"),
+        Some(json!(false))
+    );
+    assert_eq!(
+        met("sleeps per SDU, sending side (operf client, IPCP a) ≤ 1/32 at 64 B"),
+        Some(json!(true))
+    );
+    assert_eq!(
+        met("oping average ≤ 0.12 ms at 10 ms intervals"),
+        Some(json!(true))
+    );
+    assert_eq!(
+        met("wake-ups the sending application signals per SDU ≤ 1/32 at 64 B"),
+        Some(json!(true))
+    );
+    assert_eq!(
+        met("secure AES-256-GCM ≥ 0.8 × plain at 1400 B"),
+        Some(json!(true))
+    );
+    assert_eq!(met("secure allocation median < 5 ms"), Some(json!(true)));
+    let md = path_markdown(&r);
+    assert!(md.contains("| 256 | 280 |"), "{md}");
+    assert!(md.contains("| 1500 | 64 | 500 · 0.0100 · 0.0200"), "{md}");
+    // A process that never slept is present (zero is fine); a missing one is not.
+    let mut s = sample();
+    s.insert(
+        "cpuall_raw_1500_64".into(),
+        json!({"received": 1000, "cpu_ns_per_sdu": 3000.0, "procs": {"app_client": {"voluntary_per_sdu": 0.0}}}),
+    );
+    let missing = missing_figures(&build(&s));
+    assert!(
+        !missing.iter().any(|m| m.contains("app_client")),
+        "{missing:?}"
+    );
+    assert!(missing.contains(&"cpu_all.raw.1500.64.procs.ipcp_b.voluntary_per_sdu".to_string()));
+    s.remove("flows_256");
+    assert!(missing_figures(&build(&s)).contains(&"flows.256.jain_index".to_string()));
 }
