@@ -4,7 +4,7 @@
 # between two network namespaces of its own.
 #
 #   bench.sh [--seconds S] [--repeat N] [--ring-slots N] [--update-docs]
-#                         full run (about 4 minutes); throughput runs N times
+#                         full run (about 11 minutes on 2 cores); throughput runs N times
 #                         (default 3, alternating systems; the median counts);
 #                         --ring-slots is passed to irmd
 #   bench.sh --smoke      short run (about 60 s); fails unless every figure

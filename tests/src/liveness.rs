@@ -100,3 +100,41 @@ pub fn peer_bound(timeout_ms: u64) -> f64 {
 pub fn peer_earliest(timeout_ms: u64) -> f64 {
     (timeout_ms - timeout_ms / 4) as f64 - 50.0
 }
+
+/// Kill host b's IPCP and bootstrap a new one (`eth-b2`) in the same layer;
+/// returns the CLOCK_MONOTONIC time the new one was up, once the killed one
+/// is gone.
+pub fn restart_peer_ipcp(rig: &Rig) -> u64 {
+    use nix::sys::signal::Signal;
+    let b = rig.b();
+    let old = b.signal_ipcp(Signal::SIGKILL);
+    // irmd may need a moment to notice its IPCP died before a new one can start.
+    let mut restarted = None;
+    for _ in 0..100 {
+        let done = b.bootstrap_as("eth-b2");
+        if done.success() {
+            restarted = Some(crate::clock::monotonic_ns());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t_restart = restarted.expect("a new IPCP could not be bootstrapped on host b");
+    // With `queues` > 1 irmd hears of the death (the channel closes first)
+    // while the kernel still tears down the dead IPCP's other packet sockets.
+    let gone = std::time::Instant::now() + Duration::from_secs(2);
+    while b.ipcp_pids().contains(&old) && std::time::Instant::now() < gone {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !b.ipcp_pids().contains(&old),
+        "the killed IPCP is still there"
+    );
+    t_restart
+}
+
+/// The bound of the restarted-IPCP row: the next keep-alive (within a
+/// quarter of the timeout) hits the new IPCP, which does not know the
+/// endpoint and says so; one round trip later the flow is down.
+pub fn restart_bound(timeout_ms: u64) -> f64 {
+    (timeout_ms / 4 + 50) as f64
+}

@@ -189,29 +189,7 @@ fn peer_ipcp_restarted() {
     };
     let _server = lingering_server(&rig);
     let client = blocked_client(rig.a(), TIMEOUT_MS);
-    let b = rig.b();
-    let old = b.signal_ipcp(Signal::SIGKILL);
-    // irmd may need a moment to notice its IPCP died before a new one can start.
-    let mut restarted = None;
-    for _ in 0..100 {
-        let done = b.bootstrap_as("eth-b2");
-        if done.success() {
-            restarted = Some(monotonic_ns());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let t_restart = restarted.expect("a new IPCP could not be bootstrapped on host b");
-    // With `queues` > 1 irmd hears of the death (the channel closes first)
-    // while the kernel still tears down the dead IPCP's other packet sockets.
-    let gone = std::time::Instant::now() + Duration::from_secs(2);
-    while b.ipcp_pids().contains(&old) && std::time::Instant::now() < gone {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(
-        !b.ipcp_pids().contains(&old),
-        "the killed IPCP is still there"
-    );
+    let t_restart = restart_peer_ipcp(&rig);
     let d = detection(&client, t_restart, Duration::from_secs(10));
     // Next keep-alive (within timeout/4) hits the new IPCP, which does not know
     // the endpoint and says so: one round trip later the flow is down.
@@ -220,7 +198,7 @@ fn peer_ipcp_restarted() {
         &d,
         EFLOWDOWN,
         -5.0,
-        (TIMEOUT_MS / 4 + 50) as f64,
+        restart_bound(TIMEOUT_MS),
     );
 }
 

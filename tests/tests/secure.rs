@@ -580,6 +580,87 @@ fn an_impostor_on_a_third_host_never_gets_a_secure_flow() {
     );
 }
 
+/// `oecho` as a secure name: b serves it with a certificate from a test CA,
+/// a trusts that CA for it.
+fn secure_oecho(rig: &Rig) {
+    let dir = rig.dir();
+    let ca = ca("ethflow test CA");
+    let ca_pem = write(dir, "ca.pem", &ca.pem);
+    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
+    name_create(rig.b(), "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
+    name_create(rig.a(), "oecho", &[("cacrtpath", &ca_pem)]);
+}
+
+/// The liveness rows whose rig or trigger time differ, on secure flows:
+/// the check that the flow was secure, then the plain row's bound.
+fn assert_secure_detected(
+    row: &str,
+    d: &ethflow_tests::liveness::Detection,
+    code: i32,
+    bounds: (f64, f64),
+) {
+    assert!(
+        d.line.contains("secure=true"),
+        "not a secure flow: {}",
+        d.line
+    );
+    ethflow_tests::liveness::assert_detected(
+        &format!("secure flow, {row}"),
+        d,
+        code,
+        bounds.0,
+        bounds.1,
+    );
+}
+
+#[test]
+fn secure_flow_all_frames_lost() {
+    use ethflow_tests::clock::monotonic_ns;
+    use ethflow_tests::liveness::*;
+    let Some(rig) = Rig::builder("secure_flow_all_frames_lost")
+        .bridge()
+        .hosts(2)
+        .build()
+    else {
+        return;
+    };
+    secure_oecho(&rig);
+    let _server = lingering_server(&rig);
+    let client = blocked_client(rig.a(), SHORT_TIMEOUT_MS);
+    let t0 = monotonic_ns();
+    rig.block_host(1);
+    let d = detection(&client, t0, Duration::from_secs(10));
+    assert_secure_detected(
+        "all frames lost",
+        &d,
+        EFLOWPEER,
+        (
+            peer_earliest(SHORT_TIMEOUT_MS),
+            peer_bound(SHORT_TIMEOUT_MS),
+        ),
+    );
+}
+
+#[test]
+fn secure_flow_peer_ipcp_restarted() {
+    use ethflow_tests::liveness::*;
+    const TIMEOUT_MS: u64 = 3000;
+    let Some(rig) = Rig::pair("secure_flow_peer_ipcp_restarted") else {
+        return;
+    };
+    secure_oecho(&rig);
+    let _server = lingering_server(&rig);
+    let client = blocked_client(rig.a(), TIMEOUT_MS);
+    let t_restart = restart_peer_ipcp(&rig);
+    let d = detection(&client, t_restart, Duration::from_secs(10));
+    assert_secure_detected(
+        "peer ipcpd restarted",
+        &d,
+        EFLOWDOWN,
+        (-5.0, restart_bound(TIMEOUT_MS)),
+    );
+}
+
 /// One row of the liveness suite (tests/tests/liveness.rs) on a secure flow:
 /// the same server, client, trigger and bounds, with `oecho` configured as a
 /// secure name on both hosts; the client's line must say the flow was secure.
@@ -594,12 +675,7 @@ fn secure_liveness_row(
     use ethflow_tests::clock::monotonic_ns;
     use ethflow_tests::liveness::{assert_detected, blocked_client, detection, lingering_server};
     let Some(rig) = Rig::pair(test) else { return };
-    let dir = rig.dir();
-    let ca = ca("ethflow test CA");
-    let ca_pem = write(dir, "ca.pem", &ca.pem);
-    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
-    name_create(rig.b(), "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
-    name_create(rig.a(), "oecho", &[("cacrtpath", &ca_pem)]);
+    secure_oecho(&rig);
     let server = lingering_server(&rig);
     let client = blocked_client(rig.a(), timeout_ms);
     let t0 = monotonic_ns();
