@@ -58,6 +58,18 @@ pub fn ip_in(ns: &str, args: &[&str]) -> String {
     ip(&all)
 }
 
+/// Frames the kernel dropped on their way out of `ifname` in `ns` (a veth
+/// counts here what its peer could not take: a full receive queue or XDP
+/// ring, a full backlog).
+pub fn tx_dropped(ns: &str, ifname: &str) -> u64 {
+    let out = ip_in(ns, &["-s", "-j", "link", "show", "dev", ifname]);
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("ip -s -j link show {ifname}: {e}: {out}"));
+    v[0]["stats64"]["tx"]["dropped"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tx dropped counter for {ifname}: {out}"))
+}
+
 /// A command run inside `ns` (`ip netns exec NS PROGRAM`). `ip netns exec`
 /// execs the program, so the child's pid is the program's own pid.
 pub fn exec_cmd(ns: &str, program: &str) -> Command {

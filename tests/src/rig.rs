@@ -265,6 +265,13 @@ impl Rig {
         netns::set_bridge_port_forwarding(ns, port, false);
     }
 
+    /// Frames the bridge could not hand to host `i` (its port's transmit
+    /// drops). Bridge rigs only.
+    pub fn port_tx_dropped(&self, i: usize) -> u64 {
+        let (ns, port) = self.bridge_port(i);
+        netns::tx_dropped(ns, port)
+    }
+
     pub fn unblock_host(&self, i: usize) {
         let (ns, port) = self.bridge_port(i);
         netns::set_bridge_port_forwarding(ns, port, true);

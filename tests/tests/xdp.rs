@@ -224,6 +224,10 @@ fn xdp_drops_an_unknown_eid_flood_while_a_flow_keeps_working() {
     let a_mac = mac_of(a);
     let _server = rig.b().serve("oping", "oping", &["--listen"]);
     let before = xdp_counters(a);
+    // Frames the kernel drops before the program sees them (c's veth, the
+    // bridge's port to a when a's receive ring is full) are counted apart.
+    let lost = || ethflow_tests::netns::tx_dropped(c.ns(), c.ifname()) + rig.port_tx_dropped(0);
+    let lost_before = lost();
     let ping = a.spawn("oping", &["-n", "oping", "-c", "400", "-i", "5"]);
     std::thread::sleep(Duration::from_millis(300));
     let (sent, elapsed_ms) = rawflood(&rig, c, &["--dst", &a_mac, "--count", "300000"]);
@@ -235,11 +239,13 @@ fn xdp_drops_an_unknown_eid_flood_while_a_flow_keeps_working() {
     eprintln!(
         "flood of {sent} unknown-eid frames in {elapsed_ms} ms: {dropped} dropped by XDP, {passed} passed up for UNKNOWN_EID replies"
     );
-    // Every frame met the program: dropped, or one of the few passed up.
-    assert_eq!(
-        dropped + passed,
-        sent,
-        "counters before {before:?} after {after:?}"
+    // Every frame met the program (dropped, or one of the few passed up),
+    // unless the kernel dropped it on the way, which it counts.
+    let lost = lost() - lost_before;
+    eprintln!("{lost} frames dropped by the kernel before reaching a's XDP program");
+    assert!(
+        dropped + passed <= sent && dropped + passed + lost >= sent,
+        "{sent} sent, {dropped} dropped and {passed} passed by XDP, {lost} lost on the way; counters before {before:?} after {after:?}"
     );
     // The pass budget per sender MAC and CPU: a burst of 10, then one per 10 ms
     // (the program's clock ticks coarsely: allow one more burst).
