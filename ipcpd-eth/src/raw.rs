@@ -269,6 +269,17 @@ fn ethertype_filter(ethertype: u16) -> [libc::sock_filter; 4] {
 
 fn attach_filter(fd: BorrowedFd<'_>, ethertype: u16) -> io::Result<()> {
     let mut prog = ethertype_filter(ethertype);
+    set_cbpf(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &mut prog)
+}
+
+/// Hand the kernel a classic BPF program through `setsockopt(level, name)`
+/// (a socket filter, a fanout group's selector).
+fn set_cbpf(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    prog: &mut [libc::sock_filter],
+) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_mut_ptr(),
@@ -278,8 +289,8 @@ fn attach_filter(fd: BorrowedFd<'_>, ethertype: u16) -> io::Result<()> {
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
+            level,
+            name,
             &fprog as *const libc::sock_fprog as *const libc::c_void,
             std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
         )

@@ -24,7 +24,7 @@
 //! frame is received twice (a frame that arrives in between is lost, as on
 //! any link whose MTU changes).
 
-use super::{setsockopt_int, RawSocket};
+use super::{set_cbpf, setsockopt_int, RawSocket};
 use crate::backend::FrameIo;
 use crate::segment::SegmentFilter;
 use crate::wire::Eid;
@@ -191,26 +191,7 @@ fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<u32> 
 }
 
 fn set_program(fd: BorrowedFd<'_>, prog: &mut [libc::sock_filter]) -> io::Result<()> {
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_mut_ptr(),
-    };
-    // SAFETY: fprog points at `prog`, which lives across the call; the kernel
-    // copies the program.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_FANOUT_DATA,
-            &fprog as *const libc::sock_fprog as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    set_cbpf(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, prog)
 }
 
 /// Drop whatever waits in the members' sockets.
