@@ -14,11 +14,13 @@
  *   - too short, bad version,
  *     length beyond the frame    -> drop, count C_DROP_MALFORMED
  *   - management (type != DATA)  -> the AF_XDP socket of this rx queue; all
- *     but KEEP_ALIVE within a budget per sender MAC and CPU (token bucket),
- *     beyond it drop, count C_DROP_MGMT_BUDGET (the same budget as backend
- *     raw's, ipcpd-eth/src/segment.rs: it spares the IPCP a flood from one
- *     host; keep-alives are exempt so a flood spoofing a peer's MAC cannot
- *     starve its liveness)
+ *     but a peer's KEEP_ALIVE within a budget per sender MAC and CPU (token
+ *     bucket), beyond it drop, count C_DROP_MGMT_BUDGET (the same budget as
+ *     backend raw's, ipcpd-eth/src/segment.rs: it spares the IPCP a flood
+ *     from one host). Keep-alives from a MAC in `peer_macs` (hosts this IPCP
+ *     has flows with) are exempt, so a flood spoofing a peer's MAC cannot
+ *     starve its liveness; keep-alives from any other MAC are budgeted, so a
+ *     flood from random MACs does not reach the IPCP
  *   - DATA for a live endpoint   -> the AF_XDP socket of this rx queue
  *   - DATA for an unknown eid    -> drop, count C_DROP_UNKNOWN_EID; except a
  *     few per sender MAC and CPU (token bucket), which go up so the IPCP can answer
@@ -123,6 +125,16 @@ struct {
 	__uint(max_entries, C_COUNT);
 } counters SEC(".maps");
 
+/* MACs of the hosts this IPCP has flows with: 6 bytes read into a zeroed u64,
+ * as `our_mac`. Kept by the IPCP from its allocator's peer table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, __u8);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} peer_macs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__type(key, __u32);
@@ -180,6 +192,17 @@ static __attribute__((always_inline)) int to_socket(struct xdp_md *ctx, __u32 id
  * flow allocator's limiters. The coarse clock (a tick, a few ms) is fine
  * for these refill intervals and costs far less than the precise one.
  */
+/* A peer's keep-alive: exempt from the management budget. */
+static __attribute__((always_inline)) int peer_keepalive(const struct ethhdr *eth, __u8 type)
+{
+	__u64 src = 0;
+
+	if (type != TYPE_KEEP_ALIVE)
+		return 0;
+	__builtin_memcpy(&src, eth->h_source, ETH_ALEN);
+	return bpf_map_lookup_elem(&peer_macs, &src) != 0;
+}
+
 static __attribute__((always_inline)) int may_pass(void *limiters, const __u8 *mac, __u32 burst,
 						    __u64 refill_ns)
 {
@@ -296,7 +319,7 @@ int ethflow_xdp(struct xdp_md *ctx)
 	/* Management frames never meet the live-endpoint filter: allocation,
 	 * keep-alives and deallocation must get through whatever else floods. */
 	if (h->type != TYPE_DATA) {
-		if (h->type != TYPE_KEEP_ALIVE &&
+		if (!peer_keepalive(eth, h->type) &&
 		    !may_pass(&mgmt_limiters, eth->h_source, mgmt_burst, mgmt_refill_ns))
 			return drop(C_DROP_MGMT_BUDGET);
 		return to_socket(ctx, C_REDIRECT_MGMT);

@@ -3,7 +3,7 @@
 //! endpoint ids are live.
 
 use crate::raw::TxSlot;
-use crate::wire::Eid;
+use crate::wire::{Eid, Mac};
 use std::io;
 use std::os::fd::BorrowedFd;
 
@@ -50,6 +50,9 @@ pub trait FrameIo {
     fn endpoint_added(&mut self, _eid: Eid) {}
     /// A local endpoint is gone (frames for it may be dropped early).
     fn endpoint_removed(&mut self, _eid: Eid) {}
+    /// The hosts this IPCP has flows with are now `macs` (their keep-alives
+    /// may skip an early management budget).
+    fn peers_changed(&mut self, _macs: &[Mac]) {}
     /// Frames the backend dropped before the IPCP saw them, if it counts them.
     fn early_drops(&self) -> Option<u64> {
         None

@@ -525,6 +525,33 @@ fn a_keepalive_flood_from_one_mac_is_cut_to_its_budget() {
 }
 
 #[test]
+fn a_keepalive_flood_from_random_macs_does_not_starve_a_peers_keepalives() {
+    let mut net = busy_pair();
+    net.drop = Box::new(|from, _| from == B);
+    let heard = net.nodes[A].fa.last_heard(1).unwrap();
+    net.advance(ms(500));
+    // Enough keep-alives from ever new MACs, all at once, to empty the
+    // global keep-alive budget (its burst plus what it earned meanwhile).
+    let flood = 4 * Policy::default().rx_total.burst as u64;
+    let before = net.nodes[A].fa.stats().budget_drops;
+    for i in 0..flood {
+        net.nodes[A]
+            .fa
+            .handle_frame(net.now, mac_of(i + 1), &ka(i + 1, i + 2, i));
+    }
+    assert!(
+        net.nodes[A].fa.stats().budget_drops > before,
+        "the flood never reached the global budget"
+    );
+    // B's next keep-alive still counts as proof of life.
+    let drops = net.nodes[A].fa.stats().budget_drops;
+    let real = ka(nonce(&net, B, MAC_A), nonce(&net, A, MAC_B), 1);
+    net.forge(A, MAC_B, &real);
+    assert_eq!(net.nodes[A].fa.last_heard(1), Some(heard + ms(500)));
+    assert_eq!(net.nodes[A].fa.stats().budget_drops, drops);
+}
+
+#[test]
 fn replies_never_amplify_and_are_bounded_in_total() {
     let mut net = busy_pair();
     net.nodes[A].fa.register_name(name_hash("a-srv"));

@@ -264,12 +264,17 @@ impl FlowAllocator {
             self.data_rx(now, src_mac, frame.dst, frame.src);
             return;
         }
+        // A peer's keep-alives skip the budget: a flood of keep-alives from
+        // other MACs (random or spoofed ones) must not starve its liveness.
+        let peer_keepalive = matches!(frame.payload, Payload::KeepAlive(_))
+            && self.peers.index_of(src_mac).is_some();
         let rng = &mut self.rng;
-        if !self
-            .budgets
-            .admit_rx(now, src_mac, frame.frame_type(), &self.policy, &mut || {
-                rng.next_u64()
-            })
+        if !peer_keepalive
+            && !self
+                .budgets
+                .admit_rx(now, src_mac, frame.frame_type(), &self.policy, &mut || {
+                    rng.next_u64()
+                })
         {
             return;
         }
@@ -486,6 +491,17 @@ impl FlowAllocator {
     /// Source MACs holding budgets (bounded by [`Policy::mac_table_cap`]).
     pub fn mac_table_len(&self) -> usize {
         self.budgets.len()
+    }
+
+    /// Bumped whenever a peer (a MAC this IPCP has flows with) comes or goes:
+    /// the caller compares it to decide when to refresh [`Self::peer_macs`].
+    pub fn peers_generation(&self) -> u64 {
+        self.peers.generation
+    }
+
+    /// The MACs this IPCP has flows (or requests) with.
+    pub fn peer_macs(&self) -> Vec<Mac> {
+        self.peers.by_mac.keys().copied().collect()
     }
 
     /// When the peer at `mac` last proved itself alive (None if not a peer). O(1).

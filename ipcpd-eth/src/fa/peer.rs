@@ -141,6 +141,8 @@ pub(crate) struct Peers {
     pub(crate) list: Vec<Option<Peer>>,
     free: Vec<usize>,
     pub(crate) by_mac: HashMap<Mac, usize>,
+    /// Bumped when a MAC joins or leaves the table.
+    pub(crate) generation: u64,
 }
 
 impl Peers {
@@ -177,6 +179,7 @@ impl Peers {
             }
         };
         self.by_mac.insert(mac, p);
+        self.generation += 1;
         p
     }
 
@@ -184,6 +187,7 @@ impl Peers {
         if let Some(peer) = self.list.get_mut(p).and_then(Option::take) {
             self.by_mac.remove(&peer.mac);
             self.free.push(p);
+            self.generation += 1;
         }
     }
 }

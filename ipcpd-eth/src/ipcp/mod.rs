@@ -146,6 +146,8 @@ pub struct Ipcp {
     opts: Options,
     ctrl: CtrlSocket,
     sock: Box<dyn FrameIo>,
+    /// The allocator's peer-table generation the backend last heard of.
+    peers_told: u64,
     ethertype: u16,
     link: LinkInfo,
     link_monitor: LinkMonitor,
@@ -460,6 +462,7 @@ impl Ipcp {
             opts,
             ctrl,
             sock,
+            peers_told: 0,
             link,
             link_monitor,
             carrier,
@@ -738,6 +741,11 @@ impl Ipcp {
     }
 
     fn carry_out_actions(&mut self) {
+        let peers = self.fa.peers_generation();
+        if peers != self.peers_told {
+            self.peers_told = peers;
+            self.sock.peers_changed(&self.fa.peer_macs());
+        }
         while let Some(a) = self.fa.poll_action() {
             match a {
                 Action::Transmit { dst, frame } => self.send_mgmt(dst, &frame),

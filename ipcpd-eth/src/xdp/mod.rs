@@ -18,10 +18,11 @@ pub mod xsk;
 
 use crate::backend::FrameIo;
 use crate::segment::{SegmentFilter, VLAN_TAG_LEN};
-use crate::wire::Eid;
+use crate::wire::{Eid, Mac};
 use log::{info, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use program::{Counter, Mode, Program};
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use xsk::Xsk;
@@ -60,6 +61,8 @@ pub struct XdpBackend {
     filter: SegmentFilter,
     /// The 802.1Q tag our frames carry, if the layer has a VLAN.
     tx_tag: Option<[u8; VLAN_TAG_LEN]>,
+    /// The MACs in the program's `peer_macs` map.
+    peers: HashSet<Mac>,
 }
 
 /// The number of receive queues of `dev`, from sysfs (1 if it cannot tell).
@@ -147,6 +150,7 @@ impl XdpBackend {
             ethertype,
             filter,
             tx_tag: filter.tx_tag(),
+            peers: HashSet::new(),
         })
     }
 
@@ -230,6 +234,21 @@ impl FrameIo for XdpBackend {
                 self.dev, eid.0
             );
         }
+    }
+
+    fn peers_changed(&mut self, macs: &[Mac]) {
+        let now: HashSet<Mac> = macs.iter().copied().collect();
+        for gone in self.peers.difference(&now) {
+            if let Err(e) = self.program.remove_peer(*gone) {
+                warn!("xdp on {}: cannot forget peer {gone:02x?} ({e}).", self.dev);
+            }
+        }
+        for new in now.difference(&self.peers) {
+            if let Err(e) = self.program.add_peer(*new) {
+                warn!("xdp on {}: cannot mark {new:02x?} as a peer ({e}); its keep-alives share the management budget.", self.dev);
+            }
+        }
+        self.peers = now;
     }
 
     fn early_drops(&self) -> Option<u64> {

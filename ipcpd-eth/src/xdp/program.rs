@@ -4,7 +4,7 @@
 //! per-CPU counters, the AF_XDP socket of each receive queue.
 
 use crate::segment::SegmentFilter;
-use crate::wire::Eid;
+use crate::wire::{Eid, Mac};
 use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
@@ -122,6 +122,7 @@ impl Mode {
 
 pub struct Program {
     live_eids: HashMap<MapData, u64, u8>,
+    peer_macs: HashMap<MapData, u64, u8>,
     counters: PerCpuArray<MapData, u64>,
     xsks: XskMap<MapData>,
     mode: Mode,
@@ -162,10 +163,7 @@ impl Program {
         want: Want,
     ) -> Result<(Program, String), String> {
         let object = object()?;
-        let mut mac = [0u8; 8];
-        mac[..6].copy_from_slice(&filter.mac);
-        // The program compares the frame's 6 bytes, read into a zeroed u64.
-        let our_mac = u64::from_ne_bytes(mac);
+        let our_mac = mac_key(filter.mac);
         let vlan_id: u16 = filter.vlan.unwrap_or(0);
         // Keyed: no per-MAC management budget before the tag is checked
         // (see `SegmentFilter::keyed`); a bucket that never empties.
@@ -234,12 +232,15 @@ impl Program {
         };
         let live_eids =
             HashMap::try_from(take(&mut ebpf, "live_eids")?).map_err(|e| describe(&e))?;
+        let peer_macs =
+            HashMap::try_from(take(&mut ebpf, "peer_macs")?).map_err(|e| describe(&e))?;
         let counters =
             PerCpuArray::try_from(take(&mut ebpf, "counters")?).map_err(|e| describe(&e))?;
         let xsks = XskMap::try_from(take(&mut ebpf, "xsks")?).map_err(|e| describe(&e))?;
         Ok((
             Program {
                 live_eids,
+                peer_macs,
                 counters,
                 xsks,
                 mode,
@@ -273,6 +274,19 @@ impl Program {
         self.live_eids.remove(&key(eid)).map_err(|e| describe(&e))
     }
 
+    /// Keep-alives from `mac` pass without the management budget.
+    pub fn add_peer(&mut self, mac: Mac) -> Result<(), String> {
+        self.peer_macs
+            .insert(mac_key(mac), 1, 0)
+            .map_err(|e| describe(&e))
+    }
+
+    pub fn remove_peer(&mut self, mac: Mac) -> Result<(), String> {
+        self.peer_macs
+            .remove(&mac_key(mac))
+            .map_err(|e| describe(&e))
+    }
+
     /// One counter, summed over the CPUs.
     pub fn counter(&self, c: Counter) -> u64 {
         match self.counters.get(&(c as u32), 0) {
@@ -280,6 +294,13 @@ impl Program {
             Err(_) => 0,
         }
     }
+}
+
+/// A MAC as the program compares it: its 6 bytes read into a zeroed u64.
+fn mac_key(mac: Mac) -> u64 {
+    let mut k = [0u8; 8];
+    k[..6].copy_from_slice(&mac);
+    u64::from_ne_bytes(k)
 }
 
 /// Why native mode was refused, with the likely cause for the errors we know.
