@@ -20,8 +20,8 @@ use crate::backend::FrameIo;
 use crate::segment::{SegmentFilter, VLAN_TAG_LEN};
 use crate::wire::{Eid, Mac};
 use log::{info, warn};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use program::{Counter, Mode, Program};
+use queues::XskGroup;
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -48,11 +48,8 @@ pub fn open(
 pub struct XdpBackend {
     // The program first: dropping it stops the redirects before the sockets close.
     program: Program,
-    queues: Vec<Xsk>,
-    /// With several queues, one epoll fd over all their sockets is the rx fd.
-    poll: Option<Epoll>,
-    /// The queue `recv_batch` starts at (turns, so no queue starves another).
-    next_queue: usize,
+    /// One socket per receive queue, read in turns.
+    socks: XskGroup,
     name: String,
     dev: String,
     /// What a raw backend needs, should the MTU outgrow this one.
@@ -119,16 +116,6 @@ impl XdpBackend {
         if program.mode() == Mode::Skb {
             copy_reason = Some("SKB mode copies".into());
         }
-        let poll = if queues.len() > 1 {
-            let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?;
-            for (i, q) in queues.iter().enumerate() {
-                ep.add(q.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
-                    .map_err(|e| e.to_string())?;
-            }
-            Some(ep)
-        } else {
-            None
-        };
         let copy = if queues.iter().all(Xsk::zero_copy) {
             "zero-copy"
         } else {
@@ -142,9 +129,7 @@ impl XdpBackend {
         Ok(XdpBackend {
             name: format!("xdp ({}, {copy})", program.mode().name()),
             program,
-            queues,
-            poll,
-            next_queue: 0,
+            socks: XskGroup::new(queues).map_err(|e| e.to_string())?,
             dev: dev.to_string(),
             ifindex,
             ethertype,
@@ -162,7 +147,7 @@ impl XdpBackend {
             .collect();
         let mut sum = xsk::XskStats::default();
         let mut too_big = 0;
-        for q in &self.queues {
+        for q in self.socks.iter() {
             if let Ok(s) = q.stats() {
                 sum.rx_dropped += s.rx_dropped;
                 sum.rx_ring_full += s.rx_ring_full;
@@ -188,37 +173,24 @@ impl FrameIo for XdpBackend {
     }
 
     fn rx_fd(&self) -> BorrowedFd<'_> {
-        match &self.poll {
-            Some(ep) => ep.0.as_fd(),
-            None => self.queues[0].as_fd(),
-        }
+        self.socks.rx_fd()
     }
 
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
-        let n_queues = self.queues.len();
-        let mut got = 0;
-        for i in 0..n_queues {
-            let q = (self.next_queue + i) % n_queues;
-            got += self.queues[q].recv(&mut bufs[got..], &mut lens[got..]);
-            if got == bufs.len().min(lens.len()) {
-                break;
-            }
-        }
-        self.next_queue = (self.next_queue + 1) % n_queues;
-        Ok(got)
+        Ok(self.socks.recv_batch(bufs, lens))
     }
 
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        self.queues[0].send(frames, self.tx_tag)
+        self.socks.tx().send(frames, self.tx_tag)
     }
 
     fn tx_slots(&mut self, want: usize) -> Option<&mut [crate::raw::TxSlot]> {
         let tagged = self.tx_tag.is_some();
-        Some(self.queues[0].reserve(want, tagged))
+        Some(self.socks.tx().reserve(want, tagged))
     }
 
     fn tx_commit(&mut self, lens: &[usize]) -> io::Result<usize> {
-        self.queues[0].commit(lens, self.tx_tag)
+        self.socks.tx().commit(lens, self.tx_tag)
     }
 
     fn endpoint_added(&mut self, eid: Eid) {
