@@ -126,21 +126,26 @@ impl T {
         self.reply(conn, 77).expect("the list is answered")
     }
 
-    /// A bootstrapped IPCP in layer `eth`.
-    fn ipcp(&mut self) -> IpcpId {
+    /// Root asks (request `id`) for IPCP `name` on veth0: the IPCP irmd
+    /// spawns for it (other outputs dropped).
+    fn spawn_ipcp(&mut self, id: u64, name: &str) -> IpcpId {
         self.input(Input::Cli {
             conn: ROOT_CLI,
-            id: 900,
-            req: CliRequest::IpcpBootstrap(spec("eth-a")),
+            id,
+            req: CliRequest::IpcpBootstrap(spec(name)),
         });
-        let ipcp = self
-            .take()
+        self.take()
             .into_iter()
             .find_map(|o| match o {
                 Output::Spawn { ipcp, .. } => Some(ipcp),
                 _ => None,
             })
-            .expect("spawn");
+            .expect("spawn")
+    }
+
+    /// A bootstrapped IPCP in layer `eth`.
+    fn ipcp(&mut self) -> IpcpId {
+        let ipcp = self.spawn_ipcp(900, "eth-a");
         self.input(Input::Spawned { ipcp, pid: 77 });
         self.input(Input::FromIpcp {
             ipcp,
@@ -160,31 +165,41 @@ impl T {
     /// `conn` asks for a flow to `svc`: the flow id and the request id irmd
     /// used for its FlowAlloc to the IPCP (other outputs dropped).
     fn ask_flow(&mut self, conn: ConnId, id: u64) -> (u32, u64) {
+        self.request_flow(conn, id, None);
+        let asked = self.alloc_req().expect("irmd asks the IPCP");
+        self.take();
+        asked
+    }
+
+    /// `conn` registers `name` in layer `eth` (request `id`).
+    fn register(&mut self, conn: ConnId, id: u64, name: &str) -> Reply {
+        self.cli(
+            conn,
+            id,
+            CliRequest::NameRegister {
+                name: name.into(),
+                layer: "eth".into(),
+            },
+        )
+    }
+
+    /// `conn` asks (request `id`) for a raw flow to `svc`.
+    fn request_flow(&mut self, conn: ConnId, id: u64, timeout_ms: Option<u64>) {
         self.input(Input::App {
             conn,
             id,
             req: AppRequest::FlowAlloc {
                 name: "svc".into(),
                 qos: Qos::raw(),
-                timeout_ms: None,
+                timeout_ms,
             },
         });
-        let asked = self.alloc_req().expect("irmd asks the IPCP");
-        self.take();
-        asked
     }
 
     /// A flow of `conn` that `ipcp` allocated.
     fn allocated_flow(&mut self, ipcp: IpcpId, conn: ConnId) -> u32 {
         let (flow_id, req) = self.ask_flow(conn, 1);
-        self.input(Input::FromIpcp {
-            ipcp,
-            id: req,
-            msg: IpcpToIrmd::FlowAllocResult {
-                flow_id,
-                result: Ok(1000),
-            },
-        });
+        self.input(alloc_ok(ipcp, req, flow_id));
         self.take();
         flow_id
     }
@@ -217,6 +232,18 @@ fn spec(name: &str) -> BootstrapSpec {
     }
 }
 
+/// `ipcp`'s answer to request `id`: flow `flow_id` is allocated (max SDU 1000).
+fn alloc_ok(ipcp: IpcpId, id: u64, flow_id: u32) -> Input {
+    Input::FromIpcp {
+        ipcp,
+        id,
+        msg: IpcpToIrmd::FlowAllocResult {
+            flow_id,
+            result: Ok(1000),
+        },
+    }
+}
+
 fn is_err(r: &Reply, code: i32) -> bool {
     matches!(r, Reply::Err(e) if e.code() == code)
 }
@@ -224,19 +251,7 @@ fn is_err(r: &Reply, code: i32) -> bool {
 #[test]
 fn bootstrap_gives_up_after_ten_seconds() {
     let mut t = T::new(Policy::default());
-    t.input(Input::Cli {
-        conn: ROOT_CLI,
-        id: 5,
-        req: CliRequest::IpcpBootstrap(spec("eth-a")),
-    });
-    let ipcp = t
-        .take()
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Spawn { ipcp, .. } => Some(ipcp),
-            _ => None,
-        })
-        .unwrap();
+    let ipcp = t.spawn_ipcp(5, "eth-a");
     t.input(Input::Spawned { ipcp, pid: 77 });
     t.advance(Duration::from_millis(9_999));
     assert_eq!(t.reply(ROOT_CLI, 5), None, "still waiting");
@@ -274,14 +289,7 @@ fn accept_times_out_when_asked_to() {
 /// Register `name` and bind `prog` to it as `cred` over CLI connection `conn`.
 fn serve(t: &mut T, conn: ConnId, cred: Cred, name: &str, prog: &str) {
     t.connect(conn, cred, ClientRole::Cli);
-    let r = t.cli(
-        conn,
-        1,
-        CliRequest::NameRegister {
-            name: name.into(),
-            layer: "eth".into(),
-        },
-    );
+    let r = t.register(conn, 1, name);
     assert_eq!(r, Reply::Ok);
     let r = t.cli(
         conn,
@@ -373,15 +381,7 @@ fn allocation_completes_only_for_the_right_ipcp_and_request() {
     let mut t = T::new(Policy::default());
     let ipcp = t.ipcp();
     t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
-    t.input(Input::App {
-        conn: 2,
-        id: 7,
-        req: AppRequest::FlowAlloc {
-            name: "svc".into(),
-            qos: Qos::raw(),
-            timeout_ms: None,
-        },
-    });
+    t.request_flow(2, 7, None);
     let (flow_id, req) = t.alloc_req().expect("asked the IPCP");
     assert!(t.outs.contains(&Output::CreateFlow {
         flow_id,
@@ -393,24 +393,10 @@ fn allocation_completes_only_for_the_right_ipcp_and_request() {
     t.take();
     // A guessed request id, or another IPCP, does not complete it.
     for (who, id) in [(ipcp, req + 1), (ipcp + 1, req)] {
-        t.input(Input::FromIpcp {
-            ipcp: who,
-            id,
-            msg: IpcpToIrmd::FlowAllocResult {
-                flow_id,
-                result: Ok(1000),
-            },
-        });
+        t.input(alloc_ok(who, id, flow_id));
         assert_eq!(t.reply(2, 7), None);
     }
-    t.input(Input::FromIpcp {
-        ipcp,
-        id: req,
-        msg: IpcpToIrmd::FlowAllocResult {
-            flow_id,
-            result: Ok(1000),
-        },
-    });
+    t.input(alloc_ok(ipcp, req, flow_id));
     let out = t.take();
     assert!(out.contains(&Output::Send {
         conn: 2,
@@ -447,14 +433,7 @@ fn process_death_during_an_allocation_releases_the_flow() {
     });
     let dealloc = dealloc.expect("the IPCP is told at once");
     // The late answer to the allocation finds nobody to hand the flow to.
-    t.input(Input::FromIpcp {
-        ipcp,
-        id: req,
-        msg: IpcpToIrmd::FlowAllocResult {
-            flow_id,
-            result: Ok(1000),
-        },
-    });
+    t.input(alloc_ok(ipcp, req, flow_id));
     assert!(!t
         .outs
         .iter()
@@ -476,27 +455,11 @@ fn allocation_deadline_and_ipcp_death() {
     let mut t = T::new(Policy::default());
     let ipcp = t.ipcp();
     t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
-    t.input(Input::App {
-        conn: 2,
-        id: 7,
-        req: AppRequest::FlowAlloc {
-            name: "svc".into(),
-            qos: Qos::raw(),
-            timeout_ms: Some(300),
-        },
-    });
+    t.request_flow(2, 7, Some(300));
     t.advance(Duration::from_millis(300));
     assert_eq!(t.reply(2, 7), Some(Reply::Err(Error::TimedOut)));
     // Another allocation, then the IPCP dies: the waiter hears at once.
-    t.input(Input::App {
-        conn: 2,
-        id: 8,
-        req: AppRequest::FlowAlloc {
-            name: "svc".into(),
-            qos: Qos::raw(),
-            timeout_ms: None,
-        },
-    });
+    t.request_flow(2, 8, None);
     t.input(Input::IpcpGone {
         ipcp,
         why: "test".into(),
@@ -514,25 +477,10 @@ fn an_answer_at_the_allocation_deadline_leaves_nothing_behind() {
         let mut t = T::new(Policy::default());
         let ipcp = t.ipcp();
         t.connect(2, user(1000), ClientRole::App { prog: "cli".into() });
-        t.input(Input::App {
-            conn: 2,
-            id: 7,
-            req: AppRequest::FlowAlloc {
-                name: "svc".into(),
-                qos: Qos::raw(),
-                timeout_ms: Some(300),
-            },
-        });
+        t.request_flow(2, 7, Some(300));
         let (flow_id, req) = t.alloc_req().expect("asked the IPCP");
         t.take();
-        let answer = Input::FromIpcp {
-            ipcp,
-            id: req,
-            msg: IpcpToIrmd::FlowAllocResult {
-                flow_id,
-                result: Ok(1000),
-            },
-        };
+        let answer = alloc_ok(ipcp, req, flow_id);
         t.now += Duration::from_millis(300);
         if answer_first {
             t.input(answer);
@@ -659,47 +607,19 @@ fn per_uid_limits_are_enforced_with_a_clear_error() {
     t.ipcp();
     t.connect(2, user(1000), ClientRole::Cli);
     for (i, n) in ["a", "b"].iter().enumerate() {
-        let r = t.cli(
-            2,
-            i as u64 + 1,
-            CliRequest::NameRegister {
-                name: (*n).into(),
-                layer: "eth".into(),
-            },
-        );
+        let r = t.register(2, i as u64 + 1, n);
         assert_eq!(r, Reply::Ok);
     }
-    let r = t.cli(
-        2,
-        3,
-        CliRequest::NameRegister {
-            name: "c".into(),
-            layer: "eth".into(),
-        },
-    );
+    let r = t.register(2, 3, "c");
     assert!(
         matches!(&r, Reply::Err(Error::NoMem(m)) if m.contains("names")),
         "{r:?}"
     );
     // Root is not held to it.
-    let r = t.cli(
-        ROOT_CLI,
-        4,
-        CliRequest::NameRegister {
-            name: "c".into(),
-            layer: "eth".into(),
-        },
-    );
+    let r = t.register(ROOT_CLI, 4, "c");
     assert_eq!(r, Reply::Ok);
     // Names longer than 255 bytes are refused.
-    let r = t.cli(
-        ROOT_CLI,
-        5,
-        CliRequest::NameRegister {
-            name: "n".repeat(256),
-            layer: "eth".into(),
-        },
-    );
+    let r = t.register(ROOT_CLI, 5, &"n".repeat(256));
     assert!(is_err(&r, irm::error::ENAME), "{r:?}");
     // Accepts.
     t.connect(3, user(1000), ClientRole::App { prog: "p".into() });
@@ -745,14 +665,7 @@ fn name_list_pages_stay_under_the_message_limit() {
     t.ipcp();
     for i in 0..300 {
         let name = format!("{i:04}{}", "n".repeat(251));
-        let r = t.cli(
-            ROOT_CLI,
-            10 + i,
-            CliRequest::NameRegister {
-                name,
-                layer: "eth".into(),
-            },
-        );
+        let r = t.register(ROOT_CLI, 10 + i, &name);
         assert_eq!(r, Reply::Ok);
     }
     let mut after = None;
@@ -941,24 +854,9 @@ fn destroying_an_ipcp_takes_its_flows_down() {
     let mut t = T::new(Policy::default());
     let ipcp = t.ipcp();
     t.connect(2, user(1000), ClientRole::App { prog: "c".into() });
-    t.input(Input::App {
-        conn: 2,
-        id: 1,
-        req: AppRequest::FlowAlloc {
-            name: "svc".into(),
-            qos: Qos::raw(),
-            timeout_ms: None,
-        },
-    });
+    t.request_flow(2, 1, None);
     let (flow_id, req) = t.alloc_req().unwrap();
-    t.input(Input::FromIpcp {
-        ipcp,
-        id: req,
-        msg: IpcpToIrmd::FlowAllocResult {
-            flow_id,
-            result: Ok(1000),
-        },
-    });
+    t.input(alloc_ok(ipcp, req, flow_id));
     t.take();
     let r = t.cli(
         ROOT_CLI,
@@ -1297,12 +1195,7 @@ fn ipcp_list_shows_counters_the_ipcp_reports_when_asked() {
 #[test]
 fn ipcp_list_without_an_operational_ipcp_answers_at_once() {
     let mut t = T::new(Policy::default());
-    t.input(Input::Cli {
-        conn: ROOT_CLI,
-        id: 1,
-        req: CliRequest::IpcpBootstrap(spec("eth-a")),
-    });
-    t.take();
+    t.spawn_ipcp(1, "eth-a");
     // Booting: not asked, listed at once with no counters yet.
     match t.cli(ROOT_CLI, 2, CliRequest::IpcpList) {
         Reply::IpcpRows(rows) => {
