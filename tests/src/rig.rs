@@ -726,7 +726,12 @@ impl Host {
 
     /// [`Host::bootstrap`] with more keywords (`vlan 7`, `ethertype 88b6`...).
     pub fn bootstrap_with(&self, extra: &[&str]) -> Finished {
-        let backend = backend();
+        self.bootstrap_ipcp(&self.ipcp, &backend(), extra)
+    }
+
+    /// `irm ipcp bootstrap type eth name IPCP layer eth dev IF backend
+    /// BACKEND`, then `queues n` if the rig has queues, then `extra`.
+    pub fn bootstrap_ipcp(&self, ipcp: &str, backend: &str, extra: &[&str]) -> Finished {
         let queues = self.queues.map(|q| q.to_string());
         let mut args = vec![
             "ipcp",
@@ -734,13 +739,13 @@ impl Host {
             "type",
             "eth",
             "name",
-            &self.ipcp,
+            ipcp,
             "layer",
             LAYER,
             "dev",
             &self.ifname,
             "backend",
-            &backend,
+            backend,
         ];
         if let Some(q) = &queues {
             args.extend_from_slice(&["queues", q]);
@@ -777,26 +782,7 @@ impl Host {
     /// Bootstraps an eth IPCP with another name (e.g. after killing the first),
     /// with the backend [`backend`] names.
     pub fn bootstrap_as(&self, ipcp: &str) -> Finished {
-        let backend = backend();
-        let queues = self.queues.map(|q| q.to_string());
-        let mut args = vec![
-            "ipcp",
-            "bootstrap",
-            "type",
-            "eth",
-            "name",
-            ipcp,
-            "layer",
-            LAYER,
-            "dev",
-            &self.ifname,
-            "backend",
-            &backend,
-        ];
-        if let Some(q) = &queues {
-            args.extend_from_slice(&["queues", q]);
-        }
-        self.irm(&args)
+        self.bootstrap_ipcp(ipcp, &backend(), &[])
     }
 
     /// `irm bind program PROGRAM name NAME` and `irm name register NAME layer eth`.

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ethflow_tests::{Host, Rig, LAYER};
+use ethflow_tests::{Host, Rig};
 
 const QUEUES: u16 = 4;
 const FLOWS: usize = 8;
@@ -39,34 +39,14 @@ fn queue_counters(host: &Host) -> BTreeMap<String, u64> {
     }
 }
 
-/// `irm ipcp bootstrap` of the host's IPCP with `backend` and `queues 4`.
-fn bootstrap(host: &Host, backend: &str) {
-    let q = QUEUES.to_string();
-    host.irm(&[
-        "ipcp",
-        "bootstrap",
-        "type",
-        "eth",
-        "name",
-        host.ipcp_name(),
-        "layer",
-        LAYER,
-        "dev",
-        host.ifname(),
-        "backend",
-        backend,
-        "queues",
-        &q,
-    ])
-    .assert_success();
-}
-
 fn flood_keeps_order_on_every_queue(test: &str, backend: &str) {
     let Some(rig) = Rig::builder(test).queues(QUEUES).bare_ipcps().build() else {
         return;
     };
+    // The rig's queues: the bootstrap says `queues 4`.
     for h in rig.hosts() {
-        bootstrap(h, backend);
+        h.bootstrap_ipcp(h.ipcp_name(), backend, &[])
+            .assert_success();
     }
     let flows = FLOWS.to_string();
     let sink = rig

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use ethflow_tests::parse::kv_num;
-use ethflow_tests::{bins, netns, proc, Host, Rig, LAYER};
+use ethflow_tests::{bins, netns, proc, Host, Rig};
 use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -21,22 +21,9 @@ const C_DROP_MALFORMED: usize = 1;
 const C_PASS_UNKNOWN_EID: usize = 2;
 const C_REDIRECT_DATA: usize = 3;
 
-/// `irm ipcp bootstrap ... backend BACKEND` for the host's IPCP.
-fn bootstrap_backend(host: &Host, backend: &str) -> ethflow_tests::Finished {
-    host.irm(&[
-        "ipcp",
-        "bootstrap",
-        "type",
-        "eth",
-        "name",
-        host.ipcp_name(),
-        "layer",
-        LAYER,
-        "dev",
-        host.ifname(),
-        "backend",
-        backend,
-    ])
+/// `irm ipcp bootstrap ... backend xdp` for the host's IPCP.
+fn bootstrap_xdp(host: &Host) -> ethflow_tests::Finished {
+    host.bootstrap_ipcp(host.ipcp_name(), "xdp", &[])
 }
 
 /// A rig whose first `daemons` hosts run irmd and an IPCP with backend xdp;
@@ -52,7 +39,7 @@ fn xdp_rig(test: &str, hosts: usize, daemons: usize, mtu: Option<u32>) -> Option
     let rig = builder.build()?;
     for h in &rig.hosts()[..daemons] {
         h.start_irmd(&[]);
-        let done = bootstrap_backend(h, "xdp");
+        let done = bootstrap_xdp(h);
         assert!(
             done.success(),
             "host {}: bootstrap with backend xdp failed: {}\n{}",
@@ -313,20 +300,7 @@ fn xdp_program_goes_away_with_a_killed_ipcp_and_a_new_one_attaches() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // A new IPCP on the same interface attaches cleanly and carries flows.
-    let done = a.irm(&[
-        "ipcp",
-        "bootstrap",
-        "type",
-        "eth",
-        "name",
-        "eth-a2",
-        "layer",
-        LAYER,
-        "dev",
-        a.ifname(),
-        "backend",
-        "xdp",
-    ]);
+    let done = a.bootstrap_ipcp("eth-a2", "xdp", &[]);
     assert!(
         done.success(),
         "second bootstrap: {}\n{}",
@@ -415,7 +389,7 @@ fn xdp_at_a_jumbo_mtu_falls_back_to_raw_and_says_so() {
     };
     for h in rig.hosts() {
         h.start_irmd(&[]);
-        let done = bootstrap_backend(h, "xdp");
+        let done = bootstrap_xdp(h);
         assert!(
             done.success(),
             "backend xdp at MTU 9000: {}",
