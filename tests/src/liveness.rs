@@ -35,6 +35,31 @@ pub fn blocked_client(host: &Host, timeout_ms: u64) -> Proc {
     client
 }
 
+/// One timed row on `rig`: the lingering server on b, the client blocked
+/// in its read on a (liveness timeout `timeout_ms`; 0: irmd's), then the
+/// trigger `act`, right after the timestamp detection is measured from.
+/// Returns how the read ended, and the server (it runs until dropped).
+pub fn timed_row(rig: &Rig, timeout_ms: u64, act: impl FnOnce(&Rig, &Proc)) -> (Detection, Proc) {
+    let server = lingering_server(rig);
+    let client = blocked_client(rig.a(), timeout_ms);
+    let t0 = crate::clock::monotonic_ns();
+    act(rig, &server);
+    (detection(&client, t0, Duration::from_secs(10)), server)
+}
+
+/// The row "peer IPCP restarted" on `rig`: as [`timed_row`], with b's IPCP
+/// restarted ([`restart_peer_ipcp`]) and detection measured from the moment
+/// the new one was up.
+pub fn restart_row(rig: &Rig, timeout_ms: u64) -> (Detection, Proc) {
+    let server = lingering_server(rig);
+    let client = blocked_client(rig.a(), timeout_ms);
+    let t_restart = restart_peer_ipcp(rig);
+    (
+        detection(&client, t_restart, Duration::from_secs(10)),
+        server,
+    )
+}
+
 /// How the client's blocked read ended, relative to `trigger_ns`.
 pub struct Detection {
     pub code: i32,

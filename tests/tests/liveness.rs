@@ -49,11 +49,7 @@ fn peer_application_killed() {
     let Some(rig) = Rig::pair("peer_application_killed") else {
         return;
     };
-    let server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), 0);
-    let t0 = monotonic_ns();
-    server.signal(Signal::SIGKILL);
-    let d = detection(&client, t0, Duration::from_secs(10));
+    let (d, server) = timed_row(&rig, 0, |_, server| server.signal(Signal::SIGKILL));
     assert_detected("peer app SIGKILL", &d, EFLOWDOWN, 0.0, 100.0);
     rig.b().expect_log(
         &format!("Dead process removed: {}.", server.pid()),
@@ -64,11 +60,9 @@ fn peer_application_killed() {
 /// Rows where the peer IPCP goes silent: only the flow's timeout can tell.
 fn silent_peer_ipcp(test: &str, row: &str, sig: Signal) {
     let Some(rig) = Rig::pair(test) else { return };
-    let _server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), SHORT_TIMEOUT_MS);
-    let t0 = monotonic_ns();
-    rig.b().signal_ipcp(sig);
-    let d = detection(&client, t0, Duration::from_secs(10));
+    let (d, _server) = timed_row(&rig, SHORT_TIMEOUT_MS, |rig, _| {
+        rig.b().signal_ipcp(sig);
+    });
     assert_detected(
         row,
         &d,
@@ -98,11 +92,7 @@ fn all_frames_lost() {
     let Some(rig) = Rig::builder("all_frames_lost").bridge().hosts(2).build() else {
         return;
     };
-    let _server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), SHORT_TIMEOUT_MS);
-    let t0 = monotonic_ns();
-    rig.block_host(1);
-    let d = detection(&client, t0, Duration::from_secs(10));
+    let (d, _server) = timed_row(&rig, SHORT_TIMEOUT_MS, |rig, _| rig.block_host(1));
     assert_detected(
         "all frames lost",
         &d,
@@ -166,11 +156,9 @@ fn irmd_default_timeout_applies() {
     else {
         return;
     };
-    let _server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), 0);
-    let t0 = monotonic_ns();
-    rig.b().signal_ipcp(Signal::SIGSTOP);
-    let d = detection(&client, t0, Duration::from_secs(10));
+    let (d, _server) = timed_row(&rig, 0, |rig, _| {
+        rig.b().signal_ipcp(Signal::SIGSTOP);
+    });
     assert_detected(
         "irmd --flow-timeout 600",
         &d,
@@ -187,10 +175,7 @@ fn peer_ipcp_restarted() {
     let Some(rig) = Rig::pair("peer_ipcp_restarted") else {
         return;
     };
-    let _server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), TIMEOUT_MS);
-    let t_restart = restart_peer_ipcp(&rig);
-    let d = detection(&client, t_restart, Duration::from_secs(10));
+    let (d, _server) = restart_row(&rig, TIMEOUT_MS);
     // Next keep-alive (within timeout/4) hits the new IPCP, which does not know
     // the endpoint and says so: one round trip later the flow is down.
     assert_detected(
@@ -205,11 +190,7 @@ fn peer_ipcp_restarted() {
 /// Rows where something happens on host a's own side of the link.
 fn local_event(test: &str, row: &str, act: impl FnOnce(&Rig)) {
     let Some(rig) = Rig::pair(test) else { return };
-    let _server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), 0);
-    let t0 = monotonic_ns();
-    act(&rig);
-    let d = detection(&client, t0, Duration::from_secs(10));
+    let (d, _server) = timed_row(&rig, 0, |rig, _| act(rig));
     assert_detected(row, &d, EFLOWDOWN, 0.0, 100.0);
 }
 

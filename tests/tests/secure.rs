@@ -615,7 +615,6 @@ fn assert_secure_detected(
 
 #[test]
 fn secure_flow_all_frames_lost() {
-    use ethflow_tests::clock::monotonic_ns;
     use ethflow_tests::liveness::*;
     let Some(rig) = Rig::builder("secure_flow_all_frames_lost")
         .bridge()
@@ -625,11 +624,7 @@ fn secure_flow_all_frames_lost() {
         return;
     };
     secure_oecho(&rig);
-    let _server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), SHORT_TIMEOUT_MS);
-    let t0 = monotonic_ns();
-    rig.block_host(1);
-    let d = detection(&client, t0, Duration::from_secs(10));
+    let (d, _server) = timed_row(&rig, SHORT_TIMEOUT_MS, |rig, _| rig.block_host(1));
     assert_secure_detected(
         "all frames lost",
         &d,
@@ -649,10 +644,7 @@ fn secure_flow_peer_ipcp_restarted() {
         return;
     };
     secure_oecho(&rig);
-    let _server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), TIMEOUT_MS);
-    let t_restart = restart_peer_ipcp(&rig);
-    let d = detection(&client, t_restart, Duration::from_secs(10));
+    let (d, _server) = restart_row(&rig, TIMEOUT_MS);
     assert_secure_detected(
         "peer ipcpd restarted",
         &d,
@@ -672,21 +664,10 @@ fn secure_liveness_row(
     code: i32,
     bounds: (f64, f64),
 ) {
-    use ethflow_tests::clock::monotonic_ns;
-    use ethflow_tests::liveness::{assert_detected, blocked_client, detection, lingering_server};
     let Some(rig) = Rig::pair(test) else { return };
     secure_oecho(&rig);
-    let server = lingering_server(&rig);
-    let client = blocked_client(rig.a(), timeout_ms);
-    let t0 = monotonic_ns();
-    act(&rig, &server);
-    let d = detection(&client, t0, Duration::from_secs(10));
-    assert!(
-        d.line.contains("secure=true"),
-        "not a secure flow: {}",
-        d.line
-    );
-    assert_detected(&format!("secure flow, {row}"), &d, code, bounds.0, bounds.1);
+    let (d, _server) = ethflow_tests::liveness::timed_row(&rig, timeout_ms, act);
+    assert_secure_detected(row, &d, code, bounds);
 }
 
 #[test]
