@@ -17,9 +17,10 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use ipcpd_eth::raw::link_info;
 use ipcpd_eth::wire::{ETH_HEADER_LEN, HEADER_LEN};
+use irm::sys::Mmap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 const KIND_DATA: u8 = 0xd1;
@@ -417,8 +418,8 @@ const RING_FRAME_SIZE: u32 = 2048;
 const RING_BLOCK_TIMEOUT_MS: u32 = 1;
 
 struct RxRing {
-    base: *mut u8,
-    len: usize,
+    /// The ring's blocks, mapped from the socket (unmapped on drop).
+    map: Mmap,
     next: u32,
 }
 
@@ -442,25 +443,11 @@ impl RxRing {
         setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
     }
 
+    /// Map the ring the kernel set up for this socket (all its blocks).
     fn map(fd: &OwnedFd) -> io::Result<RxRing> {
         let len = (RING_BLOCK_SIZE * RING_BLOCKS) as usize;
-        // SAFETY: maps the ring the kernel set up for this socket; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(RxRing {
-            base: p as *mut u8,
-            len,
+            map: Mmap::shared(fd.as_fd(), len, 0, false)?,
             next: 0,
         })
     }
@@ -469,8 +456,11 @@ impl RxRing {
     fn drain_block(&mut self, mut f: impl FnMut(&[u8])) -> bool {
         // SAFETY: block `next` lies inside the mapping; the kernel wrote a
         // tpacket_block_desc at its start.
-        let block = unsafe { self.base.add((self.next * RING_BLOCK_SIZE) as usize) }
-            as *mut libc::tpacket_block_desc;
+        let block = unsafe {
+            self.map
+                .as_ptr()
+                .add((self.next * RING_BLOCK_SIZE) as usize)
+        } as *mut libc::tpacket_block_desc;
         // SAFETY: as above; block_status is read volatile since the kernel writes it.
         let status = unsafe { std::ptr::read_volatile(&(*block).hdr.bh1.block_status) };
         if status & libc::TP_STATUS_USER == 0 {
@@ -507,13 +497,6 @@ impl RxRing {
         }
         self.next = (self.next + 1) % RING_BLOCKS;
         true
-    }
-}
-
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // SAFETY: base/len are exactly what mmap returned.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
     }
 }
 
