@@ -2,7 +2,7 @@
 //! (issue 14), and a configuration that cannot be applied leaves no
 //! half-configured irmd behind.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,6 +20,41 @@ fn write_config(rig: &Rig, host: &Host, extra: &str) -> PathBuf {
     path
 }
 
+/// Configuration lines: `name` registered in the layer and `program` bound
+/// to it, with `more` lines for the binding (`auto = [...]`, `user = ...`).
+fn served(name: &str, program: &str, more: &str) -> String {
+    format!(
+        "\n[[register]]\nname = \"{name}\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{program}\"\nname = \"{name}\"\n{more}"
+    )
+}
+
+/// Start `h`'s irmd with the file `cfg`, and wait until it says it applied it.
+fn start_configured(h: &Host, cfg: &Path) {
+    h.start_irmd(&["--config".into(), cfg.display().to_string()]);
+    h.expect_log("applied", Duration::from_secs(20));
+}
+
+/// Both hosts configured by their files (b's with `b_extra`) and running;
+/// returns b's file.
+fn configure_pair(rig: &Rig, b_extra: &str) -> PathBuf {
+    let a_cfg = write_config(rig, rig.a(), "");
+    let b_cfg = write_config(rig, rig.b(), b_extra);
+    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
+        start_configured(h, cfg);
+    }
+    b_cfg
+}
+
+/// Run `body`; then, whether it passed or panicked, kill the programs `b`'s
+/// irmd started (see [`kill_started`]), and let a panic go on.
+fn killing_started_after(b: &Host, body: impl FnOnce()) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    kill_started(b);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
 #[test]
 fn configuration_brings_up_two_hosts_without_irm() {
     let Some(rig) = Rig::builder("configuration_brings_up_two_hosts_without_irm")
@@ -29,13 +64,7 @@ fn configuration_brings_up_two_hosts_without_irm() {
         return;
     };
     let a_cfg = write_config(&rig, rig.a(), "");
-    let b_cfg = write_config(
-        &rig,
-        rig.b(),
-        &format!(
-            "\n[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"oecho\"\nname = \"oecho\"\n"
-        ),
-    );
+    let b_cfg = write_config(&rig, rig.b(), &served("oecho", "oecho", ""));
     for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
         let check = h.run(
             "irmd",
@@ -48,8 +77,7 @@ fn configuration_brings_up_two_hosts_without_irm() {
             "{}",
             check.describe()
         );
-        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
-        h.expect_log("applied", Duration::from_secs(20));
+        start_configured(h, cfg);
         h.expect_log("Bootstrapped IPCP", Duration::from_secs(1));
     }
     // The configuration's timeout reached irmd.
@@ -316,21 +344,12 @@ fn auto_start_from_configuration_and_irm() {
         return;
     };
     let oecho = bins::resolve("oecho");
-    let a_cfg = write_config(&rig, rig.a(), "");
-    let b_cfg = write_config(
+    configure_pair(
         &rig,
-        rig.b(),
-        &format!(
-            "\n[[register]]\nname = \"auto-echo\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{}\"\nname = \"auto-echo\"\nauto = [\"--listen\"]\n",
-            oecho
-        ),
+        &served("auto-echo", &oecho, "auto = [\"--listen\"]\n"),
     );
-    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
-        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
-        h.expect_log("applied", Duration::from_secs(20));
-    }
     let b = rig.b();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    killing_started_after(b, || {
         assert!(b.wait_log("Started ", Duration::from_millis(300)).is_none());
         let done = rig
             .a()
@@ -354,11 +373,7 @@ fn auto_start_from_configuration_and_irm() {
         // Arguments after `--` without `auto` are a usage error.
         let done = b.irm(&["bind", "program", "oecho", "name", "x", "--", "-l"]);
         assert_eq!(done.code(), Some(2), "{}", done.describe());
-    }));
-    kill_started(b);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    });
 }
 
 /// The uid and groups of a running process, from /proc/<pid>/status.
@@ -391,8 +406,10 @@ fn auto_start_runs_as_the_bindings_user() {
     };
     let oecho = bins::resolve_for_others("oecho");
     let bind = |user: &str| {
-        format!(
-            "\n[[register]]\nname = \"member-echo\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{oecho}\"\nname = \"member-echo\"\nauto = [\"--listen\"]\nuser = \"{user}\"\n"
+        served(
+            "member-echo",
+            &oecho,
+            &format!("auto = [\"--listen\"]\nuser = \"{user}\"\n"),
         )
     };
     let missing = write_config(&rig, rig.b(), &bind("ethflow-nosuchuser"));
@@ -405,14 +422,9 @@ fn auto_start_runs_as_the_bindings_user() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no user ethflow-nosuchuser"), "{stderr}");
 
-    let a_cfg = write_config(&rig, rig.a(), "");
-    let b_cfg = write_config(&rig, rig.b(), &bind(ethflow_tests::users::MEMBER));
-    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
-        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
-        h.expect_log("applied", Duration::from_secs(20));
-    }
+    configure_pair(&rig, &bind(ethflow_tests::users::MEMBER));
     let b = rig.b();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    killing_started_after(b, || {
         let done = rig.a().run_ok(
             "oecho",
             &["-n", "member-echo", "-m", "served by the member"],
@@ -437,11 +449,7 @@ fn auto_start_runs_as_the_bindings_user() {
             .gid
             .as_raw();
         assert!(groups.contains(&group), "groups {groups:?} lack {group}");
-    }));
-    kill_started(b);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    });
 }
 
 /// scripts/install.sh into a temporary prefix installs the unit (pointing at
@@ -583,11 +591,7 @@ fn metrics_are_scraped() {
         return;
     };
     let a_cfg = write_config(&rig, rig.a(), "");
-    let b_cfg = write_config(
-        &rig,
-        rig.b(),
-        &format!("\n[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"oecho\"\nname = \"oecho\"\n"),
-    );
+    let b_cfg = write_config(&rig, rig.b(), &served("oecho", "oecho", ""));
     let b_cfg_text = std::fs::read_to_string(&b_cfg).unwrap().replacen(
         "[irmd]\n",
         "[irmd]\nmetrics = \"127.0.0.1:9464\"\n",
@@ -595,8 +599,7 @@ fn metrics_are_scraped() {
     );
     std::fs::write(&b_cfg, b_cfg_text).unwrap();
     for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
-        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
-        h.expect_log("applied", Duration::from_secs(20));
+        start_configured(h, cfg);
     }
     let b = rig.b();
     b.expect_log(
@@ -659,25 +662,13 @@ fn restarted_irmd_reapplies_its_configuration() {
         return;
     };
     let oecho = bins::resolve("oecho");
-    let a_cfg = write_config(&rig, rig.a(), "");
-    let b_cfg = write_config(
-        &rig,
-        rig.b(),
-        &format!(
-            "\n[[register]]\nname = \"oecho\"\nlayer = \"{LAYER}\"\n\n[[bind]]\nprogram = \"{oecho}\"\nname = \"oecho\"\nauto = [\"--listen\"]\n"
-        ),
-    );
-    for (h, cfg) in [(rig.a(), &a_cfg), (rig.b(), &b_cfg)] {
-        h.start_irmd(&["--config".into(), cfg.display().to_string()]);
-        h.expect_log("applied", Duration::from_secs(20));
-    }
+    let b_cfg = configure_pair(&rig, &served("oecho", &oecho, "auto = [\"--listen\"]\n"));
     let b = rig.b();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    killing_started_after(b, || {
         rig.a().run_ok("oecho", &["-n", "oecho", "-m", "before"]);
         kill_started(b);
         b.kill_irmd();
-        b.start_irmd(&["--config".into(), b_cfg.display().to_string()]);
-        b.expect_log("applied", Duration::from_secs(20));
+        start_configured(b, &b_cfg);
         let done = rig
             .a()
             .run_ok("oecho", &["-n", "oecho", "-m", "after the restart"]);
@@ -686,11 +677,7 @@ fn restarted_irmd_reapplies_its_configuration() {
             "{}",
             done.describe()
         );
-    }));
-    kill_started(b);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    });
 }
 
 /// SIGTERM is a clean stop: irmd deallocates every flow through its IPCP,
