@@ -57,6 +57,18 @@ impl Finished {
         self
     }
 
+    /// Panics with the full output unless stdout contains `needle`.
+    #[track_caller]
+    pub fn assert_stdout_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "{}: stdout lacks {needle:?}: {}",
+            self.label,
+            self.describe()
+        );
+        self
+    }
+
     /// Status and output, for assertion messages.
     pub fn describe(&self) -> String {
         let how = match (self.status.code(), self.status.signal()) {

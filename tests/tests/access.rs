@@ -63,11 +63,7 @@ fn a_members_oecho_and_oping_work_across_namespaces() {
         LONG,
     );
     done.assert_success();
-    assert!(
-        done.stdout.contains("hello from a member"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("hello from a member");
     let _ping = serve_as(&rig, 1, User::Member, "oping", "m-ping");
     let done = rig.a().run_as(
         User::Member,
@@ -323,7 +319,7 @@ fn a_member_cannot_complete_another_users_allocation() {
         .a()
         .run_as(User::Member, "ctrlflood", &["forge", "256", "1500"], LONG);
     assert!(forger.success(), "{}", forger.describe());
-    assert!(forger.stdout.contains("forged"), "{}", forger.describe());
+    forger.assert_stdout_has("forged");
     let done = victim.wait(LONG);
     assert_eq!(
         done.code(),
@@ -331,7 +327,7 @@ fn a_member_cannot_complete_another_users_allocation() {
         "the allocation must fail as the real IPCP says: {}",
         done.describe()
     );
-    assert!(done.stdout.contains("code=1007"), "{}", done.describe());
+    done.assert_stdout_has("code=1007");
     // irmd still serves everyone.
     rig.a().irm_ok(&["ipcp", "list"]);
 }
@@ -388,11 +384,7 @@ fn ten_thousand_connections_and_two_thousand_long_names_leave_irmd_answering() {
         &["names", "2000", "255", "root-"],
         LONG,
     );
-    assert!(
-        done.stdout.contains("registered 2000 refused 0"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("registered 2000 refused 0");
     let done = rig.a().run_as(
         User::Member,
         "ctrlflood",
@@ -434,11 +426,7 @@ fn a_client_that_never_reads_cannot_make_irmd_hoard_replies() {
         &["names", "600", "255", "big-"],
         LONG,
     );
-    assert!(
-        done.stdout.contains("registered 600"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("registered 600");
     let irmd = rig.a().irmd_pid();
     let before = procfs::rss_kib(irmd);
     // Ten members' connections each ask for pages and never read them.
@@ -472,11 +460,7 @@ fn over_limit_control_messages_leave_no_fd_behind() {
     let done = rig
         .a()
         .run_as(User::Member, "ctrlflood", &["fds", "1000"], LONG);
-    assert!(
-        done.stdout.contains("sent 1000 answered 1000"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("sent 1000 answered 1000");
     // The connection is closed once the process is gone; give irmd a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut after = procfs::fd_count(irmd);

@@ -384,11 +384,7 @@ fn c_seed_scenario_second_read_fails_with_eflowdown_at_once() {
         Duration::from_secs(10),
     );
     w.assert_success();
-    assert!(
-        w.stdout.contains("Write after the read: -1005."),
-        "{}",
-        w.describe()
-    );
+    w.assert_stdout_has("Write after the read: -1005.");
     for h in rig.hosts() {
         if let Err(left) = h.wait_no_flows(Duration::from_secs(3)) {
             panic!("host {}: flows left: {left:?}", h.name());
@@ -474,11 +470,7 @@ fn c_fccntl_timeouts_flags_and_partial_reads() {
         Duration::from_secs(20),
     );
     ping.assert_success();
-    assert!(
-        ping.stdout.contains("5 SDUs transmitted, 5 received"),
-        "{}",
-        ping.describe()
-    );
+    ping.assert_stdout_has("5 SDUs transmitted, 5 received");
 }
 
 #[test]
@@ -605,14 +597,10 @@ fn c_client_rust_server_and_rust_client_c_server() {
         Duration::from_secs(10),
     );
     done.assert_success();
-    assert!(
-        done.stdout.contains("Server replied with from C"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("Server replied with from C");
     let _c = serve_c(rig.b(), "c-ping", "cping", &["-l"]);
     let rust = rig.a().run_ok("oecho", &["-n", "cping", "-m", "from Rust"]);
-    assert!(rust.stdout.contains("from Rust"), "{}", rust.describe());
+    rust.assert_stdout_has("from Rust");
     // And the Rust ping tool against the C ping server.
     let ping = rig
         .a()
@@ -679,11 +667,7 @@ fn c_threads_blocked_in_the_library_can_be_cancelled() {
     assert!(ms < 2000, "cancellation took {ms} ms");
     // The server deallocated: the client's blocked second read ends.
     let c = client.wait(Duration::from_secs(5));
-    assert!(
-        c.stdout.contains("Failed to read packet: -1005."),
-        "{}",
-        c.describe()
-    );
+    c.assert_stdout_has("Failed to read packet: -1005.");
 }
 
 /// valgrind's verdict on one run: no invalid access, no leak.
@@ -743,11 +727,7 @@ fn c_examples_run_clean_under_valgrind() {
         done
     };
     let seed = with("c-oecho", &["-n", "oecho"]);
-    assert!(
-        seed.stdout.contains("Failed to read packet: -1005."),
-        "{}",
-        seed.describe()
-    );
+    seed.assert_stdout_has("Failed to read packet: -1005.");
     assert_valgrind_clean(&seed);
     let probe = with("c-ping", &["-p", "-n", "oping", "-w", "100"]);
     assert_valgrind_clean(&probe);
@@ -774,11 +754,7 @@ fn c_examples_run_clean_under_valgrind() {
     );
     client.assert_success();
     let fq_done = fq.wait(Duration::from_secs(60));
-    assert!(
-        fq_done.stdout.contains("type=FLOW_PKT"),
-        "{}",
-        fq_done.describe()
-    );
+    fq_done.assert_stdout_has("type=FLOW_PKT");
     assert_valgrind_clean(&fq_done);
 }
 
@@ -829,22 +805,14 @@ fn c_oecho_over_a_secure_flow_and_eauth_from_flow_alloc() {
         Duration::from_secs(10),
     );
     done.assert_success();
-    assert!(
-        done.stdout.contains("Server replied with Client says hi!"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("Server replied with Client says hi!");
     a.irm_ok(&["name", "create", "oecho", "cacrtpath", &bad_ca]);
     let done = a.run(
         &c_prog("c-oecho"),
         &["-n", "oecho"],
         Duration::from_secs(10),
     );
-    assert!(
-        done.stdout.contains("Failed to allocate flow: -1009."),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("Failed to allocate flow: -1009.");
 }
 
 /// irmd killed under a C client that pings: its `flow_read` (or
@@ -879,9 +847,5 @@ fn c_client_gets_eirmd_when_its_irmd_is_killed() {
         "the C client ended {took:?} after its irmd died: {}",
         done.describe()
     );
-    assert!(
-        done.stdout.contains("ping statistics"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("ping statistics");
 }

@@ -91,11 +91,7 @@ fn configuration_brings_up_two_hosts_without_irm() {
     let done = rig
         .a()
         .run_ok("oecho", &["-n", "oecho", "-m", "configured, not commanded"]);
-    assert!(
-        done.stdout.contains("configured, not commanded"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("configured, not commanded");
 }
 
 #[test]
@@ -354,11 +350,7 @@ fn auto_start_from_configuration_and_irm() {
         let done = rig
             .a()
             .run_ok("oecho", &["-n", "auto-echo", "-m", "started for me"]);
-        assert!(
-            done.stdout.contains("started for me"),
-            "{}",
-            done.describe()
-        );
+        done.assert_stdout_has("started for me");
         b.expect_log(
             "Starting oecho for a flow to auto-echo.",
             Duration::from_secs(1),
@@ -369,7 +361,7 @@ fn auto_start_from_configuration_and_irm() {
             "bind", "program", &oecho, "name", "auto-two", "auto", "--", "--listen",
         ]);
         let done = rig.a().run_ok("oecho", &["-n", "auto-two", "-m", "me too"]);
-        assert!(done.stdout.contains("me too"), "{}", done.describe());
+        done.assert_stdout_has("me too");
         // Arguments after `--` without `auto` are a usage error.
         let done = b.irm(&["bind", "program", "oecho", "name", "x", "--", "-l"]);
         assert_eq!(done.code(), Some(2), "{}", done.describe());
@@ -429,11 +421,7 @@ fn auto_start_runs_as_the_bindings_user() {
             "oecho",
             &["-n", "member-echo", "-m", "served by the member"],
         );
-        assert!(
-            done.stdout.contains("served by the member"),
-            "{}",
-            done.describe()
-        );
+        done.assert_stdout_has("served by the member");
         let log = b.irmd_log();
         let pid: i32 = log
             .lines()
@@ -672,11 +660,7 @@ fn restarted_irmd_reapplies_its_configuration() {
         let done = rig
             .a()
             .run_ok("oecho", &["-n", "oecho", "-m", "after the restart"]);
-        assert!(
-            done.stdout.contains("after the restart"),
-            "{}",
-            done.describe()
-        );
+        done.assert_stdout_has("after the restart");
     });
 }
 

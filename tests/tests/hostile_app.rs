@@ -80,7 +80,7 @@ fn a_hostile_application_harms_only_its_own_flows() {
     }
     let done = freeze.wait(Duration::from_secs(20));
     done.assert_success();
-    assert!(done.stdout.contains("freeze-done"), "{}", done.describe());
+    done.assert_stdout_has("freeze-done");
 
     peer_ended(1);
 
@@ -92,11 +92,7 @@ fn a_hostile_application_harms_only_its_own_flows() {
         LONG,
     );
     corrupt.assert_success();
-    assert!(
-        corrupt.stdout.contains("down after_ms="),
-        "{}",
-        corrupt.describe()
-    );
+    corrupt.assert_stdout_has("down after_ms=");
     let fork = rig.a().run_as(
         User::Member,
         "hostileapp",
@@ -120,11 +116,7 @@ fn a_hostile_application_harms_only_its_own_flows() {
         LONG,
     );
     fork_drop.assert_success();
-    assert!(
-        fork_drop.stdout.contains("parent-flow-works"),
-        "{}",
-        fork_drop.describe()
-    );
+    fork_drop.assert_stdout_has("parent-flow-works");
 
     // The other flow lost nothing.
     let pinged = ping.wait(LONG);

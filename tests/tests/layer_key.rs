@@ -201,7 +201,7 @@ fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
     let _echo = b.serve("oecho", "oecho", &["--listen"]);
     let marker = "layer-key-plaintext-marker-0123456789";
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);
-    assert!(done.stdout.contains(marker), "{}", done.describe());
+    done.assert_stdout_has(marker);
     let _ping = b.serve("oping", "oping", &["--listen"]);
     let done = a.run("oping", &["-n", "oping", "-c", "100", "-i", "5"], LONG);
     ethflow_tests::pings_all_answered(&done, 100);
@@ -253,7 +253,7 @@ fn encrypted_frames_hide_the_sdu_and_replays_are_dropped() {
     let _echo = b.serve("oecho", "oecho", &["--listen"]);
     let marker = "layer-key-plaintext-marker-0123456789";
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);
-    assert!(done.stdout.contains(marker), "{}", done.describe());
+    done.assert_stdout_has(marker);
     let _ping = b.serve("oping", "oping", &["--listen"]);
     let done = a.run("oping", &["-n", "oping", "-c", "50", "-i", "5"], LONG);
     ethflow_tests::pings_all_answered(&done, 50);

@@ -144,7 +144,7 @@ fn flow_recovers_when_frames_resume() {
         ms <= (TIMEOUT_MS / 4 + 100) as f64,
         "flow came back up after {ms:.1} ms"
     );
-    assert!(done.stdout.contains("ok recovered"), "{}", done.describe());
+    done.assert_stdout_has("ok recovered");
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn idle_flows_stay_up() {
     let done = client.wait(Duration::from_millis(idle_ms) + Duration::from_secs(10));
     // First what matters most: the idle flow never went down and still carries data.
     done.assert_success();
-    assert!(done.stdout.contains("ok idle_ms"), "{}", done.describe());
+    done.assert_stdout_has("ok idle_ms");
     for key in [
         "flow_id",
         "name",
@@ -287,7 +287,7 @@ fn idle_flows_stay_up() {
     // Keep-alives are frames from the peer: they must show in last_rx_ms_ago.
     let quiet = flow["last_rx_ms_ago"].as_u64().expect("last_rx_ms_ago");
     assert!(quiet < TIMEOUT_MS, "idle flow shows no frame from the peer for {quiet} ms (keep-alives every {} ms expected): {flow}", TIMEOUT_MS / 4);
-    assert!(done.stdout.contains("ok idle_ms"), "{}", done.describe());
+    done.assert_stdout_has("ok idle_ms");
 }
 
 /// fds and memfds of a host's irmd and IPCP.

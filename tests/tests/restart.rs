@@ -249,13 +249,9 @@ fn restarted_irmd_accepts_new_flows() {
     a.expect_log("irmd listening on", Duration::from_secs(10));
     a.bootstrap().assert_success();
     let done = a.run_ok("flowtest", &["alloc", "-n", "echo"]);
-    assert!(done.stdout.contains("allocated"), "{}", done.describe());
+    done.assert_stdout_has("allocated");
     let done = a.run_ok("oecho", &["-n", "echo", "-m", "after the restart"]);
-    assert!(
-        done.stdout.contains("after the restart"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("after the restart");
     let left = procfs::children_named(a.irmd_pid(), "ipcpd-eth");
     assert_eq!(left.len(), 1, "IPCPs of the new irmd: {left:?}");
 }

@@ -98,7 +98,7 @@ fn secure_oecho_and_oping_work_and_the_wire_shows_no_plaintext() {
     let _echo = b.serve("oecho", "oecho", &["--listen"]);
     let marker = "secure-flow-plaintext-marker-0123456789";
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);
-    assert!(done.stdout.contains(marker), "{}", done.describe());
+    done.assert_stdout_has(marker);
     let _ping = b.serve("oping", "oping", &["--listen"]);
     let done = a.run("oping", &["-n", "oping", "-c", "50", "-i", "5"], LONG);
     ethflow_tests::pings_all_answered(&done, 50);
@@ -116,7 +116,7 @@ fn secure_oecho_and_oping_work_and_the_wire_shows_no_plaintext() {
     b.irm_ok(&["name", "destroy", "oecho"]);
     let capture = Capture::start(&ns, &dev, None);
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);
-    assert!(done.stdout.contains(marker), "{}", done.describe());
+    done.assert_stdout_has(marker);
     assert!(seen(&capture.finish(), marker), "plain flow not captured");
 }
 
@@ -157,7 +157,7 @@ fn bad_server_certificates_give_eauth_and_disjoint_ciphers_ecrypt() {
     let (crt, key) = issue(&ca1, dir, "good", &["oecho"], -1, 30);
     name_create(b, "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "good"]);
-    assert!(done.stdout.contains("good"), "{}", done.describe());
+    done.assert_stdout_has("good");
     // Client certificates required (the server has a CA): none → EAUTH,
     // one from the CA → a working flow.
     name_create(
@@ -186,7 +186,7 @@ fn bad_server_certificates_give_eauth_and_disjoint_ciphers_ecrypt() {
         ],
     );
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "mutual"]);
-    assert!(done.stdout.contains("mutual"), "{}", done.describe());
+    done.assert_stdout_has("mutual");
     // The server only speaks ChaCha20-Poly1305, the client only AES-256-GCM.
     let senc = write(dir, "s.conf", "cipher = chacha20-poly1305\n");
     let cenc = write(dir, "c.conf", "cipher = aes-256-gcm\n");
@@ -377,7 +377,7 @@ fn secure_names_from_the_configuration_file() {
     );
     name_create(a, "oecho", &[("cacrtpath", &good)]);
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "from the file"]);
-    assert!(done.stdout.contains("from the file"), "{}", done.describe());
+    done.assert_stdout_has("from the file");
 }
 
 /// The hybrid key exchange (X25519 + ML-KEM-768) on a link of MTU 1280: the
@@ -524,7 +524,7 @@ fn an_impostor_on_a_third_host_never_gets_a_secure_flow() {
     b.register("oecho", "gamma");
     let genuine = b.serve("oecho", "oecho", &["--listen"]);
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "first"]);
-    assert!(done.stdout.contains("first"), "{}", done.describe());
+    done.assert_stdout_has("first");
 
     for name in ["alpha", "beta", "gamma"] {
         c.register("oecho", name);
@@ -551,7 +551,7 @@ fn an_impostor_on_a_third_host_never_gets_a_secure_flow() {
     // The race for a name a never resolved.
     let done = a.run("oecho", &["-n", "gamma", "-m", "to-gamma"], LONG);
     let race = if done.success() {
-        assert!(done.stdout.contains("to-gamma"), "{}", done.describe());
+        done.assert_stdout_has("to-gamma");
         "b"
     } else {
         assert!(done.stderr.contains("EAUTH, -1009"), "{}", done.describe());

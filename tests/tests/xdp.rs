@@ -148,11 +148,7 @@ fn xdp_oecho_and_oping() {
     let done = rig
         .a()
         .run_ok("oecho", &["-n", "oecho", "-m", "hello over xdp"]);
-    assert!(
-        done.stdout.contains("hello over xdp"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("hello over xdp");
 
     let _ping = rig.b().serve("oping", "oping", &["--listen"]);
     let done = rig
@@ -313,11 +309,7 @@ fn xdp_program_goes_away_with_a_killed_ipcp_and_a_new_one_attaches() {
     );
     let _echo = rig.b().serve("oecho", "oecho", &["--listen"]);
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "after the restart"]);
-    assert!(
-        done.stdout.contains("after the restart"),
-        "{}",
-        done.describe()
-    );
+    done.assert_stdout_has("after the restart");
 }
 
 /// Max SDU through the xdp backend: exact size arrives, one more is refused.
