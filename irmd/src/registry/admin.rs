@@ -198,24 +198,18 @@ impl Registry {
             return Some(self.ipcp_rows(now));
         }
         let cred = self.conns.get(&conn).map(|c| c.cred)?;
-        let list = self.new_req();
-        let mut waiting = BTreeSet::new();
-        for ipcp in ipcps {
-            let req = self.new_req();
-            self.send_ipcp(ipcp, req, IrmdToIpcp::ReportCounters, None);
-            waiting.insert((ipcp, req));
-        }
-        self.lists.insert(
-            list,
+        self.hold_list(
+            now,
+            ipcps,
+            IrmdToIpcp::ReportCounters,
             PendingList {
                 conn,
                 id,
                 cred,
                 what: ListOf::Ipcps,
-                waiting,
+                waiting: BTreeSet::new(),
             },
         );
-        self.arm(now + self.policy.flow_list_wait, Timer::FlowList { list });
         None
     }
 

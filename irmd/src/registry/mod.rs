@@ -730,25 +730,41 @@ impl Registry {
         if ipcps.is_empty() {
             return Some(self.flow_rows(now, cred, after));
         }
-        let list = self.new_req();
-        let mut waiting = BTreeSet::new();
-        for ipcp in ipcps {
-            let req = self.new_req();
-            self.send_ipcp(ipcp, req, IrmdToIpcp::ReportFlowCounters, None);
-            waiting.insert((ipcp, req));
-        }
-        self.lists.insert(
-            list,
+        self.hold_list(
+            now,
+            ipcps,
+            IrmdToIpcp::ReportFlowCounters,
             PendingList {
                 conn,
                 id,
                 cred,
                 what: ListOf::Flows { after },
-                waiting,
+                waiting: BTreeSet::new(),
             },
         );
-        self.arm(now + self.policy.flow_list_wait, Timer::FlowList { list });
         None
+    }
+
+    /// Ask each of `ipcps` for its counters with `ask`, and hold `list`
+    /// until every report is complete or `flow_list_wait` has passed.
+    fn hold_list(
+        &mut self,
+        now: Instant,
+        ipcps: impl IntoIterator<Item = IpcpId>,
+        ask: IrmdToIpcp,
+        mut list: PendingList,
+    ) {
+        let key = self.new_req();
+        for ipcp in ipcps {
+            let req = self.new_req();
+            self.send_ipcp(ipcp, req, ask.clone(), None);
+            list.waiting.insert((ipcp, req));
+        }
+        self.lists.insert(key, list);
+        self.arm(
+            now + self.policy.flow_list_wait,
+            Timer::FlowList { list: key },
+        );
     }
 
     /// An IPCP finished a counter report: answer the lists it completes.
