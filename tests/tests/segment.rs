@@ -64,6 +64,29 @@ fn forge(host: &Host, args: &[&str]) -> u64 {
 
 /// A continuous ping from a to b's `oping` server (`count` pings, 10 ms
 /// apart); returns the server and the ping.
+/// From `c`, 100 frames of each kind an IPCP acts on (keep-alive with a
+/// random instance, dealloc and data for the first endpoint id) at 2000
+/// frames/s, with `head` (addresses, tag) after the type; returns how many
+/// left.
+fn forge_each_kind(c: &Host, head: &[&str]) -> u64 {
+    let mut sent = 0;
+    for (ty, extra) in [
+        ("keep-alive", vec!["--instance", "random"]),
+        (
+            "dealloc",
+            vec!["--dst-eid", FIRST_EID, "--src-eid", FIRST_EID],
+        ),
+        ("data", vec!["--dst-eid", FIRST_EID, "--src-eid", FIRST_EID]),
+    ] {
+        let mut args = vec!["--type", ty];
+        args.extend_from_slice(head);
+        args.extend(["--count", "100", "--rate", "2000"]);
+        args.extend(extra);
+        sent += forge(c, &args);
+    }
+    sent
+}
+
 fn start_ping(rig: &Rig, count: u32) -> (Proc, Proc) {
     let server = rig.b().serve("oping", "oping", &["--listen"]);
     let ping = rig.a().spawn(
@@ -372,21 +395,7 @@ fn frames_for_another_mac_are_counted_and_ignored() {
         a,
         || {
             for dst in [NOBODY, "ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01"] {
-                for (ty, extra) in [
-                    ("keep-alive", vec!["--instance", "random"]),
-                    (
-                        "dealloc",
-                        vec!["--dst-eid", FIRST_EID, "--src-eid", FIRST_EID],
-                    ),
-                    ("data", vec!["--dst-eid", FIRST_EID, "--src-eid", FIRST_EID]),
-                ] {
-                    let mut args = vec![
-                        "--type", ty, "--src", &b_mac, "--dst", dst, "--count", "100", "--rate",
-                        "2000",
-                    ];
-                    args.extend(extra);
-                    sent += forge(c, &args);
-                }
+                sent += forge_each_kind(c, &["--src", &b_mac, "--dst", dst]);
             }
         },
         |d| n(d, "not_for_us") >= 900,
@@ -411,21 +420,7 @@ fn tagged_frames_are_ignored_without_vlan() {
         a,
         || {
             for vlan in ["7", "4094"] {
-                for (ty, extra) in [
-                    ("keep-alive", vec!["--instance", "random"]),
-                    (
-                        "dealloc",
-                        vec!["--dst-eid", FIRST_EID, "--src-eid", FIRST_EID],
-                    ),
-                    ("data", vec!["--dst-eid", FIRST_EID, "--src-eid", FIRST_EID]),
-                ] {
-                    let mut args = vec![
-                        "--type", ty, "--vlan", vlan, "--src", &b_mac, "--dst", &a_mac, "--count",
-                        "100", "--rate", "2000",
-                    ];
-                    args.extend(extra);
-                    sent += forge(c, &args);
-                }
+                sent += forge_each_kind(c, &["--vlan", vlan, "--src", &b_mac, "--dst", &a_mac]);
             }
         },
         |d| n(d, "other_vlan") >= 600,
