@@ -163,6 +163,31 @@ fn resend(ns: &str, dev: &str, frames: Vec<Vec<u8>>) -> usize {
     .expect("resend thread")
 }
 
+/// The SDU [`echo_and_ping_seen_by`] sends, to look for on the wire.
+const MARKER: &str = "layer-key-plaintext-marker-0123456789";
+
+/// a sends [`MARKER`] through b's oecho and `pings` pings to b's oping (both
+/// servers returned, running until dropped), all captured where the bridge
+/// hands frames to `c` (an XDP program on c's own interface would take them
+/// before a packet socket there sees them): the frames captured.
+fn echo_and_ping_seen_by(
+    c: &Host,
+    a: &Host,
+    b: &Host,
+    pings: u64,
+) -> (Vec<Vec<u8>>, ethflow_tests::Proc, ethflow_tests::Proc) {
+    let (port_ns, port) = c.peer_end();
+    let capture = Capture::start(port_ns, port, Some(DEFAULT_ETHERTYPE));
+    let echo = b.serve("oecho", "oecho", &["--listen"]);
+    let done = a.run_ok("oecho", &["-n", "oecho", "-m", MARKER]);
+    done.assert_stdout_has(MARKER);
+    let ping = b.serve("oping", "oping", &["--listen"]);
+    let count = pings.to_string();
+    let done = a.run("oping", &["-n", "oping", "-c", &count, "-i", "5"], LONG);
+    ethflow_tests::pings_all_answered(&done, pings);
+    (capture.finish(), echo, ping)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -193,21 +218,9 @@ fn hosts_with_the_key_talk_and_a_host_without_it_cannot_allocate() {
         "max SDU = MTU - header - trailer: {row}"
     );
     rig.flood_everything();
-    // Captured where the bridge hands frames to c (an XDP program on c's own
-    // interface would take them before a packet socket there sees them).
-    let (port_ns, port) = c.peer_end();
-    let capture = Capture::start(port_ns, port, Some(DEFAULT_ETHERTYPE));
-
-    let _echo = b.serve("oecho", "oecho", &["--listen"]);
-    let marker = "layer-key-plaintext-marker-0123456789";
-    let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);
-    done.assert_stdout_has(marker);
-    let _ping = b.serve("oping", "oping", &["--listen"]);
-    let done = a.run("oping", &["-n", "oping", "-c", "100", "-i", "5"], LONG);
-    ethflow_tests::pings_all_answered(&done, 100);
-    let frames = capture.finish();
+    let (frames, _echo, _ping) = echo_and_ping_seen_by(c, a, b, 100);
     assert!(
-        frames.iter().any(|f| contains(f, marker.as_bytes())),
+        frames.iter().any(|f| contains(f, MARKER.as_bytes())),
         "without encrypt the payload is only authenticated (c captured {} frames)",
         frames.len()
     );
@@ -246,18 +259,7 @@ fn encrypted_frames_hide_the_sdu_and_replays_are_dropped() {
     keyed(a, &key, true);
     keyed(b, &key, true);
     rig.flood_everything();
-    // Captured where the bridge hands frames to c (an XDP program on c's own
-    // interface would take them before a packet socket there sees them).
-    let (port_ns, port) = c.peer_end();
-    let capture = Capture::start(port_ns, port, Some(DEFAULT_ETHERTYPE));
-    let _echo = b.serve("oecho", "oecho", &["--listen"]);
-    let marker = "layer-key-plaintext-marker-0123456789";
-    let done = a.run_ok("oecho", &["-n", "oecho", "-m", marker]);
-    done.assert_stdout_has(marker);
-    let _ping = b.serve("oping", "oping", &["--listen"]);
-    let done = a.run("oping", &["-n", "oping", "-c", "50", "-i", "5"], LONG);
-    ethflow_tests::pings_all_answered(&done, 50);
-    let frames = capture.finish();
+    let (frames, _echo, _ping) = echo_and_ping_seen_by(c, a, b, 50);
     let (a_mac, b_mac) = (mac_of(a), mac_of(b));
     let captured = frames.len();
     let a_to_b: Vec<Vec<u8>> = frames
@@ -272,7 +274,7 @@ fn encrypted_frames_hide_the_sdu_and_replays_are_dropped() {
         captured
     );
     assert!(
-        !a_to_b.iter().any(|f| contains(f, marker.as_bytes())),
+        !a_to_b.iter().any(|f| contains(f, MARKER.as_bytes())),
         "the SDU went over the wire in clear"
     );
 
