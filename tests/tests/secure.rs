@@ -146,12 +146,7 @@ fn bad_server_certificates_give_eauth_and_disjoint_ciphers_ecrypt() {
     ];
     for (what, (crt, key)) in &cases {
         name_create(b, "oecho", &[("scrtpath", crt), ("skeypath", key)]);
-        let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
-        assert!(
-            !done.success() && done.stderr.contains("EAUTH, -1009"),
-            "{what}: {}",
-            done.describe()
-        );
+        refused(a, "EAUTH, -1009", what);
     }
     // A good certificate works (the server kept accepting after the refusals).
     let (crt, key) = issue(&ca1, dir, "good", &["oecho"], -1, 30);
@@ -169,12 +164,7 @@ fn bad_server_certificates_give_eauth_and_disjoint_ciphers_ecrypt() {
             ("cacrtpath", &ca_pem),
         ],
     );
-    let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
-    assert!(
-        !done.success() && done.stderr.contains("EAUTH, -1009"),
-        "no client certificate: {}",
-        done.describe()
-    );
+    refused(a, "EAUTH, -1009", "no client certificate");
     let (ccrt, ckey) = issue(&ca1, dir, "client", &["client-a"], -1, 30);
     name_create(
         a,
@@ -196,22 +186,12 @@ fn bad_server_certificates_give_eauth_and_disjoint_ciphers_ecrypt() {
         &[("scrtpath", &crt), ("skeypath", &key), ("sencpath", &senc)],
     );
     name_create(a, "oecho", &[("cacrtpath", &ca_pem), ("cencpath", &cenc)]);
-    let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
-    assert!(
-        !done.success() && done.stderr.contains("ECRYPT, -1008"),
-        "{}",
-        done.describe()
-    );
+    refused(a, "ECRYPT, -1008", "disjoint ciphers");
     // A server without any configuration (a plain oecho, as an impostor
     // that has no key would be): it echoes the client's hello, which is no
     // server hello → ECRYPT, never a plain flow.
     b.irm_ok(&["name", "destroy", "oecho"]);
-    let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
-    assert!(
-        !done.success() && done.stderr.contains("ECRYPT, -1008"),
-        "plain server: {}",
-        done.describe()
-    );
+    refused(a, "ECRYPT, -1008", "plain server");
 }
 
 fn mac_of(host: &Host) -> Vec<u8> {
@@ -369,12 +349,7 @@ fn secure_names_from_the_configuration_file() {
         &format!("New instance ({}) of oecho added.", server.pid()),
         Duration::from_secs(5),
     );
-    let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
-    assert!(
-        !done.success() && done.stderr.contains("EAUTH, -1009"),
-        "{}",
-        done.describe()
-    );
+    refused(a, "EAUTH, -1009", "the wrong CA in the client's file");
     name_create(a, "oecho", &[("cacrtpath", &good)]);
     let done = a.run_ok("oecho", &["-n", "oecho", "-m", "from the file"]);
     done.assert_stdout_has("from the file");
@@ -431,12 +406,7 @@ fn hybrid_key_exchange_crosses_a_small_mtu_and_a_mismatch_is_ecrypt() {
         server(srv);
         client(cli);
         let before = echo.stderr().matches("no key exchange in common").count();
-        let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
-        assert!(
-            !done.success() && done.stderr.contains("ECRYPT, -1008"),
-            "server {srv}, client {cli}: {}",
-            done.describe()
-        );
+        let done = refused(a, "ECRYPT, -1008", &format!("server {srv}, client {cli}"));
         assert!(
             done.stderr.contains("no key exchange in common"),
             "{}",
@@ -465,6 +435,18 @@ fn self_signed(dir: &Path, file: &str, names: &[&str]) -> (String, String) {
     std::fs::write(&crt, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     (path(&crt), path(&k))
+}
+
+/// a's oecho to `oecho` fails with `code` (`"EAUTH, -1009"`) on stderr;
+/// `what` names the case in the failure message. The failed run.
+fn refused(a: &Host, code: &str, what: &str) -> ethflow_tests::Finished {
+    let done = a.run("oecho", &["-n", "oecho", "-m", "x"], LONG);
+    assert!(
+        !done.success() && done.stderr.contains(code),
+        "{what}: {}",
+        done.describe()
+    );
+    done
 }
 
 /// Messages an oecho server printed as received.
