@@ -247,32 +247,15 @@ pub unsafe extern "C-unwind" fn flow_write(
     if buf.is_null() && count > 0 || count > isize::MAX as usize {
         return errno(libc::EINVAL);
     }
-    // The write timeout, read at the first step.
-    let mut deadline: Option<Option<Instant>> = None;
-    blocking(|| {
-        guard_step(|| {
-            let entry = match table().get(fd) {
-                Ok(e) => e,
-                Err(r) => return Step::Done(r),
-            };
-            let d = *deadline.get_or_insert_with(|| {
-                entry
-                    .timeout(true)
-                    .and_then(|t| Instant::now().checked_add(t))
-            });
-            let (wait, last) = slice_of(d, CANCEL_SLICE);
-            let data: &[u8] = if count == 0 {
-                &[]
-            } else {
-                // SAFETY: non-null, count readable bytes (caller's promise),
-                // and the library does not keep the slice past this call.
-                unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), count) }
-            };
-            match entry.write(data, Some(wait)) {
-                r if r == -(libc::ETIMEDOUT as Ret) && !last => Step::Again,
-                r => Step::Done(r),
-            }
-        })
+    sliced(fd, true, |entry, wait| {
+        let data: &[u8] = if count == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null, count readable bytes (caller's promise),
+            // and the library does not keep the slice past this call.
+            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), count) }
+        };
+        entry.write(data, Some(wait))
     })
 }
 
@@ -283,7 +266,22 @@ pub unsafe extern "C-unwind" fn flow_read(fd: c_int, buf: *mut c_void, count: si
     if buf.is_null() && count > 0 || count > isize::MAX as usize {
         return errno(libc::EINVAL);
     }
-    // The read timeout, read at the first step.
+    sliced(fd, false, |entry, wait| {
+        let data: &mut [u8] = if count == 0 {
+            &mut []
+        } else {
+            // SAFETY: non-null, count writable bytes (caller's promise),
+            // not aliased by anything of ours, and not kept past this call.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), count) }
+        };
+        entry.read(data, Some(wait))
+    })
+}
+
+/// A blocking read (`send` false) or write on `fd`: `io` waits at most one
+/// cancellation slice each time, until it is done or the flow's timeout
+/// (taken at the first step) has run out.
+fn sliced(fd: c_int, send: bool, mut io: impl FnMut(&table::Entry, Duration) -> Ret) -> Ret {
     let mut deadline: Option<Option<Instant>> = None;
     blocking(|| {
         guard_step(|| {
@@ -293,18 +291,11 @@ pub unsafe extern "C-unwind" fn flow_read(fd: c_int, buf: *mut c_void, count: si
             };
             let d = *deadline.get_or_insert_with(|| {
                 entry
-                    .timeout(false)
+                    .timeout(send)
                     .and_then(|t| Instant::now().checked_add(t))
             });
             let (wait, last) = slice_of(d, CANCEL_SLICE);
-            let data: &mut [u8] = if count == 0 {
-                &mut []
-            } else {
-                // SAFETY: non-null, count writable bytes (caller's promise),
-                // not aliased by anything of ours, and not kept past this call.
-                unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), count) }
-            };
-            match entry.read(data, Some(wait)) {
+            match io(&entry, wait) {
                 r if r == -(libc::ETIMEDOUT as Ret) && !last => Step::Again,
                 r => Step::Done(r),
             }
