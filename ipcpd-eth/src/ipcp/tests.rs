@@ -36,6 +36,42 @@ fn bufs(max_sdu: usize) -> Vec<Vec<u8>> {
     (0..BATCH).map(|_| vec![0u8; AT + max_sdu]).collect()
 }
 
+/// A send batch being built: frame buffers, their lengths, how many are built.
+struct Batch {
+    bufs: Vec<Vec<u8>>,
+    lens: [usize; BATCH],
+    count: usize,
+}
+
+impl Batch {
+    /// An empty batch with room for SDUs of up to `max_sdu` bytes.
+    fn new(max_sdu: usize) -> Batch {
+        Batch {
+            bufs: bufs(max_sdu),
+            lens: [0; BATCH],
+            count: 0,
+        }
+    }
+
+    /// `fill_batch` of flow `id` into this batch.
+    fn fill(&mut self, id: u32, f: &FlowIo, route: Option<(Mac, Eid, Eid)>, cx: TxCtx) -> Fill {
+        fill_batch(
+            id,
+            f,
+            route,
+            &mut self.bufs,
+            &mut self.lens,
+            &mut self.count,
+            cx,
+        )
+    }
+
+    /// Built frame `k`.
+    fn frame(&self, k: usize) -> &[u8] {
+        &self.bufs[k][..self.lens[k]]
+    }
+}
+
 /// A send batch for our MAC, with no MTU limit below the buffers'.
 fn cx(ethertype: u16) -> TxCtx {
     TxCtx {
@@ -59,24 +95,14 @@ fn sdus_land_after_the_headers_and_ones_too_large_leave_no_gap() {
     for (i, &n) in lens.iter().enumerate() {
         app.write(&sdu(i, n), None, true).unwrap();
     }
-    let mut tx_bufs = bufs(300);
-    let mut tx_lens = [0usize; BATCH];
-    let mut count = 0;
-    let fill = fill_batch(
-        1,
-        &ipcp,
-        ROUTE,
-        &mut tx_bufs,
-        &mut tx_lens,
-        &mut count,
-        cx(0x88b5),
-    );
+    let mut batch = Batch::new(300);
+    let fill = batch.fill(1, &ipcp, ROUTE, cx(0x88b5));
     assert!(matches!(fill, Fill::Emptied));
     // 1500 and 301 do not fit frames for 300-byte SDUs: dropped.
     let sent: Vec<usize> = vec![0, 1, 2, 4, 6];
-    assert_eq!(count, sent.len());
+    assert_eq!(batch.count, sent.len());
     for (k, &i) in sent.iter().enumerate() {
-        let frame = &tx_bufs[k][..tx_lens[k]];
+        let frame = batch.frame(k);
         let (eth, rest) = EthHeader::parse(frame).unwrap();
         assert_eq!(
             (eth.dst, eth.src, eth.ethertype),
@@ -97,45 +123,21 @@ fn a_flow_without_a_route_drops_and_a_full_batch_says_so() {
     for i in 0..3 {
         app.write(&sdu(i, 40), None, true).unwrap();
     }
-    let (mut tx_bufs, mut tx_lens, mut count) = (bufs(100), [0usize; BATCH], 0);
-    let fill = fill_batch(
-        1,
-        &ipcp,
-        None,
-        &mut tx_bufs,
-        &mut tx_lens,
-        &mut count,
-        cx(1),
-    );
+    let mut batch = Batch::new(100);
+    let fill = batch.fill(1, &ipcp, None, cx(1));
     assert!(matches!(fill, Fill::Emptied));
-    assert_eq!((count, ipcp.end.counters().tx_sdus), (0, 0));
+    assert_eq!((batch.count, ipcp.end.counters().tx_sdus), (0, 0));
     // More SDUs than a batch: the batch fills, the rest waits.
     for i in 0..BATCH + 3 {
         app.write(&sdu(i, 40), None, true).unwrap();
     }
-    let fill = fill_batch(
-        1,
-        &ipcp,
-        ROUTE,
-        &mut tx_bufs,
-        &mut tx_lens,
-        &mut count,
-        cx(1),
-    );
+    let fill = batch.fill(1, &ipcp, ROUTE, cx(1));
     assert!(matches!(fill, Fill::BatchFull));
-    assert_eq!(count, BATCH);
-    let mut count = 0;
-    let fill = fill_batch(
-        1,
-        &ipcp,
-        ROUTE,
-        &mut tx_bufs,
-        &mut tx_lens,
-        &mut count,
-        cx(1),
-    );
+    assert_eq!(batch.count, BATCH);
+    batch.count = 0;
+    let fill = batch.fill(1, &ipcp, ROUTE, cx(1));
     assert!(matches!(fill, Fill::Emptied));
-    assert_eq!(count, 3);
+    assert_eq!(batch.count, 3);
 }
 
 #[test]
@@ -143,34 +145,18 @@ fn a_corrupt_ring_is_reported_after_the_good_sdus_and_for_ever() {
     let (app, ipcp, fds) = flow_with_fds();
     let ipcp = FlowIo::new(ipcp, false);
     app.write(b"good", None, true).unwrap();
-    let (mut tx_bufs, mut tx_lens, mut count) = (bufs(100), [0usize; BATCH], 0);
-    let fill = fill_batch(
-        1,
-        &ipcp,
-        ROUTE,
-        &mut tx_bufs,
-        &mut tx_lens,
-        &mut count,
-        cx(1),
-    );
-    assert!(matches!(fill, Fill::Emptied) && count == 1);
+    let mut batch = Batch::new(100);
+    let fill = batch.fill(1, &ipcp, ROUTE, cx(1));
+    assert!(matches!(fill, Fill::Emptied) && batch.count == 1);
     // The application writes an impossible head into its tx ring.
     app.write(b"more", None, true).unwrap();
-    let mut count = 0;
+    batch.count = 0;
     corrupt_head(&fds.memfd);
     for _ in 0..3 {
-        let fill = fill_batch(
-            1,
-            &ipcp,
-            ROUTE,
-            &mut tx_bufs,
-            &mut tx_lens,
-            &mut count,
-            cx(1),
-        );
+        let fill = batch.fill(1, &ipcp, ROUTE, cx(1));
         assert!(matches!(&fill, Fill::Broken(irm::Error::Invalid(m)) if m.contains("corrupt")));
     }
-    assert_eq!(count, 0);
+    assert_eq!(batch.count, 0);
     assert!(ipcp.end.is_broken() && !ipcp.end.arm_tx_wakeup());
 }
 
@@ -235,9 +221,9 @@ fn after_the_mtu_shrank_an_oversize_sdu_is_counted_and_the_batch_still_goes() {
         ..cx(0x88b5)
     };
     // Buffers sized for the old MTU, as before the change was seen.
-    let (mut tx_bufs, mut tx_lens, mut count) = (bufs(1500), [0usize; BATCH], 0);
+    let mut batch = Batch::new(1500);
     for (id, f) in [(1, &a), (2, &b)] {
-        let fill = fill_batch(id, f, ROUTE, &mut tx_bufs, &mut tx_lens, &mut count, cx);
+        let fill = batch.fill(id, f, ROUTE, cx);
         assert!(matches!(fill, Fill::Emptied));
     }
     let mut io = KernelLike {
@@ -246,7 +232,12 @@ fn after_the_mtu_shrank_an_oversize_sdu_is_counted_and_the_batch_still_goes() {
         fd: std::fs::File::open("/dev/null").unwrap(),
     };
     let mut counters = Counters::default();
-    send_built(&mut io, &tx_bufs, &tx_lens[..count], &mut counters);
+    send_built(
+        &mut io,
+        &batch.bufs,
+        &batch.lens[..batch.count],
+        &mut counters,
+    );
     let payloads: Vec<usize> = io.sent.iter().map(|f| f.len() - AT).collect();
     assert_eq!(payloads, [100, 200, 300, 980, 40]);
     assert_eq!(counters.tx_frames, 5);
