@@ -218,6 +218,22 @@ fn request(msg: CliRequest, wait: Duration) -> Result<Reply, String> {
     ask(&*connect()?, msg, wait)
 }
 
+/// `irm name register` / `unregister`: the request `req` makes for each
+/// `layer` keyword of `args` (checked against `kw`), all on one connection.
+fn per_layer(
+    kw: &[manual::Kw],
+    args: &[String],
+    req: impl Fn(String) -> CliRequest,
+) -> Result<(), Failure> {
+    let (allowed, required) = (manual::allowed(kw), manual::required(kw));
+    let kv = pairs_multi(args, &allowed, &required, &manual::repeatable(kw))?;
+    let client = connect()?;
+    for layer in &kv["layer"] {
+        ask(&client, req(layer.clone()), WAIT)?;
+    }
+    Ok(())
+}
+
 /// `encrypt` stands alone; every other bootstrap keyword takes a value.
 fn split_flags(args: &[String]) -> (Vec<String>, bool) {
     let mut rest = Vec::new();
@@ -252,8 +268,10 @@ fn split_auto(args: &[String]) -> (Vec<String>, bool) {
     (rest, auto)
 }
 
+/// How long a command waits for irmd's answer.
+const WAIT: Duration = Duration::from_secs(15);
+
 fn run(cmd: Cmd, json: bool) -> Result<(), Failure> {
-    const WAIT: Duration = Duration::from_secs(15);
     match cmd {
         Cmd::Generate { dir } => {
             irm::gen::generate(command(), "1", &dir)
@@ -397,32 +415,22 @@ fn run(cmd: Cmd, json: bool) -> Result<(), Failure> {
         Cmd::Name {
             cmd: NameCmd::Register { name, args },
         } => {
-            let kw = manual::NAME_REGISTER;
-            let (allowed, required) = (manual::allowed(kw), manual::required(kw));
-            let kv = pairs_multi(&args, &allowed, &required, &manual::repeatable(kw))?;
-            let client = connect()?;
-            for layer in &kv["layer"] {
-                let req = CliRequest::NameRegister {
+            per_layer(manual::NAME_REGISTER, &args, |layer| {
+                CliRequest::NameRegister {
                     name: name.clone(),
-                    layer: layer.clone(),
-                };
-                ask(&client, req, WAIT)?;
-            }
+                    layer,
+                }
+            })?;
         }
         Cmd::Name {
             cmd: NameCmd::Unregister { name, args },
         } => {
-            let kw = manual::NAME_UNREGISTER;
-            let (allowed, required) = (manual::allowed(kw), manual::required(kw));
-            let kv = pairs_multi(&args, &allowed, &required, &manual::repeatable(kw))?;
-            let client = connect()?;
-            for layer in &kv["layer"] {
-                let req = CliRequest::NameUnregister {
+            per_layer(manual::NAME_UNREGISTER, &args, |layer| {
+                CliRequest::NameUnregister {
                     name: name.clone(),
-                    layer: layer.clone(),
-                };
-                ask(&client, req, WAIT)?;
-            }
+                    layer,
+                }
+            })?;
         }
         Cmd::Name { cmd: NameCmd::List } => {
             // The list comes in pages; one connection asks for them all.
