@@ -45,3 +45,38 @@ pub fn pings_all_answered(done: &Finished, count: u64) -> parse::PingStats {
     );
     stats
 }
+
+/// On `rig`, `flowtest maxsdu` from a to a `flowtest serve --rounds 2` on b:
+/// the flow carries an SDU of its max SDU intact, and one byte more is
+/// refused with EMSGSIZE at `write`. Returns the max SDU the flow reported
+/// (for the caller to hold against the link) and the client's output.
+pub fn max_sdu_round(rig: &Rig) -> (usize, String) {
+    let _server = rig
+        .b()
+        .serve("flowtest", "flowtest", &["serve", "--rounds", "2"]);
+    let done = rig.a().run(
+        "flowtest",
+        &["maxsdu", "-n", "flowtest"],
+        std::time::Duration::from_secs(60),
+    );
+    done.assert_success();
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ok "))
+        .expect("ok line");
+    let max: usize = parse::kv_num(line, "max_sdu");
+    assert!(done.stdout.contains("exact-ok"), "{}", done.stdout);
+    let refused = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("oversize-refused"))
+        .expect("refusal line");
+    assert_eq!(
+        parse::kv(refused, "code"),
+        Some(libc::EMSGSIZE.to_string().as_str()),
+        "{}",
+        done.stdout
+    );
+    (max, done.stdout)
+}

@@ -420,29 +420,9 @@ fn max_sdu_shrinks_by_the_trailer_and_one_more_byte_is_refused() {
     let key = keygen(&rig, "layer.key");
     keyed(rig.a(), &key, true);
     keyed(rig.b(), &key, true);
-    let _server = rig
-        .b()
-        .serve("flowtest", "flowtest", &["serve", "--rounds", "2"]);
-    let done = rig.a().run("flowtest", &["maxsdu", "-n", "flowtest"], LONG);
-    done.assert_success();
-    let line = done
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("ok "))
-        .expect("ok line");
-    let max: usize = ethflow_tests::parse::kv_num(line, "max_sdu");
+    let (max, out) = ethflow_tests::max_sdu_round(&rig);
     let mtu = ipcp_row(rig.a())["mtu"].as_u64().expect("mtu") as usize;
-    assert_eq!(max, mtu - HEADER_LEN - TRAILER_LEN, "{}", done.stdout);
-    assert!(done.stdout.contains("exact-ok"), "{}", done.stdout);
-    let refused = done
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("oversize-refused"))
-        .expect("refusal line");
-    assert_eq!(
-        ethflow_tests::parse::kv(refused, "code"),
-        Some(libc::EMSGSIZE.to_string().as_str())
-    );
+    assert_eq!(max, mtu - HEADER_LEN - TRAILER_LEN, "{out}");
 }
 
 /// With a key, the attacks of issue 9 by a host that sees every frame fail:

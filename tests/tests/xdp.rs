@@ -314,18 +314,8 @@ fn xdp_program_goes_away_with_a_killed_ipcp_and_a_new_one_attaches() {
 
 /// Max SDU through the xdp backend: exact size arrives, one more is refused.
 fn max_sdu_over_xdp(rig: &Rig, mtu: u32) {
-    let _server = rig
-        .b()
-        .serve("flowtest", "flowtest", &["serve", "--rounds", "2"]);
-    let done = rig.a().run("flowtest", &["maxsdu", "-n", "flowtest"], LONG);
-    done.assert_success();
-    let line = done
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("ok "))
-        .expect("ok line");
-    assert_eq!(kv_num::<u32>(line, "max_sdu"), mtu - 20);
-    assert!(done.stdout.contains("exact-ok"), "{}", done.stdout);
+    let (max, out) = ethflow_tests::max_sdu_round(rig);
+    assert_eq!(max, mtu as usize - 20, "{out}");
 }
 
 #[test]
