@@ -85,14 +85,7 @@ fn secure_oecho_and_oping_work_and_the_wire_shows_no_plaintext() {
         return;
     };
     let (a, b) = (rig.a(), rig.b());
-    let dir = rig.dir();
-    let ca = ca("ethflow test CA");
-    let ca_pem = write(dir, "ca.pem", &ca.pem);
-    let (crt, key) = issue(&ca, dir, "server", &["oecho", "oping"], -1, 30);
-    for name in ["oecho", "oping"] {
-        name_create(b, name, &[("scrtpath", &crt), ("skeypath", &key)]);
-        name_create(a, name, &[("cacrtpath", &ca_pem)]);
-    }
+    secure_names(&rig, &["oecho", "oping"]);
     let (ns, dev) = (b.ns().to_string(), b.ifname().to_string());
     let capture = Capture::start(&ns, &dev, None);
     let _echo = b.serve("oecho", "oecho", &["--listen"]);
@@ -228,12 +221,7 @@ fn injected_replayed_and_tampered_records_are_dropped_and_liveness_holds() {
         return;
     };
     let (a, b) = (rig.a(), rig.b());
-    let dir = rig.dir();
-    let ca = ca("ethflow test CA");
-    let ca_pem = write(dir, "ca.pem", &ca.pem);
-    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
-    name_create(b, "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
-    name_create(a, "oecho", &[("cacrtpath", &ca_pem)]);
+    let (ca, ca_pem) = secure_names(&rig, &["oecho"]);
     // Captured where a receives (the IPCP sends with PACKET_QDISC_BYPASS,
     // which a packet socket on the sender's side does not see).
     let capture = Capture::start(a.ns(), a.ifname(), None);
@@ -285,20 +273,11 @@ fn injected_replayed_and_tampered_records_are_dropped_and_liveness_holds() {
     // A secure flow's max SDU is the plain one less the record overhead
     // (sequence number and tag): exactly that many bytes arrive intact, one
     // more is refused with EMSGSIZE.
-    let (crt, key) = issue(&ca, dir, "flowtest", &["flowtest"], -1, 30);
+    let (crt, key) = issue(&ca, rig.dir(), "flowtest", &["flowtest"], -1, 30);
     name_create(b, "flowtest", &[("scrtpath", &crt), ("skeypath", &key)]);
     name_create(a, "flowtest", &[("cacrtpath", &ca_pem)]);
-    let _server = b.serve("flowtest", "flowtest", &["serve", "--rounds", "2"]);
-    let done = a.run("flowtest", &["maxsdu", "-n", "flowtest"], LONG);
-    done.assert_success();
-    let line = done
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("ok "))
-        .expect("ok line");
-    let max: usize = ethflow_tests::parse::kv_num(line, "max_sdu");
-    assert_eq!(max, 1500 - HEADER_LEN - 24, "{}", done.stdout);
-    assert!(done.stdout.contains("oversize-refused"), "{}", done.stdout);
+    let (max, out) = ethflow_tests::max_sdu_round(&rig);
+    assert_eq!(max, 1500 - HEADER_LEN - 24, "{out}");
 }
 
 /// Secure flows set in irmd's configuration file (`[[name]]`), no `irm name
@@ -562,15 +541,23 @@ fn an_impostor_on_a_third_host_never_gets_a_secure_flow() {
     );
 }
 
-/// `oecho` as a secure name: b serves it with a certificate from a test CA,
-/// a trusts that CA for it.
-fn secure_oecho(rig: &Rig) {
+/// `names` as secure names: b serves them with one certificate from a test
+/// CA, a trusts that CA for them. The CA, and the file a trusts.
+fn secure_names(rig: &Rig, names: &[&str]) -> (Ca, String) {
     let dir = rig.dir();
     let ca = ca("ethflow test CA");
     let ca_pem = write(dir, "ca.pem", &ca.pem);
-    let (crt, key) = issue(&ca, dir, "server", &["oecho"], -1, 30);
-    name_create(rig.b(), "oecho", &[("scrtpath", &crt), ("skeypath", &key)]);
-    name_create(rig.a(), "oecho", &[("cacrtpath", &ca_pem)]);
+    let (crt, key) = issue(&ca, dir, "server", names, -1, 30);
+    for &name in names {
+        name_create(rig.b(), name, &[("scrtpath", &crt), ("skeypath", &key)]);
+        name_create(rig.a(), name, &[("cacrtpath", &ca_pem)]);
+    }
+    (ca, ca_pem)
+}
+
+/// `oecho` as a secure name (see [`secure_names`]).
+fn secure_oecho(rig: &Rig) {
+    secure_names(rig, &["oecho"]);
 }
 
 /// The liveness rows whose rig or trigger time differ, on secure flows:
