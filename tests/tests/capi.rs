@@ -368,12 +368,7 @@ fn c_seed_scenario_second_read_fails_with_eflowdown_at_once() {
         "{}",
         done.describe()
     );
-    let us: f64 = done
-        .stderr
-        .lines()
-        .find_map(|l| kv(l, "second_read_us"))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no timing: {}", done.describe()));
+    let us = second_read_us(&done);
     println!("C seed: second read failed after {:.1} ms", us / 1e3);
     // One round trip on the veth rig, with the same bound as the Rust seed test.
     assert!(us < 50_000.0, "second read took {us} us (bound 50 ms)");
@@ -390,6 +385,15 @@ fn c_seed_scenario_second_read_fails_with_eflowdown_at_once() {
             panic!("host {}: flows left: {left:?}", h.name());
         }
     }
+}
+
+/// How long (µs) the C client's second read took, from its stderr.
+fn second_read_us(done: &Finished) -> f64 {
+    done.stderr
+        .lines()
+        .find_map(|l| kv(l, "second_read_us"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no timing: {}", done.describe()))
 }
 
 #[test]
@@ -567,12 +571,7 @@ fn c_qos_timeout_gives_eflowpeer_and_flow_peer_when_all_frames_are_lost() {
         "expected -EFLOWPEER from the qosspec_t timeout: {}",
         done.describe()
     );
-    let us: f64 = done
-        .stderr
-        .lines()
-        .find_map(|l| kv(l, "second_read_us"))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no timing: {}", done.describe()));
+    let us = second_read_us(&done);
     // Timeout after the last frame heard: between 3/4 and 5/4 of it (plus
     // slack), counted here from the start of the read, 300 ms before the block.
     let ms = us / 1e3;
