@@ -119,13 +119,7 @@ impl CtrlSocket {
     /// Make receives and sends on this socket return `Error::Again` instead of
     /// blocking (the socket is our own description, shared with nobody).
     pub fn set_nonblocking(&self) -> Result<()> {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let fl = OFlag::from_bits_truncate(fcntl(self.fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-        fcntl(
-            self.fd.as_raw_fd(),
-            FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK),
-        )?;
-        Ok(())
+        set_nonblocking(self.fd.as_raw_fd())
     }
 
     /// Bound a blocking receive (`None`: wait for ever); a receive that times
@@ -437,13 +431,7 @@ impl CtrlListener {
 
     /// Make `accept_nonblocking` return at once when nobody waits.
     pub fn set_nonblocking(&self) -> Result<()> {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let fl = OFlag::from_bits_truncate(fcntl(self.fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-        fcntl(
-            self.fd.as_raw_fd(),
-            FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK),
-        )?;
-        Ok(())
+        set_nonblocking(self.fd.as_raw_fd())
     }
 
     fn accept_with(&self, flags: SockFlag) -> Result<CtrlSocket> {
@@ -461,6 +449,14 @@ impl CtrlListener {
             }
         }
     }
+}
+
+/// Set O_NONBLOCK on `fd`'s description (ours alone: a control socket).
+fn set_nonblocking(fd: std::os::fd::RawFd) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fl = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 #[cfg(test)]
