@@ -263,20 +263,6 @@ impl Default for BodySpec {
     }
 }
 
-const FRAME_TYPES: [FrameType; 11] = [
-    FrameType::Data,
-    FrameType::NameQuery,
-    FrameType::NameReply,
-    FrameType::FlowReq,
-    FrameType::FlowReply,
-    FrameType::Dealloc,
-    FrameType::DeallocAck,
-    FrameType::KeepAlive,
-    FrameType::UnknownEid,
-    FrameType::Challenge,
-    FrameType::ChallengeReply,
-];
-
 /// Names a frame type the way the command line does (`keep-alive`, ...).
 pub fn frame_type_by_name(s: &str) -> Option<FrameType> {
     Some(match s {
@@ -301,7 +287,7 @@ impl BodySpec {
         let ty = match &self.kind {
             Kind::Garbage => return self.payload.make(rng),
             Kind::Ethflow(t) => *t,
-            Kind::RandomEthflow => FRAME_TYPES[rng.gen_range(0..FRAME_TYPES.len())],
+            Kind::RandomEthflow => FrameType::ALL[rng.gen_range(0..FrameType::ALL.len())],
         };
         let random = self.kind == Kind::RandomEthflow;
         let instance = self.instance.unwrap_or_else(|| rng.gen());
@@ -729,7 +715,11 @@ mod tests {
                 Err(e) => assert_eq!(e, wire::WireError::BadField),
             }
         }
-        assert_eq!(seen.len(), FRAME_TYPES.len(), "every type drawn: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            FrameType::ALL.len(),
+            "every type drawn: {seen:?}"
+        );
     }
 
     #[test]
