@@ -236,36 +236,31 @@ fn per_layer(
 
 /// `encrypt` stands alone; every other bootstrap keyword takes a value.
 fn split_flags(args: &[String]) -> (Vec<String>, bool) {
-    let mut rest = Vec::new();
-    let mut encrypt = false;
-    let mut i = 0;
-    while i < args.len() {
-        if args[i] == "encrypt" {
-            encrypt = true;
-            i += 1;
-        } else {
-            rest.extend(args[i..(i + 2).min(args.len())].iter().cloned());
-            i += 2;
-        }
-    }
-    (rest, encrypt)
+    split_flag(args, |a| a == "encrypt")
 }
 
 /// `auto` stands alone in `bind program`; any unambiguous prefix of it too.
 fn split_auto(args: &[String]) -> (Vec<String>, bool) {
+    split_flag(args, |a| !a.is_empty() && "auto".starts_with(a))
+}
+
+/// `args` without the flag words `is_flag` picks (each stands alone where a
+/// keyword would be; every other keyword takes a value), and whether any was
+/// there.
+fn split_flag(args: &[String], is_flag: impl Fn(&str) -> bool) -> (Vec<String>, bool) {
     let mut rest = Vec::new();
-    let mut auto = false;
+    let mut found = false;
     let mut i = 0;
     while i < args.len() {
-        if !args[i].is_empty() && "auto".starts_with(args[i].as_str()) {
-            auto = true;
+        if is_flag(&args[i]) {
+            found = true;
             i += 1;
         } else {
             rest.extend(args[i..(i + 2).min(args.len())].iter().cloned());
             i += 2;
         }
     }
-    (rest, auto)
+    (rest, found)
 }
 
 /// How long a command waits for irmd's answer.
