@@ -36,7 +36,7 @@ ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast -- --test-threads
 # The same flow, liveness, segment and layer-key suites over the XDP fast path (tests/tests/xdp.rs
 # already ran above: it bootstraps xdp itself).
 echo "==> end-to-end tests, backend xdp"
-ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness --test segment --test layer_key -- --test-threads=1 || status=1
+ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness --test segment --test layer_key --test mtu -- --test-threads=1 || status=1
 # The flow and liveness suites again with four receive queues per veth end and
 # `queues 4` on every IPCP (docs/decisions/0031; about 40 s): a worker thread per
 # queue. tests/tests/queues.rs (above) floods eight flows over four queues on both

@@ -251,10 +251,11 @@ impl Flow {
         if let Some(e) = self.irmd_gone() {
             return Err(e);
         }
-        if sdu.len() > self.max_sdu {
+        let max = self.max_sdu();
+        if sdu.len() > max {
             return Err(Error::MsgSize {
                 len: sdu.len(),
-                max: self.max_sdu,
+                max,
             });
         }
         let r = match &self.secure {
@@ -339,10 +340,11 @@ impl Flow {
     }
 
     fn write_batch_inner<S: AsRef<[u8]>>(&self, sdus: &[S]) -> Result<usize> {
-        if let Some(big) = sdus.iter().find(|s| s.as_ref().len() > self.max_sdu) {
+        let max = self.max_sdu();
+        if let Some(big) = sdus.iter().find(|s| s.as_ref().len() > max) {
             return Err(Error::MsgSize {
                 len: big.as_ref().len(),
-                max: self.max_sdu,
+                max,
             });
         }
         let deadline = self.write_timeout.deadline();
@@ -417,9 +419,24 @@ impl Flow {
     pub fn flow_id(&self) -> u32 {
         self.id
     }
-    /// Largest SDU this flow carries.
+    /// Largest SDU this flow carries now: the limit it was allocated with,
+    /// lowered while the link's MTU is below what it was then (the IPCP
+    /// announces the link's limit in the flow's memory when the MTU
+    /// changes). A raised MTU lifts it again, up to the allocation's limit
+    /// and no further: the rings were sized for that. Larger SDUs are
+    /// refused by [`Flow::write`] with `Error::MsgSize` (EMSGSIZE).
     pub fn max_sdu(&self) -> usize {
-        self.max_sdu
+        let Some(link) = self.end.link_max_sdu() else {
+            return self.max_sdu;
+        };
+        let link = link as usize;
+        // A secure flow's records carry the SDU plus the AEAD's overhead.
+        let link = if self.secure.is_some() {
+            session::max_sdu(link)
+        } else {
+            link
+        };
+        self.max_sdu.min(link)
     }
     pub fn qos(&self) -> Qos {
         self.qos

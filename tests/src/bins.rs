@@ -21,6 +21,7 @@ pub const OURS: &[&str] = &[
     "hostileapp",
     "ctrlflood",
     "seqflood",
+    "mtuprobe",
 ];
 
 fn candidate_dirs() -> Vec<PathBuf> {

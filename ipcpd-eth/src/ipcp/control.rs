@@ -207,6 +207,7 @@ impl Ipcp {
         let map = ShmMap::map(memfd.as_fd(), geometry)?;
         drop(memfd);
         let end = IpcpEnd::new(map, ipcp_wake, rx_wake, tx_wake);
+        end.set_link_max_sdu(self.max_sdu());
         self.epoll
             .add(
                 end.ipcp_fd(),

@@ -548,7 +548,8 @@ impl Ipcp {
         self.carry_out_actions();
     }
 
-    /// New flows get the new maximum SDU; irmd hears of it for their rings.
+    /// New flows get the new maximum SDU; irmd hears of it for their rings;
+    /// running flows' applications see it in their flows' memory.
     fn mtu_changed(&mut self, mtu: u32) {
         self.sock.link_mtu(mtu);
         if let Some(fresh) = self.sock.reopen_for_mtu(mtu) {
@@ -579,6 +580,12 @@ impl Ipcp {
         );
         self.link.mtu = mtu;
         self.fa.set_max_sdu(self.max_sdu());
+        // Running flows' applications learn the new limit at their next
+        // write (EMSGSIZE above it); what they wrote before is checked here
+        // on the way out (`fill_from`), dropped and counted if too large.
+        for f in self.flows.values() {
+            f.end.set_link_max_sdu(self.max_sdu());
+        }
         let room = ETH_HEADER_LEN + mtu as usize + FRAME_SLACK;
         for b in self.rx_bufs.iter_mut().chain(self.tx_bufs.iter_mut()) {
             b.resize(room, 0);

@@ -463,6 +463,17 @@ impl AppEnd {
             && self.map.state() == FlowState::Allocated
     }
 
+    /// The largest SDU the link carries now, as the IPCP last announced it
+    /// ([`super::IpcpEnd::set_link_max_sdu`]); `None` if it never did. One
+    /// atomic load of a word the IPCP writes: any value is safe to read, a
+    /// wrong one only makes this flow refuse or lose its own SDUs.
+    pub fn link_max_sdu(&self) -> Option<u32> {
+        match self.map.header().link_max_sdu.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
     /// The flow's state as last set by the IPCP or irmd.
     pub fn state(&self) -> FlowState {
         self.map.state()

@@ -380,6 +380,17 @@ impl IpcpEnd {
         );
     }
 
+    /// Tell the application the largest SDU the link carries now (after an
+    /// MTU change, and when the flow is attached). Its library refuses
+    /// larger SDUs with EMSGSIZE from then on; the IPCP still checks every
+    /// SDU itself (the application can overwrite this word).
+    pub fn set_link_max_sdu(&self, max_sdu: u32) {
+        self.map
+            .header()
+            .link_max_sdu
+            .store(max_sdu, Ordering::Release);
+    }
+
     /// The state word as it is in the mapping (the application can write it:
     /// the IPCP's own record of the state is authoritative).
     pub fn state(&self) -> FlowState {

@@ -93,6 +93,14 @@
 //! handed out, so nobody can turn an access into SIGBUS; mapping refuses an
 //! unsealed or too-small memfd.
 //!
+//! **Max SDU.** The header holds the largest SDU the link carries now, as
+//! the IPCP last wrote it ([`IpcpEnd::set_link_max_sdu`], at attach and on
+//! every MTU change; 0 = never written). The library reads it once per write
+//! ([`AppEnd::link_max_sdu`]) and refuses larger SDUs with EMSGSIZE, never
+//! above the allocation's limit. It is advice to the application only: the
+//! IPCP checks each SDU against its own limit and drops (and counts) what
+//! the application wrote before it could know.
+//!
 //! **Fork.** A child that inherits an application's flow would be a second
 //! producer on a single-producer ring. Each [`AppEnd`] remembers the process
 //! that made it, through a wipe-on-fork page (no syscall per call): in a
@@ -228,6 +236,12 @@ struct Header {
     rx: RingCtrl,
     /// Log of state changes ([`StateLog`]), appended after `state` changes.
     state_log: Line<AtomicU64>,
+    /// The largest SDU the link carries now, as the IPCP last wrote it
+    /// (0: never written). The IPCP updates it when the MTU changes; the
+    /// application's library refuses larger SDUs with EMSGSIZE
+    /// ([`AppEnd::link_max_sdu`]). Advisory for the IPCP, which checks every
+    /// SDU against its own limit anyway.
+    link_max_sdu: Line<AtomicU32>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() as u64 <= PAGE);
@@ -468,6 +482,8 @@ pub mod layout {
     /// A `u64`: the count of state changes (bits 0..16) and the last 24
     /// states entered, two bits each, newest in bits 16..18.
     pub const STATE_LOG: usize = offset_of!(Header, state_log);
+    /// The largest SDU the link carries now, as the IPCP last wrote it (0: never).
+    pub const LINK_MAX_SDU: usize = offset_of!(Header, link_max_sdu);
     /// The tx ring's control block (application → IPCP).
     pub const TX: usize = offset_of!(Header, tx);
     /// The rx ring's control block (IPCP → application).

@@ -725,3 +725,23 @@ mod batch;
 mod hostile;
 mod locks;
 mod pipes;
+
+#[test]
+fn the_link_max_sdu_the_ipcp_announces_reaches_the_application() {
+    let f = flow(geom(8, 1500));
+    assert_eq!(f.app.link_max_sdu(), None, "never announced");
+    f.ipcp.set_link_max_sdu(1180);
+    assert_eq!(f.app.link_max_sdu(), Some(1180));
+    f.ipcp.set_link_max_sdu(1480);
+    assert_eq!(f.app.link_max_sdu(), Some(1480));
+    // The word is where the published layout says; whatever an application
+    // writes there is only what its own library reads back.
+    let m = f.app.map();
+    // SAFETY: a 4-aligned offset inside the header page of a live mapping.
+    let word = unsafe { &*(m.base().as_ptr().add(layout::LINK_MAX_SDU) as *const AtomicU32) };
+    assert_eq!(word.load(Ordering::Relaxed), 1480);
+    word.store(u32::MAX, Ordering::Relaxed);
+    assert_eq!(f.app.link_max_sdu(), Some(u32::MAX));
+    f.app.write(&[7u8; 1500], None, true).unwrap();
+    assert_eq!(pop(&f.ipcp).unwrap().len(), 1500);
+}
