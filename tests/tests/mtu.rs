@@ -1,7 +1,8 @@
 //! End-to-end: the link MTU shrinks under a running flow (issue 11,
 //! decision 0030). The application learns its flow's new max SDU (a larger
-//! write fails with EMSGSIZE), smaller SDUs keep flowing, and every SDU the
-//! application wrote is either sent or counted as dropped on its flow.
+//! write fails with EMSGSIZE), smaller SDUs keep flowing, every SDU the
+//! application wrote is either sent or counted as dropped on its flow, and
+//! a raised MTU gives the flow its allocation's limit back.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,7 @@ fn a_shrunk_mtu_reaches_the_writer_and_nothing_is_lost_uncounted() {
         return;
     };
     let go = rig.dir().join("mtu-go");
+    let regrow = rig.dir().join("mtu-regrow");
     let finish = rig.dir().join("mtu-finish");
     let _server = rig.b().serve("flowtest", "flowtest", &["serve"]);
     let probe = rig.a().spawn(
@@ -59,6 +61,8 @@ fn a_shrunk_mtu_reaches_the_writer_and_nothing_is_lost_uncounted() {
             "flowtest",
             "--go",
             go.to_str().unwrap(),
+            "--regrow",
+            regrow.to_str().unwrap(),
             "--finish",
             finish.to_str().unwrap(),
         ],
@@ -86,6 +90,14 @@ fn a_shrunk_mtu_reaches_the_writer_and_nothing_is_lost_uncounted() {
     let after = probe.wait_for_stdout("after ", LONG);
     assert_eq!(kv_num::<usize>(&after, "max_sdu"), new_max, "{after}");
     assert!(after.contains("oversize-refused"), "{after}");
+
+    // Raised again (the receiver's side first): back to the allocation's
+    // limit, and no further.
+    set_mtu(rig.b(), OLD_MTU);
+    set_mtu(rig.a(), OLD_MTU);
+    std::fs::write(&regrow, b"").unwrap();
+    let regrown = probe.wait_for_stdout("regrown ", LONG);
+    assert_eq!(kv_num::<usize>(&regrown, "max_sdu"), old_max, "{regrown}");
     let done = probe.wait_for_stdout("done ", LONG);
     let written: u64 = kv_num(&done, "written");
 

@@ -10,7 +10,10 @@
 //!    settle, `drained ...`.
 //! 3. Once `--go` exists: small SDUs and SDUs of the new max SDU echo
 //!    intact, one byte more is refused (write and write_batch); prints
-//!    `after ...` and `done written=N`, then holds the flow until
+//!    `after ...`.
+//! 4. Once `--regrow` exists (the test raised the MTU back): the max SDU
+//!    returns to the allocation's and SDUs of that size echo again; prints
+//!    `regrown ...` and `done written=N`, then holds the flow until
 //!    `--finish` exists, so the test can read the flow's counters.
 //!
 //! Exit 0 = every check passed, 1 = a check failed, 2 = an ethflow call failed.
@@ -37,6 +40,9 @@ struct Cli {
     /// Start phase 3 once this file exists.
     #[arg(long)]
     go: PathBuf,
+    /// Start phase 4 once this file exists.
+    #[arg(long)]
+    regrow: PathBuf,
     /// Deallocate and exit once this file exists.
     #[arg(long)]
     finish: PathBuf,
@@ -198,6 +204,28 @@ fn main() {
     // Nothing half-written by the refused batch: the ring is as it was.
     p.echo(&pattern(64, 10), "echo-after-refusal");
     println!("after old_max={old_max} max_sdu={new_max} small-ok exact-ok oversize-refused");
+
+    // Phase 4: a raised MTU lifts the limit back to the allocation's.
+    wait_for(&cli.regrow);
+    let deadline = Instant::now() + STEP;
+    while p.flow.max_sdu() != old_max {
+        if Instant::now() >= deadline {
+            check_failed(&format!(
+                "max-not-raised old={old_max} now={}",
+                p.flow.max_sdu()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for k in 0..3 {
+        p.echo(&pattern(old_max, 20 + k), "echo-old-max-again");
+    }
+    match p.flow.write(&pattern(old_max + 1, 30)) {
+        Err(e) if e.code() == libc::EMSGSIZE => {}
+        Err(e) => failed("write-old-max-plus-one", &e),
+        Ok(_) => check_failed(&format!("write-accepted len={}", old_max + 1)),
+    }
+    println!("regrown max_sdu={}", p.flow.max_sdu());
     println!("done written={}", p.written);
     wait_for(&cli.finish);
 }
