@@ -98,7 +98,8 @@ impl Entry {
         }
         let timeout = wait;
         let nonblocking = flags & FLOWFRNOBLOCK != 0;
-        let max = self.flow.max_sdu();
+        // Whole SDUs, also those that came before the link's MTU shrank.
+        let max = self.flow.max_read_sdu();
         if buf.len() >= max {
             return match self.flow.read_with(buf, timeout, nonblocking) {
                 Ok(n) => n as Ret,

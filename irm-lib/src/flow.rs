@@ -438,6 +438,13 @@ impl Flow {
         };
         self.max_sdu.min(link)
     }
+    /// Largest SDU a read can return: the limit the flow was allocated
+    /// with, which [`Flow::max_sdu`] never exceeds. After the link's MTU
+    /// shrank, SDUs that arrived before may still be this large, so a
+    /// buffer for whole SDUs is sized by this, not by `max_sdu`.
+    pub fn max_read_sdu(&self) -> usize {
+        self.max_sdu
+    }
     pub fn qos(&self) -> Qos {
         self.qos
     }
