@@ -11,9 +11,8 @@ impl Ipcp {
         for _ in 0..RX_ROUNDS {
             let now = self.now();
             let (my_mac, ethertype) = (self.link.mac, self.ethertype);
-            let (fa, flows, keyed) = (&mut self.fa, &self.flows, &mut self.keyed);
-            let (to_wake, corrupt, counters) =
-                (&mut self.to_wake, &mut self.corrupt, &mut self.counters);
+            let (fa, keyed, counters) = (&mut self.fa, &mut self.keyed, &mut self.counters);
+            let mut deliver = RxDeliver::new(&self.flows, &mut self.to_wake, &mut self.corrupt);
             let mut each = |frame: &mut [u8]| {
                 counters.rx_frames += 1;
                 let len = match keyed.as_mut() {
@@ -27,9 +26,7 @@ impl Ipcp {
                 };
                 handle_frame(
                     fa,
-                    flows,
-                    to_wake,
-                    corrupt,
+                    &mut deliver,
                     counters,
                     my_mac,
                     ethertype,
@@ -57,16 +54,11 @@ impl Ipcp {
                     0
                 }
             };
-            if n == 0 {
-                break;
-            }
             // One wake-up per flow per batch, not one per SDU: a reader that
             // keeps up would otherwise sleep and wake for every frame.
-            for id in self.to_wake.drain(..) {
-                if let Some(f) = self.flows.get(&id) {
-                    f.wake_pending.set(false);
-                    f.end.wake_rx();
-                }
+            deliver.finish();
+            if n == 0 {
+                break;
             }
             self.end_corrupt_flows();
             self.carry_out_actions();
@@ -256,6 +248,7 @@ pub(super) fn fill_from<B: AsMut<[u8]>>(
             Err(e) => return Fill::Broken(e),
         };
         let mut kept = *count;
+        let mut sent_bytes = 0u64;
         for (k, &len) in sdu_lens[..got].iter().enumerate() {
             let i = *count + k;
             let Some((mac, dst, src)) = route else {
@@ -278,9 +271,10 @@ pub(super) fn fill_from<B: AsMut<[u8]>>(
             .emit(buf);
             crate::wire::emit_data_header(&mut buf[ETH_HEADER_LEN..], dst, src, len as u16);
             lens[kept] = AT + len;
-            end.note_tx(len);
+            sent_bytes += len as u64;
             kept += 1;
         }
+        end.note_tx_batch((kept - *count) as u64, sent_bytes);
         *count = kept;
         if got < want {
             return Fill::Emptied;
@@ -344,13 +338,88 @@ pub(super) fn fill_round<B: AsMut<[u8]>>(
     count
 }
 
+/// Where the DATA frames of a received batch go: their flows' receive
+/// rings. The ring of the flow that got the last SDU stays held
+/// ([`RxStager`]) while the next frames are for the same flow, so a run of
+/// SDUs costs one lookup and one lock, not one per SDU (a lock and its
+/// unlock are locked instructions, each waiting for the slot stores before
+/// it). Flows that got SDUs are woken once, after the batch
+/// ([`RxDeliver::finish`]).
+pub(super) struct RxDeliver<'f, 'b> {
+    flows: &'f HashMap<u32, FlowIo>,
+    held: Option<(u32, &'f FlowIo, RxStager<'f>)>,
+    to_wake: &'b mut Vec<u32>,
+    corrupt: &'b mut Vec<(u32, Error)>,
+}
+
+impl<'f, 'b> RxDeliver<'f, 'b> {
+    pub(super) fn new(
+        flows: &'f HashMap<u32, FlowIo>,
+        to_wake: &'b mut Vec<u32>,
+        corrupt: &'b mut Vec<(u32, Error)>,
+    ) -> Self {
+        RxDeliver {
+            flows,
+            held: None,
+            to_wake,
+            corrupt,
+        }
+    }
+
+    /// Stage one SDU in flow `flow_id`'s receive ring (unpublished until
+    /// [`RxDeliver::finish`] or the caller's own wake-up of `to_wake`).
+    fn deliver(&mut self, flow_id: u32, sdu: &[u8], counters: &mut Counters) {
+        if self.held.as_ref().map(|h| h.0) != Some(flow_id) {
+            // Release the previous flow's ring before taking another's.
+            self.held = None;
+            let Some(f) = self.flows.get(&flow_id) else {
+                return;
+            };
+            self.held = Some((flow_id, f, f.end.rx_stager()));
+        }
+        let Some((_, f, ring)) = self.held.as_mut() else {
+            return;
+        };
+        match ring.stage(sdu) {
+            Ok(true) => {
+                if !f.wake_pending.replace(true) {
+                    self.to_wake.push(flow_id);
+                }
+            }
+            Ok(false) => counters.rx_dropped_full += 1,
+            // Found corrupt now: end the flow after this batch (a flow
+            // already ended is not in `flows`).
+            Err(e @ Error::Invalid(_)) => {
+                if !self.corrupt.iter().any(|(id, _)| *id == flow_id) {
+                    self.corrupt.push((flow_id, e));
+                }
+            }
+            Err(e) => debug!("flow {flow_id}: {e}"),
+        }
+    }
+
+    /// Let go of the held ring (before anything else may lock it).
+    fn release(&mut self) {
+        self.held = None;
+    }
+
+    /// Release the held ring, then publish and wake every flow that got
+    /// SDUs: one publication and at most one wake-up per flow per batch.
+    pub(super) fn finish(mut self) {
+        self.release();
+        for id in self.to_wake.drain(..) {
+            if let Some(f) = self.flows.get(&id) {
+                f.wake_pending.set(false);
+                f.end.wake_rx();
+            }
+        }
+    }
+}
+
 /// Parse one received frame and hand it to the flow or the flow allocator.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn handle_frame(
     fa: &mut FlowAllocator,
-    flows: &HashMap<u32, FlowIo>,
-    to_wake: &mut Vec<u32>,
-    corrupt: &mut Vec<(u32, Error)>,
+    rx: &mut RxDeliver<'_, '_>,
     counters: &mut Counters,
     my_mac: Mac,
     ethertype: u16,
@@ -374,30 +443,13 @@ pub(super) fn handle_frame(
     };
     if view.frame_type() == FrameType::Data {
         match fa.data_rx(now, eth.src, view.dst(), view.src()) {
-            Some(flow_id) => {
-                if let Some(f) = flows.get(&flow_id) {
-                    match f.end.push_rx_quiet(view.payload()) {
-                        Ok(true) => {
-                            if !f.wake_pending.replace(true) {
-                                to_wake.push(flow_id);
-                            }
-                        }
-                        Ok(false) => counters.rx_dropped_full += 1,
-                        // Found corrupt now: end the flow after this batch
-                        // (a flow already ended is not in `flows`).
-                        Err(e @ Error::Invalid(_)) => {
-                            if !corrupt.iter().any(|(id, _)| *id == flow_id) {
-                                corrupt.push((flow_id, e));
-                            }
-                        }
-                        Err(e) => debug!("flow {flow_id}: {e}"),
-                    }
-                }
-            }
+            Some(flow_id) => rx.deliver(flow_id, view.payload(), counters),
             None => counters.unknown_eid += 1,
         }
         return;
     }
+    rx.release();
+    let flows = rx.flows;
     match Frame::parse(rest) {
         Ok(f) => {
             fa.handle_frame(now, eth.src, &f);

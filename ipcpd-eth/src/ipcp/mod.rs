@@ -20,7 +20,7 @@ use irm::proto::{
     name_hash, DownCause, Envelope, FlowCounters, FlowState, IpcpHello, IpcpInfo, IpcpToIrmd,
     IrmdToIpcp, RingGeometry, PROTO_VERSION,
 };
-use irm::shm::{IpcpEnd, ShmMap, TxWake};
+use irm::shm::{IpcpEnd, RxStager, ShmMap, TxWake};
 use irm::Error;
 use log::{debug, info, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use frames::{fill_from, handle_frame, send_built, Fill, TxCtx};
+use frames::{fill_from, handle_frame, send_built, Fill, RxDeliver, TxCtx};
 
 const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;

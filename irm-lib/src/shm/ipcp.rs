@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,24 @@ struct RxProducer {
     ring: Producer,
     /// Bytes of the staged SDUs (their count is the ring's).
     bytes: u64,
+}
+
+/// The rx ring of one flow, held for a run of SDUs
+/// ([`IpcpEnd::rx_stager`]). Dropping it releases the ring; what it staged
+/// stays unpublished until [`IpcpEnd::wake_rx`].
+#[derive(Debug)]
+pub struct RxStager<'e> {
+    end: &'e IpcpEnd,
+    rx: MutexGuard<'e, RxProducer>,
+}
+
+impl RxStager<'_> {
+    /// [`IpcpEnd::push_rx_quiet`] without taking the lock: write one SDU
+    /// into the rx ring, unpublished. Full ring → `Ok(false)`, counted as
+    /// dropped; longer than slot_size → `MsgSize`; corrupt → `Invalid`.
+    pub fn stage(&mut self, sdu: &[u8]) -> Result<bool> {
+        self.end.stage_locked(&mut self.rx, sdu)
+    }
 }
 
 /// What [`IpcpEnd::push_rx_batch`] did.
@@ -282,8 +300,19 @@ impl IpcpEnd {
     /// at most one wake-up per flow per batch. Full ring → `Ok(false)`,
     /// counted as dropped; longer than slot_size → `MsgSize`.
     pub fn push_rx_quiet(&self, sdu: &[u8]) -> Result<bool> {
-        let mut rx = lock(&self.rx);
-        self.stage_locked(&mut rx, sdu)
+        self.rx_stager().stage(sdu)
+    }
+
+    /// Hold the rx ring for a run of [`RxStager::stage`] calls: one lock
+    /// for the run instead of one per SDU (each lock and unlock is a locked
+    /// instruction, which waits for the slot stores before it). Staged SDUs
+    /// are published by [`IpcpEnd::wake_rx`], which takes the lock again:
+    /// drop the stager first.
+    pub fn rx_stager(&self) -> RxStager<'_> {
+        RxStager {
+            end: self,
+            rx: lock(&self.rx),
+        }
     }
 
     fn stage_locked(&self, rx: &mut RxProducer, sdu: &[u8]) -> Result<bool> {
@@ -399,9 +428,19 @@ impl IpcpEnd {
 
     /// Count one SDU of `bytes` sent to the peer.
     pub fn note_tx(&self, bytes: usize) {
+        self.note_tx_batch(1, bytes as u64);
+    }
+
+    /// Count `sdus` SDUs of `bytes` bytes in all sent to the peer: one
+    /// update of the counters per send batch, not one per SDU (each
+    /// `fetch_add` is a locked instruction).
+    pub fn note_tx_batch(&self, sdus: u64, bytes: u64) {
+        if sdus == 0 {
+            return;
+        }
         let c = &self.counters;
-        let sdus = c.tx_sdus.fetch_add(1, Ordering::Relaxed) + 1;
-        let bytes = c.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        let sdus = c.tx_sdus.fetch_add(sdus, Ordering::Relaxed) + sdus;
+        let bytes = c.tx_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let h = &self.map.header().tx_counters;
         h.sdus.store(sdus, Ordering::Relaxed);
         h.bytes.store(bytes, Ordering::Relaxed);

@@ -140,7 +140,7 @@ use crate::error::{Error, Result};
 use crate::proto::{FlowState, RingGeometry};
 
 pub use app::{AppEnd, RxReadiness, RxWatch, WatchNotice};
-pub use ipcp::{FlowCounters, IpcpEnd, Monitor, RxPushed, TxWake};
+pub use ipcp::{FlowCounters, IpcpEnd, Monitor, RxPushed, RxStager, TxWake};
 pub use map::{SharedBytes, ShmMap, Stats};
 pub use spin::{SpinPolicy, Spinner, SPIN_ENV};
 pub use statelog::StateLog;

@@ -106,9 +106,7 @@ impl Ipcp {
                     }
                     handle_frame(
                         &mut self.fa,
-                        &self.flows,
-                        &mut self.to_wake,
-                        &mut self.corrupt,
+                        &mut RxDeliver::new(&self.flows, &mut self.to_wake, &mut self.corrupt),
                         &mut self.counters,
                         self.link.mac,
                         self.ethertype,
