@@ -202,7 +202,7 @@ impl IpcpEnd {
                     let room = buf.get_mut(offset..).unwrap_or_default();
                     sdu.copy_to(room);
                     lens[n] = sdu.len();
-                    tx.advance();
+                    tx.advance(&self.map);
                     n += 1;
                 }
                 Err(e) => {

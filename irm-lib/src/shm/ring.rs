@@ -15,6 +15,10 @@ fn corrupt(dir: Dir, head: u32, tail: u32, slots: u32) -> Error {
     ))
 }
 
+/// How many slots ahead of the one in use a side starts fetching
+/// ([`ShmMap::prefetch_slot`]).
+const PREFETCH_AHEAD: u32 = 4;
+
 /// The producer's private head and its last validated view of the tail.
 /// Slots written but not yet published (head ahead of `published`) are the
 /// producer's alone: a batch writes several and publishes once.
@@ -66,6 +70,7 @@ impl Producer {
         // The consumer does not look at this slot until head moves past it.
         map.slot_data(self.dir, self.head, sdu.len()).copy_from(sdu);
         self.head = self.head.wrapping_add(1);
+        map.prefetch_slot(self.dir, self.head.wrapping_add(PREFETCH_AHEAD), true);
     }
 
     /// Slots staged and not yet published.
@@ -144,9 +149,15 @@ impl Consumer {
         Ok(map.slot_data(self.dir, self.tail, len as usize))
     }
 
-    /// Consume one slot locally (not yet visible to the producer).
-    pub(super) fn advance(&mut self) {
+    /// Consume one slot locally (not yet visible to the producer). Starts
+    /// fetching a slot further on if it is known to be published (a slot
+    /// the producer may still write is left alone: fetching it would only
+    /// take its lines away from the producer).
+    pub(super) fn advance(&mut self, map: &ShmMap) {
         self.tail = self.tail.wrapping_add(1);
+        if self.cached_head.wrapping_sub(self.tail) > PREFETCH_AHEAD {
+            map.prefetch_slot(self.dir, self.tail.wrapping_add(PREFETCH_AHEAD), false);
+        }
     }
 
     /// Consume one slot and hand consumed slots back lazily: when the last
@@ -155,7 +166,7 @@ impl Consumer {
     /// `publish_every` slots in a burst. A burst of reads thus makes no
     /// store to the shared line per SDU.
     pub(super) fn advance_lazily(&mut self, map: &ShmMap) {
-        self.advance();
+        self.advance(map);
         if self.tail == self.cached_head
             || self.tail.wrapping_sub(self.published) >= self.publish_every
         {
