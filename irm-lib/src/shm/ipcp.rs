@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::map::{ShmMap, Stats};
 use super::ring::{Consumer, Producer};
-use super::wake::{arm, disarm, drain, set_nonblocking, wake_if_armed, Drained};
+use super::wake::{arm, disarm, drain, set_nonblocking, wake_if_armed, wake_if_armed_and, Drained};
 use super::{lock, now_unix_ms, Dir};
 use crate::error::{Error, Result};
 use crate::proto::{FlowState, RingGeometry};
@@ -58,6 +58,12 @@ pub struct IpcpEnd {
     counters: OwnCounters,
     /// The first corruption found, if any.
     broken: OnceLock<Error>,
+}
+
+/// Free slots in the tx ring at which a writer asleep on a full ring is
+/// woken: a quarter of the ring (at least one slot).
+fn wake_writer_mark(slots: u32) -> u32 {
+    (slots / 4).max(1)
 }
 
 /// The rx producer with what it staged and has not published yet.
@@ -213,9 +219,18 @@ impl IpcpEnd {
         }
         if n > 0 {
             tx.publish(&self.map);
-            wake_if_armed(
+            // A writer sleeps only on a full ring. Wake it once a quarter of
+            // the ring is free, not after every batch: woken at the first
+            // batch, it fills the few free slots and sleeps again (one sleep
+            // per ~80 SDUs in a 64-byte flood). Until then the ring still
+            // holds SDUs, so this flow stays in the send loop and a later
+            // pop crosses the mark (an empty ring always has).
+            // The head is loaded only when a writer sleeps.
+            let mark = wake_writer_mark(self.map.geom.slots);
+            wake_if_armed_and(
                 &self.map.ctrl(Dir::Tx).producer_waiting,
                 self.tx_wake.as_fd(),
+                || tx.free_at_least(&self.map, mark),
             );
             return Ok(n);
         }

@@ -149,6 +149,15 @@ impl Consumer {
         Ok(map.slot_data(self.dir, self.tail, len as usize))
     }
 
+    /// Whether at least `free` slots are free, by the producer's head as
+    /// it is now (one load). A head out of range counts as a full ring:
+    /// the next read reports the corruption.
+    pub(super) fn free_at_least(&self, map: &ShmMap, free: u32) -> bool {
+        let head = map.ctrl(self.dir).head.load(Ordering::Acquire);
+        let used = head.wrapping_sub(self.tail);
+        map.geom.slots.saturating_sub(used) >= free
+    }
+
     /// Consume one slot locally (not yet visible to the producer). Starts
     /// fetching a slot further on if it is known to be published (a slot
     /// the producer may still write is left alone: fetching it would only

@@ -219,8 +219,15 @@ pub(super) fn disarm(flag: &AtomicU32) {
 
 /// Waker's half: after publishing, fence, and signal only a declared sleeper.
 pub(super) fn wake_if_armed(flag: &AtomicU32, w: BorrowedFd<'_>) {
+    wake_if_armed_and(flag, w, || true);
+}
+
+/// [`wake_if_armed`] that leaves a declared sleeper asleep (and its flag
+/// set) unless `now` says it is time: the waker must then look again
+/// later, after its next publication.
+pub(super) fn wake_if_armed_and(flag: &AtomicU32, w: BorrowedFd<'_>, now: impl FnOnce() -> bool) {
     fence(Ordering::SeqCst);
-    if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
+    if flag.load(Ordering::Relaxed) != 0 && now() && flag.swap(0, Ordering::Relaxed) != 0 {
         signal(w);
     }
 }

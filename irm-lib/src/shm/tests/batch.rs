@@ -111,6 +111,38 @@ fn a_batch_pop_publishes_the_tail_once_and_wakes_a_blocked_writer_once() {
 }
 
 #[test]
+fn a_writer_asleep_on_a_full_ring_is_woken_once_a_quarter_of_it_is_free() {
+    let f = flow(geom(64, 16));
+    for i in 0..64u8 {
+        f.app.write(&[i], None, true).unwrap();
+    }
+    assert_eq!(f.app.write(b"x", None, true), Err(Error::Again));
+    let flag = &f.app.map().ctrl(Dir::Tx).producer_waiting;
+    flag.store(1, Ordering::SeqCst);
+    let mut bufs = [[0u8; 16]; 15];
+    let mut lens = [0usize; 15];
+    // 15 of 64 free: the writer sleeps on (its flag stays set), although
+    // the tail is handed back.
+    assert_eq!(f.ipcp.pop_tx_batch_into(&mut bufs, 0, &mut lens), Ok(15));
+    assert_eq!(shared_tail(f.app.map(), Dir::Tx), 15);
+    assert_eq!(pending_bytes(f.app.tx_fd()), 0);
+    assert_eq!(flag.load(Ordering::SeqCst), 1);
+    // 16 free: woken, once.
+    assert_eq!(f.ipcp.pop_tx_into(&mut [0; 16]), Ok(Some(1)));
+    assert_eq!(pending_bytes(f.app.tx_fd()), 1);
+    assert_eq!(flag.load(Ordering::SeqCst), 0);
+    // The writer refilled the ring in between: the mark counts the head
+    // as it is now, not as the IPCP last saw it.
+    for i in 0..16u8 {
+        f.app.write(&[i], None, true).unwrap();
+    }
+    flag.store(1, Ordering::SeqCst);
+    assert_eq!(f.ipcp.pop_tx_batch_into(&mut bufs, 0, &mut lens), Ok(15));
+    assert_eq!(pending_bytes(f.app.tx_fd()), 1, "no second byte");
+    assert_eq!(flag.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn reads_hand_slots_back_in_groups_and_always_when_the_ring_looks_empty() {
     let f = flow(geom(64, 16));
     // 64 slots: groups of 8.
