@@ -363,6 +363,12 @@ impl Worker {
                 break;
             }
             self.stats.rx_frames.fetch_add(n as u64, Ordering::Relaxed);
+            // First where each frame goes (the allocator's go at once), then
+            // the flows' SDUs, each run of one flow's SDUs under one hold of
+            // its ring. A flow's frames detoured here are all after those it
+            // keeps (a detour detours the rest), and come back later.
+            let mut deliver = [(0u32, 0usize, 0usize, 0usize); BATCH];
+            let mut count = 0;
             for i in 0..n {
                 let frame = &self.rx_bufs[i][..self.rx_lens[i]];
                 let (id, sdu) = match self.classify(frame) {
@@ -381,21 +387,43 @@ impl Worker {
                     }
                     Rx::Ignored => continue,
                 };
-                let frame = &self.rx_bufs[i][..self.rx_lens[i]];
+                if let Some(slot) = deliver.get_mut(count) {
+                    *slot = (id, i, sdu.start, sdu.end);
+                    count += 1;
+                }
+            }
+            let mut broken = Vec::new();
+            let mut k = 0;
+            while k < count {
+                let id = deliver[k].0;
+                let run = deliver[k..count].iter().take_while(|d| d.0 == id).count();
                 let Some(f) = self.flows.get_mut(&id) else {
+                    k += run;
                     continue;
                 };
-                match f.end.push_rx_quiet(&frame[sdu]) {
-                    Ok(true) => {
-                        if !f.wake_pending {
-                            f.wake_pending = true;
-                            self.to_wake.push(id);
+                let flow_end = Arc::clone(&f.end);
+                let mut ring = flow_end.rx_stager();
+                for &(_, i, start, end) in &deliver[k..k + run] {
+                    let frame = &self.rx_bufs[i][..self.rx_lens[i]];
+                    match ring.stage(&frame[start..end]) {
+                        Ok(true) => {
+                            if !f.wake_pending {
+                                f.wake_pending = true;
+                                self.to_wake.push(id);
+                            }
                         }
+                        Ok(false) => self.counters.rx_dropped_full += 1,
+                        Err(e @ Error::Invalid(_)) => {
+                            broken.push((id, e));
+                            break;
+                        }
+                        Err(e) => debug!("flow {id}: {e}"),
                     }
-                    Ok(false) => self.counters.rx_dropped_full += 1,
-                    Err(e @ Error::Invalid(_)) => self.corrupt(id, e),
-                    Err(e) => debug!("flow {id}: {e}"),
                 }
+                k += run;
+            }
+            for (id, e) in broken {
+                self.corrupt(id, e);
             }
             let now = self.now_ns();
             for id in std::mem::take(&mut self.to_wake) {
