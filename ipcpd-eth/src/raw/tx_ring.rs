@@ -18,8 +18,10 @@
 //!
 //! The status words are read and written atomically; frame bytes are
 //! written only while the slot is ours (status available). PACKET_LOSS is
-//! on: a frame the kernel refuses (say, the MTU shrank a moment ago) is
-//! skipped, never left blocking the ring.
+//! off: a frame the kernel refuses (say, the MTU shrank a moment ago and the
+//! IPCP has not heard yet) stops the kernel at that slot with status
+//! WRONG_FORMAT; the ring counts it as refused and moves the frames behind
+//! it one slot up, so none is lost uncounted and none is left blocking.
 #![allow(unsafe_code)]
 
 use super::rx_ring::{setsockopt, Region, RingShape, TPACKET_V2};
@@ -91,8 +93,9 @@ impl AsMut<[u8]> for TxSlot {
 /// Counters of the transmit ring.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TxCounters {
-    /// Frames refused before the kernel saw them (shorter than an Ethernet
-    /// header, longer than the MTU or the slot).
+    /// Frames refused: before the kernel saw them (shorter than an Ethernet
+    /// header, longer than the MTU or the slot), or by the kernel (longer
+    /// than an MTU that shrank before the IPCP heard of it).
     pub refused: u64,
     /// Frames handed back unsent because the kernel could not send (link down).
     pub unsent: u64,
@@ -141,9 +144,9 @@ impl TxRing {
         // SAFETY: sysconf has no memory effects.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
         let shape = RingShape::sized(mtu, page, TX_RING_BYTES);
-        // Version and loss mode must be set before the ring exists.
+        // The version must be set before the ring exists. PACKET_LOSS stays
+        // off: refused frames are counted (`skip_refused`), not dropped unseen.
         setsockopt(fd.as_fd(), libc::PACKET_VERSION, &TPACKET_V2)?;
-        setsockopt(fd.as_fd(), libc::PACKET_LOSS, &1i32)?;
         setsockopt(fd.as_fd(), libc::PACKET_TX_RING, &shape)?;
         let region = Region::map(fd.as_fd(), shape.bytes())?;
         if qdisc_bypass {
@@ -319,7 +322,8 @@ impl TxRing {
     fn kick(&mut self) -> io::Result<()> {
         let Some(fd) = &self.fd else { return Ok(()) };
         let fd = fd.as_raw_fd();
-        for _ in 0..KICK_TRIES {
+        let (mut tries, mut skips) = (0, 0);
+        while tries < KICK_TRIES {
             self.counters.kicks += 1;
             // SAFETY: a zero-length send on our own socket: no buffer is read;
             // the kernel sends the ring's requested slots.
@@ -328,11 +332,14 @@ impl TxRing {
                 if !self.unsent_waiting() {
                     return Ok(());
                 }
+                tries += 1;
                 continue;
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {}
+                Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOBUFS) => tries += 1,
+                // Each refused frame costs one send; at most a ring's worth.
+                _ if skips < self.shape.frame_nr && self.skip_refused() => skips += 1,
                 _ => {
                     self.take_back_unsent();
                     return Err(e);
@@ -340,6 +347,52 @@ impl TxRing {
             }
         }
         Ok(())
+    }
+
+    /// After a failed send: if the kernel stopped at a frame it refused
+    /// (status WRONG_FORMAT), count it and move every requested frame behind
+    /// it one slot up — the kernel resumes at the refused slot and sends in
+    /// order — freeing the last. Returns whether there was such a frame.
+    fn skip_refused(&mut self) -> bool {
+        let nr = self.shape.frame_nr as usize;
+        // The requested frames run back from head - 1; the slot in front of
+        // them is where the kernel stopped.
+        let mut requested = 0;
+        while requested < nr {
+            let i = (self.head + nr - 1 - requested) % nr;
+            if self.status(i).load(Ordering::Acquire) != TP_STATUS_SEND_REQUEST {
+                break;
+            }
+            requested += 1;
+        }
+        let refused = (self.head + nr - 1 - requested) % nr;
+        if requested == nr || self.status(refused).load(Ordering::Acquire) != TP_STATUS_WRONG_FORMAT
+        {
+            return false;
+        }
+        for k in 0..requested {
+            let (to, from) = ((refused + k) % nr, (refused + k + 1) % nr);
+            let to_slot = self.region.base.wrapping_add(self.shape.slot_offset(to));
+            let from_slot = self.region.base.wrapping_add(self.shape.slot_offset(from));
+            // SAFETY: both slots are ours (WRONG_FORMAT or SEND_REQUEST and
+            // the kernel is not in a send: it only reads the ring inside
+            // one); distinct slots, each frame_size bytes, so the header
+            // word and DATA_OFF + len lie inside them and do not overlap.
+            unsafe {
+                let len = std::ptr::read_volatile(from_slot.add(TP_LEN_OFF) as *const u32);
+                let len = (len as usize).min(self.shape.frame_size as usize - DATA_OFF);
+                std::ptr::copy_nonoverlapping(from_slot.add(DATA_OFF), to_slot.add(DATA_OFF), len);
+                std::ptr::write_volatile(to_slot.add(TP_LEN_OFF) as *mut u32, len as u32);
+            }
+            self.status(to)
+                .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
+        }
+        let last = (refused + requested) % nr;
+        self.status(last)
+            .store(TP_STATUS_AVAILABLE, Ordering::Release);
+        self.head = last;
+        self.counters.refused += 1;
+        true
     }
 
     /// Whether the last committed slot still waits for the kernel.
@@ -468,6 +521,47 @@ mod tests {
         }
         let lens: Vec<usize> = frames[..n].iter().map(Vec::len).collect();
         ring.commit(&lens).unwrap()
+    }
+
+    #[test]
+    fn a_frame_the_kernel_refused_is_counted_and_the_rest_move_up() {
+        let mut f = fake(None);
+        let frames = [frame(1, 100), frame(2, 200), frame(3, 300)];
+        assert_eq!(build(&mut f.ring, &frames), 3);
+        // The kernel sent slot 0, refused slot 1 and stopped there.
+        f.done(0);
+        f.ring
+            .status(1)
+            .store(TP_STATUS_WRONG_FORMAT, Ordering::Relaxed);
+        assert!(f.ring.skip_refused());
+        assert_eq!(f.ring.counters.refused, 1);
+        assert_eq!(f.status(1), TP_STATUS_SEND_REQUEST);
+        assert_eq!(f.sent(1), frames[2], "frame 3 moved into the refused slot");
+        assert_eq!(f.status(2), TP_STATUS_AVAILABLE);
+        // The next frame goes right behind it, where the kernel looks next.
+        assert_eq!(build(&mut f.ring, &[frame(4, 64)]), 1);
+        assert_eq!(f.sent(2), frame(4, 64));
+        // Nothing refused now: nothing to skip.
+        assert!(!f.ring.skip_refused());
+        assert_eq!(f.ring.counters.refused, 1);
+    }
+
+    #[test]
+    fn a_refused_last_frame_frees_its_slot() {
+        let mut f = fake(None);
+        assert_eq!(build(&mut f.ring, &[frame(1, 100), frame(2, 200)]), 2);
+        f.done(0);
+        f.ring
+            .status(1)
+            .store(TP_STATUS_WRONG_FORMAT, Ordering::Relaxed);
+        assert!(f.ring.skip_refused());
+        assert_eq!(f.status(1), TP_STATUS_AVAILABLE);
+        assert_eq!(build(&mut f.ring, &[frame(3, 64)]), 1);
+        assert_eq!(
+            f.sent(1),
+            frame(3, 64),
+            "the next frame reuses the refused slot"
+        );
     }
 
     #[test]
