@@ -208,8 +208,8 @@ impl MgmtBudget {
 /// Whether an accepted frame (Ethernet header first) is a management frame
 /// under the [`MgmtBudget`]: any ethflow type but DATA and KEEP_ALIVE. A
 /// KEEP_ALIVE is exempt: it carries liveness, which a flood spoofing the
-/// peer's MAC must not be able to starve, and the flow allocator handles it
-/// in O(1) with budgets of its own.
+/// peer's MAC must not be able to starve; the flow allocator handles it in
+/// O(1) and budgets those from MACs that are not its peers.
 pub fn is_management(frame: &[u8]) -> bool {
     frame
         .get(ETH_HEADER_LEN + 1)
