@@ -215,6 +215,11 @@ impl TxRing {
     }
 
     /// The status word of slot `i`, shared with the kernel.
+    /// The start of slot `i` (its tpacket2_hdr).
+    fn slot(&self, i: usize) -> *mut u8 {
+        self.region.base.wrapping_add(self.shape.slot_offset(i))
+    }
+
     fn status(&self, i: usize) -> &AtomicU32 {
         let off = self.shape.slot_offset(i);
         debug_assert!(off + self.shape.frame_size as usize <= self.region.len);
@@ -283,7 +288,7 @@ impl TxRing {
                 };
             }
             let i = (self.head + w) % nr;
-            let slot = self.region.base.wrapping_add(self.shape.slot_offset(i));
+            let slot = self.slot(i);
             let frame_len = match self.tag {
                 Some(t) => {
                     // SAFETY: the slot is ours (reserved, status available);
@@ -355,16 +360,8 @@ impl TxRing {
     /// order — freeing the last. Returns whether there was such a frame.
     fn skip_refused(&mut self) -> bool {
         let nr = self.shape.frame_nr as usize;
-        // The requested frames run back from head - 1; the slot in front of
-        // them is where the kernel stopped.
-        let mut requested = 0;
-        while requested < nr {
-            let i = (self.head + nr - 1 - requested) % nr;
-            if self.status(i).load(Ordering::Acquire) != TP_STATUS_SEND_REQUEST {
-                break;
-            }
-            requested += 1;
-        }
+        // The slot in front of the requested frames is where the kernel stopped.
+        let requested = self.requested_run();
         let refused = (self.head + nr - 1 - requested) % nr;
         if requested == nr || self.status(refused).load(Ordering::Acquire) != TP_STATUS_WRONG_FORMAT
         {
@@ -372,8 +369,7 @@ impl TxRing {
         }
         for k in 0..requested {
             let (to, from) = ((refused + k) % nr, (refused + k + 1) % nr);
-            let to_slot = self.region.base.wrapping_add(self.shape.slot_offset(to));
-            let from_slot = self.region.base.wrapping_add(self.shape.slot_offset(from));
+            let (to_slot, from_slot) = (self.slot(to), self.slot(from));
             // SAFETY: both slots are ours (WRONG_FORMAT or SEND_REQUEST and
             // the kernel is not in a send: it only reads the ring inside
             // one); distinct slots, each frame_size bytes, so the header
@@ -402,16 +398,25 @@ impl TxRing {
         self.status(last).load(Ordering::Acquire) == TP_STATUS_SEND_REQUEST
     }
 
+    /// How many slots just before the head still wait for the kernel
+    /// (status SEND_REQUEST): the frames it has not taken yet.
+    fn requested_run(&self) -> usize {
+        let nr = self.shape.frame_nr as usize;
+        (0..nr)
+            .take_while(|k| {
+                let i = (self.head + nr - 1 - k) % nr;
+                self.status(i).load(Ordering::Acquire) == TP_STATUS_SEND_REQUEST
+            })
+            .count()
+    }
+
     /// After a failed send: every requested slot is made available again
     /// and counted, and the head goes back to the first of them (where the
     /// kernel's own head stands, so the next frame is the next it sends).
     fn take_back_unsent(&mut self) {
         let nr = self.shape.frame_nr as usize;
-        for _ in 0..nr {
+        for _ in 0..self.requested_run() {
             let last = (self.head + nr - 1) % nr;
-            if self.status(last).load(Ordering::Acquire) != TP_STATUS_SEND_REQUEST {
-                break;
-            }
             self.status(last)
                 .store(TP_STATUS_AVAILABLE, Ordering::Release);
             self.counters.unsent += 1;
