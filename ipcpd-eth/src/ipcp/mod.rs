@@ -280,7 +280,23 @@ impl Ipcp {
             vlan: opts.vlan,
             keyed: keyed.is_some(),
         };
-        let open_raw = || -> Result<Box<dyn FrameIo>, String> {
+        let queues = worker::queues_wanted(&opts, keyed.is_some());
+        let (mut queue_socks, mut group) = (Vec::new(), None);
+        // Backend raw (chosen or fallen back to): one packet socket, or a
+        // fanout group of one per queue.
+        let open_raw = |socks: &mut Vec<Box<dyn FrameIo + Send>>,
+                        group: &mut Option<_>|
+         -> Result<Box<dyn FrameIo>, String> {
+            if queues > 1 {
+                return worker::open_fanout(
+                    link.ifindex,
+                    opts.ethertype,
+                    filter,
+                    queues,
+                    socks,
+                    group,
+                );
+            }
             let s = RawSocket::open(link.ifindex, opts.ethertype, filter).map_err(|e| {
                 format!(
                     "cannot open a packet socket on {}: {e} (are you root?)",
@@ -289,18 +305,8 @@ impl Ipcp {
             })?;
             Ok(Box::new(s))
         };
-        let queues = worker::queues_wanted(&opts, keyed.is_some());
-        let (mut queue_socks, mut group) = (Vec::new(), None);
         let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
-            "raw" if queues > 1 => worker::open_fanout(
-                link.ifindex,
-                opts.ethertype,
-                filter,
-                queues,
-                &mut queue_socks,
-                &mut group,
-            )?,
-            "raw" => open_raw()?,
+            "raw" => open_raw(&mut queue_socks, &mut group)?,
             // One AF_XDP frame per Ethernet frame: a larger MTU goes to raw,
             // and says so (the IPCP's backend name tells irmd and `irm ipcp list`).
             "xdp" | "auto" if link.mtu > crate::xdp::MAX_MTU => {
@@ -311,18 +317,7 @@ impl Ipcp {
                     opts.dev,
                     link.mtu
                 );
-                if queues > 1 {
-                    worker::open_fanout(
-                        link.ifindex,
-                        opts.ethertype,
-                        filter,
-                        queues,
-                        &mut queue_socks,
-                        &mut group,
-                    )?
-                } else {
-                    open_raw()?
-                }
+                open_raw(&mut queue_socks, &mut group)?
             }
             "xdp" | "auto" if queues > 1 => match worker::open_xdp(
                 &opts.dev,
@@ -336,15 +331,7 @@ impl Ipcp {
                 Ok(s) => s,
                 Err(e) if opts.backend == "auto" => {
                     warn!("backend auto: xdp unavailable ({e}); falling back to raw.");
-                    let socks = &mut queue_socks;
-                    worker::open_fanout(
-                        link.ifindex,
-                        opts.ethertype,
-                        filter,
-                        queues,
-                        socks,
-                        &mut group,
-                    )?
+                    open_raw(&mut queue_socks, &mut group)?
                 }
                 Err(e) => return Err(e),
             },
@@ -354,7 +341,7 @@ impl Ipcp {
                     Ok(s) => s,
                     Err(e) => {
                         warn!("backend auto: xdp unavailable ({e}); falling back to raw.");
-                        open_raw()?
+                        open_raw(&mut queue_socks, &mut group)?
                     }
                 }
             }
