@@ -39,6 +39,10 @@
  * The VLAN and address rules are those of ipcpd-eth/src/segment.rs (which
  * backend raw applies); keep the two in step.
  *
+ * Two entry points with the same rules: `ethflow_xdp` (section "xdp") for
+ * MTUs whose frames fit one buffer, `ethflow_xdp_frags` (section
+ * "xdp.frags") for larger ones (docs/decisions/0042-xdp-multi-buffer.md).
+ *
  * Built by ipcpd-eth/build.rs with clang -O2 -g -target bpf; loaded by aya.
  * No libbpf headers: the few helper declarations are below.
  */
@@ -55,6 +59,7 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FU
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
 static __u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)BPF_FUNC_ktime_get_coarse_ns;
 static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)BPF_FUNC_xdp_adjust_head;
+static __u64 (*bpf_xdp_get_buff_len)(struct xdp_md *ctx) = (void *)BPF_FUNC_xdp_get_buff_len;
 
 /* Set by the loader before the program is loaded (aya override_global). */
 volatile const __u16 ethertype = 0x88B5;		/* host byte order */
@@ -255,8 +260,14 @@ static __attribute__((always_inline)) int pop_vlan_tag(struct xdp_md *ctx)
 	return bpf_xdp_adjust_head(ctx, VLAN_HLEN) ? -1 : 0;
 }
 
-SEC("xdp")
-int ethflow_xdp(struct xdp_md *ctx)
+/*
+ * The filter, for both entry points. `frags`: the frame may continue past
+ * data_end in fragments (a multi-buffer frame, MTU above one page); the
+ * headers are still read from the linear part only (the drivers we run on,
+ * veth and the generic path, keep well over a page of it), and only the
+ * length check needs the whole frame's length.
+ */
+static __attribute__((always_inline)) int filter(struct xdp_md *ctx, int frags)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -312,7 +323,7 @@ int ethflow_xdp(struct xdp_md *ctx)
 	if ((void *)(h + 1) > data_end || h->version != ETHFLOW_VERSION)
 		return drop(C_DROP_MALFORMED);
 	/* Ethernet pads short frames, so the frame may be longer; never shorter. */
-	frame_len = data_end - data;
+	frame_len = frags ? bpf_xdp_get_buff_len(ctx) : (__u64)(data_end - data);
 	if (sizeof(*eth) + sizeof(*h) + __builtin_bswap16(h->len) > frame_len)
 		return drop(C_DROP_MALFORMED);
 
@@ -331,6 +342,25 @@ int ethflow_xdp(struct xdp_md *ctx)
 	if (may_pass(&unknown_eid_limiters, eth->h_source, unknown_eid_burst, unknown_eid_refill_ns))
 		return to_socket(ctx, C_PASS_UNKNOWN_EID);
 	return drop(C_DROP_UNKNOWN_EID);
+}
+
+/* Frames that fit one page: the single-buffer program (MTU up to 3826). */
+SEC("xdp")
+int ethflow_xdp(struct xdp_md *ctx)
+{
+	return filter(ctx, 0);
+}
+
+/*
+ * Loaded instead when the MTU needs multi-buffer frames (BPF_F_XDP_HAS_FRAGS:
+ * the driver may hand it a frame in several buffers; veth then takes native
+ * mode above its single-page MTU limit). The AF_XDP socket must be bound
+ * with XDP_USE_SG to receive such frames.
+ */
+SEC("xdp.frags")
+int ethflow_xdp_frags(struct xdp_md *ctx)
+{
+	return filter(ctx, 1);
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

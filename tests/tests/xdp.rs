@@ -356,15 +356,87 @@ fn xdp_falls_back_to_skb_mode_above_the_veth_native_limit() {
     max_sdu_over_xdp(&rig, mtu);
 }
 
-/// Backend xdp at MTU 9000 (one AF_XDP frame per Ethernet frame holds 3826
-/// bytes of MTU): the IPCP falls back to backend raw, says so at warn, and
-/// `irm ipcp list` shows the backend in use; no XDP program is left behind,
-/// and a jumbo SDU crosses.
+/// Backend xdp at MTU 9000 runs multi-buffer AF_XDP (frames of up to three
+/// 4 KiB chunks; decision 0042), not the raw fallback: the log and `irm
+/// ipcp list` say so, the program is on the interface (in the mode the log
+/// names), and SDUs of many sizes up to the max SDU cross both ways intact
+/// (content checked) through the AF_XDP sockets; one byte more is refused.
 #[test]
-fn xdp_at_a_jumbo_mtu_falls_back_to_raw_and_says_so() {
-    let Some(rig) = Rig::builder("xdp_at_a_jumbo_mtu_falls_back_to_raw_and_says_so")
+fn xdp_at_a_jumbo_mtu_runs_multi_buffer() {
+    let mtu = 9000;
+    let Some(rig) = xdp_rig("xdp_jumbo_multibuf", 2, 2, Some(mtu)) else {
+        return;
+    };
+    for h in rig.hosts() {
+        let line = h.expect_log("backend xdp on", Duration::from_secs(1));
+        assert!(line.contains("multi-buffer"), "{line}");
+        assert!(
+            !h.irmd_log().contains("falling back to backend raw"),
+            "{}",
+            h.irmd_log()
+        );
+        let list = h.irm_ok(&["ipcp", "list"]);
+        assert!(list.contains("multi-buffer"), "{list}");
+        let (_, mode) = xdp_program(h).expect("an XDP program on the interface");
+        let expect = if line.contains("native mode (in the driver)") {
+            "driver"
+        } else {
+            "generic"
+        };
+        assert_eq!(mode, expect, "{line}");
+        eprintln!("host {}: XDP mode {mode}; {line}", h.name());
+    }
+    let before: Vec<u64> = rig
+        .hosts()
+        .iter()
+        .map(|h| xdp_counters(h)[C_REDIRECT_DATA])
+        .collect();
+    // Around one chunk (3840 bytes of frame after the kernel's headroom,
+    // 4096 to send), two, three; 0 is the max SDU (MTU - 20).
+    let sizes = "1,64,1500,3806,3807,3820,4076,4077,5000,7660,7661,8172,8173,8979,0";
+    let _server = rig
+        .b()
+        .serve("flowtest", "flowtest", &["serve", "--flows", "1"]);
+    let done = rig.a().run(
+        "flowtest",
+        &["sizes", "-n", "flowtest", "--sizes", sizes],
+        LONG,
+    );
+    done.assert_success();
+    let out = &done.stdout;
+    let max_sdu = mtu as usize - 20;
+    assert!(
+        out.contains(&format!("ok sizes=15 max_sdu={max_sdu}")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("echo-ok bytes={max_sdu}")), "{out}");
+    let refused = out
+        .lines()
+        .find(|l| l.starts_with("oversize-refused"))
+        .unwrap_or_else(|| panic!("no refusal: {out}"));
+    assert_eq!(kv_num::<i32>(refused, "code"), libc::EMSGSIZE, "{out}");
+    for (h, b) in rig.hosts().iter().zip(before) {
+        let c = xdp_counters(h);
+        assert!(
+            c[C_REDIRECT_DATA] - b >= 16,
+            "host {}: the program redirected {} DATA frames, expected >= 16: {c:?}",
+            h.name(),
+            c[C_REDIRECT_DATA] - b
+        );
+        assert_eq!(c[C_DROP_MALFORMED], 0, "{c:?}");
+    }
+}
+
+/// Backend xdp at an MTU above what a chain of AF_XDP chunks holds (65 266):
+/// the IPCP falls back to backend raw, says so at warn, and `irm ipcp list`
+/// shows the backend in use; no XDP program is left behind, and a jumbo SDU
+/// crosses.
+#[test]
+fn xdp_above_the_multi_buffer_limit_falls_back_to_raw_and_says_so() {
+    let mtu = 65_535;
+    let Some(rig) = Rig::builder("xdp_above_multibuf_falls_back")
         .bare()
-        .mtu(9000)
+        .mtu(mtu)
         .build()
     else {
         return;
@@ -374,11 +446,14 @@ fn xdp_at_a_jumbo_mtu_falls_back_to_raw_and_says_so() {
         let done = bootstrap_xdp(h);
         assert!(
             done.success(),
-            "backend xdp at MTU 9000: {}",
+            "backend xdp at MTU {mtu}: {}",
             done.describe()
         );
         let line = h.expect_log("falling back to backend raw", Duration::from_secs(5));
-        assert!(line.contains("WARN") && line.contains("9000"), "{line}");
+        assert!(
+            line.contains("WARN") && line.contains(&mtu.to_string()),
+            "{line}"
+        );
         let list = h.irm_ok(&["ipcp", "list"]);
         assert!(list.contains("raw") && !list.contains("xdp ("), "{list}");
         assert!(
@@ -386,5 +461,5 @@ fn xdp_at_a_jumbo_mtu_falls_back_to_raw_and_says_so() {
             "the fallback left an XDP program behind"
         );
     }
-    max_sdu_over_xdp(&rig, 9000);
+    max_sdu_over_xdp(&rig, mtu);
 }

@@ -307,17 +307,47 @@ impl Ipcp {
         };
         let sock: Box<dyn FrameIo> = match opts.backend.as_str() {
             "raw" => open_raw(&mut queue_socks, &mut group)?,
-            // One AF_XDP frame per Ethernet frame: a larger MTU goes to raw,
-            // and says so (the IPCP's backend name tells irmd and `irm ipcp list`).
-            "xdp" | "auto" if link.mtu > crate::xdp::MAX_MTU => {
+            // Beyond a chain of AF_XDP chunks an MTU goes to raw, and says so
+            // (the IPCP's backend name tells irmd and `irm ipcp list`).
+            "xdp" | "auto" if link.mtu > crate::xdp::MAX_SG_MTU => {
                 warn!(
                     "backend {}: xdp carries MTUs up to {} and {} has MTU {}; falling back to backend raw.",
                     opts.backend,
-                    crate::xdp::MAX_MTU,
+                    crate::xdp::MAX_SG_MTU,
                     opts.dev,
                     link.mtu
                 );
                 open_raw(&mut queue_socks, &mut group)?
+            }
+            // Multi-buffer AF_XDP (frames of several chunks): when the kernel
+            // or the driver refuses it, raw carries the MTU, announced.
+            "xdp" | "auto" if link.mtu > crate::xdp::MAX_MTU => {
+                let opened = if queues > 1 {
+                    worker::open_xdp(
+                        &opts.dev,
+                        link.ifindex,
+                        opts.ethertype,
+                        link.mtu,
+                        filter,
+                        queues,
+                        &mut queue_socks,
+                    )
+                } else {
+                    crate::xdp::open(&opts.dev, link.ifindex, opts.ethertype, link.mtu, filter)
+                };
+                match opened {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(
+                            "backend {}: multi-buffer xdp for MTU {} (above {}) unavailable ({e}); falling back to backend raw.",
+                            opts.backend,
+                            link.mtu,
+                            crate::xdp::MAX_MTU
+                        );
+                        queue_socks.clear();
+                        open_raw(&mut queue_socks, &mut group)?
+                    }
+                }
             }
             "xdp" | "auto" if queues > 1 => match worker::open_xdp(
                 &opts.dev,

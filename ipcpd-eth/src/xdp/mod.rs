@@ -7,10 +7,16 @@
 //! * [`xsk`] — one AF_XDP socket with its UMEM and rings (own code over
 //!   libc; see docs/decisions/0005-af-xdp.md).
 //! * [`ring`] — the kernel-shared rings.
+//! * [`chain`] — multi-buffer frames: descriptor chains in and out.
+//!
+//! An MTU up to [`MAX_MTU`] takes one UMEM chunk per frame; above it (up to
+//! [`MAX_SG_MTU`]) the backend runs multi-buffer: the program's `xdp.frags`
+//! entry point and sockets bound with `XDP_USE_SG` (decision 0042).
 //!
 //! Dropping the backend detaches the program (its bpf_link closes) and closes
 //! the sockets; a crash does the same, since both are only file descriptors.
 
+pub mod chain;
 pub mod program;
 pub mod queues;
 pub mod ring;
@@ -30,6 +36,10 @@ use xsk::Xsk;
 /// The largest MTU the backend carries: an Ethernet frame must fit one UMEM
 /// chunk after the kernel's headroom (3840 bytes), minus the Ethernet header.
 pub const MAX_MTU: u32 = xsk::MAX_FRAME as u32 - 14;
+
+/// The largest MTU multi-buffer mode carries: a frame of [`xsk::MAX_SEGS`]
+/// receive chunks, minus the Ethernet header (65 266).
+pub const MAX_SG_MTU: u32 = xsk::MAX_SG_FRAME as u32 - 14;
 
 /// Open the XDP backend on an interface (see the module docs).
 pub fn open(
@@ -60,6 +70,8 @@ pub struct XdpBackend {
     tx_tag: Option<[u8; VLAN_TAG_LEN]>,
     /// The MACs in the program's `peer_macs` map.
     peers: HashSet<Mac>,
+    /// Multi-buffer mode (frames of several chunks).
+    sg: bool,
 }
 
 /// The number of receive queues of `dev`, from sysfs (1 if it cannot tell).
@@ -82,23 +94,26 @@ impl XdpBackend {
         mtu: u32,
         filter: SegmentFilter,
     ) -> Result<XdpBackend, String> {
-        if mtu > MAX_MTU {
+        if mtu > MAX_SG_MTU {
             return Err(format!(
-                "backend xdp carries MTUs up to {MAX_MTU} (one 4 KiB AF_XDP frame per Ethernet frame); \
-                 {dev} has MTU {mtu}: lower the MTU or use backend raw"
+                "backend xdp carries MTUs up to {MAX_SG_MTU} (a frame of at most {} AF_XDP chunks); \
+                 {dev} has MTU {mtu}: lower the MTU or use backend raw",
+                xsk::MAX_SEGS
             ));
         }
+        // One chunk per frame while frames fit one; else multi-buffer.
+        let sg = mtu > MAX_MTU;
         raise_memlock_limit();
         let n_queues = rx_queue_count(dev);
         let want = program::Want::from_env()?;
-        let (mut program, why) = Program::attach(ifindex, ethertype, filter, n_queues, want)
+        let (mut program, why) = Program::attach(ifindex, ethertype, filter, n_queues, want, sg)
             .map_err(|e| format!("XDP on {dev}: {e}"))?;
         let mut queues = Vec::new();
         let mut copy_reason = None;
         for q in 0..n_queues {
             // Zero-copy needs the driver's support, which only native mode uses.
             let zc = if program.mode() == Mode::Native && copy_reason.is_none() {
-                Xsk::open(ifindex, q, true)
+                Xsk::open(ifindex, q, true, sg)
                     .map_err(|e| copy_reason = Some(format!("zero-copy refused: {e}")))
                     .ok()
             } else {
@@ -106,8 +121,11 @@ impl XdpBackend {
             };
             let sock = match zc {
                 Some(s) => s,
-                None => Xsk::open(ifindex, q, false).map_err(|e| {
-                    format!("cannot open an AF_XDP socket on queue {q} of {dev}: {e}")
+                None => Xsk::open(ifindex, q, false, sg).map_err(|e| match sg {
+                    true => format!(
+                        "the kernel refused a multi-buffer AF_XDP socket (XDP_USE_SG) on queue {q} of {dev}: {e}"
+                    ),
+                    false => format!("cannot open an AF_XDP socket on queue {q} of {dev}: {e}"),
                 })?,
             };
             program.set_socket(q, sock.as_fd())?;
@@ -121,13 +139,21 @@ impl XdpBackend {
         } else {
             "copy"
         };
+        let buffers = match sg {
+            true => format!(
+                ", multi-buffer (MTU {mtu} is above {MAX_MTU}: frames of up to {} chunks)",
+                xsk::MAX_SEGS
+            ),
+            false => String::new(),
+        };
         info!(
-            "backend xdp on {dev}: program attached in {why}; {} AF_XDP socket(s), {copy} mode{}.",
+            "backend xdp on {dev}: program attached in {why}; {} AF_XDP socket(s), {copy} mode{}{buffers}.",
             queues.len(),
             copy_reason.map(|r| format!(" ({r})")).unwrap_or_default()
         );
+        let multi = if sg { ", multi-buffer" } else { "" };
         Ok(XdpBackend {
-            name: format!("xdp ({}, {copy})", program.mode().name()),
+            name: format!("xdp ({}, {copy}{multi})", program.mode().name()),
             program,
             socks: XskGroup::new(queues).map_err(|e| e.to_string())?,
             dev: dev.to_string(),
@@ -136,6 +162,7 @@ impl XdpBackend {
             filter,
             tx_tag: filter.tx_tag(),
             peers: HashSet::new(),
+            sg,
         })
     }
 
@@ -147,7 +174,11 @@ impl XdpBackend {
             .collect();
         let mut sum = xsk::XskStats::default();
         let mut too_big = 0;
+        let mut chain_drops = [0u64; 4];
         for q in self.socks.iter() {
+            for (sum, n) in chain_drops.iter_mut().zip(q.rx_chain_drops()) {
+                *sum += n;
+            }
             if let Ok(s) = q.stats() {
                 sum.rx_dropped += s.rx_dropped;
                 sum.rx_ring_full += s.rx_ring_full;
@@ -163,6 +194,14 @@ impl XdpBackend {
             ("xsk_tx_invalid", sum.tx_invalid),
             ("xsk_tx_too_big", too_big),
         ]);
+        if self.sg {
+            out.extend([
+                ("xsk_rx_chain_bad_desc", chain_drops[0]),
+                ("xsk_rx_chain_too_long", chain_drops[1]),
+                ("xsk_rx_chain_too_big", chain_drops[2]),
+                ("xsk_rx_chain_tail", chain_drops[3]),
+            ]);
+        }
         out
     }
 }
@@ -185,6 +224,10 @@ impl FrameIo for XdpBackend {
     }
 
     fn tx_slots(&mut self, want: usize) -> Option<&mut [crate::raw::TxSlot]> {
+        // A slot is one chunk; multi-buffer frames are cut from a buffer.
+        if self.sg {
+            return None;
+        }
         let tagged = self.tx_tag.is_some();
         Some(self.socks.tx().reserve(want, tagged))
     }
@@ -239,15 +282,18 @@ impl FrameIo for XdpBackend {
     }
 
     fn max_mtu(&self) -> Option<u32> {
-        Some(MAX_MTU)
+        Some(self.max_mtu())
     }
 
-    /// An MTU above [`MAX_MTU`] (possible in SKB mode): fall back to backend
-    /// raw, announced (the caller swaps it in; this one detaches on drop).
+    /// An MTU above what this backend was opened for (possible in SKB
+    /// mode): fall back to backend raw, announced (the caller swaps it in;
+    /// this one detaches on drop). A single-buffer backend does not turn
+    /// multi-buffer while running: its program and sockets would both change.
     fn reopen_for_mtu(&self, mtu: u32) -> Option<io::Result<Box<dyn FrameIo>>> {
-        (mtu > MAX_MTU).then(|| {
+        let limit = self.max_mtu();
+        (mtu > limit).then(|| {
             warn!(
-                "backend xdp on {} carries MTUs up to {MAX_MTU}, the link now has {mtu}: falling back to backend raw.",
+                "backend xdp on {} was opened for MTUs up to {limit}, the link now has {mtu}: falling back to backend raw.",
                 self.dev
             );
             let ifindex = i32::try_from(self.ifindex)
@@ -270,6 +316,17 @@ impl Drop for XdpBackend {
             self.dev,
             counters.join(" ")
         );
+    }
+}
+
+impl XdpBackend {
+    /// The largest MTU this backend carries: one chunk's, or a chain's.
+    fn max_mtu(&self) -> u32 {
+        if self.sg {
+            MAX_SG_MTU
+        } else {
+            MAX_MTU
+        }
     }
 }
 

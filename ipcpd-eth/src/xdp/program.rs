@@ -154,13 +154,16 @@ fn key(eid: Eid) -> u64 {
 impl Program {
     /// Load the program for `ethertype` and the segment filter (our MAC and
     /// VLAN) with room for `queues` sockets and attach it to `ifindex` as
-    /// `want` says. Returns it and a sentence saying which mode is active and why.
+    /// `want` says; `frags`: the multi-buffer entry point (section
+    /// `xdp.frags`, for frames larger than one page). Returns it and a
+    /// sentence saying which mode is active and why.
     pub fn attach(
         ifindex: u32,
         ethertype: u16,
         filter: SegmentFilter,
         queues: u32,
         want: Want,
+        frags: bool,
     ) -> Result<(Program, String), String> {
         let object = object()?;
         let our_mac = mac_key(filter.mac);
@@ -188,13 +191,24 @@ impl Program {
                     describe(&e)
                 )
             })?;
+        let name = if frags {
+            "ethflow_xdp_frags"
+        } else {
+            "ethflow_xdp"
+        };
         let prog: &mut Xdp = ebpf
-            .program_mut("ethflow_xdp")
-            .ok_or("the XDP object has no program ethflow_xdp")?
+            .program_mut(name)
+            .ok_or(format!("the XDP object has no program {name}"))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| describe(&e))?;
-        prog.load()
-            .map_err(|e| format!("the kernel refused the XDP program: {}", describe(&e)))?;
+        prog.load().map_err(|e| {
+            let what = if frags {
+                " (multi-buffer, xdp.frags)"
+            } else {
+                ""
+            };
+            format!("the kernel refused the XDP program{what}: {}", describe(&e))
+        })?;
         let native = match want {
             Want::Skb => None,
             Want::Native | Want::NativeElseSkb => {

@@ -92,6 +92,7 @@ pub struct XskSet {
     socks: XskGroup,
     tx_tag: Option<[u8; VLAN_TAG_LEN]>,
     name: String,
+    max_mtu: u32,
 }
 
 impl XdpBackend {
@@ -120,6 +121,7 @@ impl XdpBackend {
                     socks: XskGroup::new(queues)?,
                     tx_tag: self.tx_tag,
                     name: self.name.clone(),
+                    max_mtu: self.max_mtu(),
                 })
             })
             .collect()
@@ -144,6 +146,6 @@ impl FrameIo for XskSet {
     }
 
     fn max_mtu(&self) -> Option<u32> {
-        Some(super::MAX_MTU)
+        Some(self.max_mtu)
     }
 }

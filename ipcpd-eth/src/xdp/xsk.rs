@@ -8,8 +8,14 @@
 //!
 //! Frames are copied between the UMEM and the IPCP's buffers; the kernel's
 //! own copy mode (veth, SKB mode) copies once more on its side.
+//!
+//! Multi-buffer (`XDP_USE_SG`, for MTUs above [`MAX_FRAME`] less the
+//! Ethernet header): a frame arrives as a chain of up to [`MAX_SEGS`]
+//! descriptors and goes out as one; [`super::chain`] finds the chains and
+//! cuts the frames, this module copies them.
 #![allow(unsafe_code)]
 
+use super::chain::{self, Chain};
 use super::ring::{ConsRing, ProdRing};
 use crate::raw::TxSlot;
 use std::io;
@@ -27,6 +33,12 @@ pub const TX_FRAMES: u32 = 2048;
 const KERNEL_HEADROOM: u32 = 256;
 /// The largest Ethernet frame (without FCS) one chunk receives.
 pub const MAX_FRAME: usize = (FRAME_SIZE - KERNEL_HEADROOM) as usize;
+/// Descriptors per frame in multi-buffer mode, at most: the kernel's copy
+/// mode takes a frame of up to MAX_SKB_FRAGS (17 by default) buffers plus
+/// the first; one fewer keeps a margin. 17 receive chunks hold 65 280 bytes.
+pub const MAX_SEGS: u32 = 17;
+/// The largest Ethernet frame a chain receives (before the IPCP's own limit).
+pub const MAX_SG_FRAME: usize = MAX_SEGS as usize * MAX_FRAME;
 /// How long `send` waits for a transmit chunk when all are in flight.
 const TX_WAIT: Duration = Duration::from_millis(200);
 /// sendto calls per `send`, at most: copy mode sends 32 frames per call.
@@ -100,8 +112,18 @@ pub struct Xsk {
     tx_reserved: Vec<u64>,
     tx_slots: Vec<TxSlot>,
     zero_copy: bool,
-    /// Frames refused by `send` because they exceed a chunk.
+    /// Frames refused by `send` because they exceed a chunk (a chain of
+    /// [`MAX_SEGS`] in multi-buffer mode).
     pub tx_too_big: u64,
+    /// Bound with `XDP_USE_SG`: frames may take several descriptors.
+    sg: bool,
+    /// Multi-buffer receive: the rest of a chain dropped as too long is
+    /// skipped up to its end.
+    rx_skipping: bool,
+    /// Received chains dropped, by [`chain::DropWhy`] (see [`Xsk::rx_chain_drops`]).
+    rx_drops: [u64; 4],
+    /// A frame with an 802.1Q tag put in, to be cut into chunks.
+    tx_scratch: Vec<u8>,
 }
 
 fn setsockopt<T>(fd: BorrowedFd<'_>, name: i32, val: &T) -> io::Result<()> {
@@ -153,8 +175,9 @@ unsafe impl Send for Xsk {}
 
 impl Xsk {
     /// Create the socket and its UMEM and bind it to `queue` of `ifindex`:
-    /// zero-copy when asked (the driver must offer it), else copy mode.
-    pub fn open(ifindex: u32, queue: u32, zero_copy: bool) -> io::Result<Xsk> {
+    /// zero-copy when asked (the driver must offer it), else copy mode;
+    /// multi-buffer (`XDP_USE_SG`) when `sg`.
+    pub fn open(ifindex: u32, queue: u32, zero_copy: bool, sg: bool) -> io::Result<Xsk> {
         // SAFETY: plain socket() call; the fd is owned at once.
         let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -209,7 +232,7 @@ impl Xsk {
         };
         let sxdp = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
-            sxdp_flags: mode | libc::XDP_USE_NEED_WAKEUP,
+            sxdp_flags: mode | libc::XDP_USE_NEED_WAKEUP | if sg { libc::XDP_USE_SG } else { 0 },
             sxdp_ifindex: ifindex,
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
@@ -241,6 +264,10 @@ impl Xsk {
             tx_slots: Vec::with_capacity(crate::raw::BATCH),
             zero_copy,
             tx_too_big: 0,
+            sg,
+            rx_skipping: false,
+            rx_drops: [0; 4],
+            tx_scratch: Vec::new(),
         })
     }
 
@@ -248,10 +275,24 @@ impl Xsk {
         self.zero_copy
     }
 
+    /// Bound with `XDP_USE_SG` (multi-buffer frames).
+    pub fn multi_buffer(&self) -> bool {
+        self.sg
+    }
+
+    /// Received chains dropped: (bad descriptor, too many descriptors,
+    /// larger than the buffer, tail of a too-long chain).
+    pub fn rx_chain_drops(&self) -> [u64; 4] {
+        self.rx_drops
+    }
+
     /// Copy up to `bufs.len()` received frames out and give their chunks back
     /// to the kernel. A frame larger than its buffer is cut to the buffer
     /// (the parser then refuses it by its length field).
     pub fn recv(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
+        if self.sg {
+            return self.recv_chains(bufs, lens);
+        }
         let n = self.rx.available().min(bufs.len().min(lens.len()) as u32);
         for i in 0..n {
             let desc = self.rx.peek(i);
@@ -279,6 +320,79 @@ impl Xsk {
         n as usize
     }
 
+    /// [`Xsk::recv`] in multi-buffer mode: each frame is a chain of
+    /// descriptors ([`chain::next_chain`]), copied into one buffer end to
+    /// end; a chain that is malformed or larger than its buffer is dropped
+    /// whole and counted. Every chunk read goes back to the fill ring.
+    fn recv_chains(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
+        let avail = self.rx.available();
+        let want = bufs.len().min(lens.len());
+        let rx_end = u64::from(RX_FRAMES * FRAME_SIZE);
+        let (mut i, mut got) = (0u32, 0usize);
+        while i < avail && got < want {
+            let umem = &self.umem;
+            let rx = &self.rx;
+            let valid = |d: &libc::xdp_desc| {
+                d.addr < rx_end && umem.chunk_bytes(d.addr, d.len as usize).is_some()
+            };
+            let step = chain::next_chain(
+                avail - i,
+                |k| rx.peek(i + k),
+                self.rx_skipping,
+                MAX_SEGS,
+                bufs[got].len(),
+                valid,
+            );
+            let segs = match step {
+                Chain::Partial => break,
+                Chain::Frame { segs, len } => {
+                    let buf = &mut bufs[got];
+                    let mut at = 0usize;
+                    for k in 0..segs {
+                        let d = rx.peek(i + k);
+                        let n = d.len as usize;
+                        // next_chain checked every descriptor (valid) and
+                        // the sum against the buffer.
+                        if let Some(src) = umem.chunk_bytes(d.addr, n) {
+                            // SAFETY: `src..src+n` lies inside one UMEM
+                            // chunk the kernel handed us in the rx ring,
+                            // untouched until it is back in the fill ring;
+                            // `at + n <= len <= buf.len()` (next_chain).
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr().add(at), n)
+                            };
+                            at += n;
+                        }
+                    }
+                    lens[got] = at.min(len);
+                    got += 1;
+                    segs
+                }
+                Chain::Drop { segs, why, more } => {
+                    self.rx_drops[why as usize] += 1;
+                    self.rx_skipping = more;
+                    segs
+                }
+            };
+            for k in 0..segs {
+                let d = self.rx.peek(i + k);
+                if d.addr < rx_end {
+                    self.fill.push(d.addr - d.addr % u64::from(FRAME_SIZE));
+                }
+            }
+            i += segs;
+        }
+        if i > 0 {
+            self.rx.release(i);
+            self.fill.submit();
+            if self.fill.needs_wakeup() {
+                self.kick_rx();
+            }
+        }
+        self.reap_completions();
+        got
+    }
+
     /// Queue whole Ethernet frames on the tx ring and make the kernel send
     /// them, each with `tag` (an 802.1Q tag) put in after the MACs if given.
     /// Waits (bounded) when every transmit chunk is in flight.
@@ -288,6 +402,14 @@ impl Xsk {
         let mut sent = 0;
         for frame in frames {
             let len = frame.len() + extra;
+            if self.sg && len > FRAME_SIZE as usize && !(tag.is_some() && frame.len() < 12) {
+                match self.send_chain(frame, tag)? {
+                    Some(true) => sent += 1,
+                    Some(false) => self.tx_too_big += 1,
+                    None => break,
+                }
+                continue;
+            }
             if len > FRAME_SIZE as usize || (tag.is_some() && frame.len() < 12) {
                 self.tx_too_big += 1;
                 continue;
@@ -335,6 +457,66 @@ impl Xsk {
         self.tx.submit();
         self.kick_tx()?;
         Ok(sent)
+    }
+
+    /// One frame larger than a chunk as a chain of descriptors, all but the
+    /// last with `XDP_PKT_CONTD` (not yet submitted). `Some(false)`: more
+    /// than [`MAX_SEGS`] chunks; `None`: the chunks did not come free in time.
+    fn send_chain(&mut self, frame: &[u8], tag: Option<[u8; 4]>) -> io::Result<Option<bool>> {
+        let bytes: &[u8] = match tag {
+            Some(t) => {
+                self.tx_scratch.clear();
+                self.tx_scratch.extend_from_slice(&frame[..12]);
+                self.tx_scratch.extend_from_slice(&t);
+                self.tx_scratch.extend_from_slice(&frame[12..]);
+                &self.tx_scratch
+            }
+            None => frame,
+        };
+        let Some(cuts) = chain::segments(bytes.len(), FRAME_SIZE as usize, MAX_SEGS as usize)
+        else {
+            return Ok(Some(false));
+        };
+        let cuts: Vec<(usize, usize)> = cuts.collect();
+        let mut chunks = Vec::with_capacity(cuts.len());
+        while chunks.len() < cuts.len() {
+            match self.tx_free.pop() {
+                Some(a) => chunks.push(a),
+                None => {
+                    self.tx.submit();
+                    match self.wait_for_tx_chunk()? {
+                        Some(a) => chunks.push(a),
+                        None => {
+                            self.tx_free.extend(chunks);
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+        }
+        let bytes: &[u8] = match tag {
+            Some(_) => &self.tx_scratch,
+            None => frame,
+        };
+        for (k, (&addr, &(off, n))) in chunks.iter().zip(&cuts).enumerate() {
+            let dst = self
+                .umem
+                .chunk_bytes(addr, n)
+                .expect("tx chunks lie inside the UMEM");
+            // SAFETY: the chunk is ours (taken from tx_free: in no ring) and
+            // holds `n` ≤ FRAME_SIZE bytes from `dst` (chunk_bytes checked);
+            // `off + n <= bytes.len()` (segments).
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(off), dst, n) };
+            let last = k + 1 == cuts.len();
+            // Never full: the ring has a slot for every transmit chunk.
+            let pushed = self.tx.push(libc::xdp_desc {
+                addr,
+                len: n as u32,
+                options: if last { 0 } else { libc::XDP_PKT_CONTD },
+            });
+            debug_assert!(pushed, "tx ring smaller than the transmit chunks");
+        }
+        Ok(Some(true))
     }
 
     /// Up to `want` transmit chunks to build untagged frames in, in place

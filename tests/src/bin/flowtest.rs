@@ -61,6 +61,15 @@ enum Cmd {
         #[arg(short = 'n', long)]
         name: String,
     },
+    /// SDUs of each size in `sizes` echo intact (content checked), in
+    /// both directions; then one byte over max_sdu is refused (EMSGSIZE).
+    Sizes {
+        #[arg(short = 'n', long)]
+        name: String,
+        /// Sizes to echo, comma-separated (0 = max_sdu).
+        #[arg(long, value_delimiter = ',', required = true)]
+        sizes: Vec<usize>,
+    },
     /// Allocate one flow; print the flow id or the error and its code (exit 2).
     Alloc {
         #[arg(short = 'n', long)]
@@ -139,6 +148,7 @@ fn main() {
             linger_ms,
         } => multi(&name, flows, rounds, Duration::from_millis(linger_ms)),
         Cmd::Maxsdu { name } => maxsdu(&name),
+        Cmd::Sizes { name, sizes } => echo_sizes(&name, &sizes),
         Cmd::Alloc {
             name,
             alloc_timeout,
@@ -345,6 +355,44 @@ fn maxsdu(name: &str) -> i32 {
         return code;
     }
     println!("ok max_sdu={max}");
+    0
+}
+
+/// Content that differs by size and position (no period of 256).
+fn sized_payload(size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|k| (k.wrapping_mul(7) ^ (k / 251) ^ size.wrapping_mul(13)) as u8)
+        .collect()
+}
+
+fn echo_sizes(name: &str, sizes: &[usize]) -> i32 {
+    let flow = match alloc_flow(name, &Qos::raw()) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let max = flow.max_sdu();
+    println!("max_sdu={max}");
+    for &size in sizes {
+        let size = if size == 0 { max } else { size };
+        if size > max {
+            return check_failed(&format!("size-above-max size={size} max_sdu={max}"));
+        }
+        if let Err(code) = echo_once(&flow, &sized_payload(size)) {
+            return code;
+        }
+        println!("echo-ok bytes={size}");
+    }
+    match flow.write(&sized_payload(max + 1)) {
+        Err(e) if e.code() == libc::EMSGSIZE => {
+            println!("oversize-refused code={} err={e}", e.code())
+        }
+        Err(e) => return check_failed(&format!("oversize-wrong-error code={} err={e}", e.code())),
+        Ok(n) => return check_failed(&format!("oversize-accepted wrote={n} max_sdu={max}")),
+    }
+    if let Err(code) = echo_once(&flow, b"after the refused SDU") {
+        return code;
+    }
+    println!("ok sizes={} max_sdu={max}", sizes.len());
     0
 }
 
