@@ -386,14 +386,22 @@ fn xdp_at_a_jumbo_mtu_runs_multi_buffer() {
         assert_eq!(mode, expect, "{line}");
         eprintln!("host {}: XDP mode {mode}; {line}", h.name());
     }
+    let max_sdu = jumbo_sizes_round(&rig);
+    assert_eq!(max_sdu, mtu as usize - 20);
+}
+
+/// SDUs of many sizes up to the max SDU echoed intact between hosts a and b
+/// (`flowtest sizes`), one byte more refused; every DATA frame went through
+/// both hosts' XDP programs. Returns the max SDU.
+fn jumbo_sizes_round(rig: &Rig) -> usize {
     let before: Vec<u64> = rig
         .hosts()
         .iter()
         .map(|h| xdp_counters(h)[C_REDIRECT_DATA])
         .collect();
     // Around one chunk (3840 bytes of frame after the kernel's headroom,
-    // 4096 to send), two, three; 0 is the max SDU (MTU - 20).
-    let sizes = "1,64,1500,3806,3807,3820,4076,4077,5000,7660,7661,8172,8173,8979,0";
+    // 4096 to send), two, three; 0 is the max SDU.
+    let sizes = "1,64,1500,3806,3807,3820,4076,4077,5000,7660,7661,8172,8173,8900,0";
     let _server = rig
         .b()
         .serve("flowtest", "flowtest", &["serve", "--flows", "1"]);
@@ -404,11 +412,11 @@ fn xdp_at_a_jumbo_mtu_runs_multi_buffer() {
     );
     done.assert_success();
     let out = &done.stdout;
-    let max_sdu = mtu as usize - 20;
-    assert!(
-        out.contains(&format!("ok sizes=15 max_sdu={max_sdu}")),
-        "{out}"
-    );
+    let ok = out
+        .lines()
+        .find(|l| l.starts_with("ok sizes=15 "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let max_sdu: usize = kv_num(ok, "max_sdu");
     assert!(out.contains(&format!("echo-ok bytes={max_sdu}")), "{out}");
     let refused = out
         .lines()
@@ -425,6 +433,36 @@ fn xdp_at_a_jumbo_mtu_runs_multi_buffer() {
         );
         assert_eq!(c[C_DROP_MALFORMED], 0, "{c:?}");
     }
+    max_sdu
+}
+
+/// The same over a layer with `vlan 7`: every frame carries an 802.1Q tag,
+/// which the sender puts into the first chunk of a chain and the program
+/// takes out of the first buffer of a multi-buffer frame.
+#[test]
+fn xdp_at_a_jumbo_mtu_runs_multi_buffer_on_a_vlan() {
+    let Some(rig) = Rig::builder("xdp_jumbo_multibuf_vlan")
+        .bare()
+        .mtu(9000)
+        .build()
+    else {
+        return;
+    };
+    for h in rig.hosts() {
+        h.start_irmd(&[]);
+        let done = h.bootstrap_ipcp(h.ipcp_name(), "xdp", &["vlan", "7"]);
+        assert!(
+            done.success(),
+            "host {}: backend xdp, vlan 7: {}\n{}",
+            h.name(),
+            done.describe(),
+            h.irmd_log()
+        );
+        let line = h.expect_log("backend xdp on", Duration::from_secs(5));
+        assert!(line.contains("multi-buffer"), "{line}");
+    }
+    let max_sdu = jumbo_sizes_round(&rig);
+    assert!(max_sdu > 8900, "max SDU {max_sdu}");
 }
 
 /// Backend xdp at an MTU above what a chain of AF_XDP chunks holds (65 266):
