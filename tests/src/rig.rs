@@ -642,9 +642,17 @@ impl Host {
 
     /// Starts irmd with `args` and waits for its socket.
     pub fn start_irmd(&self, args: &[String]) {
+        self.start_irmd_env(args, &[]);
+    }
+
+    /// [`Host::start_irmd`] with `env` added to irmd's environment (which
+    /// the IPCPs it starts inherit).
+    pub fn start_irmd_env(&self, args: &[String], env: &[(&str, &str)]) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let label = self.shared.label(&self.name, "irmd");
-        let proc = Proc::spawn(self.cmd("irmd", &args), &self.shared.dir, &label);
+        let mut cmd = self.cmd("irmd", &args);
+        cmd.envs(env.iter().copied());
+        let proc = Proc::spawn(cmd, &self.shared.dir, &label);
         self.shared.track(&proc, true);
         let deadline = Instant::now() + START_TIMEOUT;
         while !self.socket.exists() {

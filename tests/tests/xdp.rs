@@ -465,6 +465,37 @@ fn xdp_at_a_jumbo_mtu_runs_multi_buffer_on_a_vlan() {
     assert!(max_sdu > 8900, "max SDU {max_sdu}");
 }
 
+/// With `ETHFLOW_XDP_MODE=skb` the multi-buffer program runs in the
+/// generic path (an skb per frame) and carries the same sizes.
+#[test]
+fn xdp_at_a_jumbo_mtu_runs_multi_buffer_in_skb_mode() {
+    let Some(rig) = Rig::builder("xdp_jumbo_multibuf_skb")
+        .bare()
+        .mtu(9000)
+        .build()
+    else {
+        return;
+    };
+    for h in rig.hosts() {
+        h.start_irmd_env(&[], &[("ETHFLOW_XDP_MODE", "skb")]);
+        let done = bootstrap_xdp(h);
+        assert!(
+            done.success(),
+            "host {}: backend xdp in SKB mode: {}\n{}",
+            h.name(),
+            done.describe(),
+            h.irmd_log()
+        );
+        let line = h.expect_log("backend xdp on", Duration::from_secs(5));
+        assert!(
+            line.contains("multi-buffer") && line.contains("SKB mode"),
+            "{line}"
+        );
+        assert_eq!(xdp_program(h).map(|p| p.1).as_deref(), Some("generic"));
+    }
+    assert_eq!(jumbo_sizes_round(&rig), 8980);
+}
+
 /// Backend xdp at an MTU above what a chain of AF_XDP chunks holds (65 266):
 /// the IPCP falls back to backend raw, says so at warn, and `irm ipcp list`
 /// shows the backend in use; no XDP program is left behind, and a jumbo SDU
