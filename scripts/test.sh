@@ -34,7 +34,8 @@ bash scripts/deb-test.sh --no-build || status=1
 echo "==> end-to-end tests, backend raw"
 ETHFLOW_BACKEND=raw cargo test -p ethflow-tests --no-fail-fast -- --test-threads=1 || status=1
 # The same flow, liveness, segment and layer-key suites over the XDP fast path (tests/tests/xdp.rs
-# already ran above: it bootstraps xdp itself).
+# already ran above: it bootstraps xdp itself, multi-buffer at MTU 9000 included; here the flow
+# suite's jumbo case runs multi-buffer AF_XDP too, decision 0042).
 echo "==> end-to-end tests, backend xdp"
 ETHFLOW_BACKEND=xdp cargo test -p ethflow-tests --no-fail-fast --test flows --test liveness --test segment --test layer_key --test mtu -- --test-threads=1 || status=1
 # The flow and liveness suites again with four receive queues per veth end and
