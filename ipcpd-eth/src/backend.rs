@@ -13,6 +13,13 @@ pub trait FrameIo {
     fn name(&self) -> String;
     /// The fd that becomes readable when frames wait.
     fn rx_fd(&self) -> BorrowedFd<'_>;
+    /// Frames are received through a ring in memory shared with the kernel:
+    /// looking for them costs no syscall, so the event loop may take
+    /// [`FrameIo::rx_fd`] out of its epoll set while it is busy (see
+    /// `ipcp::rx_watch`). `false`: the fd stays watched.
+    fn rx_is_ring(&self) -> bool {
+        false
+    }
     /// Receive up to `bufs.len()` whole Ethernet frames without blocking;
     /// `lens[i]` gets each length. Returns how many arrived (0 = none waiting).
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize>;

@@ -725,6 +725,9 @@ impl crate::backend::FrameIo for RawSocket {
     fn rx_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+    fn rx_is_ring(&self) -> bool {
+        self.rx_ring.is_some()
+    }
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         RawSocket::recv_batch(self, bufs, lens)
     }

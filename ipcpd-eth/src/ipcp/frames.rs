@@ -6,8 +6,9 @@ use super::*;
 impl Ipcp {
     /// Read frames until none wait (bounded per turn). With a receive ring
     /// each frame is handled where the kernel put it: the only copy of an
-    /// SDU is the one into its flow's ring.
-    pub(super) fn receive(&mut self) {
+    /// SDU is the one into its flow's ring. Returns how many frames were read.
+    pub(super) fn receive(&mut self) -> usize {
+        let mut total = 0;
         for _ in 0..RX_ROUNDS {
             let now = self.now();
             let (my_mac, ethertype) = (self.link.mac, self.ethertype);
@@ -60,12 +61,14 @@ impl Ipcp {
             if n == 0 {
                 break;
             }
+            total += n;
             self.end_corrupt_flows();
             self.carry_out_actions();
             if n < BATCH {
                 break;
             }
         }
+        total
     }
 
     /// Move SDUs from the flows' send rings to the wire, in batches.

@@ -29,6 +29,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use frames::{fill_from, handle_frame, send_built, Fill, RxDeliver, TxCtx};
+use rx_watch::RxWatch;
 
 const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;
@@ -146,6 +147,8 @@ pub struct Ipcp {
     opts: Options,
     ctrl: CtrlSocket,
     sock: Box<dyn FrameIo>,
+    /// Whether `sock` is in the epoll set (out while busy receiving).
+    rx_watch: RxWatch,
     /// The allocator's peer-table generation the backend last heard of.
     peers_told: u64,
     ethertype: u16,
@@ -478,6 +481,7 @@ impl Ipcp {
             ethertype: opts.ethertype,
             opts,
             ctrl,
+            rx_watch: RxWatch::new(sock.rx_is_ring()),
             sock,
             peers_told: 0,
             link,
@@ -579,6 +583,7 @@ impl Ipcp {
                 Ok(mut s) => {
                     let _ = self.epoll.delete(self.sock.rx_fd());
                     s.link_mtu(mtu);
+                    self.rx_watch = RxWatch::new(s.rx_is_ring());
                     self.sock = s;
                     info!("backend {} reopened for MTU {mtu}.", self.sock.name());
                 }
@@ -640,7 +645,7 @@ impl Ipcp {
         loop {
             let spinning =
                 !self.opts.busy_poll.is_zero() && last_work.elapsed() < self.opts.busy_poll;
-            let timeout = if !self.active.is_empty() || spinning {
+            let timeout = if !self.active.is_empty() || spinning || self.rx_watch.busy() {
                 EpollTimeout::ZERO
             } else {
                 match self.fa.poll_timeout() {
@@ -657,7 +662,11 @@ impl Ipcp {
                 }
             };
             if timeout != EpollTimeout::ZERO {
-                // This wait may block: counted with the wake-up statistics.
+                // This wait may block: the packet socket must be watched.
+                let c = self.rx_watch.before_sleep();
+                self.rx_watch
+                    .apply(c, &self.epoll, self.sock.rx_fd(), TOKEN_SOCK);
+                // Counted with the wake-up statistics.
                 irm::shm::note_sleep();
             }
             let n = match self.epoll.wait(&mut events, timeout) {
@@ -675,8 +684,8 @@ impl Ipcp {
                 // is usually the one about to answer), then look again.
                 std::thread::yield_now();
             }
-            // While spinning, look at the socket even without an event.
-            let mut sock_ready = spinning;
+            // While spinning or unwatched, look at the socket even without an event.
+            let mut sock_ready = spinning || self.rx_watch.look_anyway();
             for ev in &events[..n] {
                 match ev.data() {
                     TOKEN_SOCK => sock_ready = true,
@@ -718,7 +727,13 @@ impl Ipcp {
                 }
             }
             if sock_ready {
-                self.receive();
+                let got = self.receive();
+                let c = self.rx_watch.received(got);
+                self.rx_watch
+                    .apply(c, &self.epoll, self.sock.rx_fd(), TOKEN_SOCK);
+                if got > 0 {
+                    last_work = Instant::now();
+                }
             }
             self.transmit();
             if Instant::now() >= self.next_probe {
@@ -845,6 +860,7 @@ impl Ipcp {
 
 mod control;
 mod frames;
+mod rx_watch;
 mod shutdown;
 #[cfg(test)]
 mod tests;

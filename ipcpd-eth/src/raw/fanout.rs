@@ -270,6 +270,9 @@ impl FrameIo for Member {
     fn rx_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
+    fn rx_is_ring(&self) -> bool {
+        FrameIo::rx_is_ring(&self.sock)
+    }
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         self.sock.recv_batch(bufs, lens)
     }

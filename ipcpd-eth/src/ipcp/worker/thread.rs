@@ -34,6 +34,8 @@ struct WFlow {
 pub(super) struct Worker {
     queue: usize,
     sock: Box<dyn FrameIo + Send>,
+    /// Whether `sock` is in `epoll` (out while busy receiving).
+    rx_watch: RxWatch,
     epoll: Epoll,
     cmds: Receiver<Command>,
     wake: Arc<EventFd>,
@@ -74,6 +76,7 @@ impl Worker {
         epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, W_CMD))?;
         Ok(Worker {
             queue,
+            rx_watch: RxWatch::new(sock.rx_is_ring()),
             sock,
             epoll,
             cmds,
@@ -111,7 +114,11 @@ impl Worker {
                 let c = self.sock.counters();
                 *self.stats.sock.lock().unwrap_or_else(|e| e.into_inner()) = c;
             }
-            let timeout = if self.active.is_empty() {
+            let timeout = if self.active.is_empty() && !self.rx_watch.busy() {
+                // This wait may block: the socket must be watched.
+                let c = self.rx_watch.before_sleep();
+                self.rx_watch
+                    .apply(c, &self.epoll, self.sock.rx_fd(), W_SOCK);
                 EpollTimeout::from(100u16)
             } else {
                 EpollTimeout::ZERO
@@ -124,7 +131,7 @@ impl Worker {
                     return;
                 }
             };
-            let mut sock_ready = false;
+            let mut sock_ready = self.rx_watch.look_anyway();
             for ev in &events[..n] {
                 match ev.data() {
                     W_SOCK => sock_ready = true,
@@ -137,7 +144,10 @@ impl Worker {
                 return;
             }
             if sock_ready {
-                self.receive();
+                let got = self.receive();
+                let c = self.rx_watch.received(got);
+                self.rx_watch
+                    .apply(c, &self.epoll, self.sock.rx_fd(), W_SOCK);
             }
             self.transmit();
         }
@@ -231,6 +241,7 @@ impl Worker {
                 }
                 // The old socket closes here, before the new one admits.
                 drop(std::mem::replace(&mut self.sock, member));
+                self.rx_watch = RxWatch::new(self.sock.rx_is_ring());
                 if let Err(e) = admission.admit() {
                     warn!("queue {}: new socket refuses frames: {e}", self.queue);
                 }
@@ -349,7 +360,9 @@ impl Worker {
         }
     }
 
-    fn receive(&mut self) {
+    /// Read frames until none wait (bounded per turn); returns how many.
+    fn receive(&mut self) -> usize {
+        let mut total = 0;
         for _ in 0..RX_ROUNDS {
             let n = match self.sock.recv_batch(&mut self.rx_bufs, &mut self.rx_lens) {
                 Ok(n) => n,
@@ -362,6 +375,7 @@ impl Worker {
             if n == 0 {
                 break;
             }
+            total += n;
             self.stats.rx_frames.fetch_add(n as u64, Ordering::Relaxed);
             // First where each frame goes (the allocator's go at once), then
             // the flows' SDUs, each run of one flow's SDUs under one hold of
@@ -437,6 +451,7 @@ impl Worker {
                 break;
             }
         }
+        total
     }
 
     /// Send a batch from each active flow, as the allocator's loop does.
