@@ -11,10 +11,12 @@
 //! No wake-up is lost: `EPOLL_CTL_ADD` polls the socket, so a frame that
 //! landed while it was out (also one between the last look and the add) is
 //! reported by the very next wait; one that lands after the add runs the
-//! callback as usual. Only backends whose receive is such a ring take part
-//! ([`FrameIo::rx_is_ring`](crate::backend::FrameIo::rx_is_ring)); any other
-//! socket stays in the set for good (an AF_XDP socket is signalled once per
-//! driver poll, not per frame).
+//! callback as usual. Only backends whose receive is a ring in memory take
+//! part ([`FrameIo::rx_is_ring`](crate::backend::FrameIo::rx_is_ring)): raw
+//! with its TPACKET ring, and a lone AF_XDP socket (signalled at every
+//! flush of the driver's poll, which on veth is about every frame); a
+//! recvmmsg fallback, or AF_XDP sockets behind an epoll fd of their own,
+//! stay in the set for good.
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use std::os::fd::BorrowedFd;

@@ -215,6 +215,10 @@ impl FrameIo for XdpBackend {
         self.socks.rx_fd()
     }
 
+    fn rx_is_ring(&self) -> bool {
+        self.socks.rx_is_ring()
+    }
+
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         Ok(self.socks.recv_batch(bufs, lens))
     }

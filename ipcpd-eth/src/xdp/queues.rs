@@ -72,6 +72,12 @@ impl XskGroup {
         }
     }
 
+    /// One socket, whose fd is the rx fd: an empty look is a read of its
+    /// rx ring. (Several sit in an epoll fd of their own, signalled anyway.)
+    pub(super) fn rx_is_ring(&self) -> bool {
+        self.poll.is_none() && !self.queues.is_empty()
+    }
+
     pub(super) fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
         let n = self.queues.len();
         let mut got = 0;
@@ -135,6 +141,10 @@ impl FrameIo for XskSet {
 
     fn rx_fd(&self) -> BorrowedFd<'_> {
         self.socks.rx_fd()
+    }
+
+    fn rx_is_ring(&self) -> bool {
+        self.socks.rx_is_ring()
     }
 
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
