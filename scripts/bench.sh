@@ -16,7 +16,7 @@
 # flood also records the CPU time and context switches of every process on
 # the path (both IPCPs, both irmds, operf client and server; rawbench's
 # sender and receiver for the raw limit); each round also floods 1, 16 and
-# 256 flows at once, and secure flows (AES-256-GCM, ChaCha20-Poly1305; names
+# 256 flows at once (after a warm-up), and secure flows (AES-256-GCM, ChaCha20-Poly1305; names
 # certified by a CA made with openssl) beside plain ones.
 #
 # Writes target/bench/report.json, report.md and charts (target/bench-smoke/
