@@ -285,7 +285,7 @@ pub(crate) fn path_markdown(r: &Value) -> String {
             fmt(w(size, "spin_misses"), 0)
         );
     }
-    s += "\n### Many flows at once (operf --flows N, 64 B, backend raw)\n\n| flows | aggregate kSDU/s | Mbit/s | loss % | Jain's fairness index | slowest flow kSDU/s | fastest flow kSDU/s |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "\n### Many flows at once (operf --flows N, 64 B, backend raw)\n\n| flows | aggregate kSDU/s | Mbit/s | loss % | Jain's fairness index | slowest flow kSDU/s | fastest flow kSDU/s | warm-up s |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for n in FLOW_COUNTS {
         let v = &r["flows"][n];
         if v.is_null() {
@@ -300,13 +300,14 @@ pub(crate) fn path_markdown(r: &Value) -> String {
         let min = per.iter().cloned().reduce(f64::min);
         let max = per.iter().cloned().reduce(f64::max);
         s += &format!(
-            "| {n} | {} | {} | {} | {} | {} | {} |\n",
+            "| {n} | {} | {} | {} | {} | {} | {} | {} |\n",
             kpps(num(v, &["sdus_per_s"])),
             fmt(num(v, &["mbit_per_s"]), 0),
             fmt(num(v, &["loss_pct"]), 2),
             fmt(num(v, &["jain_index"]), 3),
             kpps(min),
-            kpps(max)
+            kpps(max),
+            fmt(num(v, &["warmup_s"]), 1)
         );
     }
     s += "\n### Secure flows (backend raw, MTU 1500; kSDU/s · Mbit/s · loss %)\n\n| SDU B | plain | AES-256-GCM | ChaCha20-Poly1305 | AES/plain | ChaCha/plain | CPU ns/SDU (all processes): plain · AES · ChaCha |\n|---:|---:|---:|---:|---:|---:|---:|\n";

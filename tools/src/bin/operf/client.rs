@@ -8,7 +8,7 @@ use ethflow_tools::{describe, interrupted, jain_index, Wakes, JSON_VERSION};
 use irm::{Error, Flow};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long the client keeps asking for the server's final report.
@@ -17,6 +17,19 @@ const REPORT_WAIT: Duration = Duration::from_secs(10);
 const REPORT_RETRY: Duration = Duration::from_millis(200);
 /// How long one flow's allocation may take.
 const ALLOC_WAIT: Duration = Duration::from_secs(10);
+/// The longest warm-up (`--warmup`): the run goes on without a full one.
+const WARMUP_LIMIT: Duration = Duration::from_secs(30);
+/// Between two warm-up report requests.
+const WARMUP_POLL: Duration = Duration::from_millis(200);
+/// Progress report ids during the warm-up (progress lines count up from 0).
+const WARMUP_ID_BASE: u64 = 1 << 62;
+
+/// When the measured window starts: set once, by the thread that ends the
+/// warm-up (at once without one); the writers look every 64 SDUs.
+#[derive(Default)]
+struct Gate {
+    start: OnceLock<Instant>,
+}
 
 /// One flow of the run and what its threads share.
 struct Lane {
@@ -69,6 +82,12 @@ pub struct Outcome {
     pub window_s: f64,
     /// Jain's fairness index of what the flows received (1 = equal shares).
     pub jain_index: f64,
+    /// SDUs every flow's server was to count before the measured window
+    /// (`--warmup`; 0 = none), how long the warm-up took, and whether every
+    /// flow got there within the limit.
+    pub warmup_sdus: u64,
+    pub warmup_s: f64,
+    pub warmup_complete: bool,
     /// Whether Ctrl-C or SIGTERM cut the run short.
     pub interrupted: bool,
     /// The client's wake-ups over the run, per SDU it wrote.
@@ -127,17 +146,32 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<Outcome, String> {
             std::thread::spawn(move || read_lane(&l))
         })
         .collect();
-    let start = Instant::now();
-    let wakes_before = irm::shm::wake_stats();
+    let gate = Arc::new(Gate::default());
+    let warmup_began = Instant::now();
+    if cfg.warmup == 0 {
+        gate.start.get_or_init(Instant::now);
+    }
     let writers: Vec<_> = lanes
         .iter()
         .map(|l| {
-            let (l, stop) = (l.clone(), stop.clone());
-            let (kind, size, rate) = (cfg.test.kind(), cfg.size, cfg.rate_bps);
-            let until = start + cfg.duration;
-            std::thread::spawn(move || write_lane(&l, kind, size, rate, until, &stop))
+            let (l, stop, gate) = (l.clone(), stop.clone(), gate.clone());
+            let (kind, size, rate, duration) =
+                (cfg.test.kind(), cfg.size, cfg.rate_bps, cfg.duration);
+            std::thread::spawn(move || write_lane(&l, kind, size, rate, duration, &gate, &stop))
         })
         .collect();
+    let warmup_complete = cfg.warmup == 0 || warm_up(&lanes, cfg, stop);
+    for l in &lanes {
+        // The warm-up's counts are not the measured window's progress.
+        *l.progress.lock().expect("report") = None;
+    }
+    let start = *gate.start.get_or_init(Instant::now);
+    let warmup_s = if cfg.warmup == 0 {
+        0.0
+    } else {
+        (start - warmup_began).as_secs_f64()
+    };
+    let wakes_before = irm::shm::wake_stats();
     if let Some(every) = cfg.progress {
         progress(&lanes, cfg, start, every, stop);
     }
@@ -167,31 +201,74 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<Outcome, String> {
     }
     let mut o = summarize(cfg, &lanes, &reports, took, interrupted(stop));
     o.wakes = Wakes::since(&wakes_before, o.sent);
+    (o.warmup_sdus, o.warmup_s, o.warmup_complete) = (cfg.warmup, warmup_s, warmup_complete);
     Ok(o)
 }
 
-/// Write SDUs of `kind` until `until` (or Ctrl-C), as fast as the ring takes
-/// them or paced to `rate` bit/s.
+/// Ask every flow's server for its count until each has counted
+/// `cfg.warmup` SDUs (true), or `WARMUP_LIMIT` passed or Ctrl-C (false).
+/// The writers flood meanwhile, with the warm-up phase byte.
+fn warm_up(lanes: &[Arc<Lane>], cfg: &Config, stop: &AtomicBool) -> bool {
+    let give_up = Instant::now() + WARMUP_LIMIT;
+    let mut id = WARMUP_ID_BASE;
+    loop {
+        let warm = lanes.iter().all(|l| {
+            l.progress
+                .lock()
+                .expect("report")
+                .is_some_and(|r| r.id >= WARMUP_ID_BASE && r.received >= cfg.warmup)
+        });
+        if warm {
+            return true;
+        }
+        if Instant::now() >= give_up
+            || !ethflow_tools::sleep_until(Instant::now() + WARMUP_POLL, stop)
+        {
+            return false;
+        }
+        for l in lanes {
+            // A request the full ring refuses is asked again next time.
+            let _ = l.flow.write(&encode_request(id));
+        }
+        id += 1;
+    }
+}
+
+/// Write SDUs of `kind` as fast as the ring takes them or paced to `rate`
+/// bit/s: with the warm-up phase byte until `gate` opens, then for
+/// `duration` from the gate's start (or until Ctrl-C). Only SDUs of the
+/// measured window count as sent.
 fn write_lane(
     l: &Lane,
     kind: u8,
     size: usize,
     rate: Option<u64>,
-    until: Instant,
+    duration: Duration,
+    gate: &Gate,
     stop: &AtomicBool,
 ) -> Result<(), String> {
     let mut sdu = vec![0u8; size];
     sdu[0] = kind;
-    let start = Instant::now();
+    sdu[1] = PHASE_WARMUP;
+    let mut start = Instant::now();
+    let mut until = None;
     let per_s = rate.map(|r| r as f64 / (size as f64 * 8.0));
     let mut sent = 0u64;
     loop {
-        // The clock is read once per 64 SDUs when flooding: cheap, and at
-        // most 64 SDUs late.
-        if (per_s.is_some() || sent.is_multiple_of(64))
-            && (Instant::now() >= until || interrupted(stop))
-        {
-            break;
+        // The clock and the gate are read once per 64 SDUs when flooding:
+        // cheap, and at most 64 SDUs late.
+        if per_s.is_some() || sent.is_multiple_of(64) {
+            if interrupted(stop) {
+                break;
+            }
+            match (until, gate.start.get()) {
+                (None, Some(&s)) => {
+                    (start, until, sent) = (s, Some(s + duration), 0);
+                    sdu[1] = PHASE_MEASURED;
+                }
+                (Some(u), _) if Instant::now() >= u => break,
+                _ => {}
+            }
         }
         if let Some(per_s) = per_s {
             let due = start + Duration::from_secs_f64(sent as f64 / per_s);
@@ -205,9 +282,13 @@ fn write_lane(
             .write(&sdu)
             .map_err(|e| format!("write failed after {sent} SDUs: {}", describe(&e)))?;
         sent += 1;
-        if sent.is_multiple_of(64) || per_s.is_some() {
+        if until.is_some() && (sent.is_multiple_of(64) || per_s.is_some()) {
             l.sent.store(sent, Ordering::Relaxed);
         }
+    }
+    if until.is_none() {
+        // Stopped (Ctrl-C) before the measured window: nothing counts.
+        sent = 0;
     }
     l.sent.store(sent, Ordering::Relaxed);
     Ok(())
@@ -220,7 +301,9 @@ fn read_lane(l: &Lane) -> Result<(), String> {
     while !l.done.load(Ordering::Acquire) {
         match l.flow.read(&mut buf) {
             Ok(n) if n > 0 && buf[0] == KIND_ECHO => {
-                l.echoes.lock().expect("echoes").count(n, Instant::now())
+                if phase_of(&buf[..n]) == PHASE_MEASURED {
+                    l.echoes.lock().expect("echoes").count(n, Instant::now())
+                }
             }
             Ok(n) => {
                 if let Some(r) = decode_report(&buf[..n]) {
@@ -403,6 +486,9 @@ fn outcome(
         server_received: reports.iter().map(|r| r.received).sum(),
         window_s: window.as_secs_f64(),
         jain_index: jain_index(&shares),
+        warmup_sdus: 0,
+        warmup_s: 0.0,
+        warmup_complete: true,
         interrupted,
         wakes: Wakes::default(),
         per_flow,
@@ -446,6 +532,7 @@ mod tests {
             rate_bps: None,
             test: Test::Uni,
             flows,
+            warmup: 0,
             progress: None,
             qos: irm::Qos::raw(),
             json: true,

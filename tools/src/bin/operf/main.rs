@@ -55,6 +55,12 @@ struct Args {
     /// Flows to run at once (aggregate rate and Jain's fairness index).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     flows: u64,
+    /// Before the measured window, flood until the server has counted this
+    /// many SDUs on every flow (at most 30 s; 0 = no warm-up). A fresh
+    /// flow's rings get their memory as they first fill: irmd's ring slots
+    /// (4096 by default) is the count that has every slot written once.
+    #[arg(long, default_value_t = 0, value_name = "SDUS")]
+    warmup: u64,
     /// Print a progress line every this many seconds (500ms, 1, 2s).
     #[arg(short, long, value_parser = parse_secs)]
     interval: Option<Duration>,
@@ -101,6 +107,8 @@ pub struct Config {
     pub rate_bps: Option<u64>,
     pub test: Test,
     pub flows: usize,
+    /// SDUs every flow's server must have counted before the measured window.
+    pub warmup: u64,
     pub progress: Option<Duration>,
     pub qos: Qos,
     pub json: bool,
@@ -152,7 +160,7 @@ fn server() -> Result<(), String> {
 
 fn serve_flow(flow: Flow) {
     let mut buf = vec![0u8; 65536];
-    let mut tally = Tally::default();
+    let mut counted = PhasedTally::default();
     let end = loop {
         let n = match flow.read(&mut buf) {
             Ok(n) => n,
@@ -162,21 +170,22 @@ fn serve_flow(flow: Flow) {
             continue;
         }
         match buf[0] {
-            KIND_DATA => tally.count(n, Instant::now()),
+            KIND_DATA => counted.count(&buf[..n], Instant::now()),
             KIND_ECHO => {
-                tally.count(n, Instant::now());
+                counted.count(&buf[..n], Instant::now());
                 if let Err(e) = flow.write(&buf[..n]) {
                     break e;
                 }
             }
             KIND_REPORT_REQ => {
-                if let Err(e) = flow.write(&encode_report(request_id(&buf[..n]), &tally)) {
+                if let Err(e) = flow.write(&encode_report(request_id(&buf[..n]), &counted.tally)) {
                     break e;
                 }
             }
             _ => {}
         }
     };
+    let tally = counted.tally;
     let (pps, mbps) = rates(tally.sdus, tally.bytes, tally.window());
     println!(
         "Flow {} ended ({}): received {} SDUs, {} bytes in {:.3} s: {pps:.0} SDUs/s, {mbps:.1} Mbit/s.",
@@ -197,6 +206,7 @@ fn client(args: &Args) -> Result<(), String> {
         rate_bps: args.rate,
         test: args.test,
         flows: args.flows as usize,
+        warmup: args.warmup,
         progress: args.interval,
         qos: args.qos.with_timeout(args.timeout.unwrap_or(0)),
         json: args.json,

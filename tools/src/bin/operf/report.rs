@@ -2,8 +2,10 @@
 //! request and the report (the server's counters for the flow), and the
 //! counting both sides do.
 //!
-//! Every SDU starts with a kind byte; bytes 8..16 carry a sequence number
-//! (data) or a request id (report request and report).
+//! Every SDU starts with a kind byte; byte 1 of data and echo SDUs is the
+//! run's phase ([`PHASE_WARMUP`], then [`PHASE_MEASURED`]); bytes 8..16
+//! carry a sequence number (data) or a request id (report request and
+//! report).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,38 @@ pub const MIN_SIZE: u64 = 16;
 pub const REPORT_LEN: usize = 40;
 /// The id of the report that closes a run (progress reports count up from 0).
 pub const FINAL_ID: u64 = u64::MAX;
+
+/// Phase byte of SDUs written before the measured window (`--warmup`).
+pub const PHASE_WARMUP: u8 = 0;
+/// Phase byte of SDUs written in the measured window.
+pub const PHASE_MEASURED: u8 = 1;
+
+/// The phase byte of a data or echo SDU (an older client's SDUs, and the
+/// bytes of a short one, read as the warm-up phase).
+pub fn phase_of(sdu: &[u8]) -> u8 {
+    sdu.get(1).copied().unwrap_or(PHASE_WARMUP)
+}
+
+/// The server's count for one flow: a [`Tally`] that starts again at the
+/// first SDU of a later phase, so what a warm-up delivered stays out of the
+/// measured window. A flow keeps its order, so every warm-up SDU the server
+/// gets comes before the first measured one; a lost SDU changes nothing.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct PhasedTally {
+    phase: u8,
+    pub tally: Tally,
+}
+
+impl PhasedTally {
+    pub fn count(&mut self, sdu: &[u8], now: Instant) {
+        let phase = phase_of(sdu);
+        if phase > self.phase {
+            self.phase = phase;
+            self.tally = Tally::default();
+        }
+        self.tally.count(sdu.len(), now);
+    }
+}
 
 /// SDUs and bytes received, and the span from the first to the last one.
 #[derive(Default, Debug, Clone, Copy)]
@@ -121,6 +155,33 @@ mod tests {
         assert!(decode_report(&[KIND_REPORT; 10]).is_none());
         assert_eq!(request_id(&encode_request(FINAL_ID)), FINAL_ID);
         assert_eq!(request_id(&[KIND_REPORT_REQ]), 0);
+    }
+
+    #[test]
+    fn a_later_phase_starts_the_count_again() {
+        let t0 = Instant::now();
+        let sdu = |phase: u8| {
+            let mut b = [0u8; 64];
+            (b[0], b[1]) = (KIND_DATA, phase);
+            b
+        };
+        let mut c = PhasedTally::default();
+        for i in 0..5 {
+            c.count(&sdu(PHASE_WARMUP), t0 + Duration::from_millis(i));
+        }
+        assert_eq!(c.tally.sdus, 5);
+        c.count(&sdu(PHASE_MEASURED), t0 + Duration::from_millis(10));
+        c.count(&sdu(PHASE_MEASURED), t0 + Duration::from_millis(30));
+        assert_eq!((c.tally.sdus, c.tally.bytes), (2, 128));
+        assert_eq!(c.tally.window(), Duration::from_millis(20));
+        // A straggler of an earlier phase is counted, never a reset.
+        c.count(&sdu(PHASE_WARMUP), t0 + Duration::from_millis(40));
+        assert_eq!(c.tally.sdus, 3);
+        // An older client's SDUs (phase byte 0 throughout) count from the first.
+        let mut old = PhasedTally::default();
+        old.count(&sdu(PHASE_WARMUP), t0);
+        old.count(&[KIND_DATA], t0);
+        assert_eq!(old.tally.sdus, 2);
     }
 
     #[test]
