@@ -343,19 +343,34 @@ fn maxsdu(name: &str) -> i32 {
         Ok(n) => return check_failed(&format!("max-sdu-corrupted got={n} sent={max}")),
         Err(e) => return irm_failed("read-max", &e),
     }
-    match flow.write(&vec![0u8; max + 1]) {
-        Err(e) if e.code() == libc::EMSGSIZE => {
-            println!("oversize-refused code={} err={e}", e.code())
-        }
-        Err(e) => return check_failed(&format!("oversize-wrong-error code={} err={e}", e.code())),
-        Ok(n) => return check_failed(&format!("oversize-accepted wrote={n} max_sdu={max}")),
-    }
-    // Refusing one SDU must not hurt the flow.
-    if let Err(code) = echo_once(&flow, b"after the refused SDU") {
+    if let Err(code) = oversize_refused_then_echo(&flow, &vec![0u8; max + 1]) {
         return code;
     }
     println!("ok max_sdu={max}");
     0
+}
+
+/// `oversize` (one byte above the max SDU) must be refused with EMSGSIZE,
+/// and refusing it must not hurt the flow: an echo still comes back.
+fn oversize_refused_then_echo(flow: &Flow, oversize: &[u8]) -> Result<(), i32> {
+    let max = flow.max_sdu();
+    match flow.write(oversize) {
+        Err(e) if e.code() == libc::EMSGSIZE => {
+            println!("oversize-refused code={} err={e}", e.code())
+        }
+        Err(e) => {
+            return Err(check_failed(&format!(
+                "oversize-wrong-error code={} err={e}",
+                e.code()
+            )))
+        }
+        Ok(n) => {
+            return Err(check_failed(&format!(
+                "oversize-accepted wrote={n} max_sdu={max}"
+            )))
+        }
+    }
+    echo_once(flow, b"after the refused SDU")
 }
 
 /// Content that differs by size and position (no period of 256).
@@ -382,14 +397,7 @@ fn echo_sizes(name: &str, sizes: &[usize]) -> i32 {
         }
         println!("echo-ok bytes={size}");
     }
-    match flow.write(&sized_payload(max + 1)) {
-        Err(e) if e.code() == libc::EMSGSIZE => {
-            println!("oversize-refused code={} err={e}", e.code())
-        }
-        Err(e) => return check_failed(&format!("oversize-wrong-error code={} err={e}", e.code())),
-        Ok(n) => return check_failed(&format!("oversize-accepted wrote={n} max_sdu={max}")),
-    }
-    if let Err(code) = echo_once(&flow, b"after the refused SDU") {
+    if let Err(code) = oversize_refused_then_echo(&flow, &sized_payload(max + 1)) {
         return code;
     }
     println!("ok sizes={} max_sdu={max}", sizes.len());
