@@ -436,6 +436,23 @@ fn jumbo_sizes_round(rig: &Rig) -> usize {
     max_sdu
 }
 
+/// Start irmd (with `env`) and a backend xdp IPCP (with `extra` bootstrap
+/// words) on `h`; the IPCP must say it runs multi-buffer. Its log line.
+fn start_multi_buffer_xdp(h: &Host, env: &[(&str, &str)], extra: &[&str]) -> String {
+    h.start_irmd_env(&[], env);
+    let done = h.bootstrap_ipcp(h.ipcp_name(), "xdp", extra);
+    assert!(
+        done.success(),
+        "host {}: backend xdp {extra:?} {env:?}: {}\n{}",
+        h.name(),
+        done.describe(),
+        h.irmd_log()
+    );
+    let line = h.expect_log("backend xdp on", Duration::from_secs(5));
+    assert!(line.contains("multi-buffer"), "{line}");
+    line
+}
+
 /// The same over a layer with `vlan 7`: every frame carries an 802.1Q tag,
 /// which the sender puts into the first chunk of a chain and the program
 /// takes out of the first buffer of a multi-buffer frame.
@@ -449,17 +466,7 @@ fn xdp_at_a_jumbo_mtu_runs_multi_buffer_on_a_vlan() {
         return;
     };
     for h in rig.hosts() {
-        h.start_irmd(&[]);
-        let done = h.bootstrap_ipcp(h.ipcp_name(), "xdp", &["vlan", "7"]);
-        assert!(
-            done.success(),
-            "host {}: backend xdp, vlan 7: {}\n{}",
-            h.name(),
-            done.describe(),
-            h.irmd_log()
-        );
-        let line = h.expect_log("backend xdp on", Duration::from_secs(5));
-        assert!(line.contains("multi-buffer"), "{line}");
+        start_multi_buffer_xdp(h, &[], &["vlan", "7"]);
     }
     let max_sdu = jumbo_sizes_round(&rig);
     assert!(max_sdu > 8900, "max SDU {max_sdu}");
@@ -477,20 +484,8 @@ fn xdp_at_a_jumbo_mtu_runs_multi_buffer_in_skb_mode() {
         return;
     };
     for h in rig.hosts() {
-        h.start_irmd_env(&[], &[("ETHFLOW_XDP_MODE", "skb")]);
-        let done = bootstrap_xdp(h);
-        assert!(
-            done.success(),
-            "host {}: backend xdp in SKB mode: {}\n{}",
-            h.name(),
-            done.describe(),
-            h.irmd_log()
-        );
-        let line = h.expect_log("backend xdp on", Duration::from_secs(5));
-        assert!(
-            line.contains("multi-buffer") && line.contains("SKB mode"),
-            "{line}"
-        );
+        let line = start_multi_buffer_xdp(h, &[("ETHFLOW_XDP_MODE", "skb")], &[]);
+        assert!(line.contains("SKB mode"), "{line}");
         assert_eq!(xdp_program(h).map(|p| p.1).as_deref(), Some("generic"));
     }
     assert_eq!(jumbo_sizes_round(&rig), 8980);
