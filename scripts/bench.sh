@@ -10,7 +10,7 @@
 #   bench.sh --smoke      short run (about 60 s); fails unless every figure
 #                         was produced and is positive
 #
-# backend xdp runs at MTU 1500 only (not yet at 9000, decision 0042); the unknown-eid
+# backend xdp runs at MTU 1500 and 9000 (multi-buffer, decision 0042); the unknown-eid
 # flood (rawflood, from b toward a) measures what the XDP program drops per
 # second against what the raw backend's IPCP reads per second. Every operf
 # flood also records the CPU time and context switches of every process on
@@ -624,16 +624,19 @@ fi
 rig_down
 
 # ---- pass 2: MTU 9000 --------------------------------------------------------
-# backend raw only: backend xdp at MTU 9000 (multi-buffer, decision 0042) is not measured here yet.
+# backend xdp runs multi-buffer AF_XDP here (frames above one 4 KiB chunk,
+# decision 0042).
 rig_up 9000
 for REP in $(seq "$REPEAT"); do
-    echo "==> MTU 9000, round $REP/$REPEAT: raw, iperf3 UDP and TCP, ethflow"
+    echo "==> MTU 9000, round $REP/$REPEAT: raw, iperf3 UDP and TCP, ethflow (backend raw, backend xdp)"
     raw_throughput 9000 8900
     iperf3_udp 9000 8900
     iperf3_tcp 9000
-    daemons_up
-    operf raw 9000 8900
-    daemons_down
+    for backend in raw xdp; do
+        daemons_up "$backend"
+        operf "$backend" 9000 8900
+        daemons_down
+    done
 done
 rig_down
 

@@ -162,12 +162,18 @@ pub(crate) fn add_headline(r: &mut Value) {
     ratios["operf_vs_raw_512"] = ratio(operf("1500", "512", "sdus_per_s"), raw("1500", "512"));
     ratios["operf_vs_iperf3_512"] = ratio(operf("1500", "512", "sdus_per_s"), udp("512"));
     ratios["operf_vs_raw_8900"] = ratio(operf("9000", "8900", "sdus_per_s"), raw("9000", "8900"));
-    // backend xdp against backend raw and the raw-socket limit (MTU 1500).
-    let xdp = |size: &str| num(r, &["operf_xdp", "1500", size, "sdus_per_s"]);
-    for size in ["64", "512", "1400"] {
+    // backend xdp against backend raw and the raw-socket limit (MTU 1500;
+    // MTU 9000 is multi-buffer AF_XDP, decision 0042).
+    let xdp = |mtu: &str, size: &str| num(r, &["operf_xdp", mtu, size, "sdus_per_s"]);
+    for (mtu, size) in [
+        ("1500", "64"),
+        ("1500", "512"),
+        ("1500", "1400"),
+        ("9000", "8900"),
+    ] {
         ratios[format!("xdp_vs_raw_backend_{size}")] =
-            ratio(xdp(size), operf("1500", size, "sdus_per_s"));
-        ratios[format!("xdp_vs_raw_limit_{size}")] = ratio(xdp(size), raw("1500", size));
+            ratio(xdp(mtu, size), operf(mtu, size, "sdus_per_s"));
+        ratios[format!("xdp_vs_raw_limit_{size}")] = ratio(xdp(mtu, size), raw(mtu, size));
     }
     let cpu = |backend: &str| num(r, &["cpu", backend, "1500", "64", "cpu_ns_per_sdu"]);
     ratios["xdp_vs_raw_cpu_per_sdu"] = ratio(cpu("xdp"), cpu("raw"));
@@ -341,9 +347,14 @@ pub(crate) fn missing_figures(r: &Value) -> Vec<String> {
             paths.push(p(&format!("iperf3_udp.{mtu}.{size}.sdus_per_s")));
         }
     }
-    for size in ["64", "512", "1400"] {
-        paths.push(p(&format!("operf_xdp.1500.{size}.sdus_per_s")));
-        paths.push(p(&format!("operf_xdp.1500.{size}.mbit_per_s")));
+    for (mtu, size) in [
+        ("1500", "64"),
+        ("1500", "512"),
+        ("1500", "1400"),
+        ("9000", "8900"),
+    ] {
+        paths.push(p(&format!("operf_xdp.{mtu}.{size}.sdus_per_s")));
+        paths.push(p(&format!("operf_xdp.{mtu}.{size}.mbit_per_s")));
     }
     for backend in ["raw", "xdp"] {
         paths.push(p(&format!("cpu.{backend}.1500.64.cpu_ns_per_sdu")));

@@ -27,9 +27,14 @@ fn sample() -> BTreeMap<String, Value> {
             json!({"end": {"sum_received": {"packets": 200000.0, "lost_packets": 20000.0, "seconds": 1.0, "lost_percent": 10.0, "bits_per_second": 1e8}}}),
         );
     }
-    for size in ["64", "512", "1400"] {
+    for (mtu, size) in [
+        ("1500", "64"),
+        ("1500", "512"),
+        ("1500", "1400"),
+        ("9000", "8900"),
+    ] {
         m.insert(
-            format!("operfxdp_1500_{size}"),
+            format!("operfxdp_{mtu}_{size}"),
             json!({"sdus_per_s": 600000.0, "mbit_per_s": 300.0, "loss_pct": 0.0}),
         );
     }
@@ -146,7 +151,22 @@ fn builds_ratios_and_headline_figures() {
     assert!(missing_figures(&r).is_empty(), "{:?}", missing_figures(&r));
     let md = markdown(&r, "bench/");
     assert!(md.contains("| 1500 | 64 |"));
-    assert!(md.contains("n/a: MTU > 3826"));
+    // backend xdp at MTU 9000 (multi-buffer) has its cells and ratios.
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| 9000 | 8900 |"))
+        .expect("MTU 9000 row");
+    assert!(!row.contains("not measured"), "{row}");
+    assert_eq!(r["ratios"]["xdp_vs_raw_backend_8900"], 1.667);
+    let mut old_report = r.clone();
+    old_report["operf_xdp"]["9000"] = json!({});
+    let md = markdown(&old_report, "bench/");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| 9000 | 8900 |"))
+        .expect("MTU 9000 row");
+    assert!(row.contains("not measured"), "{row}");
+    assert!(missing_figures(&old_report).contains(&"operf_xdp.9000.8900.sdus_per_s".to_string()));
     assert!(md.contains("| 1500 | 64 | xdp | 1.00 | 1000000 | 1000 |"));
     assert!(md.contains("bench/throughput.svg"));
 }
