@@ -55,9 +55,9 @@ impl Ipcp {
                     0
                 }
             };
-            // One wake-up per flow per batch, not one per SDU: a reader that
-            // keeps up would otherwise sleep and wake for every frame.
-            deliver.finish();
+            // One publication per flow per batch, not one per SDU; the
+            // wake-ups of sleeping readers wait while the flood lasts.
+            deliver.finish(&mut self.rx_wakes, Instant::now());
             if n == 0 {
                 break;
             }
@@ -406,14 +406,17 @@ impl<'f, 'b> RxDeliver<'f, 'b> {
         self.held = None;
     }
 
-    /// Release the held ring, then publish and wake every flow that got
-    /// SDUs: one publication and at most one wake-up per flow per batch.
-    pub(super) fn finish(mut self) {
+    /// Release the held ring, then publish every flow that got SDUs (one
+    /// publication per flow per batch) and list it in `wakes`, whose
+    /// owner wakes its reader if it sleeps.
+    pub(super) fn finish(mut self, wakes: &mut DeferredWakes, now: Instant) {
         self.release();
         for id in self.to_wake.drain(..) {
             if let Some(f) = self.flows.get(&id) {
                 f.wake_pending.set(false);
-                f.end.wake_rx();
+                let n = f.end.publish_rx();
+                let first = n > 0 && !f.wake_deferred.replace(true);
+                wakes.published(id, n, first, now);
             }
         }
     }

@@ -24,11 +24,14 @@ use irm::shm::{IpcpEnd, RxStager, ShmMap, TxWake};
 use irm::Error;
 use log::{debug, info, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use frames::{fill_from, handle_frame, send_built, Fill, RxDeliver, TxCtx};
+use rx_wake::DeferredWakes;
 use rx_watch::RxWatch;
 
 const TOKEN_SOCK: u64 = 0;
@@ -38,6 +41,8 @@ const TOKEN_SIGNAL: u64 = 3;
 /// SIGTERM/SIGINT ([`shutdown::stop_signals`]).
 const TOKEN_STOP: u64 = 4;
 const TOKEN_WORKERS: u64 = 5;
+/// The timer of a lingering loop ([`rx_watch::LINGER`]).
+const TOKEN_LINGER: u64 = 6;
 const TOKEN_FLOW: u64 = 1 << 32;
 /// Receive batches per loop turn before the send side gets its turn.
 const RX_ROUNDS: usize = 8;
@@ -75,6 +80,8 @@ struct FlowIo {
     active: bool,
     /// SDUs went into its receive ring during this batch; wake the reader once.
     wake_pending: std::cell::Cell<bool>,
+    /// Its reader's wake-up waits in [`Ipcp::rx_wakes`].
+    wake_deferred: std::cell::Cell<bool>,
     /// SDUs dropped on the way out because they were larger than the link
     /// carries now (the MTU shrank after the flow's ring was sized).
     tx_oversize: std::cell::Cell<u64>,
@@ -93,6 +100,7 @@ impl FlowIo {
             eid: None,
             active,
             wake_pending: std::cell::Cell::new(false),
+            wake_deferred: std::cell::Cell::new(false),
             tx_oversize: std::cell::Cell::new(0),
             oversize_told: std::cell::Cell::new(0),
             reported: None,
@@ -149,6 +157,8 @@ pub struct Ipcp {
     sock: Box<dyn FrameIo>,
     /// Whether `sock` is in the epoll set (out while busy receiving).
     rx_watch: RxWatch,
+    /// Ends a lingering loop's timed sleep (`None`: no timer, no lingering).
+    linger_timer: Option<TimerFd>,
     /// The allocator's peer-table generation the backend last heard of.
     peers_told: u64,
     ethertype: u16,
@@ -169,8 +179,11 @@ pub struct Ipcp {
     /// Lengths of the frames built this round (in `tx_bufs` or the
     /// backend's transmit ring).
     tx_lens: [usize; BATCH],
-    /// Flows whose readers are woken at the end of the receive batch.
+    /// Flows whose SDUs are published at the end of the receive batch.
     to_wake: Vec<u32>,
+    /// Flows whose sleeping readers are woken once the loop is done
+    /// receiving for a while ([`rx_wake`]).
+    rx_wakes: DeferredWakes,
     /// Flows found with a corrupt ring, ended at the end of the loop turn.
     corrupt: Vec<(u32, Error)>,
     counters: Counters,
@@ -416,6 +429,7 @@ impl Ipcp {
                 EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CTRL),
             )
             .map_err(err)?;
+        let linger_timer = linger_timer(&epoll);
         if let Some(limit) = sock.max_mtu() {
             if limit < link.mtu {
                 warn!(
@@ -482,6 +496,7 @@ impl Ipcp {
             opts,
             ctrl,
             rx_watch: RxWatch::new(sock.rx_is_ring()),
+            linger_timer,
             sock,
             peers_told: 0,
             link,
@@ -498,6 +513,7 @@ impl Ipcp {
             tx_bufs: (0..BATCH).map(|_| vec![0u8; frame_room]).collect(),
             tx_lens: [0; BATCH],
             to_wake: Vec::with_capacity(BATCH),
+            rx_wakes: DeferredWakes::default(),
             corrupt: Vec::new(),
             counters: Counters::default(),
             reported: Vec::new(),
@@ -662,10 +678,14 @@ impl Ipcp {
                 }
             };
             if timeout != EpollTimeout::ZERO {
-                // This wait may block: the packet socket must be watched.
-                let c = self.rx_watch.before_sleep();
-                self.rx_watch
-                    .apply(c, &self.epoll, self.sock.rx_fd(), TOKEN_SOCK);
+                // No reader may sleep on an SDU while this loop sleeps.
+                self.wake_readers();
+                if !self.linger() {
+                    // This wait may block: the packet socket must be watched.
+                    let c = self.rx_watch.before_sleep();
+                    self.rx_watch
+                        .apply(c, &self.epoll, self.sock.rx_fd(), TOKEN_SOCK);
+                }
                 // Counted with the wake-up statistics.
                 irm::shm::note_sleep();
             }
@@ -735,6 +755,9 @@ impl Ipcp {
                     last_work = Instant::now();
                 }
             }
+            if self.rx_wakes.due(self.rx_watch.busy(), last_work) {
+                self.wake_readers();
+            }
             self.transmit();
             if Instant::now() >= self.next_probe {
                 self.probe_carrier();
@@ -748,6 +771,39 @@ impl Ipcp {
                 self.fa.handle_timeout(now);
             }
             self.carry_out_actions();
+        }
+    }
+
+    /// Arm the linger timer if the loop may linger: it then sleeps at most
+    /// [`rx_watch::LINGER`] with its socket out of the set, and looks at the
+    /// socket after the wait as it does every turn while out.
+    fn linger(&mut self) -> bool {
+        let Some(t) = &self.linger_timer else {
+            return false;
+        };
+        if !self.rx_watch.may_linger() {
+            return false;
+        }
+        let at = Expiration::OneShot(TimeSpec::from_duration(rx_watch::LINGER));
+        if let Err(e) = t.set(at, TimerSetTimeFlags::empty()) {
+            debug!("linger timer: {e}");
+            return false;
+        }
+        self.rx_watch.lingers();
+        true
+    }
+
+    /// Wake the readers of every flow that got SDUs since the last time, if
+    /// they sleep ([`rx_wake`]).
+    fn wake_readers(&mut self) {
+        if self.rx_wakes.is_empty() {
+            return;
+        }
+        for id in self.rx_wakes.take() {
+            if let Some(f) = self.flows.get(&id) {
+                f.wake_deferred.set(false);
+                f.end.wake_rx_reader();
+            }
         }
     }
 
@@ -858,8 +914,25 @@ impl Ipcp {
     }
 }
 
+/// A one-shot timer in `epoll`, edge-triggered: arming it again resets its
+/// expiry count, so it is never read. `None` (and a debug line) if the
+/// kernel refuses one: the loop then never lingers.
+fn linger_timer(epoll: &Epoll) -> Option<TimerFd> {
+    let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
+    let t = TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)
+        .inspect_err(|e| debug!("no linger timer: {e}"))
+        .ok()?;
+    let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, TOKEN_LINGER);
+    epoll
+        .add(t.as_fd(), ev)
+        .inspect_err(|e| debug!("no linger timer: {e}"))
+        .ok()?;
+    Some(t)
+}
+
 mod control;
 mod frames;
+mod rx_wake;
 mod rx_watch;
 mod shutdown;
 #[cfg(test)]

@@ -303,7 +303,9 @@ impl IpcpEnd {
                 }
             }
         }
-        self.commit_locked(&mut rx);
+        if self.publish_locked(&mut rx) > 0 {
+            self.wake_rx_reader();
+        }
         result.map(|()| done)
     }
 
@@ -359,10 +361,33 @@ impl IpcpEnd {
     /// it sleeps (one fence). Returns how many SDUs became visible.
     pub fn wake_rx(&self) -> u32 {
         let mut rx = lock(&self.rx);
-        self.commit_locked(&mut rx)
+        let n = self.publish_locked(&mut rx);
+        if n > 0 {
+            self.wake_rx_reader();
+        }
+        n
     }
 
-    fn commit_locked(&self, rx: &mut RxProducer) -> u32 {
+    /// [`IpcpEnd::wake_rx`] without the wake-up: publish what was staged
+    /// (and count it), so a reader that is awake or spinning sees it at
+    /// once. The caller owes a sleeping reader [`IpcpEnd::wake_rx_reader`],
+    /// at the latest before it may sleep itself. Returns how many SDUs it
+    /// published.
+    pub fn publish_rx(&self) -> u32 {
+        let mut rx = lock(&self.rx);
+        self.publish_locked(&mut rx)
+    }
+
+    /// Wake the application if it declared itself asleep on its rx ring:
+    /// one fence and one load, a write to its pipe only if it sleeps.
+    pub fn wake_rx_reader(&self) {
+        wake_if_armed(
+            &self.map.header().rx.consumer_sleeping,
+            self.rx_wake.as_fd(),
+        );
+    }
+
+    fn publish_locked(&self, rx: &mut RxProducer) -> u32 {
         let n = rx.ring.staged();
         if n == 0 {
             return 0;
@@ -379,7 +404,6 @@ impl IpcpEnd {
         h.rx_counters.sdus.store(sdus, Ordering::Relaxed);
         h.rx_counters.bytes.store(bytes, Ordering::Relaxed);
         h.rx_counters.last_unix_ms.store(now, Ordering::Relaxed);
-        wake_if_armed(&h.rx.consumer_sleeping, self.rx_wake.as_fd());
         n
     }
 

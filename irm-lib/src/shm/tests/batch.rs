@@ -40,6 +40,34 @@ fn staged_rx_sdus_appear_at_once_with_one_wakeup() {
 }
 
 #[test]
+fn published_sdus_wake_a_sleeping_reader_only_when_asked() {
+    let f = flow(geom(8, 16));
+    assert_eq!(read_nb(&f.app), Err(Error::Again));
+    assert!(f.ipcp.push_rx_quiet(b"one").unwrap());
+    // Published and counted, but the sleeping reader is not signalled yet.
+    assert_eq!(f.ipcp.publish_rx(), 1);
+    assert_eq!(shared_head(f.app.map(), Dir::Rx), 1);
+    assert_eq!(f.ipcp.counters().rx_sdus, 1);
+    assert_eq!(pending_bytes(f.app.rx_fd()), 0);
+    // The deferred wake-up: one byte, and only once.
+    f.ipcp.wake_rx_reader();
+    assert_eq!(pending_bytes(f.app.rx_fd()), 1);
+    f.ipcp.wake_rx_reader();
+    assert_eq!(pending_bytes(f.app.rx_fd()), 1);
+    assert_eq!(read_nb(&f.app).unwrap(), b"one");
+    // A reader that never armed is not signalled.
+    assert!(f.ipcp.push_rx_quiet(b"two").unwrap());
+    assert_eq!(f.ipcp.publish_rx(), 1);
+    assert_eq!(read_nb(&f.app).unwrap(), b"two");
+    let before = pending_bytes(f.app.rx_fd());
+    assert!(f.ipcp.push_rx_quiet(b"three").unwrap());
+    assert_eq!(f.ipcp.publish_rx(), 1);
+    f.ipcp.wake_rx_reader();
+    assert_eq!(pending_bytes(f.app.rx_fd()), before);
+    assert_eq!(read_nb(&f.app).unwrap(), b"three");
+}
+
+#[test]
 fn a_state_change_publishes_staged_sdus_first() {
     let f = flow(geom(8, 16));
     assert!(f.ipcp.push_rx_quiet(b"before").unwrap());
