@@ -239,6 +239,10 @@ impl Ipcp {
     pub(super) fn detach(&mut self, flow_id: u32) {
         self.pool_forget(flow_id);
         if let Some(f) = self.flows.remove(&flow_id) {
+            if f.wake_deferred.get() {
+                // Its reader may sleep on SDUs already published.
+                f.end.wake_rx_reader();
+            }
             let _ = self.epoll.delete(f.end.ipcp_fd());
             if let Some(e) = f.eid {
                 self.sock.endpoint_removed(e);

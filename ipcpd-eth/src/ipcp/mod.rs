@@ -429,7 +429,7 @@ impl Ipcp {
                 EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CTRL),
             )
             .map_err(err)?;
-        let linger_timer = linger_timer(&epoll);
+        let linger_timer = linger_timer(&epoll, TOKEN_LINGER);
         if let Some(limit) = sock.max_mtu() {
             if limit < link.mtu {
                 warn!(
@@ -778,19 +778,7 @@ impl Ipcp {
     /// [`rx_watch::LINGER`] with its socket out of the set, and looks at the
     /// socket after the wait as it does every turn while out.
     fn linger(&mut self) -> bool {
-        let Some(t) = &self.linger_timer else {
-            return false;
-        };
-        if !self.rx_watch.may_linger() {
-            return false;
-        }
-        let at = Expiration::OneShot(TimeSpec::from_duration(rx_watch::LINGER));
-        if let Err(e) = t.set(at, TimerSetTimeFlags::empty()) {
-            debug!("linger timer: {e}");
-            return false;
-        }
-        self.rx_watch.lingers();
-        true
+        start_linger(self.linger_timer.as_ref(), &mut self.rx_watch)
     }
 
     /// Wake the readers of every flow that got SDUs since the last time, if
@@ -914,20 +902,38 @@ impl Ipcp {
     }
 }
 
-/// A one-shot timer in `epoll`, edge-triggered: arming it again resets its
-/// expiry count, so it is never read. `None` (and a debug line) if the
-/// kernel refuses one: the loop then never lingers.
-fn linger_timer(epoll: &Epoll) -> Option<TimerFd> {
+/// A one-shot timer in `epoll` under `token`, edge-triggered: arming it
+/// again resets its expiry count, so it is never read. `None` (and a debug
+/// line) if the kernel refuses one: the loop then never lingers.
+fn linger_timer(epoll: &Epoll, token: u64) -> Option<TimerFd> {
     let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
     let t = TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)
         .inspect_err(|e| debug!("no linger timer: {e}"))
         .ok()?;
-    let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, TOKEN_LINGER);
+    let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, token);
     epoll
         .add(t.as_fd(), ev)
         .inspect_err(|e| debug!("no linger timer: {e}"))
         .ok()?;
     Some(t)
+}
+
+/// Arm `timer` for one linger if `watch` may linger (see
+/// [`Ipcp::linger`]); false if the loop must watch its socket instead.
+fn start_linger(timer: Option<&TimerFd>, watch: &mut RxWatch) -> bool {
+    let Some(t) = timer else {
+        return false;
+    };
+    if !watch.may_linger() {
+        return false;
+    }
+    let at = Expiration::OneShot(TimeSpec::from_duration(rx_watch::LINGER));
+    if let Err(e) = t.set(at, TimerSetTimeFlags::empty()) {
+        debug!("linger timer: {e}");
+        return false;
+    }
+    watch.lingers();
+    true
 }
 
 mod control;

@@ -62,6 +62,8 @@ const FLUSH_WAIT: Duration = Duration::from_millis(500);
 
 const W_SOCK: u64 = 0;
 const W_CMD: u64 = 1;
+/// The worker's linger timer ([`super::rx_watch::LINGER`]).
+const W_LINGER: u64 = 2;
 
 /// (peer MAC, remote eid, local eid).
 pub(super) type Route = (Mac, Eid, Eid);

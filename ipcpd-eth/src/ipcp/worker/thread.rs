@@ -25,6 +25,8 @@ struct WFlow {
     route: Option<Route>,
     active: bool,
     wake_pending: bool,
+    /// Its reader's wake-up waits in [`Worker::rx_wakes`].
+    wake_deferred: bool,
     /// Frames of this flow sent to the allocator and not yet back: while
     /// any are out, the flow's frames all take that way (order).
     detour: u32,
@@ -36,6 +38,10 @@ pub(super) struct Worker {
     sock: Box<dyn FrameIo + Send>,
     /// Whether `sock` is in `epoll` (out while busy receiving).
     rx_watch: RxWatch,
+    /// Ends a lingering turn's timed sleep (`None`: the worker never lingers).
+    linger_timer: Option<TimerFd>,
+    /// Flows whose sleeping readers wait for their wake-up (decision 0043).
+    rx_wakes: DeferredWakes,
     epoll: Epoll,
     cmds: Receiver<Command>,
     wake: Arc<EventFd>,
@@ -74,9 +80,12 @@ impl Worker {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(sock.rx_fd(), EpollEvent::new(EpollFlags::EPOLLIN, W_SOCK))?;
         epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, W_CMD))?;
+        let linger_timer = linger_timer(&epoll, W_LINGER);
         Ok(Worker {
             queue,
             rx_watch: RxWatch::new(sock.rx_is_ring()),
+            linger_timer,
+            rx_wakes: DeferredWakes::default(),
             sock,
             epoll,
             cmds,
@@ -115,10 +124,14 @@ impl Worker {
                 *self.stats.sock.lock().unwrap_or_else(|e| e.into_inner()) = c;
             }
             let timeout = if self.active.is_empty() && !self.rx_watch.busy() {
-                // This wait may block: the socket must be watched.
-                let c = self.rx_watch.before_sleep();
-                self.rx_watch
-                    .apply(c, &self.epoll, self.sock.rx_fd(), W_SOCK);
+                // No reader may sleep on an SDU while this loop sleeps.
+                self.wake_readers();
+                if !start_linger(self.linger_timer.as_ref(), &mut self.rx_watch) {
+                    // This wait may block: the socket must be watched.
+                    let c = self.rx_watch.before_sleep();
+                    self.rx_watch
+                        .apply(c, &self.epoll, self.sock.rx_fd(), W_SOCK);
+                }
                 EpollTimeout::from(100u16)
             } else {
                 EpollTimeout::ZERO
@@ -148,8 +161,25 @@ impl Worker {
                 let c = self.rx_watch.received(got);
                 self.rx_watch
                     .apply(c, &self.epoll, self.sock.rx_fd(), W_SOCK);
+                if self.rx_wakes.due(self.rx_watch.busy(), Instant::now()) {
+                    self.wake_readers();
+                }
             }
             self.transmit();
+        }
+    }
+
+    /// Wake the readers of the flows that got SDUs since the last time, if
+    /// they sleep (decision 0043).
+    fn wake_readers(&mut self) {
+        if self.rx_wakes.is_empty() {
+            return;
+        }
+        for id in self.rx_wakes.take() {
+            if let Some(f) = self.flows.get_mut(&id) {
+                f.wake_deferred = false;
+                f.end.wake_rx_reader();
+            }
         }
     }
 
@@ -190,6 +220,7 @@ impl Worker {
                         route: None,
                         active: false,
                         wake_pending: false,
+                        wake_deferred: false,
                         detour: 0,
                     },
                 );
@@ -254,6 +285,9 @@ impl Worker {
             }
             Command::Forget { flow_id } => {
                 if let Some(f) = self.flows.remove(&flow_id) {
+                    if f.wake_deferred {
+                        f.end.wake_rx_reader();
+                    }
                     let _ = self.epoll.delete(f.end.ipcp_fd());
                     self.by_eid.remove(&f.local);
                 }
@@ -440,11 +474,14 @@ impl Worker {
                 self.corrupt(id, e);
             }
             let now = self.now_ns();
+            let at = Instant::now();
             for id in std::mem::take(&mut self.to_wake) {
                 if let Some(f) = self.flows.get_mut(&id) {
                     f.wake_pending = false;
                     f.live.rx_ns.store(now, Ordering::Relaxed);
-                    f.end.wake_rx();
+                    let n = f.end.publish_rx();
+                    let first = n > 0 && !std::mem::replace(&mut f.wake_deferred, true);
+                    self.rx_wakes.published(id, n, first, at);
                 }
             }
             if n < BATCH {
