@@ -24,15 +24,14 @@ use irm::shm::{IpcpEnd, RxStager, ShmMap, TxWake};
 use irm::Error;
 use log::{debug, info, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::sys::timerfd::TimerFd;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use frames::{fill_from, handle_frame, send_built, Fill, RxDeliver, TxCtx};
 use rx_wake::DeferredWakes;
-use rx_watch::RxWatch;
+use rx_watch::{linger_timer, start_linger, RxWatch};
 
 const TOKEN_SOCK: u64 = 0;
 const TOKEN_CTRL: u64 = 1;
@@ -900,40 +899,6 @@ impl Ipcp {
             }
         }
     }
-}
-
-/// A one-shot timer in `epoll` under `token`, edge-triggered: arming it
-/// again resets its expiry count, so it is never read. `None` (and a debug
-/// line) if the kernel refuses one: the loop then never lingers.
-fn linger_timer(epoll: &Epoll, token: u64) -> Option<TimerFd> {
-    let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
-    let t = TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)
-        .inspect_err(|e| debug!("no linger timer: {e}"))
-        .ok()?;
-    let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, token);
-    epoll
-        .add(t.as_fd(), ev)
-        .inspect_err(|e| debug!("no linger timer: {e}"))
-        .ok()?;
-    Some(t)
-}
-
-/// Arm `timer` for one linger if `watch` may linger (see
-/// [`Ipcp::linger`]); false if the loop must watch its socket instead.
-fn start_linger(timer: Option<&TimerFd>, watch: &mut RxWatch) -> bool {
-    let Some(t) = timer else {
-        return false;
-    };
-    if !watch.may_linger() {
-        return false;
-    }
-    let at = Expiration::OneShot(TimeSpec::from_duration(rx_watch::LINGER));
-    if let Err(e) = t.set(at, TimerSetTimeFlags::empty()) {
-        debug!("linger timer: {e}");
-        return false;
-    }
-    watch.lingers();
-    true
 }
 
 mod control;

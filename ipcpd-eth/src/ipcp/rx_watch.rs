@@ -27,8 +27,11 @@
 //! set); only a flood that stopped brings the socket back (decision 0043).
 //! A lone frame never starts a linger: it does not take the socket out.
 
+use log::debug;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
-use std::os::fd::BorrowedFd;
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// Frames one receive pass must read before the socket leaves the epoll
 /// set. Leaving and coming back cost two `epoll_ctl` calls per sleep, which
@@ -136,10 +139,44 @@ impl RxWatch {
             Change::Watch => epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token)),
         };
         if let Err(e) = r {
-            log::debug!("packet socket: epoll {change:?} failed: {e}");
+            debug!("packet socket: epoll {change:?} failed: {e}");
             self.watched = change == Change::Unwatch;
         }
     }
+}
+
+/// A one-shot timer in `epoll` under `token`, edge-triggered: arming it
+/// again resets its expiry count, so it is never read. `None` (and a debug
+/// line) if the kernel refuses one: the loop then never lingers.
+pub(super) fn linger_timer(epoll: &Epoll, token: u64) -> Option<TimerFd> {
+    let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
+    let t = TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)
+        .inspect_err(|e| debug!("no linger timer: {e}"))
+        .ok()?;
+    let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, token);
+    epoll
+        .add(t.as_fd(), ev)
+        .inspect_err(|e| debug!("no linger timer: {e}"))
+        .ok()?;
+    Some(t)
+}
+
+/// Arm `timer` for one linger if `watch` may linger (see
+/// `Ipcp::linger`); false if the loop must watch its socket instead.
+pub(super) fn start_linger(timer: Option<&TimerFd>, watch: &mut RxWatch) -> bool {
+    let Some(t) = timer else {
+        return false;
+    };
+    if !watch.may_linger() {
+        return false;
+    }
+    let at = Expiration::OneShot(TimeSpec::from_duration(LINGER));
+    if let Err(e) = t.set(at, TimerSetTimeFlags::empty()) {
+        debug!("linger timer: {e}");
+        return false;
+    }
+    watch.lingers();
+    true
 }
 
 #[cfg(test)]
@@ -222,6 +259,40 @@ mod tests {
         let c = w.received(UNWATCH_AFTER);
         w.apply(c, &epoll, fd.as_fd(), 7);
         assert!(!w.look_anyway());
+    }
+
+    /// What the linger timer rests on: an edge-triggered timerfd reports each
+    /// expiry once, and arming it again (never read) makes it fire again.
+    #[test]
+    fn the_linger_timer_fires_once_per_arming_without_being_read() {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+        let timer = linger_timer(&epoll, 9).expect("timerfd");
+        let mut w = RxWatch::new(true);
+        let mut events = [EpollEvent::empty(); 4];
+        // A watched socket never lingers: the timer stays unarmed.
+        assert!(!start_linger(Some(&timer), &mut w));
+        assert_eq!(
+            epoll.wait(&mut events, EpollTimeout::from(20u16)).unwrap(),
+            0
+        );
+        assert_eq!(w.received(UNWATCH_AFTER), Change::Unwatch);
+        assert_eq!(w.received(0), Change::Keep);
+        for _ in 0..LINGER_ROUNDS {
+            assert!(start_linger(Some(&timer), &mut w));
+            assert_eq!(
+                epoll
+                    .wait(&mut events, EpollTimeout::from(1000u16))
+                    .unwrap(),
+                1
+            );
+            assert_eq!(events[0].data(), 9);
+            // Reported once, though its count was never read.
+            assert_eq!(epoll.wait(&mut events, EpollTimeout::ZERO).unwrap(), 0);
+        }
+        // The rounds are used up: no more timed sleeps, the socket goes back.
+        assert!(!start_linger(Some(&timer), &mut w));
+        assert!(!start_linger(None, &mut w));
+        assert_eq!(w.before_sleep(), Change::Watch);
     }
 
     /// What the lost-wake-up argument rests on: a file that became readable
